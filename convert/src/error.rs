@@ -1,0 +1,38 @@
+use std::path::PathBuf;
+
+use orthrus_kernels::gguf::GgufError;
+use orthrus_kernels::quant::QuantError;
+
+/// Everything that can stop a conversion. Each message names the file, key or
+/// tensor at fault and, where it helps, what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {msg}")]
+    BadFile { path: PathBuf, msg: String },
+    #[error("tensor {name}: {msg}")]
+    Tensor { name: String, msg: String },
+    #[error("tensor {name}: {source}")]
+    Quant { name: String, source: QuantError },
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ConvertError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ConvertError::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn bad_file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
+        ConvertError::BadFile { path: path.into(), msg: msg.into() }
+    }
+
+    pub(crate) fn tensor(name: impl Into<String>, msg: impl Into<String>) -> Self {
+        ConvertError::Tensor { name: name.into(), msg: msg.into() }
+    }
+}
+
+pub type Result<T, E = ConvertError> = std::result::Result<T, E>;

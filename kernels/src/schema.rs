@@ -1,0 +1,200 @@
+//! The GGUF vocabulary of Qwen3 and Orthrus files: metadata keys and tensor
+//! names. Base names and keys are llama.cpp's, so a base file loads there; the
+//! diffusion view adds `_diff` tensors and `orthrus.*` keys (see models/README.md).
+
+/// Metadata keys.
+pub mod keys {
+    pub const ARCHITECTURE: &str = "general.architecture";
+    pub const TYPE: &str = "general.type";
+    pub const NAME: &str = "general.name";
+    pub const FILE_TYPE: &str = "general.file_type";
+    pub const QUANTIZATION_VERSION: &str = "general.quantization_version";
+    pub const ALIGNMENT: &str = "general.alignment";
+
+    pub const CONTEXT_LENGTH: &str = "qwen3.context_length";
+    pub const EMBEDDING_LENGTH: &str = "qwen3.embedding_length";
+    pub const FEED_FORWARD_LENGTH: &str = "qwen3.feed_forward_length";
+    pub const BLOCK_COUNT: &str = "qwen3.block_count";
+    pub const HEAD_COUNT: &str = "qwen3.attention.head_count";
+    pub const HEAD_COUNT_KV: &str = "qwen3.attention.head_count_kv";
+    pub const KEY_LENGTH: &str = "qwen3.attention.key_length";
+    pub const VALUE_LENGTH: &str = "qwen3.attention.value_length";
+    pub const RMS_EPS: &str = "qwen3.attention.layer_norm_rms_epsilon";
+    pub const ROPE_FREQ_BASE: &str = "qwen3.rope.freq_base";
+
+    pub const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
+    pub const TOKENIZER_PRE: &str = "tokenizer.ggml.pre";
+    pub const TOKENS: &str = "tokenizer.ggml.tokens";
+    pub const TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+    pub const MERGES: &str = "tokenizer.ggml.merges";
+    pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
+    pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
+    pub const PAD_ID: &str = "tokenizer.ggml.padding_token_id";
+    pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+    pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
+    pub const HF_JSON: &str = "tokenizer.huggingface.json";
+
+    pub const BLOCK_SIZE: &str = "orthrus.block_size";
+    pub const MASK_TOKEN_ID: &str = "orthrus.mask_token_id";
+    pub const EOS_IDS: &str = "orthrus.eos_token_ids";
+}
+
+/// `general.architecture` of every file this project writes.
+pub const ARCH: &str = "qwen3";
+/// `general.type` of a whole model or a `--split` base file.
+pub const TYPE_MODEL: &str = "model";
+/// `general.type` of a `--split` head file (diffusion view only).
+pub const TYPE_HEAD: &str = "orthrus-head";
+
+/// What a tensor is, independent of its layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    TokenEmbd,
+    Output,
+    OutputNorm,
+    AttnNorm,
+    AttnQ,
+    AttnK,
+    AttnV,
+    AttnOutput,
+    AttnQNorm,
+    AttnKNorm,
+    FfnNorm,
+    FfnGate,
+    FfnUp,
+    FfnDown,
+    AttnQDiff,
+    AttnKDiff,
+    AttnVDiff,
+    AttnOutputDiff,
+    AttnQNormDiff,
+    AttnKNormDiff,
+}
+
+impl Kind {
+    /// Per-layer tensors of the AR view, in file order.
+    pub const AR_LAYER: [Kind; 11] = [
+        Kind::AttnNorm, Kind::AttnQ, Kind::AttnK, Kind::AttnV, Kind::AttnOutput, Kind::AttnQNorm,
+        Kind::AttnKNorm, Kind::FfnNorm, Kind::FfnGate, Kind::FfnUp, Kind::FfnDown,
+    ];
+    /// Per-layer tensors of the diffusion view, in file order.
+    pub const DIFF_LAYER: [Kind; 6] = [
+        Kind::AttnQDiff, Kind::AttnKDiff, Kind::AttnVDiff, Kind::AttnOutputDiff, Kind::AttnQNormDiff,
+        Kind::AttnKNormDiff,
+    ];
+
+    /// llama.cpp's name stem (`attn_q`, `token_embd`, ...).
+    pub const fn stem(self) -> &'static str {
+        match self {
+            Kind::TokenEmbd => "token_embd",
+            Kind::Output => "output",
+            Kind::OutputNorm => "output_norm",
+            Kind::AttnNorm => "attn_norm",
+            Kind::AttnQ => "attn_q",
+            Kind::AttnK => "attn_k",
+            Kind::AttnV => "attn_v",
+            Kind::AttnOutput => "attn_output",
+            Kind::AttnQNorm => "attn_q_norm",
+            Kind::AttnKNorm => "attn_k_norm",
+            Kind::FfnNorm => "ffn_norm",
+            Kind::FfnGate => "ffn_gate",
+            Kind::FfnUp => "ffn_up",
+            Kind::FfnDown => "ffn_down",
+            Kind::AttnQDiff => "attn_q_diff",
+            Kind::AttnKDiff => "attn_k_diff",
+            Kind::AttnVDiff => "attn_v_diff",
+            Kind::AttnOutputDiff => "attn_output_diff",
+            Kind::AttnQNormDiff => "attn_q_norm_diff",
+            Kind::AttnKNormDiff => "attn_k_norm_diff",
+        }
+    }
+
+    pub const fn is_diffusion(self) -> bool {
+        self.ar_twin().is_some()
+    }
+
+    /// The AR-view tensor a diffusion tensor stands in for.
+    pub const fn ar_twin(self) -> Option<Kind> {
+        match self {
+            Kind::AttnQDiff => Some(Kind::AttnQ),
+            Kind::AttnKDiff => Some(Kind::AttnK),
+            Kind::AttnVDiff => Some(Kind::AttnV),
+            Kind::AttnOutputDiff => Some(Kind::AttnOutput),
+            Kind::AttnQNormDiff => Some(Kind::AttnQNorm),
+            Kind::AttnKNormDiff => Some(Kind::AttnKNorm),
+            _ => None,
+        }
+    }
+
+    /// Norm weights are vectors, kept in f32 whatever the file type.
+    pub const fn is_norm(self) -> bool {
+        matches!(
+            self,
+            Kind::OutputNorm | Kind::AttnNorm | Kind::AttnQNorm | Kind::AttnKNorm | Kind::FfnNorm
+                | Kind::AttnQNormDiff | Kind::AttnKNormDiff
+        )
+    }
+
+    pub const fn is_per_layer(self) -> bool {
+        !matches!(self, Kind::TokenEmbd | Kind::Output | Kind::OutputNorm)
+    }
+}
+
+/// One tensor of a model: its kind and, for per-layer tensors, its layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TensorId {
+    pub kind: Kind,
+    pub layer: Option<u32>,
+}
+
+impl TensorId {
+    pub const fn global(kind: Kind) -> TensorId {
+        TensorId { kind, layer: None }
+    }
+
+    pub const fn layer(layer: u32, kind: Kind) -> TensorId {
+        TensorId { kind, layer: Some(layer) }
+    }
+
+    /// The GGUF tensor name, e.g. `blk.3.attn_q_diff.weight`.
+    pub fn gguf_name(self) -> String {
+        match self.layer {
+            Some(i) => format!("blk.{i}.{}.weight", self.kind.stem()),
+            None => format!("{}.weight", self.kind.stem()),
+        }
+    }
+}
+
+/// Every tensor of a Qwen3 model with `n_layers` layers, in file order; the
+/// diffusion view's tensors follow each layer's AR tensors when `diffusion`.
+pub fn model_tensors(n_layers: u32, tied_embeddings: bool, diffusion: bool) -> Vec<TensorId> {
+    let mut ids = vec![TensorId::global(Kind::TokenEmbd)];
+    for layer in 0..n_layers {
+        ids.extend(Kind::AR_LAYER.iter().map(|&k| TensorId::layer(layer, k)));
+        if diffusion {
+            ids.extend(Kind::DIFF_LAYER.iter().map(|&k| TensorId::layer(layer, k)));
+        }
+    }
+    ids.push(TensorId::global(Kind::OutputNorm));
+    if !tied_embeddings {
+        ids.push(TensorId::global(Kind::Output));
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_llama_cpp() {
+        assert_eq!(TensorId::global(Kind::TokenEmbd).gguf_name(), "token_embd.weight");
+        assert_eq!(TensorId::layer(3, Kind::AttnOutput).gguf_name(), "blk.3.attn_output.weight");
+        assert_eq!(TensorId::layer(0, Kind::AttnKNormDiff).gguf_name(), "blk.0.attn_k_norm_diff.weight");
+        assert_eq!(model_tensors(2, true, true).len(), 1 + 2 * 17 + 1);
+        assert_eq!(model_tensors(2, false, false).len(), 1 + 2 * 11 + 2);
+        for k in Kind::DIFF_LAYER {
+            assert_eq!(k.stem(), format!("{}_diff", k.ar_twin().unwrap().stem()));
+        }
+    }
+}

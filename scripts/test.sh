@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs every test of the project: the Rust workspace (unit, integration and
+# end-to-end tests, which also drive the Python cross-checks), the Python
+# tests of the fixture scripts, and a short fuzzing run of the GGUF reader.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace 2>&1
+python3 -m pytest -q tests/python
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
