@@ -74,7 +74,7 @@ SHARD_BYTES = 4 * 10**9
 LOGIT_STD = 4.0
 RESIDUAL_GAIN = float(os.environ.get("RG", "1"))
 NORM_STD = 0.1
-DIFF_REL_STD = 0.1
+DIFF_REL_STD = float(os.environ.get("DR", "0.1"))
 DIFF_NORM_STD = 0.02
 
 CHUNK_ELEMS = 1 << 22  # part of the value definition: changing it changes every file

@@ -907,14 +907,33 @@ fn write_fuzz_seeds() {
     write_file(&dir.join("tiny.gguf"), &md, &tiny, &tensor_bytes(&tiny));
 }
 
+/// Also a third-party check: `gguf_py.gguf` was written by llama.cpp's
+/// Python `gguf` package (see fuzz/seeds/README.md).
 #[test]
 fn fuzz_seeds_are_valid() {
     let Ok(entries) = std::fs::read_dir(seeds_dir()) else {
         return;
     };
+    let mut n = 0;
     for e in entries {
         let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "gguf") {
+            continue;
+        }
+        n += 1;
         let f = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
         assert!(!f.tensors().is_empty(), "{}", path.display());
+        if path.ends_with("gguf_py.gguf") {
+            let t = f.tensor("a.weight").unwrap();
+            assert_eq!((t.dims.as_slice(), t.ty), (&[4, 3][..], GgmlType::F32));
+            let floats: Vec<f32> = f
+                .tensor_data(t)
+                .chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
+            assert_eq!(floats, (0..12).map(|i| i as f32).collect::<Vec<_>>());
+            assert_eq!(f.get("t.strs"), Some(&GgufValue::string_array(["a", "é", ""])));
+        }
     }
+    assert!(n >= 3, "expected the committed seeds in {}", seeds_dir().display());
 }

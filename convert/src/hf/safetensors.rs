@@ -8,6 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
+use rayon::prelude::*;
 use serde_json::Value;
 
 use super::read_json;
@@ -187,14 +188,22 @@ impl Checkpoint {
     }
 }
 
-/// Widens little-endian `dtype` values to f32 (exact for every source type).
+/// Widens little-endian `dtype` values to f32 (exact for every source type),
+/// split across rayon's threads: on a few cores this is a visible share of a
+/// conversion.
 pub fn to_f32(dtype: Dtype, raw: &[u8], out: &mut Vec<f32>) {
+    const PER_TASK: usize = 1 << 16;
+    let size = dtype.size() as usize;
     out.clear();
-    match dtype {
-        Dtype::BF16 => out.extend(raw.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())),
-        Dtype::F16 => out.extend(raw.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
-        Dtype::F32 => out.extend(raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))),
-    }
+    out.resize(raw.len() / size, 0.0);
+    out.par_chunks_mut(PER_TASK).zip(raw.par_chunks(PER_TASK * size)).for_each(|(dst, src)| {
+        let pairs = dst.iter_mut().zip(src.chunks_exact(size));
+        match dtype {
+            Dtype::BF16 => pairs.for_each(|(d, b)| *d = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            Dtype::F16 => pairs.for_each(|(d, b)| *d = f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            Dtype::F32 => pairs.for_each(|(d, b)| *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        }
+    });
 }
 
 fn shards_from_index(index: &Path) -> Result<Vec<String>> {
