@@ -21,7 +21,10 @@ fn kv(key: &str, value: GgufValue) -> (String, GgufValue) {
 fn flat_metadata() -> Vec<(String, GgufValue)> {
     vec![
         kv("general.architecture", GgufValue::String("qwen3".into())),
-        kv("general.name", GgufValue::String("tiny ünïcødé 模型 🦀".into())),
+        kv(
+            "general.name",
+            GgufValue::String("tiny ünïcødé 模型 🦀".into()),
+        ),
         kv("general.empty", GgufValue::String(String::new())),
         kv("ünïcødé.κλειδί", GgufValue::Bool(true)),
         kv("t.u8", GgufValue::U8(255)),
@@ -35,11 +38,29 @@ fn flat_metadata() -> Vec<(String, GgufValue)> {
         kv("t.u64", GgufValue::U64(u64::MAX)),
         kv("t.i64", GgufValue::I64(i64::MIN)),
         kv("t.f64", GgufValue::F64(std::f64::consts::PI)),
-        kv("tokenizer.ggml.tokens", GgufValue::string_array(["<s>", "", "é", "a b", "\n"])),
-        kv("tokenizer.ggml.token_type", GgufValue::i32_array([1, -1, 3, 0, 6])),
+        kv(
+            "tokenizer.ggml.tokens",
+            GgufValue::string_array(["<s>", "", "é", "a b", "\n"]),
+        ),
+        kv(
+            "tokenizer.ggml.token_type",
+            GgufValue::i32_array([1, -1, 3, 0, 6]),
+        ),
         kv("t.u32s", GgufValue::u32_array([7, 8, 9])),
-        kv("t.f32s", GgufValue::Array(GgufType::F32, vec![GgufValue::F32(0.25), GgufValue::F32(-1.0)])),
-        kv("t.bools", GgufValue::Array(GgufType::Bool, vec![GgufValue::Bool(true), GgufValue::Bool(false)])),
+        kv(
+            "t.f32s",
+            GgufValue::Array(
+                GgufType::F32,
+                vec![GgufValue::F32(0.25), GgufValue::F32(-1.0)],
+            ),
+        ),
+        kv(
+            "t.bools",
+            GgufValue::Array(
+                GgufType::Bool,
+                vec![GgufValue::Bool(true), GgufValue::Bool(false)],
+            ),
+        ),
         kv("t.empty_u8s", GgufValue::Array(GgufType::U8, vec![])),
     ]
 }
@@ -57,7 +78,10 @@ fn full_metadata() -> Vec<(String, GgufValue)> {
         ],
     );
     md.push(kv("t.nested", nested));
-    md.push(kv("t.empty_arrays", GgufValue::Array(GgufType::Array, vec![])));
+    md.push(kv(
+        "t.empty_arrays",
+        GgufValue::Array(GgufType::Array, vec![]),
+    ));
     md
 }
 
@@ -222,7 +246,10 @@ fn metadata_only_file() {
 fn display_is_short() {
     let f = GgufFile::from_bytes(sample_file()).unwrap();
     let shown = |k: &str| f.get(k).unwrap().to_string();
-    assert_eq!(shown("tokenizer.ggml.tokens"), r#"[string; 5] ["<s>", "", "é", "a b", …]"#);
+    assert_eq!(
+        shown("tokenizer.ggml.tokens"),
+        r#"[string; 5] ["<s>", "", "é", "a b", …]"#
+    );
     assert_eq!(shown("t.u64"), u64::MAX.to_string());
     assert_eq!(shown("general.empty"), r#""""#);
     assert_eq!(shown("t.empty_u8s"), "[u8; 0] []");
@@ -255,7 +282,7 @@ impl Walker<'_> {
         match ty {
             0 | 1 | 7 => self.pos += 1,
             2 | 3 => self.pos += 2,
-            4 | 5 | 6 => self.pos += 4,
+            4..=6 => self.pos += 4,
             10..=12 => self.pos += 8,
             8 => {
                 self.str();
@@ -289,7 +316,12 @@ fn header_regions(bytes: &[u8]) -> (Vec<(usize, usize, String, &'static str)>, u
         let start = w.pos;
         let ty = w.u32();
         w.skip_value(ty);
-        regions.push((start, w.pos, format!("'{}'", key.escape_debug()), "metadata count"));
+        regions.push((
+            start,
+            w.pos,
+            format!("'{}'", key.escape_debug()),
+            "metadata count",
+        ));
     }
     for i in 0..n_tensors {
         let start = w.pos;
@@ -313,7 +345,12 @@ fn every_truncation_is_an_error_naming_the_field() {
     let full = GgufFile::from_bytes(bytes.clone()).unwrap();
     let (regions, header_end) = header_regions(&bytes);
     assert!(full.data_offset() >= header_end as u64);
-    let last_end = full.tensors().iter().map(|t| t.offset + t.size).max().unwrap() as usize;
+    let last_end = full
+        .tensors()
+        .iter()
+        .map(|t| t.offset + t.size)
+        .max()
+        .unwrap() as usize;
     let mut checked_boundaries = 0;
 
     for cut in 0..bytes.len() {
@@ -337,11 +374,17 @@ fn every_truncation_is_an_error_naming_the_field() {
         } else if cut < full.data_offset() as usize {
             vec!["padding".into()]
         } else {
-            let t = full.tensors().iter().find(|t| (t.offset + t.size) as usize > cut).unwrap();
+            let t = full
+                .tensors()
+                .iter()
+                .find(|t| (t.offset + t.size) as usize > cut)
+                .unwrap();
             vec![format!("tensor {}: data ends at byte", t.name)]
         };
         assert!(
-            expect.iter().any(|e| !e.is_empty() && msg.contains(e.as_str())),
+            expect
+                .iter()
+                .any(|e| !e.is_empty() && msg.contains(e.as_str())),
             "cut at {cut}: {msg:?} mentions none of {expect:?}"
         );
     }
@@ -439,13 +482,19 @@ fn hostile_base_is_valid() {
     assert_eq!(f.tensors()[0].size, 32);
     assert_eq!(f.data_offset(), 96);
     // Version 2 has the same layout.
-    let v2 = Raw::header(2, 1, 1).kv_u32("k", 1).tensor("w", &[8], 0, 0).data(32, 32);
+    let v2 = Raw::header(2, 1, 1)
+        .kv_u32("k", 1)
+        .tensor("w", &[8], 0, 0)
+        .data(32, 32);
     assert_eq!(GgufFile::from_bytes(v2.0).unwrap().version(), 2);
 }
 
 #[test]
 fn hostile_magic_and_version() {
-    reject(Raw(b"GGML".to_vec()).u32(3).u64(0).u64(0), "not a GGUF file");
+    reject(
+        Raw(b"GGML".to_vec()).u32(3).u64(0).u64(0),
+        "not a GGUF file",
+    );
     reject(Raw::header(4, 0, 0), "unsupported GGUF version 4");
     reject(Raw::header(0, 0, 0), "unsupported GGUF version 0");
     reject(Raw::header(1, 0, 0), "version 1");
@@ -455,18 +504,43 @@ fn hostile_magic_and_version() {
 #[test]
 fn hostile_counts() {
     reject(Raw::header(3, 0, u64::MAX).kv_u32("k", 1), "metadata count");
-    reject(Raw::header(3, u64::MAX, 0).tensor("w", &[8], 0, 0), "tensor count");
+    reject(
+        Raw::header(3, u64::MAX, 0).tensor("w", &[8], 0, 0),
+        "tensor count",
+    );
     reject(Raw::header(3, 1 << 40, 1 << 40), "count");
 }
 
 #[test]
 fn hostile_strings() {
-    reject(Raw::header(3, 0, 1).u64(u64::MAX).bytes(&[0; 64]), "truncated: metadata key 0");
-    reject(Raw::header(3, 0, 1).str("s").u32(8).u64(u64::MAX).bytes(&[0; 64]), "metadata key 0 ('s')");
-    reject(Raw::header(3, 0, 1).raw_str(&[b'k', 0xff]).u32(4).u32(0), "UTF-8");
-    reject(Raw::header(3, 0, 1).str("s").u32(8).raw_str(&[0xc3, 0x28]), "'s'");
     reject(
-        Raw::header(3, 1, 0).raw_str(&[0xe2, 0x82]).u32(1).u64(8).u32(0).u64(0).data(32, 32),
+        Raw::header(3, 0, 1).u64(u64::MAX).bytes(&[0; 64]),
+        "truncated: metadata key 0",
+    );
+    reject(
+        Raw::header(3, 0, 1)
+            .str("s")
+            .u32(8)
+            .u64(u64::MAX)
+            .bytes(&[0; 64]),
+        "metadata key 0 ('s')",
+    );
+    reject(
+        Raw::header(3, 0, 1).raw_str(&[b'k', 0xff]).u32(4).u32(0),
+        "UTF-8",
+    );
+    reject(
+        Raw::header(3, 0, 1).str("s").u32(8).raw_str(&[0xc3, 0x28]),
+        "'s'",
+    );
+    reject(
+        Raw::header(3, 1, 0)
+            .raw_str(&[0xe2, 0x82])
+            .u32(1)
+            .u64(8)
+            .u32(0)
+            .u64(0)
+            .data(32, 32),
         "tensor 0 name",
     );
     reject(Raw::header(3, 0, 1).str("").u32(4).u32(0), "empty");
@@ -476,13 +550,24 @@ fn hostile_strings() {
 fn hostile_arrays() {
     // 2^61 items of 1, 8 and 12 bytes: refused before any allocation.
     for elem in [0u32, 8, 9] {
-        let r = Raw::header(3, 0, 1).str("arr").u32(9).u32(elem).u64(1 << 61).bytes(&[0; 64]);
+        let r = Raw::header(3, 0, 1)
+            .str("arr")
+            .u32(9)
+            .u32(elem)
+            .u64(1 << 61)
+            .bytes(&[0; 64]);
         reject(r, "'arr'");
     }
     let r = Raw::header(3, 0, 1).str("arr").u32(9).u32(4).u64(u64::MAX);
     reject(r, "truncated or corrupt");
-    reject(Raw::header(3, 0, 1).str("x").u32(13).u32(0), "unknown value type 13");
-    reject(Raw::header(3, 0, 1).str("x").u32(9).u32(99).u64(1).u32(0), "unknown value type 99");
+    reject(
+        Raw::header(3, 0, 1).str("x").u32(13).u32(0),
+        "unknown value type 13",
+    );
+    reject(
+        Raw::header(3, 0, 1).str("x").u32(9).u32(99).u64(1).u32(0),
+        "unknown value type 99",
+    );
 }
 
 fn nested_arrays(depth: usize) -> Raw {
@@ -503,21 +588,35 @@ fn hostile_nesting() {
 
 #[test]
 fn hostile_keys_and_alignment() {
-    reject(Raw::header(3, 0, 2).kv_u32("k", 1).kv_u32("k", 2), "('k') appears twice");
+    reject(
+        Raw::header(3, 0, 2).kv_u32("k", 1).kv_u32("k", 2),
+        "('k') appears twice",
+    );
     for bad in [0u32, 3, 48, u32::MAX] {
-        let r = Raw::header(3, 1, 1).kv_u32("general.alignment", bad).tensor("w", &[8], 0, 0).data(32, 32);
+        let r = Raw::header(3, 1, 1)
+            .kv_u32("general.alignment", bad)
+            .tensor("w", &[8], 0, 0)
+            .data(32, 32);
         reject(r, "not a power of two");
     }
-    let r = Raw::header(3, 0, 1).str("general.alignment").u32(10).u64(32);
+    let r = Raw::header(3, 0, 1)
+        .str("general.alignment")
+        .u32(10)
+        .u64(32);
     reject(r, "expected u32");
     // A valid unusual alignment is honoured.
-    let ok = Raw::header(3, 1, 1).kv_u32("general.alignment", 16).tensor("w", &[8], 0, 16).data(16, 48);
+    let ok = Raw::header(3, 1, 1)
+        .kv_u32("general.alignment", 16)
+        .tensor("w", &[8], 0, 16)
+        .data(16, 48);
     let f = GgufFile::from_bytes(ok.0).unwrap();
     assert_eq!((f.alignment(), f.tensors()[0].offset % 16), (16, 0));
 }
 
 fn one_tensor(dims: &[u64], ty: u32, offset: u64) -> Raw {
-    Raw::header(3, 1, 0).tensor("blk.3.attn_q.weight", dims, ty, offset).data(32, 64)
+    Raw::header(3, 1, 0)
+        .tensor("blk.3.attn_q.weight", dims, ty, offset)
+        .data(32, 64)
 }
 
 #[test]
@@ -525,22 +624,40 @@ fn hostile_tensor_shapes_and_types() {
     reject(one_tensor(&[], 0, 0), "0 dimensions");
     reject(one_tensor(&[1; 5], 0, 0), "5 dimensions");
     reject(one_tensor(&[1; 9], 0, 0), "9 dimensions");
-    reject(Raw::header(3, 1, 0).str("w").u32(u32::MAX).bytes(&[0; 64]), "dimensions");
+    reject(
+        Raw::header(3, 1, 0).str("w").u32(u32::MAX).bytes(&[0; 64]),
+        "dimensions",
+    );
     reject(one_tensor(&[8, 0], 0, 0), "dimension 1");
     reject(one_tensor(&[1 << 32, 1 << 32, 2], 0, 0), "2^63");
     reject(one_tensor(&[u64::MAX], 0, 0), "2^63");
     reject(one_tensor(&[1 << 62], 0, 0), "overflows");
     for ty in [4u32, 29, 99, u32::MAX] {
-        reject(one_tensor(&[8], ty, 0), &format!("unknown ggml type id {ty}"));
+        reject(
+            one_tensor(&[8], ty, 0),
+            &format!("unknown ggml type id {ty}"),
+        );
     }
-    reject(one_tensor(&[100], GgmlType::Q4_K.id(), 0), "not a multiple of the q4_K block size 256");
+    reject(
+        one_tensor(&[100], GgmlType::Q4_K.id(), 0),
+        "not a multiple of the q4_K block size 256",
+    );
 }
 
 #[test]
 fn hostile_tensor_offsets() {
-    reject(one_tensor(&[8], 0, 8), "offset 8 is not a multiple of the alignment 32");
-    reject(one_tensor(&[8], 0, 1 << 40), "tensor blk.3.attn_q.weight: data ends at byte");
-    reject(one_tensor(&[32], 0, 0), "data ends at byte 224, file has 160");
+    reject(
+        one_tensor(&[8], 0, 8),
+        "offset 8 is not a multiple of the alignment 32",
+    );
+    reject(
+        one_tensor(&[8], 0, 1 << 40),
+        "tensor blk.3.attn_q.weight: data ends at byte",
+    );
+    reject(
+        one_tensor(&[32], 0, 0),
+        "data ends at byte 224, file has 160",
+    );
     reject(one_tensor(&[8], 0, u64::MAX - 31), "overflows");
     // Header fine, but the file stops inside the padding before the data.
     let mut r = one_tensor(&[8], 0, 0);
@@ -551,7 +668,10 @@ fn hostile_tensor_offsets() {
 #[test]
 fn hostile_tensor_pairs() {
     let two = |a: &str, b: &str, off_b: u64| {
-        Raw::header(3, 2, 0).tensor(a, &[16], 0, 0).tensor(b, &[8], 0, off_b).data(32, 128)
+        Raw::header(3, 2, 0)
+            .tensor(a, &[16], 0, 0)
+            .tensor(b, &[8], 0, off_b)
+            .data(32, 128)
     };
     assert!(GgufFile::from_bytes(two("a", "b", 64).0).is_ok());
     reject(two("a", "a", 64), "tensor a appears twice");
@@ -575,7 +695,11 @@ fn dropped_writer_leaves_nothing() {
     let (dir, path, specs, data) = writer_fixture();
     let mut w = GgufWriter::create(&path, &flat_metadata(), &specs).unwrap();
     w.write_data(&data[0][..10]).unwrap();
-    assert_eq!(dir_entries(dir.path()).len(), 1, "the temporary file exists while writing");
+    assert_eq!(
+        dir_entries(dir.path()).len(),
+        1,
+        "the temporary file exists while writing"
+    );
     drop(w);
     assert_eq!(dir_entries(dir.path()), Vec::<String>::new());
 
@@ -607,7 +731,10 @@ fn too_many_bytes_is_an_error_naming_the_tensor() {
     let mut w = GgufWriter::create(&path, &flat_metadata(), &specs).unwrap();
     w.write_data(&data[0][..50]).unwrap();
     let msg = w.write_data(&[0; 11]).unwrap_err().to_string();
-    assert!(msg.contains("token_embd.weight") && msg.contains("60 bytes"), "{msg}");
+    assert!(
+        msg.contains("token_embd.weight") && msg.contains("60 bytes"),
+        "{msg}"
+    );
     // The failed call wrote nothing: the stream can go on.
     assert_eq!(w.current_tensor(), Some("token_embd.weight"));
     w.write_data(&data[0][50..]).unwrap();
@@ -633,7 +760,10 @@ fn too_few_bytes_fail_at_finish_and_leave_the_destination() {
     }
     w.write_data(&data[3][..100]).unwrap();
     let msg = w.finish().unwrap_err().to_string();
-    assert!(msg.contains("blk.0.ffn_down.weight is incomplete: 100 of 432 bytes"), "{msg}");
+    assert!(
+        msg.contains("blk.0.ffn_down.weight is incomplete: 100 of 432 bytes"),
+        "{msg}"
+    );
     assert_eq!(std::fs::read(&path).unwrap(), b"old model");
     assert_eq!(dir_entries(dir.path()), ["out.gguf"]);
 }
@@ -647,24 +777,64 @@ fn writer_refuses_invalid_contents_before_creating_anything() {
         s.push(extra);
         s
     };
-    let cases: Vec<(Vec<(String, GgufValue)>, Vec<TensorSpec>, &str)> = vec![
-        (md.clone(), with(spec("token_embd.weight", &[4], GgmlType::F32)), "appears twice"),
-        (md.clone(), with(spec("z", &[4, 0], GgmlType::F32)), "non-zero"),
-        (md.clone(), with(spec("z", &[], GgmlType::F32)), "1 to 4"),
-        (md.clone(), with(spec("z", &[1; 5], GgmlType::F32)), "1 to 4"),
-        (md.clone(), with(spec("z", &[100], GgmlType::Q4_K)), "q4_K"),
-        (md.clone(), with(spec("z", &[1 << 62, 4], GgmlType::F32)), "too large"),
-        (md.clone(), with(spec(&"n".repeat(64), &[4], GgmlType::F32)), "ggml's limit"),
-        (md.clone(), with(spec("", &[4], GgmlType::F32)), "1 to 63"),
-        ([md.clone(), vec![kv("t.u8", GgufValue::U8(1))]].concat(), specs.clone(), "'t.u8' appears twice"),
-        ([md.clone(), vec![kv("", GgufValue::U8(1))]].concat(), specs.clone(), "empty"),
+    type Case = (Vec<(String, GgufValue)>, Vec<TensorSpec>, &'static str);
+    let cases: Vec<Case> = vec![
         (
-            vec![kv("mixed", GgufValue::Array(GgufType::U32, vec![GgufValue::U32(1), GgufValue::I32(2)]))],
+            md.clone(),
+            with(spec("token_embd.weight", &[4], GgmlType::F32)),
+            "appears twice",
+        ),
+        (
+            md.clone(),
+            with(spec("z", &[4, 0], GgmlType::F32)),
+            "non-zero",
+        ),
+        (md.clone(), with(spec("z", &[], GgmlType::F32)), "1 to 4"),
+        (
+            md.clone(),
+            with(spec("z", &[1; 5], GgmlType::F32)),
+            "1 to 4",
+        ),
+        (md.clone(), with(spec("z", &[100], GgmlType::Q4_K)), "q4_K"),
+        (
+            md.clone(),
+            with(spec("z", &[1 << 62, 4], GgmlType::F32)),
+            "too large",
+        ),
+        (
+            md.clone(),
+            with(spec(&"n".repeat(64), &[4], GgmlType::F32)),
+            "ggml's limit",
+        ),
+        (md.clone(), with(spec("", &[4], GgmlType::F32)), "1 to 63"),
+        (
+            [md.clone(), vec![kv("t.u8", GgufValue::U8(1))]].concat(),
+            specs.clone(),
+            "'t.u8' appears twice",
+        ),
+        (
+            [md.clone(), vec![kv("", GgufValue::U8(1))]].concat(),
+            specs.clone(),
+            "empty",
+        ),
+        (
+            vec![kv(
+                "mixed",
+                GgufValue::Array(GgufType::U32, vec![GgufValue::U32(1), GgufValue::I32(2)]),
+            )],
             specs.clone(),
             "array of u32 holds a i32 at index 1",
         ),
-        (vec![kv("general.alignment", GgufValue::U64(32))], specs.clone(), "power of two"),
-        (vec![kv("general.alignment", GgufValue::U32(24))], specs.clone(), "power of two"),
+        (
+            vec![kv("general.alignment", GgufValue::U64(32))],
+            specs.clone(),
+            "power of two",
+        ),
+        (
+            vec![kv("general.alignment", GgufValue::U32(24))],
+            specs.clone(),
+            "power of two",
+        ),
     ];
     for (md, specs, needle) in cases {
         let msg = match GgufWriter::create(&path, &md, &specs) {
@@ -761,9 +931,21 @@ fn we_read_what_ggml_writes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ggml.gguf");
     let descs = [
-        GgmlTensorDesc { name: c"a.f32", ty: GgmlType::F32, ne: vec![8, 3] },
-        GgmlTensorDesc { name: c"b.f16", ty: GgmlType::F16, ne: vec![5] },
-        GgmlTensorDesc { name: c"c.q8_0", ty: GgmlType::Q8_0, ne: vec![64, 2, 1, 2] },
+        GgmlTensorDesc {
+            name: c"a.f32",
+            ty: GgmlType::F32,
+            ne: vec![8, 3],
+        },
+        GgmlTensorDesc {
+            name: c"b.f16",
+            ty: GgmlType::F16,
+            ne: vec![5],
+        },
+        GgmlTensorDesc {
+            name: c"c.q8_0",
+            ty: GgmlType::Q8_0,
+            ne: vec![64, 2, 1, 2],
+        },
     ];
     let mut expected_data = Vec::new();
     unsafe {
@@ -780,9 +962,19 @@ fn we_read_what_ggml_writes() {
         let mut strs = [c"<s>".as_ptr(), c"".as_ptr(), c"é".as_ptr()];
         sys::gguf_set_arr_str(g, c"tok".as_ptr(), strs.as_mut_ptr(), strs.len());
         let ints = [1i32, -2, 3];
-        sys::gguf_set_arr_data(g, c"ints".as_ptr(), sys::GGUF_TYPE_INT32, ints.as_ptr().cast(), ints.len());
+        sys::gguf_set_arr_data(
+            g,
+            c"ints".as_ptr(),
+            sys::GGUF_TYPE_INT32,
+            ints.as_ptr().cast(),
+            ints.len(),
+        );
 
-        let params = sys::ggml_init_params { mem_size: 1 << 20, mem_buffer: std::ptr::null_mut(), no_alloc: false };
+        let params = sys::ggml_init_params {
+            mem_size: 1 << 20,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: false,
+        };
         let ctx = sys::ggml_init(params);
         assert!(!ctx.is_null());
         for (i, d) in descs.iter().enumerate() {
@@ -801,13 +993,31 @@ fn we_read_what_ggml_writes() {
     let f = GgufFile::open(&path).unwrap();
     assert_eq!(f.alignment(), 32);
     let keys: Vec<&str> = f.metadata().iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(keys, ["general.file_type", "general.name", "x.f32", "x.bool", "x.i64", "x.u64", "tok", "ints"]);
-    assert_eq!(f.get("general.name").and_then(GgufValue::as_str), Some("ggml ünï"));
+    assert_eq!(
+        keys,
+        [
+            "general.file_type",
+            "general.name",
+            "x.f32",
+            "x.bool",
+            "x.i64",
+            "x.u64",
+            "tok",
+            "ints"
+        ]
+    );
+    assert_eq!(
+        f.get("general.name").and_then(GgufValue::as_str),
+        Some("ggml ünï")
+    );
     assert_eq!(f.get("x.f32"), Some(&GgufValue::F32(0.5)));
     assert_eq!(f.get("x.bool"), Some(&GgufValue::Bool(true)));
     assert_eq!(f.get("x.i64"), Some(&GgufValue::I64(-7)));
     assert_eq!(f.get("x.u64").and_then(GgufValue::as_u64), Some(1 << 40));
-    assert_eq!(f.get("tok"), Some(&GgufValue::string_array(["<s>", "", "é"])));
+    assert_eq!(
+        f.get("tok"),
+        Some(&GgufValue::string_array(["<s>", "", "é"]))
+    );
     assert_eq!(f.get("ints"), Some(&GgufValue::i32_array([1, -2, 3])));
     assert_eq!(f.tensors().len(), descs.len());
     for ((t, d), bytes) in f.tensors().iter().zip(&descs).zip(&expected_data) {
@@ -835,7 +1045,10 @@ fn ggml_reads_what_we_write() {
 
     unsafe {
         let mut ctx: *mut sys::ggml_context = std::ptr::null_mut();
-        let params = sys::gguf_init_params { no_alloc: false, ctx: &mut ctx };
+        let params = sys::gguf_init_params {
+            no_alloc: false,
+            ctx: &mut ctx,
+        };
         let g = sys::gguf_init_from_file(c_path(&path).as_ptr(), params);
         assert!(!g.is_null(), "ggml refused our file");
         assert_eq!(sys::gguf_get_version(g), 3);
@@ -846,29 +1059,50 @@ fn ggml_reads_what_we_write() {
         for (i, (key, value)) in md.iter().enumerate() {
             let i = i as i64;
             assert_eq!(c_str(sys::gguf_get_key(g, i)), key);
-            assert_eq!(sys::gguf_get_kv_type(g, i), value.value_type().id(), "{key}");
+            assert_eq!(
+                sys::gguf_get_kv_type(g, i),
+                value.value_type().id(),
+                "{key}"
+            );
             if let GgufValue::Array(elem, items) = value {
                 assert_eq!(sys::gguf_get_arr_type(g, i), elem.id(), "{key}");
                 assert_eq!(sys::gguf_get_arr_n(g, i), items.len(), "{key}");
             }
         }
         let name_id = sys::gguf_find_key(g, c"general.name".as_ptr());
-        assert_eq!(c_str(sys::gguf_get_val_str(g, name_id)), "tiny ünïcødé 模型 🦀");
+        assert_eq!(
+            c_str(sys::gguf_get_val_str(g, name_id)),
+            "tiny ünïcødé 模型 🦀"
+        );
         let tok_id = sys::gguf_find_key(g, c"tokenizer.ggml.tokens".as_ptr());
         assert_eq!(c_str(sys::gguf_get_arr_str(g, tok_id, 2)), "é");
-        assert_eq!(sys::gguf_get_val_u64(g, sys::gguf_find_key(g, c"t.u64".as_ptr())), u64::MAX);
-        assert_eq!(sys::gguf_get_val_f64(g, sys::gguf_find_key(g, c"t.f64".as_ptr())), std::f64::consts::PI);
+        assert_eq!(
+            sys::gguf_get_val_u64(g, sys::gguf_find_key(g, c"t.u64".as_ptr())),
+            u64::MAX
+        );
+        assert_eq!(
+            sys::gguf_get_val_f64(g, sys::gguf_find_key(g, c"t.f64".as_ptr())),
+            std::f64::consts::PI
+        );
 
         assert_eq!(sys::gguf_get_n_tensors(g), specs.len() as i64);
         for (i, t) in ours.tensors().iter().enumerate() {
             let i = i as i64;
             assert_eq!(c_str(sys::gguf_get_tensor_name(g, i)), t.name);
             assert_eq!(sys::gguf_get_tensor_type(g, i), t.ty.id());
-            assert_eq!(sys::gguf_get_tensor_offset(g, i) as u64, t.offset - ours.data_offset());
+            assert_eq!(
+                sys::gguf_get_tensor_offset(g, i) as u64,
+                t.offset - ours.data_offset()
+            );
             assert_eq!(sys::gguf_get_tensor_size(g, i) as u64, t.size);
             let ne = std::slice::from_raw_parts(sys::gguf_get_tensor_ne(g, i), 4);
             for (d, &n) in ne.iter().enumerate() {
-                assert_eq!(n as u64, t.dims.get(d).copied().unwrap_or(1), "{} ne[{d}]", t.name);
+                assert_eq!(
+                    n as u64,
+                    t.dims.get(d).copied().unwrap_or(1),
+                    "{} ne[{d}]",
+                    t.name
+                );
             }
             // ggml loaded the data itself: it must be the bytes we streamed.
             let name = CString::new(t.name.as_str()).unwrap();
@@ -897,12 +1131,26 @@ fn write_fuzz_seeds() {
     let dir = seeds_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let specs = sample_specs();
-    write_file(&dir.join("sample.gguf"), &full_metadata(), &specs, &tensor_bytes(&specs));
-    let tiny = [spec("w", &[4], GgmlType::F32), spec("q", &[32], GgmlType::Q8_0)];
+    write_file(
+        &dir.join("sample.gguf"),
+        &full_metadata(),
+        &specs,
+        &tensor_bytes(&specs),
+    );
+    let tiny = [
+        spec("w", &[4], GgmlType::F32),
+        spec("q", &[32], GgmlType::Q8_0),
+    ];
     let md = [
         kv("general.alignment", GgufValue::U32(8)),
         kv("general.architecture", GgufValue::String("tiny".into())),
-        kv("a", GgufValue::Array(GgufType::Array, vec![GgufValue::u32_array([1]), GgufValue::string_array(["s"])])),
+        kv(
+            "a",
+            GgufValue::Array(
+                GgufType::Array,
+                vec![GgufValue::u32_array([1]), GgufValue::string_array(["s"])],
+            ),
+        ),
     ];
     write_file(&dir.join("tiny.gguf"), &md, &tiny, &tensor_bytes(&tiny));
 }
@@ -932,8 +1180,15 @@ fn fuzz_seeds_are_valid() {
                 .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
                 .collect();
             assert_eq!(floats, (0..12).map(|i| i as f32).collect::<Vec<_>>());
-            assert_eq!(f.get("t.strs"), Some(&GgufValue::string_array(["a", "é", ""])));
+            assert_eq!(
+                f.get("t.strs"),
+                Some(&GgufValue::string_array(["a", "é", ""]))
+            );
         }
     }
-    assert!(n >= 3, "expected the committed seeds in {}", seeds_dir().display());
+    assert!(
+        n >= 3,
+        "expected the committed seeds in {}",
+        seeds_dir().display()
+    );
 }

@@ -205,7 +205,10 @@ impl<T> Context<T> for Result<T, Fault> {
         self.map_err(|fault| {
             GgufError::Malformed(match fault {
                 Fault::Truncated { need, at, len } => {
-                    format!("truncated: {} needs {need} bytes at offset {at}, file has {len}", what())
+                    format!(
+                        "truncated: {} needs {need} bytes at offset {at}, file has {len}",
+                        what()
+                    )
                 }
                 Fault::Bad(msg) => format!("{}: {msg}", what()),
             })
@@ -389,9 +392,11 @@ fn parse(buf: &[u8]) -> Result<Header, GgufError> {
 fn check_version(version: u32) -> Result<(), GgufError> {
     match version {
         2 | 3 => Ok(()),
-        1 => malformed("GGUF version 1 is not supported (it predates 64-bit counts); \
+        1 => malformed(
+            "GGUF version 1 is not supported (it predates 64-bit counts); \
                         convert the model again"
-            .into()),
+                .into(),
+        ),
         v if v & 0xFFFF == 0 && matches!(v.swap_bytes(), 1..=3) => malformed(format!(
             "version field reads {v:#010x}: this is a big-endian GGUF file, which is not supported"
         )),
@@ -482,7 +487,9 @@ fn read_tensor_info(cur: &mut Cursor, i: u64, alignment: u64) -> Result<RawTenso
 
     let n_dims = cur.u32().ctx(|| field("n_dims"))?;
     if !(1..=4).contains(&n_dims) {
-        return malformed(format!("tensor {shown}: {n_dims} dimensions, expected 1 to 4"));
+        return malformed(format!(
+            "tensor {shown}: {n_dims} dimensions, expected 1 to 4"
+        ));
     }
     let mut dims = Vec::with_capacity(n_dims as usize);
     for d in 0..n_dims {
@@ -502,7 +509,9 @@ fn read_tensor_info(cur: &mut Cursor, i: u64, alignment: u64) -> Result<RawTenso
         ));
     }
     let Some(size) = ty.tensor_bytes(&dims) else {
-        return malformed(format!("tensor {shown}: size of {ty} tensor {dims:?} overflows"));
+        return malformed(format!(
+            "tensor {shown}: size of {ty} tensor {dims:?} overflows"
+        ));
     };
 
     let rel_offset = cur.u64().ctx(|| field("offset"))?;
@@ -543,7 +552,11 @@ fn place_tensors(
     file_len: u64,
 ) -> Result<Vec<TensorInfo>, GgufError> {
     let mut tensors = Vec::with_capacity(raw.len());
-    for RawTensor { mut info, rel_offset } in raw {
+    for RawTensor {
+        mut info,
+        rel_offset,
+    } in raw
+    {
         let name = info.name.escape_debug().to_string();
         let end = data_offset
             .checked_add(rel_offset)

@@ -250,11 +250,17 @@ impl GgufValue {
     }
 
     pub fn u32_array(items: impl IntoIterator<Item = u32>) -> Self {
-        GgufValue::Array(GgufType::U32, items.into_iter().map(GgufValue::U32).collect())
+        GgufValue::Array(
+            GgufType::U32,
+            items.into_iter().map(GgufValue::U32).collect(),
+        )
     }
 
     pub fn i32_array(items: impl IntoIterator<Item = i32>) -> Self {
-        GgufValue::Array(GgufType::I32, items.into_iter().map(GgufValue::I32).collect())
+        GgufValue::Array(
+            GgufType::I32,
+            items.into_iter().map(GgufValue::I32).collect(),
+        )
     }
 
     /// Depth of array nesting: 0 for a scalar, 1 for an array of scalars.
@@ -341,7 +347,9 @@ mod tests {
         let v = GgufValue::string_array(["a", "b", "c", "d", "e"]);
         assert_eq!(v.to_string(), r#"[string; 5] ["a", "b", "c", "d", …]"#);
         let long = "x".repeat(100);
-        assert!(GgufValue::String(long).to_string().ends_with("… (100 bytes)"));
+        assert!(GgufValue::String(long)
+            .to_string()
+            .ends_with("… (100 bytes)"));
         let nested = GgufValue::Array(GgufType::Array, vec![GgufValue::u32_array([1])]);
         assert_eq!(nested.to_string(), "[array; 1] [[u32; 1] [1]]");
     }

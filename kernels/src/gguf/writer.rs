@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::value::GgufValue;
 use super::{
-    align_up, GgufError, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH,
-    MAX_TENSOR_NAME, VERSION,
+    align_up, GgufError, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_TENSOR_NAME,
+    VERSION,
 };
 use crate::types::GgmlType;
 
@@ -59,7 +59,8 @@ impl GgufWriter {
     ) -> Result<GgufWriter, GgufError> {
         let alignment = check_metadata(metadata)?;
         let sizes = tensor_sizes(tensors)?;
-        let (header, data_start, total_bytes) = encode_header(metadata, tensors, &sizes, alignment)?;
+        let (header, data_start, total_bytes) =
+            encode_header(metadata, tensors, &sizes, alignment)?;
 
         let (temp, file) = TempFile::create(path)?;
         let mut writer = GgufWriter {
@@ -120,7 +121,9 @@ impl GgufWriter {
     /// Name of the tensor the next `write_data` bytes belong to; `None` once
     /// every tensor is complete.
     pub fn current_tensor(&self) -> Option<&str> {
-        self.tensors.get(self.current).map(|(name, _)| name.as_str())
+        self.tensors
+            .get(self.current)
+            .map(|(name, _)| name.as_str())
     }
 
     /// File bytes written so far (header, data and padding).
@@ -275,11 +278,16 @@ fn check_metadata(metadata: &[(String, GgufValue)]) -> Result<u64, GgufError> {
         if !seen.insert(key.as_str()) {
             return invalid(format!("metadata key '{key}' appears twice"));
         }
-        check_value(value).map_err(|msg| GgufError::Invalid(format!("metadata key '{key}': {msg}")))?;
+        check_value(value)
+            .map_err(|msg| GgufError::Invalid(format!("metadata key '{key}': {msg}")))?;
         if key == ALIGNMENT_KEY {
             alignment = match *value {
                 GgufValue::U32(a) if a.is_power_of_two() => a.into(),
-                _ => return invalid(format!("{ALIGNMENT_KEY} must be a u32 power of two, not {value}")),
+                _ => {
+                    return invalid(format!(
+                        "{ALIGNMENT_KEY} must be a u32 power of two, not {value}"
+                    ))
+                }
             };
         }
     }
@@ -326,7 +334,9 @@ fn tensor_sizes(tensors: &[TensorSpec]) -> Result<Vec<u64>, GgufError> {
             ));
         }
         let elements = t.dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
-        let size = t.ty.tensor_bytes(&t.dims).filter(|_| elements <= Some(i64::MAX as u64));
+        let size =
+            t.ty.tensor_bytes(&t.dims)
+                .filter(|_| elements <= Some(i64::MAX as u64));
         let Some(size) = size else {
             return invalid(format!(
                 "tensor {name}: shape {:?} is not a whole number of {} blocks of {} or is too large",
