@@ -66,7 +66,10 @@ const CHUNK_BYTES: u64 = 64 << 20;
 
 /// The head file of a `--split` conversion: `x.gguf` -> `x.head.gguf`.
 pub fn head_path(base: &Path) -> PathBuf {
-    let name = base.file_name().and_then(|n| n.to_str()).unwrap_or("model.gguf");
+    let name = base
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.gguf");
     let stem = name.strip_suffix(".gguf").unwrap_or(name);
     base.with_file_name(format!("{stem}.head.gguf"))
 }
@@ -90,7 +93,10 @@ pub fn plan(cfg: &ModelConfig, ck: &Checkpoint, opts: &Options) -> Result<Vec<Pl
         if entry.shape != want {
             return Err(ConvertError::tensor(
                 &name,
-                format!("shape {:?} does not match config.json, which implies {want:?}", entry.shape),
+                format!(
+                    "shape {:?} does not match config.json, which implies {want:?}",
+                    entry.shape
+                ),
             ));
         }
         let dims: Vec<u64> = want.iter().rev().copied().collect();
@@ -102,9 +108,16 @@ pub fn plan(cfg: &ModelConfig, ck: &Checkpoint, opts: &Options) -> Result<Vec<Pl
             row_len: dims[0],
         };
         let ty = tensor_type(opts.file_type, slot, opts.head_type);
-        planned.push(Planned { id, hf_name: name, source: entry.dtype, dims, ty });
+        planned.push(Planned {
+            id,
+            hf_name: name,
+            source: entry.dtype,
+            dims,
+            ty,
+        });
     }
-    let known: std::collections::HashSet<&str> = planned.iter().map(|p| p.hf_name.as_str()).collect();
+    let known: std::collections::HashSet<&str> =
+        planned.iter().map(|p| p.hf_name.as_str()).collect();
     if let Some(extra) = ck.names().find(|n| !known.contains(n)) {
         let hint = if extra == "lm_head.weight" {
             " (config.json says tie_word_embeddings is true)"
@@ -113,7 +126,10 @@ pub fn plan(cfg: &ModelConfig, ck: &Checkpoint, opts: &Options) -> Result<Vec<Pl
         } else {
             ""
         };
-        return Err(ConvertError::tensor(extra, format!("is not part of a Qwen3/Orthrus model{hint}")));
+        return Err(ConvertError::tensor(
+            extra,
+            format!("is not part of a Qwen3/Orthrus model{hint}"),
+        ));
     }
     Ok(planned)
 }
@@ -136,7 +152,9 @@ pub fn convert(opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec
         ));
     }
     if opts.head_type.is_some() && !diffusion {
-        return Err(ConvertError::Usage("--head-type needs an Orthrus checkpoint; this one is plain Qwen3".into()));
+        return Err(ConvertError::Usage(
+            "--head-type needs an Orthrus checkpoint; this one is plain Qwen3".into(),
+        ));
     }
     let tok = TokenizerInfo::load(&opts.input, cfg.vocab_size)?;
     let ck = Checkpoint::open(&opts.input)?;
@@ -144,8 +162,12 @@ pub fn convert(opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec
     let name = opts.name.clone().unwrap_or_else(|| dir_name(&opts.input));
 
     let groups: Vec<(FileRole, PathBuf, Vec<Planned>)> = if opts.split {
-        let (head, base): (Vec<_>, Vec<_>) = planned.into_iter().partition(|p| p.id.kind.is_diffusion());
-        vec![(FileRole::Base, opts.output.clone(), base), (FileRole::Head, head_path(&opts.output), head)]
+        let (head, base): (Vec<_>, Vec<_>) =
+            planned.into_iter().partition(|p| p.id.kind.is_diffusion());
+        vec![
+            (FileRole::Base, opts.output.clone(), base),
+            (FileRole::Head, head_path(&opts.output), head),
+        ]
     } else {
         vec![(FileRole::Whole, opts.output.clone(), planned)]
     };
@@ -154,17 +176,28 @@ pub fn convert(opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec
         let kv = metadata::build(&cfg, &tok, opts.file_type, &name, role);
         let specs: Vec<TensorSpec> = tensors
             .iter()
-            .map(|p| TensorSpec { name: p.id.gguf_name(), dims: p.dims.clone(), ty: p.ty })
+            .map(|p| TensorSpec {
+                name: p.id.gguf_name(),
+                dims: p.dims.clone(),
+                ty: p.ty,
+            })
             .collect();
         let writer = GgufWriter::create(&path, &kv, &specs)?;
-        outputs.push(Output { role, path, writer, tensors });
+        outputs.push(Output {
+            role,
+            path,
+            writer,
+            tensors,
+        });
     }
 
     let total: u64 = outputs.iter().map(|o| o.writer.total_bytes()).sum();
     let mut done_before = 0;
     for out in &mut outputs {
         for p in &out.tensors {
-            write_tensor(&ck, p, &mut out.writer, &mut |w| progress(done_before + w, total))?;
+            write_tensor(&ck, p, &mut out.writer, &mut |w| {
+                progress(done_before + w, total)
+            })?;
         }
         done_before += out.writer.total_bytes();
     }
@@ -178,8 +211,18 @@ pub fn convert(opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec
         for p in &out.tensors {
             *types.entry(p.ty.name()).or_insert(0) += 1;
         }
-        let params = out.tensors.iter().map(|p| p.dims.iter().product::<u64>()).sum();
-        summaries.push(FileSummary { path: out.path, role: out.role, bytes, params, types });
+        let params = out
+            .tensors
+            .iter()
+            .map(|p| p.dims.iter().product::<u64>())
+            .sum();
+        summaries.push(FileSummary {
+            path: out.path,
+            role: out.role,
+            bytes,
+            params,
+            types,
+        });
     }
     progress(total, total);
     Ok(summaries)
@@ -193,7 +236,12 @@ fn dir_name(dir: &Path) -> String {
 }
 
 /// Streams one tensor, a chunk of rows at a time.
-fn write_tensor(ck: &Checkpoint, p: &Planned, writer: &mut GgufWriter, progress: &mut dyn FnMut(u64)) -> Result<()> {
+fn write_tensor(
+    ck: &Checkpoint,
+    p: &Planned,
+    writer: &mut GgufWriter,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
     let row_len = p.dims[0];
     let n_rows: u64 = p.dims[1..].iter().product();
     let rows_per_chunk = (CHUNK_BYTES / (row_len * 4)).max(1);
@@ -212,8 +260,12 @@ fn write_tensor(ck: &Checkpoint, p: &Planned, writer: &mut GgufWriter, progress:
         } else {
             to_f32(p.source, &raw, &mut f32s);
             out.clear();
-            quant::quantize_into(p.ty, &f32s, row_len as usize, &mut out)
-                .map_err(|source| ConvertError::Quant { name: p.hf_name.clone(), source })?;
+            quant::quantize_into(p.ty, &f32s, row_len as usize, &mut out).map_err(|source| {
+                ConvertError::Quant {
+                    name: p.hf_name.clone(),
+                    source,
+                }
+            })?;
             &out
         };
         writer.write_data(bytes)?;

@@ -8,7 +8,10 @@ use orthrus_kernels::quant::QuantError;
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {msg}")]
     BadFile { path: PathBuf, msg: String },
     #[error("tensor {name}: {msg}")]
@@ -23,15 +26,24 @@ pub enum ConvertError {
 
 impl ConvertError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ConvertError::Io { path: path.into(), source }
+        ConvertError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn bad_file(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        ConvertError::BadFile { path: path.into(), msg: msg.into() }
+        ConvertError::BadFile {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 
     pub(crate) fn tensor(name: impl Into<String>, msg: impl Into<String>) -> Self {
-        ConvertError::Tensor { name: name.into(), msg: msg.into() }
+        ConvertError::Tensor {
+            name: name.into(),
+            msg: msg.into(),
+        }
     }
 }
 

@@ -42,13 +42,25 @@ fn parse_file_type(s: &str) -> Result<FileType, String> {
 
 fn parse_ggml_type(s: &str) -> Result<GgmlType, String> {
     const HEAD_TYPES: [GgmlType; 9] = [
-        GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0,
-        GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::Q5_0,
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q5_K,
+        GgmlType::Q6_K,
+        GgmlType::Q5_0,
     ];
-    GgmlType::from_name(s).filter(|t| HEAD_TYPES.contains(t)).ok_or_else(|| {
-        let names: Vec<_> = HEAD_TYPES.iter().map(|t| t.name()).collect();
-        format!("unknown head type {s:?}; expected one of {}", names.join(", "))
-    })
+    GgmlType::from_name(s)
+        .filter(|t| HEAD_TYPES.contains(t))
+        .ok_or_else(|| {
+            let names: Vec<_> = HEAD_TYPES.iter().map(|t| t.name()).collect();
+            format!(
+                "unknown head type {s:?}; expected one of {}",
+                names.join(", ")
+            )
+        })
 }
 
 fn main() {
@@ -64,7 +76,10 @@ fn main() {
 }
 
 fn run(cli: &Cli) -> Result<()> {
-    let input = cli.input.clone().expect("clap requires input without --info");
+    let input = cli
+        .input
+        .clone()
+        .expect("clap requires input without --info");
     if !input.is_dir() {
         bail!("{}: not a checkpoint directory", input.display());
     }
@@ -75,11 +90,17 @@ fn run(cli: &Cli) -> Result<()> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "model".into());
-            input.join(format!("{name}-{}.gguf", cli.file_type.name().to_uppercase()))
+            input.join(format!(
+                "{name}-{}.gguf",
+                cli.file_type.name().to_uppercase()
+            ))
         }
     };
     if output.is_dir() {
-        bail!("{}: output is a directory; give a file name", output.display());
+        bail!(
+            "{}: output is a directory; give a file name",
+            output.display()
+        );
     }
     let opts = Options {
         input,
@@ -116,20 +137,44 @@ fn print_summary(s: &FileSummary) {
 fn print_info(path: &Path) -> Result<()> {
     let file = GgufFile::open(path).with_context(|| format!("reading {}", path.display()))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}: GGUF v{}, {}, alignment {}", path.display(), file.version(), human_bytes(file.file_size()), file.alignment())?;
+    writeln!(
+        out,
+        "{}: GGUF v{}, {}, alignment {}",
+        path.display(),
+        file.version(),
+        human_bytes(file.file_size()),
+        file.alignment()
+    )?;
     writeln!(out, "\n{} metadata keys:", file.metadata().len())?;
     for (k, v) in file.metadata() {
         writeln!(out, "  {k:<44} = {v}")?;
     }
     writeln!(out, "\n{} tensors:", file.tensors().len())?;
-    writeln!(out, "  {:<36} {:<7} {:<22} {:>12} {:>12}", "name", "type", "shape", "offset", "bytes")?;
+    writeln!(
+        out,
+        "  {:<36} {:<7} {:<22} {:>12} {:>12}",
+        "name", "type", "shape", "offset", "bytes"
+    )?;
     for t in file.tensors() {
         let dims: Vec<String> = t.dims.iter().map(u64::to_string).collect();
-        writeln!(out, "  {:<36} {:<7} {:<22} {:>12} {:>12}", t.name, t.ty.name(), dims.join(" x "), t.offset, t.size)?;
+        writeln!(
+            out,
+            "  {:<36} {:<7} {:<22} {:>12} {:>12}",
+            t.name,
+            t.ty.name(),
+            dims.join(" x "),
+            t.offset,
+            t.size
+        )?;
     }
     let params: u64 = file.tensors().iter().map(|t| t.n_elements()).sum();
     let bytes: u64 = file.tensors().iter().map(|t| t.size).sum();
-    writeln!(out, "\n{params} parameters, {}, {:.2} bits per weight", human_bytes(bytes), bytes as f64 * 8.0 / params.max(1) as f64)?;
+    writeln!(
+        out,
+        "\n{params} parameters, {}, {:.2} bits per weight",
+        human_bytes(bytes),
+        bytes as f64 * 8.0 / params.max(1) as f64
+    )?;
     Ok(())
 }
 
@@ -141,7 +186,11 @@ fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{b} B") } else { format!("{v:.2} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", UNITS[unit])
+    }
 }
 
 /// A one-line bar on stderr: bytes done, total, rate. Silent when stderr is not a terminal.
@@ -153,17 +202,29 @@ struct ProgressBar {
 
 impl ProgressBar {
     fn new(enabled: bool) -> Self {
-        ProgressBar { enabled, start: Instant::now(), last: None }
+        ProgressBar {
+            enabled,
+            start: Instant::now(),
+            last: None,
+        }
     }
 
     fn update(&mut self, done: u64, total: u64) {
         let now = Instant::now();
-        if !self.enabled || self.last.is_some_and(|l| now.duration_since(l).as_millis() < 100 && done < total) {
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|l| now.duration_since(l).as_millis() < 100 && done < total)
+        {
             return;
         }
         self.last = Some(now);
         const WIDTH: usize = 30;
-        let frac = if total == 0 { 1.0 } else { done as f64 / total as f64 };
+        let frac = if total == 0 {
+            1.0
+        } else {
+            done as f64 / total as f64
+        };
         let filled = (frac * WIDTH as f64) as usize;
         let rate = done as f64 / now.duration_since(self.start).as_secs_f64().max(1e-3);
         eprint!(

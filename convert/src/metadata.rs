@@ -30,7 +30,11 @@ pub fn build(
     let u32v = |n: u64| GgufValue::U32(n as u32);
 
     put(keys::ARCHITECTURE, GgufValue::String(schema::ARCH.into()));
-    let ty = if role == FileRole::Head { schema::TYPE_HEAD } else { schema::TYPE_MODEL };
+    let ty = if role == FileRole::Head {
+        schema::TYPE_HEAD
+    } else {
+        schema::TYPE_MODEL
+    };
     put(keys::TYPE, GgufValue::String(ty.into()));
     put(keys::NAME, GgufValue::String(name.into()));
     put(keys::FILE_TYPE, GgufValue::U32(ft.llama_ftype()));
@@ -52,9 +56,18 @@ pub fn build(
     if role != FileRole::Head {
         put(keys::TOKENIZER_MODEL, GgufValue::String("gpt2".into()));
         put(keys::TOKENIZER_PRE, GgufValue::String("qwen2".into()));
-        put(keys::TOKENS, GgufValue::string_array(tok.tokens.iter().cloned()));
-        put(keys::TOKEN_TYPE, GgufValue::i32_array(tok.token_types.iter().copied()));
-        put(keys::MERGES, GgufValue::string_array(tok.merges.iter().cloned()));
+        put(
+            keys::TOKENS,
+            GgufValue::string_array(tok.tokens.iter().cloned()),
+        );
+        put(
+            keys::TOKEN_TYPE,
+            GgufValue::i32_array(tok.token_types.iter().copied()),
+        );
+        put(
+            keys::MERGES,
+            GgufValue::string_array(tok.merges.iter().cloned()),
+        );
         if let Some(id) = cfg.bos_token_id {
             put(keys::BOS_ID, GgufValue::U32(id));
         }
@@ -74,7 +87,10 @@ pub fn build(
     if let (Some(o), true) = (&cfg.orthrus, role != FileRole::Base) {
         put(keys::BLOCK_SIZE, GgufValue::U32(o.block_size));
         put(keys::MASK_TOKEN_ID, GgufValue::U32(o.mask_token_id));
-        put(keys::EOS_IDS, GgufValue::u32_array(cfg.eos_token_ids.iter().copied()));
+        put(
+            keys::EOS_IDS,
+            GgufValue::u32_array(cfg.eos_token_ids.iter().copied()),
+        );
     }
     kv
 }

@@ -56,8 +56,14 @@ mod tests {
 
     #[test]
     fn hf_names() {
-        assert_eq!(hf_name(TensorId::layer(2, Kind::AttnOutputDiff)), "model.layers.2.self_attn.o_proj_diff.weight");
-        assert_eq!(hf_name(TensorId::layer(0, Kind::FfnNorm)), "model.layers.0.post_attention_layernorm.weight");
+        assert_eq!(
+            hf_name(TensorId::layer(2, Kind::AttnOutputDiff)),
+            "model.layers.2.self_attn.o_proj_diff.weight"
+        );
+        assert_eq!(
+            hf_name(TensorId::layer(0, Kind::FfnNorm)),
+            "model.layers.0.post_attention_layernorm.weight"
+        );
         assert_eq!(hf_name(TensorId::global(Kind::Output)), "lm_head.weight");
     }
 }

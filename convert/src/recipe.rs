@@ -24,8 +24,14 @@ pub enum FileType {
 
 impl FileType {
     pub const ALL: [FileType; 8] = [
-        FileType::F32, FileType::F16, FileType::BF16, FileType::Q8_0, FileType::Q4_0,
-        FileType::Q4_K_M, FileType::Q5_K_M, FileType::Q6_K,
+        FileType::F32,
+        FileType::F16,
+        FileType::BF16,
+        FileType::Q8_0,
+        FileType::Q4_0,
+        FileType::Q4_K_M,
+        FileType::Q5_K_M,
+        FileType::Q6_K,
     ];
 
     pub fn name(self) -> &'static str {
@@ -132,10 +138,18 @@ pub fn tensor_type(ft: FileType, slot: Slot, head_type: Option<GgmlType>) -> Ggm
     let chosen = match slot.kind {
         Kind::Output => output_type(base, slot.row_len),
         Kind::TokenEmbd if slot.tied => output_type(base, slot.row_len),
-        Kind::AttnV if matches!(ft, FileType::Q4_K_M | FileType::Q5_K_M)
-            && use_more_bits(slot.layer, slot.n_layers) => GgmlType::Q6_K,
-        Kind::FfnDown if matches!(ft, FileType::Q4_K_M | FileType::Q5_K_M)
-            && use_more_bits(slot.layer, slot.n_layers) => GgmlType::Q6_K,
+        Kind::AttnV
+            if matches!(ft, FileType::Q4_K_M | FileType::Q5_K_M)
+                && use_more_bits(slot.layer, slot.n_layers) =>
+        {
+            GgmlType::Q6_K
+        }
+        Kind::FfnDown
+            if matches!(ft, FileType::Q4_K_M | FileType::Q5_K_M)
+                && use_more_bits(slot.layer, slot.n_layers) =>
+        {
+            GgmlType::Q6_K
+        }
         _ => base,
     };
     fallback(chosen, slot.row_len)
@@ -179,7 +193,13 @@ mod tests {
     use super::*;
 
     fn slot(kind: Kind, layer: u32) -> Slot {
-        Slot { kind, layer, n_layers: 28, tied: true, row_len: 2048 }
+        Slot {
+            kind,
+            layer,
+            n_layers: 28,
+            tied: true,
+            row_len: 2048,
+        }
     }
 
     /// The Q4_K_M mix of a 28-layer Qwen3 as llama-quantize makes it.
@@ -187,50 +207,142 @@ mod tests {
     fn q4_k_m_matches_llama_quantize() {
         let ft = FileType::Q4_K_M;
         let more: Vec<u32> = (0..28).filter(|&i| use_more_bits(i, 28)).collect();
-        assert_eq!(more, vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27]);
+        assert_eq!(
+            more,
+            vec![0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 24, 25, 26, 27]
+        );
         for i in 0..28 {
-            let want = if more.contains(&i) { GgmlType::Q6_K } else { GgmlType::Q4_K };
+            let want = if more.contains(&i) {
+                GgmlType::Q6_K
+            } else {
+                GgmlType::Q4_K
+            };
             assert_eq!(tensor_type(ft, slot(Kind::AttnV, i), None), want);
-            assert_eq!(tensor_type(ft, Slot { row_len: 6144, ..slot(Kind::FfnDown, i) }, None), want);
+            assert_eq!(
+                tensor_type(
+                    ft,
+                    Slot {
+                        row_len: 6144,
+                        ..slot(Kind::FfnDown, i)
+                    },
+                    None
+                ),
+                want
+            );
             assert_eq!(tensor_type(ft, slot(Kind::AttnQ, i), None), GgmlType::Q4_K);
             assert_eq!(tensor_type(ft, slot(Kind::FfnUp, i), None), GgmlType::Q4_K);
-            assert_eq!(tensor_type(ft, slot(Kind::AttnVDiff, i), None), want, "diffusion follows its twin");
+            assert_eq!(
+                tensor_type(ft, slot(Kind::AttnVDiff, i), None),
+                want,
+                "diffusion follows its twin"
+            );
         }
-        assert_eq!(tensor_type(ft, slot(Kind::TokenEmbd, 0), None), GgmlType::Q6_K, "tied embedding");
-        let untied = Slot { tied: false, ..slot(Kind::TokenEmbd, 0) };
+        assert_eq!(
+            tensor_type(ft, slot(Kind::TokenEmbd, 0), None),
+            GgmlType::Q6_K,
+            "tied embedding"
+        );
+        let untied = Slot {
+            tied: false,
+            ..slot(Kind::TokenEmbd, 0)
+        };
         assert_eq!(tensor_type(ft, untied, None), GgmlType::Q4_K);
         assert_eq!(tensor_type(ft, slot(Kind::Output, 0), None), GgmlType::Q6_K);
-        assert_eq!(tensor_type(ft, slot(Kind::AttnNorm, 0), None), GgmlType::F32);
-        assert_eq!(tensor_type(ft, slot(Kind::AttnQNormDiff, 0), None), GgmlType::F32);
+        assert_eq!(
+            tensor_type(ft, slot(Kind::AttnNorm, 0), None),
+            GgmlType::F32
+        );
+        assert_eq!(
+            tensor_type(ft, slot(Kind::AttnQNormDiff, 0), None),
+            GgmlType::F32
+        );
     }
 
     #[test]
     fn other_mixes() {
-        assert_eq!(tensor_type(FileType::Q8_0, slot(Kind::Output, 0), None), GgmlType::Q8_0);
-        assert_eq!(tensor_type(FileType::Q4_0, slot(Kind::Output, 0), None), GgmlType::Q6_K);
-        assert_eq!(tensor_type(FileType::Q4_0, slot(Kind::AttnV, 0), None), GgmlType::Q4_0);
-        assert_eq!(tensor_type(FileType::Q5_K_M, slot(Kind::FfnDown, 0), None), GgmlType::Q6_K);
-        assert_eq!(tensor_type(FileType::Q5_K_M, slot(Kind::FfnDown, 3), None), GgmlType::Q5_K);
-        assert_eq!(tensor_type(FileType::BF16, slot(Kind::Output, 0), None), GgmlType::BF16);
-        assert_eq!(tensor_type(FileType::F16, slot(Kind::AttnNorm, 0), None), GgmlType::F32);
+        assert_eq!(
+            tensor_type(FileType::Q8_0, slot(Kind::Output, 0), None),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            tensor_type(FileType::Q4_0, slot(Kind::Output, 0), None),
+            GgmlType::Q6_K
+        );
+        assert_eq!(
+            tensor_type(FileType::Q4_0, slot(Kind::AttnV, 0), None),
+            GgmlType::Q4_0
+        );
+        assert_eq!(
+            tensor_type(FileType::Q5_K_M, slot(Kind::FfnDown, 0), None),
+            GgmlType::Q6_K
+        );
+        assert_eq!(
+            tensor_type(FileType::Q5_K_M, slot(Kind::FfnDown, 3), None),
+            GgmlType::Q5_K
+        );
+        assert_eq!(
+            tensor_type(FileType::BF16, slot(Kind::Output, 0), None),
+            GgmlType::BF16
+        );
+        assert_eq!(
+            tensor_type(FileType::F16, slot(Kind::AttnNorm, 0), None),
+            GgmlType::F32
+        );
     }
 
     #[test]
     fn head_type_overrides_diffusion_only() {
         let s = slot(Kind::AttnQDiff, 4);
-        assert_eq!(tensor_type(FileType::Q4_K_M, s, Some(GgmlType::Q8_0)), GgmlType::Q8_0);
-        assert_eq!(tensor_type(FileType::Q4_K_M, slot(Kind::AttnQ, 4), Some(GgmlType::Q8_0)), GgmlType::Q4_K);
+        assert_eq!(
+            tensor_type(FileType::Q4_K_M, s, Some(GgmlType::Q8_0)),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            tensor_type(FileType::Q4_K_M, slot(Kind::AttnQ, 4), Some(GgmlType::Q8_0)),
+            GgmlType::Q4_K
+        );
     }
 
     #[test]
     fn narrow_rows_fall_back() {
-        let narrow = |kind, row_len| Slot { row_len, ..slot(kind, 3) };
-        assert_eq!(tensor_type(FileType::Q4_K_M, narrow(Kind::AttnQ, 64), None), GgmlType::Q5_0);
-        assert_eq!(tensor_type(FileType::Q4_K_M, narrow(Kind::AttnV, 64), None), GgmlType::Q5_0);
-        assert_eq!(tensor_type(FileType::Q4_K_M, Slot { row_len: 64, ..slot(Kind::AttnV, 0) }, None), GgmlType::Q8_0);
-        assert_eq!(tensor_type(FileType::Q4_K_M, narrow(Kind::Output, 64), None), GgmlType::Q8_0);
-        assert_eq!(tensor_type(FileType::Q4_K_M, narrow(Kind::AttnQ, 16), None), GgmlType::F16);
-        assert_eq!(tensor_type(FileType::Q8_0, narrow(Kind::AttnQ, 16), None), GgmlType::F16);
-        assert_eq!(tensor_type(FileType::Q5_K_M, narrow(Kind::AttnQ, 96), None), GgmlType::Q5_1);
+        let narrow = |kind, row_len| Slot {
+            row_len,
+            ..slot(kind, 3)
+        };
+        assert_eq!(
+            tensor_type(FileType::Q4_K_M, narrow(Kind::AttnQ, 64), None),
+            GgmlType::Q5_0
+        );
+        assert_eq!(
+            tensor_type(FileType::Q4_K_M, narrow(Kind::AttnV, 64), None),
+            GgmlType::Q5_0
+        );
+        assert_eq!(
+            tensor_type(
+                FileType::Q4_K_M,
+                Slot {
+                    row_len: 64,
+                    ..slot(Kind::AttnV, 0)
+                },
+                None
+            ),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            tensor_type(FileType::Q4_K_M, narrow(Kind::Output, 64), None),
+            GgmlType::Q8_0
+        );
+        assert_eq!(
+            tensor_type(FileType::Q4_K_M, narrow(Kind::AttnQ, 16), None),
+            GgmlType::F16
+        );
+        assert_eq!(
+            tensor_type(FileType::Q8_0, narrow(Kind::AttnQ, 16), None),
+            GgmlType::F16
+        );
+        assert_eq!(
+            tensor_type(FileType::Q5_K_M, narrow(Kind::AttnQ, 96), None),
+            GgmlType::Q5_1
+        );
     }
 }

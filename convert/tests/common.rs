@@ -8,13 +8,20 @@ use orthrus_convert::convert::{convert, FileSummary, Options};
 use orthrus_convert::FileType;
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A committed fixture checkpoint under models/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     let dir = repo().join("models/fixtures").join(name);
-    assert!(dir.join("config.json").exists(), "missing fixture {}", dir.display());
+    assert!(
+        dir.join("config.json").exists(),
+        "missing fixture {}",
+        dir.display()
+    );
     dir
 }
 
@@ -31,11 +38,19 @@ pub fn make_checkpoint(out: &Path, args: &[&str]) {
 }
 
 pub fn options(input: &Path, output: &Path, ft: FileType) -> Options {
-    Options { input: input.into(), output: output.into(), file_type: ft, head_type: None, split: false, name: None }
+    Options {
+        input: input.into(),
+        output: output.into(),
+        file_type: ft,
+        head_type: None,
+        split: false,
+        name: None,
+    }
 }
 
 pub fn run(opts: &Options) -> Vec<FileSummary> {
-    convert(opts, &mut |_, _| {}).unwrap_or_else(|e| panic!("converting {}: {e}", opts.input.display()))
+    convert(opts, &mut |_, _| {})
+        .unwrap_or_else(|e| panic!("converting {}: {e}", opts.input.display()))
 }
 
 /// Copies a checkpoint directory (following symlinks) so a test may break it.

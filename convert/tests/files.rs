@@ -14,16 +14,25 @@ use orthrus_kernels::schema::keys;
 use orthrus_kernels::GgmlType;
 
 fn u64_key(f: &GgufFile, k: &str) -> u64 {
-    f.get(k).and_then(GgufValue::as_u64).unwrap_or_else(|| panic!("key {k} missing"))
+    f.get(k)
+        .and_then(GgufValue::as_u64)
+        .unwrap_or_else(|| panic!("key {k} missing"))
 }
 
 #[test]
 fn metadata_follows_llama_cpp_and_orthrus_keys() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("m.gguf");
-    run(&options(&fixture("tiny-untied-f16-sharded"), &out, FileType::Q8_0));
+    run(&options(
+        &fixture("tiny-untied-f16-sharded"),
+        &out,
+        FileType::Q8_0,
+    ));
     let f = GgufFile::open(&out).unwrap();
-    assert_eq!(f.get(keys::ARCHITECTURE).and_then(GgufValue::as_str), Some("qwen3"));
+    assert_eq!(
+        f.get(keys::ARCHITECTURE).and_then(GgufValue::as_str),
+        Some("qwen3")
+    );
     assert_eq!(u64_key(&f, keys::FILE_TYPE), 7);
     assert_eq!(u64_key(&f, keys::QUANTIZATION_VERSION), 2);
     assert_eq!(u64_key(&f, keys::EMBEDDING_LENGTH), 16);
@@ -34,22 +43,53 @@ fn metadata_follows_llama_cpp_and_orthrus_keys() {
     assert_eq!(f.get(keys::ROPE_FREQ_BASE), Some(&GgufValue::F32(1e6)));
     assert_eq!(u64_key(&f, keys::BLOCK_SIZE), 16);
     assert_eq!(u64_key(&f, keys::MASK_TOKEN_ID), 151662);
-    let eos: Vec<u64> = f.get(keys::EOS_IDS).unwrap().as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
-    assert_eq!(eos, vec![151645, 151643], "EOS ids come from generation_config's list");
+    let eos: Vec<u64> = f
+        .get(keys::EOS_IDS)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        eos,
+        vec![151645, 151643],
+        "EOS ids come from generation_config's list"
+    );
     assert_eq!(u64_key(&f, keys::EOS_ID), 151645);
-    assert_eq!(f.get(keys::ADD_BOS).and_then(GgufValue::as_bool), Some(false));
+    assert_eq!(
+        f.get(keys::ADD_BOS).and_then(GgufValue::as_bool),
+        Some(false)
+    );
     let tokens = f.get(keys::TOKENS).unwrap().as_array().unwrap();
     assert_eq!(tokens.len(), 151936);
     assert_eq!(tokens[151645].as_str(), Some("<|im_end|>"));
     assert_eq!(tokens[151700].as_str(), Some("[PAD151700]"));
     let types = f.get(keys::TOKEN_TYPE).unwrap().as_array().unwrap();
     let ty = |id: usize| types[id].as_i64().unwrap();
-    assert_eq!((ty(0), ty(151645), ty(151659), ty(151667), ty(151700)), (1, 3, 3, 4, 5));
-    assert_eq!(f.get(keys::MERGES).unwrap().as_array().unwrap().len(), 151387);
-    let hf_json = std::fs::read_to_string(fixture("tiny-untied-f16-sharded").join("tokenizer.json")).unwrap();
-    assert_eq!(f.get(keys::HF_JSON).and_then(GgufValue::as_str), Some(hf_json.as_str()));
-    assert!(f.get(keys::CHAT_TEMPLATE).and_then(GgufValue::as_str).unwrap().contains("enable_thinking"));
-    assert!(f.tensor("output.weight").is_some(), "untied model keeps its output matrix");
+    assert_eq!(
+        (ty(0), ty(151645), ty(151659), ty(151667), ty(151700)),
+        (1, 3, 3, 4, 5)
+    );
+    assert_eq!(
+        f.get(keys::MERGES).unwrap().as_array().unwrap().len(),
+        151387
+    );
+    let hf_json =
+        std::fs::read_to_string(fixture("tiny-untied-f16-sharded").join("tokenizer.json")).unwrap();
+    assert_eq!(
+        f.get(keys::HF_JSON).and_then(GgufValue::as_str),
+        Some(hf_json.as_str())
+    );
+    assert!(f
+        .get(keys::CHAT_TEMPLATE)
+        .and_then(GgufValue::as_str)
+        .unwrap()
+        .contains("enable_thinking"));
+    assert!(
+        f.tensor("output.weight").is_some(),
+        "untied model keeps its output matrix"
+    );
     assert_eq!(f.tensors().len(), 1 + 3 * 17 + 2);
 }
 
@@ -66,25 +106,58 @@ fn split_writes_a_plain_base_and_a_head() {
     let head = GgufFile::open(&head_path(&out)).unwrap();
     assert_eq!(head_path(&out), tmp.path().join("m.head.gguf"));
     assert!(base.tensors().iter().all(|t| !t.name.contains("_diff")));
-    assert!(base.metadata().iter().all(|(k, _)| !k.starts_with("orthrus.")), "base is plain Qwen3");
+    assert!(
+        base.metadata()
+            .iter()
+            .all(|(k, _)| !k.starts_with("orthrus.")),
+        "base is plain Qwen3"
+    );
     assert_eq!(base.tensors().len(), 1 + 2 * 11 + 1);
     assert_eq!(head.tensors().len(), 2 * 6);
     assert!(head.tensors().iter().all(|t| t.name.contains("_diff")));
     assert!(head.get(keys::TOKENS).is_none());
-    assert_eq!(head.get(keys::TYPE).and_then(GgufValue::as_str), Some("orthrus-head"));
+    assert_eq!(
+        head.get(keys::TYPE).and_then(GgufValue::as_str),
+        Some("orthrus-head")
+    );
     assert_eq!(u64_key(&head, keys::BLOCK_SIZE), 8);
     assert_eq!(u64_key(&head, keys::BLOCK_COUNT), 2);
     let q = head.tensor("blk.0.attn_q_diff.weight").unwrap();
-    assert_eq!(q.ty, GgmlType::F16, "--head-type applies to the diffusion matrices");
-    assert_eq!(head.tensor("blk.0.attn_q_norm_diff.weight").unwrap().ty, GgmlType::F32);
+    assert_eq!(
+        q.ty,
+        GgmlType::F16,
+        "--head-type applies to the diffusion matrices"
+    );
+    assert_eq!(
+        head.tensor("blk.0.attn_q_norm_diff.weight").unwrap().ty,
+        GgmlType::F32
+    );
 }
 
 #[test]
 fn plain_qwen3_becomes_an_ar_only_file() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("plain");
-    make_checkpoint(&dir, &["--hidden", "32", "--heads", "2", "--kv-heads", "1", "--head-dim", "16", "--inter", "32",
-        "--layers", "1", "--plain-qwen3", "--tied", "--copy-tokenizer"]);
+    make_checkpoint(
+        &dir,
+        &[
+            "--hidden",
+            "32",
+            "--heads",
+            "2",
+            "--kv-heads",
+            "1",
+            "--head-dim",
+            "16",
+            "--inter",
+            "32",
+            "--layers",
+            "1",
+            "--plain-qwen3",
+            "--tied",
+            "--copy-tokenizer",
+        ],
+    );
     let out = tmp.path().join("p.gguf");
     run(&options(&dir, &out, FileType::F16));
     let f = GgufFile::open(&out).unwrap();
@@ -102,15 +175,25 @@ fn refused(dir: &Path, expect: &str) {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("m.gguf");
     std::fs::write(&out, b"previous model").unwrap();
-    let err = convert(&options(dir, &out, FileType::Q8_0), &mut |_, _| {}).unwrap_err().to_string();
+    let err = convert(&options(dir, &out, FileType::Q8_0), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains(expect), "expected {expect:?} in: {err}");
-    assert_eq!(std::fs::read(&out).unwrap(), b"previous model", "output was touched");
-    assert_eq!(stray_files(out_dir.path(), &["m.gguf"]), Vec::<String>::new());
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        b"previous model",
+        "output was touched"
+    );
+    assert_eq!(
+        stray_files(out_dir.path(), &["m.gguf"]),
+        Vec::<String>::new()
+    );
 }
 
 fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let path = dir.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(&mut cfg);
     std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
 }
@@ -124,20 +207,49 @@ fn bad_checkpoints_are_refused_and_leave_the_output_alone() {
         edit(tmp.path());
         refused(tmp.path(), expect);
     };
-    broken(&|d| edit_config(d, |c| c["num_hidden_layers"] = 3.into()), "model.layers.2.input_layernorm.weight: missing");
+    broken(
+        &|d| edit_config(d, |c| c["num_hidden_layers"] = 3.into()),
+        "model.layers.2.input_layernorm.weight: missing",
+    );
     broken(&|d| edit_config(d, |c| c["tie_word_embeddings"] = false.into()), "lm_head.weight: missing from the checkpoint (config.json says tie_word_embeddings is false)");
-    broken(&|d| edit_config(d, |c| c["intermediate_size"] = 96.into()), "does not match config.json");
-    broken(&|d| edit_config(d, |c| c["model_type"] = "llama".into()), "model_type is \"llama\"");
-    broken(&|d| edit_config(d, |c| c["mask_token_id"] = 151936.into()), "mask_token_id 151936 is outside the embedding");
-    broken(&|d| edit_config(d, |c| c["model_type"] = "qwen3".into()), "looks like an Orthrus checkpoint");
-    broken(&|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap(), "tokenizer.json");
-    broken(&|d| std::fs::remove_file(d.join("model.safetensors")).unwrap(), "no model.safetensors");
-    broken(&|d| std::fs::write(d.join("config.json"), "{not json").unwrap(), "config.json: invalid JSON");
+    broken(
+        &|d| edit_config(d, |c| c["intermediate_size"] = 96.into()),
+        "does not match config.json",
+    );
+    broken(
+        &|d| edit_config(d, |c| c["model_type"] = "llama".into()),
+        "model_type is \"llama\"",
+    );
+    broken(
+        &|d| edit_config(d, |c| c["mask_token_id"] = 151936.into()),
+        "mask_token_id 151936 is outside the embedding",
+    );
+    broken(
+        &|d| edit_config(d, |c| c["model_type"] = "qwen3".into()),
+        "looks like an Orthrus checkpoint",
+    );
+    broken(
+        &|d| std::fs::remove_file(d.join("tokenizer.json")).unwrap(),
+        "tokenizer.json",
+    );
+    broken(
+        &|d| std::fs::remove_file(d.join("model.safetensors")).unwrap(),
+        "no model.safetensors",
+    );
+    broken(
+        &|d| std::fs::write(d.join("config.json"), "{not json").unwrap(),
+        "config.json: invalid JSON",
+    );
     broken(
         &|d| {
             let p = d.join("model.safetensors");
             let len = std::fs::metadata(&p).unwrap().len();
-            std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(len - 100).unwrap();
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_len(len - 100)
+                .unwrap();
         },
         "file has",
     );
@@ -174,28 +286,65 @@ fn cli() -> Command {
 fn cli_converts_prints_info_and_reports_errors_in_one_line() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("m.gguf");
-    let run = cli().arg(fixture("tiny-tied-bf16")).args(["-o"]).arg(&out).args(["--type", "q4_k_m"]).output().unwrap();
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let run = cli()
+        .arg(fixture("tiny-tied-bf16"))
+        .args(["-o"])
+        .arg(&out)
+        .args(["--type", "q4_k_m"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("bits per weight") && stderr.contains("tensors"), "{stderr}");
+    assert!(
+        stderr.contains("bits per weight") && stderr.contains("tensors"),
+        "{stderr}"
+    );
 
     let info = cli().arg("--info").arg(&out).output().unwrap();
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success());
-    for needle in ["qwen3.attention.head_count", "orthrus.block_size", "blk.1.attn_v_diff.weight", "q8_0", "f32"] {
+    for needle in [
+        "qwen3.attention.head_count",
+        "orthrus.block_size",
+        "blk.1.attn_v_diff.weight",
+        "q8_0",
+        "f32",
+    ] {
         assert!(text.contains(needle), "--info lacks {needle}:\n{text}");
     }
 
-    let bad = cli().arg(fixture("tiny-tied-bf16")).args(["--type", "q3_xx"]).output().unwrap();
+    let bad = cli()
+        .arg(fixture("tiny-tied-bf16"))
+        .args(["--type", "q3_xx"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("expected one of f32, f16"));
 
-    let missing = cli().arg(tmp.path().join("nope")).arg("-o").arg(&out).output().unwrap();
+    let missing = cli()
+        .arg(tmp.path().join("nope"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
     let msg = String::from_utf8_lossy(&missing.stderr);
-    assert!(!missing.status.success() && msg.lines().count() == 1 && msg.contains("not a checkpoint directory"), "{msg}");
+    assert!(
+        !missing.status.success()
+            && msg.lines().count() == 1
+            && msg.contains("not a checkpoint directory"),
+        "{msg}"
+    );
 
     std::fs::write(tmp.path().join("junk.gguf"), b"GGUF\x03\x00\x00\x00garbage").unwrap();
-    let junk = cli().arg("--info").arg(tmp.path().join("junk.gguf")).output().unwrap();
+    let junk = cli()
+        .arg("--info")
+        .arg(tmp.path().join("junk.gguf"))
+        .output()
+        .unwrap();
     assert!(!junk.status.success());
     assert!(String::from_utf8_lossy(&junk.stderr).contains("junk.gguf"));
 }
@@ -216,8 +365,14 @@ fn failed_write_leaves_the_output_untouched() {
     );
     let run = Command::new("bash").arg("-c").arg(script).output().unwrap();
     let msg = String::from_utf8_lossy(&run.stderr);
-    assert!(!run.status.success(), "conversion should hit the size limit");
-    assert!(msg.contains("File too large") || msg.contains("too large"), "{msg}");
+    assert!(
+        !run.status.success(),
+        "conversion should hit the size limit"
+    );
+    assert!(
+        msg.contains("File too large") || msg.contains("too large"),
+        "{msg}"
+    );
     assert_eq!(std::fs::read(&out).unwrap(), b"previous model");
     assert_eq!(stray_files(tmp.path(), &["m.gguf"]), Vec::<String>::new());
 }

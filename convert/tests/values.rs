@@ -23,7 +23,8 @@ fn source_tensors(dir: &std::path::Path, layers: u32, tied: bool) -> Vec<(Tensor
             let name = hf_name(id);
             let e = ck.get(&name).unwrap();
             let (mut raw, mut vals) = (Vec::new(), Vec::new());
-            ck.read_rows_f32(&name, 0, e.n_rows(), &mut raw, &mut vals).unwrap();
+            ck.read_rows_f32(&name, 0, e.n_rows(), &mut raw, &mut vals)
+                .unwrap();
             (id, vals)
         })
         .collect()
@@ -36,12 +37,26 @@ fn exact_case(fixture_name: &str, layers: u32, tied: bool, ft: FileType, expect:
     run(&options(&dir, &out, ft));
     let file = GgufFile::open(&out).unwrap();
     for (id, want) in source_tensors(&dir, layers, tied) {
-        let t = file.tensor(&id.gguf_name()).unwrap_or_else(|| panic!("{} missing", id.gguf_name()));
-        let want_ty = if id.kind.is_norm() { GgmlType::F32 } else { ft.default_type() };
+        let t = file
+            .tensor(&id.gguf_name())
+            .unwrap_or_else(|| panic!("{} missing", id.gguf_name()));
+        let want_ty = if id.kind.is_norm() {
+            GgmlType::F32
+        } else {
+            ft.default_type()
+        };
         assert_eq!(t.ty, want_ty, "{}", t.name);
         let got = dequantize(t.ty, file.tensor_data(t), want.len()).unwrap();
-        let want: Vec<f32> = if id.kind.is_norm() { want } else { want.into_iter().map(expect).collect() };
-        assert!(got == want, "{} ({ft}) does not hold the source values exactly", t.name);
+        let want: Vec<f32> = if id.kind.is_norm() {
+            want
+        } else {
+            want.into_iter().map(expect).collect()
+        };
+        assert!(
+            got == want,
+            "{} ({ft}) does not hold the source values exactly",
+            t.name
+        );
     }
 }
 
@@ -78,28 +93,70 @@ fn quantized_files_dequantize_within_bounds_and_follow_the_recipe() {
     let ck_dir = tmp.path().join("wide");
     make_checkpoint(
         &ck_dir,
-        &["--hidden", "256", "--heads", "4", "--kv-heads", "2", "--head-dim", "64", "--inter", "512",
-          "--layers", "8", "--dtype", "bf16", "--block-size", "8", "--mask-token-id", "151669",
-          "--tied", "--shards", "1", "--copy-tokenizer"],
+        &[
+            "--hidden",
+            "256",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "64",
+            "--inter",
+            "512",
+            "--layers",
+            "8",
+            "--dtype",
+            "bf16",
+            "--block-size",
+            "8",
+            "--mask-token-id",
+            "151669",
+            "--tied",
+            "--shards",
+            "1",
+            "--copy-tokenizer",
+        ],
     );
     let sources = source_tensors(&ck_dir, 8, true);
     let mut seen = std::collections::BTreeSet::new();
-    for ft in [FileType::Q8_0, FileType::Q4_0, FileType::Q4_K_M, FileType::Q5_K_M, FileType::Q6_K] {
+    for ft in [
+        FileType::Q8_0,
+        FileType::Q4_0,
+        FileType::Q4_K_M,
+        FileType::Q5_K_M,
+        FileType::Q6_K,
+    ] {
         let out = tmp.path().join(format!("{ft}.gguf"));
         run(&options(&ck_dir, &out, ft));
         let file = GgufFile::open(&out).unwrap();
         for (id, want) in &sources {
             let t = file.tensor(&id.gguf_name()).unwrap();
-            let slot = Slot { kind: id.kind, layer: id.layer.unwrap_or(0), n_layers: 8, tied: true, row_len: t.dims[0] };
+            let slot = Slot {
+                kind: id.kind,
+                layer: id.layer.unwrap_or(0),
+                n_layers: 8,
+                tied: true,
+                row_len: t.dims[0],
+            };
             assert_eq!(t.ty, tensor_type(ft, slot, None), "{ft}: {}", t.name);
             let got = dequantize(t.ty, file.tensor_data(t), want.len()).unwrap();
             let err = rel_rms(want, &got);
-            assert!(err <= bound(t.ty), "{ft}: {} ({}) error {err} > {}", t.name, t.ty, bound(t.ty));
+            assert!(
+                err <= bound(t.ty),
+                "{ft}: {} ({}) error {err} > {}",
+                t.name,
+                t.ty,
+                bound(t.ty)
+            );
             seen.insert(t.ty.name());
         }
     }
     for ty in ["q8_0", "q4_0", "q4_K", "q5_K", "q6_K", "f32"] {
-        assert!(seen.contains(ty), "no tensor of {ty} was produced: {seen:?}");
+        assert!(
+            seen.contains(ty),
+            "no tensor of {ty} was produced: {seen:?}"
+        );
     }
 }
 
@@ -107,7 +164,19 @@ fn quantized_files_dequantize_within_bounds_and_follow_the_recipe() {
 #[test]
 fn q4_k_m_layer_mix() {
     let ft = FileType::Q4_K_M;
-    let ty = |kind, layer| tensor_type(ft, Slot { kind, layer, n_layers: 8, tied: true, row_len: 256 }, None);
+    let ty = |kind, layer| {
+        tensor_type(
+            ft,
+            Slot {
+                kind,
+                layer,
+                n_layers: 8,
+                tied: true,
+                row_len: 256,
+            },
+            None,
+        )
+    };
     // use_more_bits(i, 8): i < 1, i >= 7, (i - 1) % 3 == 2 -> layers 0, 3, 6, 7.
     for layer in 0..8 {
         let more = [0, 3, 6, 7].contains(&layer);

@@ -5,9 +5,9 @@
 //! - [`quant`]: ggml's own quantizers and dequantizers, rows split across cores.
 //! - [`schema`]: the metadata keys and tensor names of Qwen3 / Orthrus GGUF files.
 
+pub mod gguf;
 pub mod quant;
 pub mod schema;
 pub mod types;
-pub mod gguf;
 
 pub use types::GgmlType;

@@ -12,15 +12,28 @@ use crate::GgmlType;
 #[derive(Debug, thiserror::Error)]
 pub enum QuantError {
     #[error("{ty} needs rows that are a multiple of {block} elements, got rows of {n_per_row}")]
-    RowLength { ty: GgmlType, block: u64, n_per_row: usize },
+    RowLength {
+        ty: GgmlType,
+        block: u64,
+        n_per_row: usize,
+    },
     #[error("{len} values do not make whole rows of {n_per_row}")]
     PartialRow { len: usize, n_per_row: usize },
     #[error("{ty} data of {len} bytes does not hold {n} values (expected {expected} bytes)")]
-    DataLength { ty: GgmlType, len: usize, n: usize, expected: u64 },
+    DataLength {
+        ty: GgmlType,
+        len: usize,
+        n: usize,
+        expected: u64,
+    },
     #[error("ggml cannot convert {0} to f32")]
     NoDequantizer(GgmlType),
     #[error("value {index} (row {row}) is {value}; weights must be finite")]
-    NonFinite { index: usize, row: usize, value: f32 },
+    NonFinite {
+        index: usize,
+        row: usize,
+        value: f32,
+    },
     #[error("ggml rejected the {0} data it produced")]
     Invalid(GgmlType),
 }
@@ -38,7 +51,11 @@ fn sys_type(ty: GgmlType) -> sys::ggml_type {
 pub fn row_bytes(ty: GgmlType, n_per_row: usize) -> Result<usize, QuantError> {
     ty.row_bytes(n_per_row as u64)
         .map(|b| b as usize)
-        .ok_or(QuantError::RowLength { ty, block: ty.block_size(), n_per_row })
+        .ok_or(QuantError::RowLength {
+            ty,
+            block: ty.block_size(),
+            n_per_row,
+        })
 }
 
 /// Encodes `src` (whole rows of `n_per_row` f32 values) as `ty` and appends
@@ -51,12 +68,19 @@ pub fn quantize_into(
     out: &mut Vec<u8>,
 ) -> Result<(), QuantError> {
     if n_per_row == 0 || src.len() % n_per_row != 0 {
-        return Err(QuantError::PartialRow { len: src.len(), n_per_row });
+        return Err(QuantError::PartialRow {
+            len: src.len(),
+            n_per_row,
+        });
     }
     let row = row_bytes(ty, n_per_row)?;
     // Block quantizers turn NaN into garbage silently; refuse it up front.
     if let Some(index) = src.par_iter().position_first(|x| !x.is_finite()) {
-        return Err(QuantError::NonFinite { index, row: index / n_per_row, value: src[index] });
+        return Err(QuantError::NonFinite {
+            index,
+            row: index / n_per_row,
+            value: src[index],
+        });
     }
     let n_rows = src.len() / n_per_row;
     let start = out.len();
@@ -88,7 +112,11 @@ pub fn quantize_into(
             let valid = unsafe {
                 sys::ggml_validate_row_data(sys_type(ty), dst.as_ptr().cast(), dst.len())
             };
-            if valid { Ok(()) } else { Err(QuantError::Invalid(ty)) }
+            if valid {
+                Ok(())
+            } else {
+                Err(QuantError::Invalid(ty))
+            }
         })
 }
 
@@ -101,11 +129,18 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize) -> Result<Vec<u8>, 
 
 /// Decodes `n` values of `ty` from `data` (whole blocks) to f32.
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Result<Vec<f32>, QuantError> {
-    let expected = ty
-        .row_bytes(n as u64)
-        .ok_or(QuantError::RowLength { ty, block: ty.block_size(), n_per_row: n })?;
+    let expected = ty.row_bytes(n as u64).ok_or(QuantError::RowLength {
+        ty,
+        block: ty.block_size(),
+        n_per_row: n,
+    })?;
     if data.len() as u64 != expected {
-        return Err(QuantError::DataLength { ty, len: data.len(), n, expected });
+        return Err(QuantError::DataLength {
+            ty,
+            len: data.len(),
+            n,
+            expected,
+        });
     }
     if ty == GgmlType::F32 {
         return Ok(data
@@ -144,10 +179,16 @@ mod tests {
                 (
                     sys::ggml_blck_size(t) as u64,
                     sys::ggml_type_size(t) as u64,
-                    std::ffi::CStr::from_ptr(sys::ggml_type_name(t)).to_str().unwrap(),
+                    std::ffi::CStr::from_ptr(sys::ggml_type_name(t))
+                        .to_str()
+                        .unwrap(),
                 )
             };
-            assert_eq!((block, bytes, name), (ty.block_size(), ty.block_bytes(), ty.name()), "{ty:?}");
+            assert_eq!(
+                (block, bytes, name),
+                (ty.block_size(), ty.block_bytes(), ty.name()),
+                "{ty:?}"
+            );
         }
     }
 
@@ -195,16 +236,27 @@ mod tests {
         ];
         for (ty, bound) in cases {
             let q = quantize(ty, &src, n_per_row).unwrap();
-            assert_eq!(q.len() as u64, ty.tensor_bytes(&[n_per_row as u64, 70]).unwrap());
+            assert_eq!(
+                q.len() as u64,
+                ty.tensor_bytes(&[n_per_row as u64, 70]).unwrap()
+            );
             let serial = unsafe {
                 let mut buf = vec![0u8; q.len()];
                 sys::ggml_quantize_chunk(
-                    sys_type(ty), src.as_ptr(), buf.as_mut_ptr().cast(), 0, 70, n_per_row as i64,
+                    sys_type(ty),
+                    src.as_ptr(),
+                    buf.as_mut_ptr().cast(),
+                    0,
+                    70,
+                    n_per_row as i64,
                     std::ptr::null(),
                 );
                 buf
             };
-            assert!(q == serial, "{ty}: parallel quantization differs from serial");
+            assert!(
+                q == serial,
+                "{ty}: parallel quantization differs from serial"
+            );
             let back = dequantize(ty, &q, src.len()).unwrap();
             let err = rel_rms(&src, &back);
             eprintln!("{ty}: relative RMS error {err:.5}");
@@ -218,8 +270,14 @@ mod tests {
     #[test]
     fn rejects_bad_shapes() {
         let src = sample(300, 1);
-        assert!(matches!(quantize(GgmlType::Q4_K, &src, 300), Err(QuantError::RowLength { .. })));
-        assert!(matches!(quantize(GgmlType::Q8_0, &src, 64), Err(QuantError::PartialRow { .. })));
+        assert!(matches!(
+            quantize(GgmlType::Q4_K, &src, 300),
+            Err(QuantError::RowLength { .. })
+        ));
+        assert!(matches!(
+            quantize(GgmlType::Q8_0, &src, 64),
+            Err(QuantError::PartialRow { .. })
+        ));
         assert!(matches!(
             dequantize(GgmlType::Q8_0, &[0u8; 33], 32),
             Err(QuantError::DataLength { .. })
@@ -232,7 +290,17 @@ mod tests {
         src[5] = f32::NAN;
         for ty in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
             let err = quantize(ty, &src, 256).unwrap_err();
-            assert!(matches!(err, QuantError::NonFinite { index: 5, row: 0, .. }), "{ty}: {err}");
+            assert!(
+                matches!(
+                    err,
+                    QuantError::NonFinite {
+                        index: 5,
+                        row: 0,
+                        ..
+                    }
+                ),
+                "{ty}: {err}"
+            );
         }
     }
 }

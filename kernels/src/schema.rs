@@ -74,12 +74,25 @@ pub enum Kind {
 impl Kind {
     /// Per-layer tensors of the AR view, in file order.
     pub const AR_LAYER: [Kind; 11] = [
-        Kind::AttnNorm, Kind::AttnQ, Kind::AttnK, Kind::AttnV, Kind::AttnOutput, Kind::AttnQNorm,
-        Kind::AttnKNorm, Kind::FfnNorm, Kind::FfnGate, Kind::FfnUp, Kind::FfnDown,
+        Kind::AttnNorm,
+        Kind::AttnQ,
+        Kind::AttnK,
+        Kind::AttnV,
+        Kind::AttnOutput,
+        Kind::AttnQNorm,
+        Kind::AttnKNorm,
+        Kind::FfnNorm,
+        Kind::FfnGate,
+        Kind::FfnUp,
+        Kind::FfnDown,
     ];
     /// Per-layer tensors of the diffusion view, in file order.
     pub const DIFF_LAYER: [Kind; 6] = [
-        Kind::AttnQDiff, Kind::AttnKDiff, Kind::AttnVDiff, Kind::AttnOutputDiff, Kind::AttnQNormDiff,
+        Kind::AttnQDiff,
+        Kind::AttnKDiff,
+        Kind::AttnVDiff,
+        Kind::AttnOutputDiff,
+        Kind::AttnQNormDiff,
         Kind::AttnKNormDiff,
     ];
 
@@ -130,8 +143,13 @@ impl Kind {
     pub const fn is_norm(self) -> bool {
         matches!(
             self,
-            Kind::OutputNorm | Kind::AttnNorm | Kind::AttnQNorm | Kind::AttnKNorm | Kind::FfnNorm
-                | Kind::AttnQNormDiff | Kind::AttnKNormDiff
+            Kind::OutputNorm
+                | Kind::AttnNorm
+                | Kind::AttnQNorm
+                | Kind::AttnKNorm
+                | Kind::FfnNorm
+                | Kind::AttnQNormDiff
+                | Kind::AttnKNormDiff
         )
     }
 
@@ -153,7 +171,10 @@ impl TensorId {
     }
 
     pub const fn layer(layer: u32, kind: Kind) -> TensorId {
-        TensorId { kind, layer: Some(layer) }
+        TensorId {
+            kind,
+            layer: Some(layer),
+        }
     }
 
     /// The GGUF tensor name, e.g. `blk.3.attn_q_diff.weight`.
@@ -188,9 +209,18 @@ mod tests {
 
     #[test]
     fn names_follow_llama_cpp() {
-        assert_eq!(TensorId::global(Kind::TokenEmbd).gguf_name(), "token_embd.weight");
-        assert_eq!(TensorId::layer(3, Kind::AttnOutput).gguf_name(), "blk.3.attn_output.weight");
-        assert_eq!(TensorId::layer(0, Kind::AttnKNormDiff).gguf_name(), "blk.0.attn_k_norm_diff.weight");
+        assert_eq!(
+            TensorId::global(Kind::TokenEmbd).gguf_name(),
+            "token_embd.weight"
+        );
+        assert_eq!(
+            TensorId::layer(3, Kind::AttnOutput).gguf_name(),
+            "blk.3.attn_output.weight"
+        );
+        assert_eq!(
+            TensorId::layer(0, Kind::AttnKNormDiff).gguf_name(),
+            "blk.0.attn_k_norm_diff.weight"
+        );
         assert_eq!(model_tensors(2, true, true).len(), 1 + 2 * 17 + 1);
         assert_eq!(model_tensors(2, false, false).len(), 1 + 2 * 11 + 2);
         for k in Kind::DIFF_LAYER {

@@ -24,8 +24,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let threads: i32 = args.get(4).map_or(0, |t| t.parse().expect("THREADS must be a number"));
-    let (inp, out) = (CString::new(args[1].as_str()).unwrap(), CString::new(args[2].as_str()).unwrap());
+    let threads: i32 = args
+        .get(4)
+        .map_or(0, |t| t.parse().expect("THREADS must be a number"));
+    let (inp, out) = (
+        CString::new(args[1].as_str()).unwrap(),
+        CString::new(args[2].as_str()).unwrap(),
+    );
     let start = Instant::now();
     // SAFETY: plain C API calls with valid NUL-terminated paths and default params.
     let rc = unsafe {
@@ -39,5 +44,10 @@ fn main() {
         eprintln!("llama_quantize: failed ({rc})");
         std::process::exit(1);
     }
-    eprintln!("llama_quantize: {} -> {} in {:.2} s", args[1], args[2], start.elapsed().as_secs_f64());
+    eprintln!(
+        "llama_quantize: {} -> {} in {:.2} s",
+        args[1],
+        args[2],
+        start.elapsed().as_secs_f64()
+    );
 }

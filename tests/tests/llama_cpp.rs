@@ -10,7 +10,10 @@ use orthrus_convert::convert::{convert, Options};
 use orthrus_convert::FileType;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 const TEXTS: [&str; 5] = [
@@ -28,7 +31,11 @@ fn hf_ids(tokenizer_json: &Path) -> Vec<Vec<i32>> {
         .args(TEXTS)
         .output()
         .expect("python3 with the `tokenizers` package is needed (scripts/setup-debian.sh)");
-    assert!(out.status.success(), "hf_tokenize.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "hf_tokenize.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -47,7 +54,15 @@ unsafe fn run_llama(path: &Path) -> Option<(i32, i32, Vec<Vec<i32>>, Vec<f32>)> 
     let mut all = Vec::new();
     for text in TEXTS {
         let mut ids = vec![0i32; 512];
-        let n = llama::llama_tokenize(vocab, text.as_ptr().cast(), text.len() as i32, ids.as_mut_ptr(), 512, false, true);
+        let n = llama::llama_tokenize(
+            vocab,
+            text.as_ptr().cast(),
+            text.len() as i32,
+            ids.as_mut_ptr(),
+            512,
+            false,
+            true,
+        );
         assert!(n >= 0, "llama_tokenize failed on {text:?}");
         ids.truncate(n as usize);
         all.push(ids);
@@ -63,7 +78,8 @@ unsafe fn run_llama(path: &Path) -> Option<(i32, i32, Vec<Vec<i32>>, Vec<f32>)> 
     let batch = llama::llama_batch_get_one(prompt.as_mut_ptr(), prompt.len() as i32);
     assert_eq!(llama::llama_decode(ctx, batch), 0, "llama_decode failed");
     let n_vocab = llama::llama_vocab_n_tokens(vocab);
-    let logits = std::slice::from_raw_parts(llama::llama_get_logits_ith(ctx, -1), n_vocab as usize).to_vec();
+    let logits =
+        std::slice::from_raw_parts(llama::llama_get_logits_ith(ctx, -1), n_vocab as usize).to_vec();
     let layers = llama::llama_model_n_layer(model);
     llama::llama_free(ctx);
     llama::llama_model_free(model);
@@ -77,16 +93,27 @@ fn split_base_loads_tokenizes_and_runs_in_llama_cpp() {
     let want = hf_ids(&fixture.join("tokenizer.json"));
     for ft in [FileType::F16, FileType::Q8_0] {
         let out = tmp.path().join(format!("base-{ft}.gguf"));
-        let opts = Options { input: fixture.clone(), output: out.clone(), file_type: ft, head_type: None, split: true, name: None };
+        let opts = Options {
+            input: fixture.clone(),
+            output: out.clone(),
+            file_type: ft,
+            head_type: None,
+            split: true,
+            name: None,
+        };
         convert(&opts, &mut |_, _| {}).unwrap();
-        let (layers, n_vocab, ids, logits) =
-            unsafe { run_llama(&out) }.unwrap_or_else(|| panic!("llama.cpp refused the {ft} base file"));
+        let (layers, n_vocab, ids, logits) = unsafe { run_llama(&out) }
+            .unwrap_or_else(|| panic!("llama.cpp refused the {ft} base file"));
         assert_eq!((layers, n_vocab), (2, 151936));
         for ((text, got), want) in TEXTS.iter().zip(&ids).zip(&want) {
-            assert_eq!(got, want, "llama.cpp tokenizes {text:?} differently from Hugging Face");
+            assert_eq!(
+                got, want,
+                "llama.cpp tokenizes {text:?} differently from Hugging Face"
+            );
         }
         assert!(logits.iter().all(|x| x.is_finite()), "non-finite logits");
-        let spread = logits.iter().cloned().fold(f32::MIN, f32::max) - logits.iter().cloned().fold(f32::MAX, f32::min);
+        let spread = logits.iter().cloned().fold(f32::MIN, f32::max)
+            - logits.iter().cloned().fold(f32::MAX, f32::min);
         assert!(spread > 1e-3, "logits are flat: the model computes nothing");
     }
 }
@@ -98,7 +125,14 @@ fn whole_orthrus_file_is_not_taken_for_a_plain_qwen3() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("whole.gguf");
     let fixture = repo().join("models/fixtures/tiny-tied-bf16");
-    let opts = Options { input: fixture, output: out.clone(), file_type: FileType::F16, head_type: None, split: false, name: None };
+    let opts = Options {
+        input: fixture,
+        output: out.clone(),
+        file_type: FileType::F16,
+        head_type: None,
+        split: false,
+        name: None,
+    };
     convert(&opts, &mut |_, _| {}).unwrap();
     assert!(unsafe { run_llama(&out) }.is_none());
 }

@@ -52,8 +52,11 @@ impl Keys<'_> {
     }
 
     fn u64(&self, key: &str) -> Result<u64> {
-        let v = self.get(key).ok_or_else(|| self.err(format!("missing key `{key}`")))?;
-        v.as_u64().ok_or_else(|| self.err(format!("`{key}` must be a non-negative integer, found {v}")))
+        let v = self
+            .get(key)
+            .ok_or_else(|| self.err(format!("missing key `{key}`")))?;
+        v.as_u64()
+            .ok_or_else(|| self.err(format!("`{key}` must be a non-negative integer, found {v}")))
     }
 
     fn positive(&self, key: &str) -> Result<u64> {
@@ -64,19 +67,28 @@ impl Keys<'_> {
     }
 
     fn opt_u32(&self, key: &str) -> Result<Option<u32>> {
-        self.get(key).map(|v| as_u32(v).ok_or_else(|| self.err(format!("`{key}` must be a token id, found {v}")))).transpose()
+        self.get(key)
+            .map(|v| {
+                as_u32(v).ok_or_else(|| self.err(format!("`{key}` must be a token id, found {v}")))
+            })
+            .transpose()
     }
 
     fn f64(&self, key: &str) -> Result<Option<f64>> {
         self.get(key)
-            .map(|v| v.as_f64().ok_or_else(|| self.err(format!("`{key}` must be a number, found {v}"))))
+            .map(|v| {
+                v.as_f64()
+                    .ok_or_else(|| self.err(format!("`{key}` must be a number, found {v}")))
+            })
             .transpose()
     }
 
     fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
-            Some(v) => v.as_bool().ok_or_else(|| self.err(format!("`{key}` must be true or false, found {v}"))),
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(format!("`{key}` must be true or false, found {v}"))),
         }
     }
 }
@@ -99,11 +111,19 @@ impl ModelConfig {
         let path = dir.join("config.json");
         let json = read_json(&path)?;
         let gen_path = dir.join("generation_config.json");
-        let gen = if gen_path.exists() { Some(read_json(&gen_path)?) } else { None };
+        let gen = if gen_path.exists() {
+            Some(read_json(&gen_path)?)
+        } else {
+            None
+        };
         ModelConfig::from_json(&path, &json, gen.as_ref().map(|g| (gen_path.as_path(), g)))
     }
 
-    pub fn from_json(path: &Path, json: &Value, gen: Option<(&Path, &Value)>) -> Result<ModelConfig> {
+    pub fn from_json(
+        path: &Path,
+        json: &Value,
+        gen: Option<(&Path, &Value)>,
+    ) -> Result<ModelConfig> {
         let k = Keys { path, json };
         let model_type = k.get("model_type").and_then(Value::as_str).unwrap_or("");
         let is_orthrus = match model_type {
@@ -122,11 +142,15 @@ impl ModelConfig {
         let num_heads = k.positive("num_attention_heads")?;
         let num_kv_heads = k.positive("num_key_value_heads")?;
         // Qwen3 states head_dim outright (128, not hidden/heads); older configs omit it.
-        let head_dim = match k.get("head_dim") {
-            Some(_) => k.positive("head_dim")?,
-            None if hidden_size % num_heads == 0 => hidden_size / num_heads,
-            None => return Err(k.err("missing `head_dim` and hidden_size is not a multiple of num_attention_heads".into())),
-        };
+        let head_dim =
+            match k.get("head_dim") {
+                Some(_) => k.positive("head_dim")?,
+                None if hidden_size % num_heads == 0 => hidden_size / num_heads,
+                None => return Err(k.err(
+                    "missing `head_dim` and hidden_size is not a multiple of num_attention_heads"
+                        .into(),
+                )),
+            };
         if num_heads % num_kv_heads != 0 {
             return Err(k.err(format!(
                 "num_attention_heads ({num_heads}) must be a multiple of num_key_value_heads ({num_kv_heads})"
@@ -135,15 +159,26 @@ impl ModelConfig {
         if head_dim % 2 != 0 {
             return Err(k.err(format!("head_dim must be even for RoPE, found {head_dim}")));
         }
-        let rope_theta = match json.get("rope_parameters").and_then(|r| r.get("rope_theta")) {
-            Some(v) => v.as_f64().ok_or_else(|| k.err(format!("`rope_parameters.rope_theta` must be a number, found {v}")))?,
-            None => k.f64("rope_theta")?.ok_or_else(|| k.err("missing rope theta (`rope_parameters.rope_theta` or `rope_theta`)".into()))?,
+        let rope_theta = match json
+            .get("rope_parameters")
+            .and_then(|r| r.get("rope_theta"))
+        {
+            Some(v) => v.as_f64().ok_or_else(|| {
+                k.err(format!(
+                    "`rope_parameters.rope_theta` must be a number, found {v}"
+                ))
+            })?,
+            None => k.f64("rope_theta")?.ok_or_else(|| {
+                k.err("missing rope theta (`rope_parameters.rope_theta` or `rope_theta`)".into())
+            })?,
         };
         let vocab_size = k.positive("vocab_size")?;
         let orthrus = if is_orthrus {
             let block_size = k.positive("block_size")?;
             if !(2..=256).contains(&block_size) {
-                return Err(k.err(format!("block_size must be between 2 and 256, found {block_size}")));
+                return Err(k.err(format!(
+                    "block_size must be between 2 and 256, found {block_size}"
+                )));
             }
             let mask_token_id = k.u64("mask_token_id")?;
             if mask_token_id >= vocab_size {
@@ -151,18 +186,32 @@ impl ModelConfig {
                     "mask_token_id {mask_token_id} is outside the embedding (vocab_size {vocab_size})"
                 )));
             }
-            Some(OrthrusParams { block_size: block_size as u32, mask_token_id: mask_token_id as u32 })
+            Some(OrthrusParams {
+                block_size: block_size as u32,
+                mask_token_id: mask_token_id as u32,
+            })
         } else {
             None
         };
 
         let config_eos = match k.get("eos_token_id") {
             None => Vec::new(),
-            Some(v) => id_list(v).ok_or_else(|| k.err(format!("`eos_token_id` must be a token id or a list of ids, found {v}")))?,
+            Some(v) => id_list(v).ok_or_else(|| {
+                k.err(format!(
+                    "`eos_token_id` must be a token id or a list of ids, found {v}"
+                ))
+            })?,
         };
-        let eos_token_ids = match gen.and_then(|(p, g)| g.get("eos_token_id").filter(|v| !v.is_null()).map(|v| (p, v))) {
+        let eos_token_ids = match gen.and_then(|(p, g)| {
+            g.get("eos_token_id")
+                .filter(|v| !v.is_null())
+                .map(|v| (p, v))
+        }) {
             Some((p, v)) => id_list(v).ok_or_else(|| {
-                ConvertError::bad_file(p, format!("`eos_token_id` must be a token id or a list of ids, found {v}"))
+                ConvertError::bad_file(
+                    p,
+                    format!("`eos_token_id` must be a token id or a list of ids, found {v}"),
+                )
             })?,
             None => config_eos,
         };
@@ -183,12 +232,17 @@ impl ModelConfig {
             eos_token_ids,
             orthrus,
         };
-        for (what, id) in cfg.bos_token_id.iter().map(|&i| ("bos_token_id", i))
+        for (what, id) in cfg
+            .bos_token_id
+            .iter()
+            .map(|&i| ("bos_token_id", i))
             .chain(cfg.pad_token_id.iter().map(|&i| ("pad_token_id", i)))
             .chain(cfg.eos_token_ids.iter().map(|&i| ("eos_token_id", i)))
         {
             if u64::from(id) >= vocab_size {
-                return Err(k.err(format!("{what} {id} is outside the vocabulary (vocab_size {vocab_size})")));
+                return Err(k.err(format!(
+                    "{what} {id} is outside the vocabulary (vocab_size {vocab_size})"
+                )));
             }
         }
         Ok(cfg)
@@ -216,7 +270,10 @@ mod tests {
     #[test]
     fn reads_both_rope_forms_and_explicit_head_dim() {
         let cfg = parse(&base()).unwrap();
-        assert_eq!((cfg.head_dim, cfg.rope_theta, cfg.eos_token_ids.clone()), (16, 1e6, vec![2]));
+        assert_eq!(
+            (cfg.head_dim, cfg.rope_theta, cfg.eos_token_ids.clone()),
+            (16, 1e6, vec![2])
+        );
         let mut old = base();
         old.as_object_mut().unwrap().remove("rope_parameters");
         old["rope_theta"] = json!(5e5);
@@ -226,7 +283,8 @@ mod tests {
     #[test]
     fn generation_config_eos_list_wins() {
         let gen = json!({"eos_token_id": [2, 3]});
-        let cfg = ModelConfig::from_json(Path::new("c"), &base(), Some((Path::new("g"), &gen))).unwrap();
+        let cfg =
+            ModelConfig::from_json(Path::new("c"), &base(), Some((Path::new("g"), &gen))).unwrap();
         assert_eq!(cfg.eos_token_ids, vec![2, 3]);
     }
 
@@ -234,8 +292,16 @@ mod tests {
     fn refuses_bad_configs_with_the_key_named() {
         let cases: [(&str, Value, &str); 6] = [
             ("model_type", json!("llama"), "model_type"),
-            ("mask_token_id", json!(1000), "mask_token_id 1000 is outside"),
-            ("num_key_value_heads", json!(3), "multiple of num_key_value_heads"),
+            (
+                "mask_token_id",
+                json!(1000),
+                "mask_token_id 1000 is outside",
+            ),
+            (
+                "num_key_value_heads",
+                json!(3),
+                "multiple of num_key_value_heads",
+            ),
             ("hidden_size", json!("big"), "`hidden_size` must be"),
             ("block_size", json!(1), "block_size must be"),
             ("eos_token_id", json!(5000), "eos_token_id 5000"),
@@ -248,7 +314,10 @@ mod tests {
         }
         let mut missing = base();
         missing.as_object_mut().unwrap().remove("vocab_size");
-        assert!(parse(&missing).unwrap_err().to_string().contains("missing key `vocab_size`"));
+        assert!(parse(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("missing key `vocab_size`"));
     }
 
     #[test]

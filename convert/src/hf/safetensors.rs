@@ -99,7 +99,10 @@ impl Checkpoint {
                 "no model.safetensors or model.safetensors.index.json in this directory",
             ));
         };
-        let mut ck = Checkpoint { files: Vec::new(), tensors: BTreeMap::new() };
+        let mut ck = Checkpoint {
+            files: Vec::new(),
+            tensors: BTreeMap::new(),
+        };
         for name in shard_names {
             ck.add_file(&dir.join(&name))?;
         }
@@ -111,26 +114,49 @@ impl Checkpoint {
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
         let file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| ConvertError::io(path, e))?.len();
+        let file_len = file
+            .metadata()
+            .map_err(|e| ConvertError::io(path, e))?
+            .len();
         let bad = |msg: String| ConvertError::bad_file(path, msg);
         let mut len_bytes = [0u8; 8];
-        read_at(&file, 0, &mut len_bytes).map_err(|_| bad(format!("file of {file_len} bytes is too short for a safetensors header")))?;
+        read_at(&file, 0, &mut len_bytes).map_err(|_| {
+            bad(format!(
+                "file of {file_len} bytes is too short for a safetensors header"
+            ))
+        })?;
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > MAX_HEADER || 8 + header_len > file_len {
-            return Err(bad(format!("header length {header_len} does not fit a file of {file_len} bytes")));
+            return Err(bad(format!(
+                "header length {header_len} does not fit a file of {file_len} bytes"
+            )));
         }
         let mut header = vec![0u8; header_len as usize];
         read_at(&file, 8, &mut header).map_err(|e| ConvertError::io(path, e))?;
-        let json: Value = serde_json::from_slice(&header).map_err(|e| bad(format!("invalid header JSON: {e}")))?;
-        let map = json.as_object().ok_or_else(|| bad("header is not a JSON object".into()))?;
+        let json: Value = serde_json::from_slice(&header)
+            .map_err(|e| bad(format!("invalid header JSON: {e}")))?;
+        let map = json
+            .as_object()
+            .ok_or_else(|| bad("header is not a JSON object".into()))?;
         let data_start = 8 + header_len;
         let file_index = self.files.len();
         for (name, info) in map {
             if name == "__metadata__" {
                 continue;
             }
-            let entry = parse_entry(info, data_start, file_len).map_err(|m| bad(format!("tensor {name}: {m}")))?;
-            if self.tensors.insert(name.clone(), TensorEntry { file: file_index, ..entry }).is_some() {
+            let entry = parse_entry(info, data_start, file_len)
+                .map_err(|m| bad(format!("tensor {name}: {m}")))?;
+            if self
+                .tensors
+                .insert(
+                    name.clone(),
+                    TensorEntry {
+                        file: file_index,
+                        ..entry
+                    },
+                )
+                .is_some()
+            {
                 return Err(bad(format!("tensor {name} appears in more than one shard")));
             }
         }
@@ -149,13 +175,25 @@ impl Checkpoint {
             let entry = self.tensors.get(name).ok_or_else(|| {
                 ConvertError::bad_file(index, format!("lists tensor {name} but no shard holds it"))
             })?;
-            let holder = self.files[entry.file].0.file_name().and_then(|f| f.to_str());
+            let holder = self.files[entry.file]
+                .0
+                .file_name()
+                .and_then(|f| f.to_str());
             if holder != file.as_str() {
-                return Err(ConvertError::bad_file(index, format!("says {name} is in {file}, but it is in {}", holder.unwrap_or("?"))));
+                return Err(ConvertError::bad_file(
+                    index,
+                    format!(
+                        "says {name} is in {file}, but it is in {}",
+                        holder.unwrap_or("?")
+                    ),
+                ));
             }
         }
         if let Some(name) = self.tensors.keys().find(|n| !map.contains_key(*n)) {
-            return Err(ConvertError::bad_file(index, format!("does not list tensor {name}, which a shard holds")));
+            return Err(ConvertError::bad_file(
+                index,
+                format!("does not list tensor {name}, which a shard holds"),
+            ));
         }
         Ok(())
     }
@@ -170,8 +208,17 @@ impl Checkpoint {
 
     /// Reads rows `first..first + count` of `name` as raw bytes in its dtype,
     /// replacing the contents of `out`.
-    pub fn read_rows_raw(&self, name: &str, first: u64, count: u64, out: &mut Vec<u8>) -> Result<()> {
-        let t = self.tensors.get(name).ok_or_else(|| ConvertError::tensor(name, "not in the checkpoint"))?;
+    pub fn read_rows_raw(
+        &self,
+        name: &str,
+        first: u64,
+        count: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let t = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| ConvertError::tensor(name, "not in the checkpoint"))?;
         let row_bytes = t.row_len() * t.dtype.size();
         debug_assert!(first + count <= t.n_rows());
         out.resize((count * row_bytes) as usize, 0);
@@ -180,7 +227,14 @@ impl Checkpoint {
     }
 
     /// Reads rows `first..first + count` of `name` converted exactly to f32.
-    pub fn read_rows_f32(&self, name: &str, first: u64, count: u64, raw: &mut Vec<u8>, out: &mut Vec<f32>) -> Result<()> {
+    pub fn read_rows_f32(
+        &self,
+        name: &str,
+        first: u64,
+        count: u64,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
         self.read_rows_raw(name, first, count, raw)?;
         let dtype = self.tensors[name].dtype;
         to_f32(dtype, raw, out);
@@ -196,14 +250,22 @@ pub fn to_f32(dtype: Dtype, raw: &[u8], out: &mut Vec<f32>) {
     let size = dtype.size() as usize;
     out.clear();
     out.resize(raw.len() / size, 0.0);
-    out.par_chunks_mut(PER_TASK).zip(raw.par_chunks(PER_TASK * size)).for_each(|(dst, src)| {
-        let pairs = dst.iter_mut().zip(src.chunks_exact(size));
-        match dtype {
-            Dtype::BF16 => pairs.for_each(|(d, b)| *d = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            Dtype::F16 => pairs.for_each(|(d, b)| *d = f16::from_le_bytes([b[0], b[1]]).to_f32()),
-            Dtype::F32 => pairs.for_each(|(d, b)| *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        }
-    });
+    out.par_chunks_mut(PER_TASK)
+        .zip(raw.par_chunks(PER_TASK * size))
+        .for_each(|(dst, src)| {
+            let pairs = dst.iter_mut().zip(src.chunks_exact(size));
+            match dtype {
+                Dtype::BF16 => {
+                    pairs.for_each(|(d, b)| *d = bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                }
+                Dtype::F16 => {
+                    pairs.for_each(|(d, b)| *d = f16::from_le_bytes([b[0], b[1]]).to_f32())
+                }
+                Dtype::F32 => {
+                    pairs.for_each(|(d, b)| *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                }
+            }
+        });
 }
 
 fn shards_from_index(index: &Path) -> Result<Vec<String>> {
@@ -214,12 +276,18 @@ fn shards_from_index(index: &Path) -> Result<Vec<String>> {
         .ok_or_else(|| ConvertError::bad_file(index, "missing `weight_map` object"))?;
     let mut shards: Vec<String> = Vec::new();
     for (name, file) in map {
-        let file = file
-            .as_str()
-            .ok_or_else(|| ConvertError::bad_file(index, format!("weight_map entry for {name} is not a file name")))?;
+        let file = file.as_str().ok_or_else(|| {
+            ConvertError::bad_file(
+                index,
+                format!("weight_map entry for {name} is not a file name"),
+            )
+        })?;
         // A shard name is a plain file beside the index, never a path elsewhere.
         if file.is_empty() || file.contains(['/', '\\']) || file.starts_with('.') {
-            return Err(ConvertError::bad_file(index, format!("shard name {file:?} for {name} is not a plain file name")));
+            return Err(ConvertError::bad_file(
+                index,
+                format!("shard name {file:?} for {name} is not a plain file name"),
+            ));
         }
         if !shards.iter().any(|s| s == file) {
             shards.push(file.to_string());
@@ -230,7 +298,10 @@ fn shards_from_index(index: &Path) -> Result<Vec<String>> {
 }
 
 fn parse_entry(info: &Value, data_start: u64, file_len: u64) -> Result<TensorEntry, String> {
-    let dtype_str = info.get("dtype").and_then(Value::as_str).ok_or("missing dtype")?;
+    let dtype_str = info
+        .get("dtype")
+        .and_then(Value::as_str)
+        .ok_or("missing dtype")?;
     let dtype = Dtype::parse(dtype_str)
         .ok_or_else(|| format!("dtype {dtype_str} is not supported (BF16, F16 and F32 are)"))?;
     let shape: Vec<u64> = info
@@ -254,13 +325,24 @@ fn parse_entry(info: &Value, data_start: u64, file_len: u64) -> Result<TensorEnt
         .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
         .ok_or("shape is too large")?;
     if end < begin || end - begin != bytes {
-        return Err(format!("data_offsets [{begin}, {end}] do not hold shape {shape:?} of {}", dtype.name()));
+        return Err(format!(
+            "data_offsets [{begin}, {end}] do not hold shape {shape:?} of {}",
+            dtype.name()
+        ));
     }
     let offset = data_start.checked_add(begin).ok_or("offset overflows")?;
     if offset + bytes > file_len {
-        return Err(format!("data ends at byte {}, file has {file_len}", offset + bytes));
+        return Err(format!(
+            "data ends at byte {}, file has {file_len}",
+            offset + bytes
+        ));
     }
-    Ok(TensorEntry { dtype, shape, file: 0, offset })
+    Ok(TensorEntry {
+        dtype,
+        shape,
+        file: 0,
+        offset,
+    })
 }
 
 #[cfg(unix)]

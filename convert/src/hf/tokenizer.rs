@@ -46,11 +46,16 @@ impl TokenizerInfo {
         let json: Value = serde_json::from_str(&json_text)
             .map_err(|e| ConvertError::bad_file(&path, format!("invalid JSON: {e}")))?;
         let bad = |msg: String| ConvertError::bad_file(&path, msg);
-        let model = json.get("model").ok_or_else(|| bad("missing `model`".into()))?;
+        let model = json
+            .get("model")
+            .ok_or_else(|| bad("missing `model`".into()))?;
         if model.get("type").and_then(Value::as_str) != Some("BPE") {
-            return Err(bad("only BPE tokenizers (like Qwen3's) are supported".into()));
+            return Err(bad(
+                "only BPE tokenizers (like Qwen3's) are supported".into()
+            ));
         }
-        let n = usize::try_from(vocab_size).map_err(|_| bad(format!("vocab_size {vocab_size} is too large")))?;
+        let n = usize::try_from(vocab_size)
+            .map_err(|_| bad(format!("vocab_size {vocab_size} is too large")))?;
         let mut tokens: Vec<Option<String>> = vec![None; n];
         let mut types = vec![token_type::UNUSED; n];
         let mut place = |id: u64, text: &str, ty: i32| -> Result<()> {
@@ -61,19 +66,36 @@ impl TokenizerInfo {
             types[id as usize] = ty;
             Ok(())
         };
-        let vocab = model.get("vocab").and_then(Value::as_object).ok_or_else(|| bad("missing `model.vocab`".into()))?;
+        let vocab = model
+            .get("vocab")
+            .and_then(Value::as_object)
+            .ok_or_else(|| bad("missing `model.vocab`".into()))?;
         for (text, id) in vocab {
-            let id = id.as_u64().ok_or_else(|| bad(format!("vocab id of {text:?} is not an integer")))?;
+            let id = id
+                .as_u64()
+                .ok_or_else(|| bad(format!("vocab id of {text:?} is not an integer")))?;
             place(id, text, token_type::NORMAL)?;
         }
-        for added in json.get("added_tokens").and_then(Value::as_array).into_iter().flatten() {
+        for added in json
+            .get("added_tokens")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let id = added.get("id").and_then(Value::as_u64);
             let text = added.get("content").and_then(Value::as_str);
             let (Some(id), Some(text)) = (id, text) else {
                 return Err(bad(format!("added token without id or content: {added}")));
             };
-            let special = added.get("special").and_then(Value::as_bool).unwrap_or(false);
-            let ty = if special || looks_special(text) { token_type::CONTROL } else { token_type::USER_DEFINED };
+            let special = added
+                .get("special")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            let ty = if special || looks_special(text) {
+                token_type::CONTROL
+            } else {
+                token_type::USER_DEFINED
+            };
             place(id, text, ty)?;
         }
         let tokens = tokens
@@ -86,12 +108,23 @@ impl TokenizerInfo {
         let config_path = dir.join("tokenizer_config.json");
         let (chat_template, add_bos_token) = if config_path.exists() {
             let cfg = read_json(&config_path)?;
-            (chat_template(&cfg).map_err(|m| ConvertError::bad_file(&config_path, m))?,
-             cfg.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false))
+            (
+                chat_template(&cfg).map_err(|m| ConvertError::bad_file(&config_path, m))?,
+                cfg.get("add_bos_token")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            )
         } else {
             (None, false)
         };
-        Ok(TokenizerInfo { tokens, token_types: types, merges, json_text, chat_template, add_bos_token })
+        Ok(TokenizerInfo {
+            tokens,
+            token_types: types,
+            merges,
+            json_text,
+            chat_template,
+            add_bos_token,
+        })
     }
 }
 
@@ -103,8 +136,14 @@ fn read_merges(model: &Value) -> Result<Vec<String>, String> {
     list.iter()
         .map(|m| match m {
             Value::String(s) => Ok(s.clone()),
-            Value::Array(pair) => match (pair.first().and_then(Value::as_str), pair.get(1).and_then(Value::as_str), pair.len()) {
-                (Some(a), Some(b), 2) if !a.contains(' ') && !b.contains(' ') => Ok(format!("{a} {b}")),
+            Value::Array(pair) => match (
+                pair.first().and_then(Value::as_str),
+                pair.get(1).and_then(Value::as_str),
+                pair.len(),
+            ) {
+                (Some(a), Some(b), 2) if !a.contains(' ') && !b.contains(' ') => {
+                    Ok(format!("{a} {b}"))
+                }
                 _ => Err(format!("merge {m} is not a pair of space-free strings")),
             },
             other => Err(format!("merge {other} is neither a string nor a pair")),
