@@ -89,8 +89,13 @@ impl Checkpoint {
     pub fn open(dir: &Path) -> Result<Checkpoint> {
         let index = dir.join("model.safetensors.index.json");
         let single = dir.join("model.safetensors");
-        let shard_names: Vec<String> = if index.exists() {
-            shards_from_index(&index)?
+        let weight_map = if index.exists() {
+            Some(read_weight_map(&index)?)
+        } else {
+            None
+        };
+        let shard_names: Vec<String> = if let Some(map) = &weight_map {
+            shard_names(&index, map)?
         } else if single.exists() {
             vec!["model.safetensors".into()]
         } else {
@@ -106,8 +111,8 @@ impl Checkpoint {
         for name in shard_names {
             ck.add_file(&dir.join(&name))?;
         }
-        if index.exists() {
-            ck.check_index(&index)?;
+        if let Some(map) = &weight_map {
+            ck.check_index(&index, map)?;
         }
         Ok(ck)
     }
@@ -165,12 +170,7 @@ impl Checkpoint {
     }
 
     /// The index must name exactly the tensors the shards hold, each in its shard.
-    fn check_index(&self, index: &Path) -> Result<()> {
-        let json = read_json(index)?;
-        let map = json
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| ConvertError::bad_file(index, "missing `weight_map` object"))?;
+    fn check_index(&self, index: &Path, map: &serde_json::Map<String, Value>) -> Result<()> {
         for (name, file) in map {
             let entry = self.tensors.get(name).ok_or_else(|| {
                 ConvertError::bad_file(index, format!("lists tensor {name} but no shard holds it"))
@@ -268,12 +268,18 @@ pub fn to_f32(dtype: Dtype, raw: &[u8], out: &mut Vec<f32>) {
         });
 }
 
-fn shards_from_index(index: &Path) -> Result<Vec<String>> {
-    let json = read_json(index)?;
-    let map = json
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .ok_or_else(|| ConvertError::bad_file(index, "missing `weight_map` object"))?;
+fn read_weight_map(index: &Path) -> Result<serde_json::Map<String, Value>> {
+    match read_json(index)? {
+        Value::Object(mut top) => match top.remove("weight_map") {
+            Some(Value::Object(map)) => Ok(map),
+            _ => Err(ConvertError::bad_file(index, "missing `weight_map` object")),
+        },
+        _ => Err(ConvertError::bad_file(index, "missing `weight_map` object")),
+    }
+}
+
+/// The distinct shard files the index names, each checked to be a plain file beside it.
+fn shard_names(index: &Path, map: &serde_json::Map<String, Value>) -> Result<Vec<String>> {
     let mut shards: Vec<String> = Vec::new();
     for (name, file) in map {
         let file = file.as_str().ok_or_else(|| {
