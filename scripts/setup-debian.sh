@@ -7,7 +7,7 @@ set -euo pipefail
 need_apt=()
 command -v cmake >/dev/null || need_apt+=(cmake)
 command -v c++ >/dev/null || need_apt+=(build-essential)
-ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need_apt+=(libclang-dev)
+ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/llvm-*/lib/libclang-*.so.* >/dev/null 2>&1 || need_apt+=(libclang-dev)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip python3-venv)
 command -v curl >/dev/null || need_apt+=(curl ca-certificates)
 if [ ${#need_apt[@]} -gt 0 ]; then
