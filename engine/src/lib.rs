@@ -1,1 +1,44 @@
-//! placeholder
+//! The Orthrus engine: a Qwen3 model with its diffusion view on ggml
+//! backends, one shared KV cache, and lossless dual-view decoding.
+//!
+//! - [`model`]: loading a GGUF (or a Qwen3 base plus a head file) onto devices.
+//! - [`kv_cache`]: the cache both views share.
+//! - [`graph`]: the forward pass of both views, written once.
+//! - [`session`]: forward passes over a model and cache on a scheduler.
+//! - [`decode`]: AR and Orthrus generation, greedy and sampled; [`sampling`].
+//! - [`tokenizer`], [`chat`]: text in and out.
+
+pub mod chat;
+pub mod decode;
+pub mod graph;
+pub mod hparams;
+pub mod kv_cache;
+pub mod model;
+pub mod sampling;
+pub mod session;
+pub mod tokenizer;
+
+pub use decode::{generate, Finish, GenerateParams, Generation, Mode, Stats, Step};
+pub use graph::View;
+pub use kv_cache::KvCache;
+pub use model::{LoadOptions, Model};
+pub use sampling::SamplingParams;
+pub use session::Session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model file(s) cannot be used; the message names the file.
+    #[error("{0}")]
+    Model(String),
+    /// A setting or argument is out of range.
+    #[error("{0}")]
+    Usage(String),
+    #[error("the prompt needs {needed} positions but the context holds {n_ctx} (raise -c)")]
+    ContextFull { needed: usize, n_ctx: usize },
+    #[error(transparent)]
+    Ggml(#[from] orthrus_kernels::ggml::GgmlError),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    #[error("chat template: {0}")]
+    Template(String),
+}

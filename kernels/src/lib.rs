@@ -5,6 +5,7 @@
 //! - [`quant`]: ggml's own quantizers and dequantizers, rows split across cores.
 //! - [`schema`]: the metadata keys and tensor names of Qwen3 / Orthrus GGUF files.
 
+pub mod ggml;
 pub mod gguf;
 pub mod quant;
 pub mod schema;

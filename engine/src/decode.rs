@@ -1,0 +1,255 @@
+//! Generation: plain AR decoding and Orthrus dual-view decoding (greedy
+//! consensus, and lossless speculative sampling), per ORTHRUS.md §5-§6.
+
+use std::time::Instant;
+
+use crate::graph::View;
+use crate::sampling::{Distribution, Rng, SamplingParams};
+use crate::session::{PassOutput, Session};
+use crate::EngineError;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    Ar,
+    #[default]
+    Orthrus,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "ar" => Ok(Mode::Ar),
+            "orthrus" => Ok(Mode::Orthrus),
+            _ => Err(format!("unknown mode {s:?} (use ar or orthrus)")),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    pub mode: Mode,
+    pub max_tokens: usize,
+    pub ignore_eos: bool,
+    pub sampling: SamplingParams,
+    /// Overrides the file's block size (at most it).
+    pub block_size: Option<usize>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            mode: Mode::Orthrus,
+            max_tokens: 128,
+            ignore_eos: false,
+            sampling: SamplingParams::default(),
+            block_size: None,
+        }
+    }
+}
+
+/// One Orthrus step: the drafts proposed and how many were accepted.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Step {
+    pub drafts: Vec<u32>,
+    pub accepted: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finish {
+    /// An end-of-sequence token was produced (and emitted).
+    Eos,
+    /// `max_tokens` or the context size was reached.
+    Length,
+    /// The token callback asked to stop (stop string, client gone).
+    Stopped,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    /// Decoding steps (Orthrus steps, or tokens in AR mode).
+    pub steps: usize,
+    /// Mean tokens committed per step (accepted drafts + 1).
+    pub mean_accepted: f64,
+    /// `histogram[a]` = steps that accepted `a` drafts.
+    pub histogram: Vec<usize>,
+    pub prompt_seconds: f64,
+    pub generation_seconds: f64,
+    pub prompt_tokens_per_second: f64,
+    pub generation_tokens_per_second: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub steps: Vec<Step>,
+    pub finish: Finish,
+    pub stats: Stats,
+}
+
+/// Emits committed tokens to the caller, tracking EOS, limits and stops.
+struct Sink<'a> {
+    tokens: Vec<u32>,
+    max: usize,
+    eos: &'a [u32],
+    on_token: &'a mut dyn FnMut(u32) -> bool,
+    finish: Option<Finish>,
+}
+
+impl Sink<'_> {
+    /// Commits `t` unless generation already ended; returns whether it goes on.
+    fn push(&mut self, t: u32) -> bool {
+        if self.finish.is_some() {
+            return false;
+        }
+        self.tokens.push(t);
+        if !(self.on_token)(t) {
+            self.finish = Some(Finish::Stopped);
+        } else if self.eos.contains(&t) {
+            self.finish = Some(Finish::Eos);
+        } else if self.tokens.len() >= self.max {
+            self.finish = Some(Finish::Length);
+        }
+        self.finish.is_none()
+    }
+
+    fn remaining(&self) -> usize {
+        self.max - self.tokens.len()
+    }
+}
+
+/// Generates from `prompt` (positions 0..); `on_token` sees every committed
+/// token in order and returns false to stop.
+pub fn generate(
+    session: &mut Session<'_>,
+    prompt: &[u32],
+    params: &GenerateParams,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<Generation, EngineError> {
+    let hp = session.model.hparams.clone();
+    if prompt.is_empty() {
+        return Err(EngineError::Usage("the prompt is empty".into()));
+    }
+    if prompt.len() >= session.n_ctx() {
+        return Err(EngineError::ContextFull { needed: prompt.len() + 1, n_ctx: session.n_ctx() });
+    }
+    let block = match (params.mode, hp.orthrus) {
+        (Mode::Ar, _) => 1,
+        (Mode::Orthrus, Some(o)) => params.block_size.unwrap_or(o.block_size).clamp(1, o.block_size.max(1)),
+        (Mode::Orthrus, None) => {
+            return Err(EngineError::Usage(
+                "this is a plain Qwen3 file without a diffusion view; use --mode ar or pass --head".into(),
+            ))
+        }
+    };
+    let mask = hp.orthrus.map_or(0, |o| o.mask_token);
+    let greedy = params.sampling.is_greedy();
+    let mut rng = Rng::new(params.sampling.seed);
+    let dist = |logits: &[f32]| Distribution::from_logits(logits, &params.sampling);
+    let n_vocab = hp.n_vocab;
+    let eos: Vec<u32> = if params.ignore_eos { Vec::new() } else { hp.eos_ids.clone() };
+    let mut sink = Sink { tokens: Vec::new(), max: params.max_tokens, eos: &eos, on_token, finish: None };
+    let mut steps = Vec::new();
+    let mut stats = Stats { prompt_tokens: prompt.len(), histogram: vec![0; block], ..Stats::default() };
+
+    let t0 = Instant::now();
+    let out = session.prefill(prompt, 0, !greedy)?;
+    let first = if greedy { out.argmax[0] } else { dist(&out.logits).sample(&mut rng) };
+    stats.prompt_seconds = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+
+    // x is produced but not yet in the cache; n tokens are.
+    let (mut x, mut n) = (first, prompt.len());
+    if params.max_tokens == 0 {
+        sink.finish = Some(Finish::Length);
+    } else {
+        sink.push(x);
+    }
+    while sink.finish.is_none() {
+        let room = session.n_ctx() - n;
+        if room == 0 {
+            sink.finish = Some(Finish::Length);
+            break;
+        }
+        // x is already emitted, so a block of remaining + 1 can still fill the budget.
+        let l = block.min(sink.remaining() + 1).min(room).max(1);
+        let (drafts, q) = if l > 1 {
+            let mut blk = vec![mask; l];
+            blk[0] = x;
+            let d = session.forward(View::Diffusion, &blk, n, l, !greedy)?;
+            draft(&d, l - 1, n_vocab, greedy, &dist, &mut rng)
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let mut verify = vec![x];
+        verify.extend(&drafts);
+        let v = session.forward(View::Ar, &verify, n, l, !greedy)?;
+        let (accepted, next) = if greedy {
+            let a = drafts.iter().zip(&v.argmax).take_while(|(d, t)| d == t).count();
+            (a, v.argmax[a])
+        } else {
+            let p: Vec<Distribution> = v.logits.chunks(n_vocab).map(&dist).collect();
+            speculative_accept(&drafts, &q, &p, &mut rng)
+        };
+        for &d in &drafts[..accepted] {
+            if !sink.push(d) {
+                break;
+            }
+        }
+        stats.histogram[accepted] += 1;
+        stats.steps += 1;
+        if params.mode == Mode::Orthrus {
+            steps.push(Step { drafts, accepted });
+        }
+        n += accepted + 1;
+        x = next;
+        sink.push(x);
+    }
+    stats.generation_seconds = t1.elapsed().as_secs_f64();
+    stats.generated_tokens = sink.tokens.len();
+    let committed: usize = stats.histogram.iter().enumerate().map(|(a, c)| (a + 1) * c).sum();
+    stats.mean_accepted = if stats.steps > 0 { committed as f64 / stats.steps as f64 } else { 0.0 };
+    stats.prompt_tokens_per_second = prompt.len() as f64 / stats.prompt_seconds.max(1e-9);
+    stats.generation_tokens_per_second = stats.generated_tokens as f64 / stats.generation_seconds.max(1e-9);
+    Ok(Generation {
+        tokens: sink.tokens,
+        steps,
+        finish: sink.finish.unwrap_or(Finish::Length),
+        stats,
+    })
+}
+
+/// Drafts from the diffusion pass: rows `0..count` (argmax, or sampled).
+fn draft(
+    d: &PassOutput,
+    count: usize,
+    n_vocab: usize,
+    greedy: bool,
+    dist: &dyn Fn(&[f32]) -> Distribution,
+    rng: &mut Rng,
+) -> (Vec<u32>, Vec<Distribution>) {
+    if greedy {
+        return (d.argmax[..count].to_vec(), Vec::new());
+    }
+    let q: Vec<Distribution> = d.logits.chunks(n_vocab).take(count).map(dist).collect();
+    (q.iter().map(|q| q.sample(rng)).collect(), q)
+}
+
+/// Speculative sampling: accepts draft `j` with probability
+/// `min(1, p_j(d)/q_j(d))` in order; at the first rejection the next token
+/// comes from `normalize(max(0, p - q))`, and after a full acceptance from
+/// the AR distribution of the last row. Returns (accepted, next token).
+fn speculative_accept(drafts: &[u32], q: &[Distribution], p: &[Distribution], rng: &mut Rng) -> (usize, u32) {
+    for (j, &d) in drafts.iter().enumerate() {
+        let (pd, qd) = (p[j].prob(d), q[j].prob(d));
+        if (rng.uniform() as f32) * qd < pd {
+            continue;
+        }
+        let next = p[j].residual(&q[j]).unwrap_or_else(|| p[j].clone()).sample(rng);
+        return (j, next);
+    }
+    (drafts.len(), p[drafts.len()].sample(rng))
+}

@@ -1,0 +1,154 @@
+//! The Qwen3 / Orthrus forward pass as a ggml graph: the one place the
+//! architecture is written down. Both views run through [`build`]; they differ
+//! only in which attention projections a layer uses and in the attention mask
+//! (causal for the AR view, none inside the block for the diffusion view),
+//! which the caller fills in.
+
+use orthrus_kernels::ggml::{Context, OwnedGraph, Tensor, Type};
+use orthrus_kernels::GgmlType;
+
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+
+/// Which set of attention projections the layers use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum View {
+    Ar,
+    Diffusion,
+}
+
+/// The shape of one forward pass; graphs are cached per shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Shape {
+    pub view: View,
+    /// Tokens in the batch.
+    pub n_tokens: usize,
+    /// Cache slots attention reads (slots past the batch are masked out).
+    pub n_kv: usize,
+    /// Rows of logits computed: the last `n_out` tokens of the batch.
+    pub n_out: usize,
+    /// Whether the logits themselves are copied back (sampling, tests), or only their argmax.
+    pub logits: bool,
+}
+
+/// Names of the graph's inputs and outputs.
+pub mod io {
+    /// I32 `[n_tokens]`: token ids.
+    pub const TOKENS: &str = "inp_tokens";
+    /// I32 `[n_tokens]`: positions (RoPE).
+    pub const POS: &str = "inp_pos";
+    /// I64 `[n_tokens]`: the cache slots the batch's K/V are written to.
+    pub const SLOTS: &str = "inp_slots";
+    /// `[n_kv, n_tokens]`: 0 where a query may attend, -inf elsewhere.
+    pub const MASK: &str = "inp_mask";
+    /// I32 `[n_out]`: argmax of each logits row.
+    pub const ARGMAX: &str = "out_argmax";
+    /// F32 `[n_vocab, n_out]`.
+    pub const LOGITS: &str = "out_logits";
+}
+
+/// Whether attention runs through ggml's fused kernel (f16/q8_0 caches) or
+/// the plain matmul-softmax-matmul path (f32 cache: exact to f32 rounding).
+pub fn uses_flash_attention(cache: &KvCache) -> bool {
+    cache.ty != GgmlType::F32
+}
+
+/// Element type of the mask input.
+pub fn mask_type(cache: &KvCache) -> Type {
+    if uses_flash_attention(cache) {
+        Type::F16
+    } else {
+        Type::F32
+    }
+}
+
+/// Upper bound on graph nodes for a model of `n_layer` layers.
+pub fn max_nodes(n_layer: usize) -> usize {
+    64 * n_layer + 256
+}
+
+pub fn build<'m>(model: &'m Model, cache: &'m KvCache, shape: Shape) -> OwnedGraph<'m> {
+    OwnedGraph::build(max_nodes(model.hparams.n_layer), model, cache, move |ctx, m, c| forward(ctx, m, c, shape))
+}
+
+fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> Vec<Tensor<'c>> {
+    let hp = &m.hparams;
+    let (t, hd, nh, nkv) = (s.n_tokens as i64, hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
+    let eps = hp.rms_eps;
+    let w = |id| m.weights.get(id);
+
+    let tokens = ctx.input(io::TOKENS, Type::I32, &[t]);
+    let pos = ctx.input(io::POS, Type::I32, &[t]);
+    let slots = ctx.input(io::SLOTS, Type::I64, &[t]);
+    let mask = ctx.input(io::MASK, mask_type(cache), &[s.n_kv as i64, t]);
+    let norm = |x, weight| ctx.mul(ctx.rms_norm(x, eps), w(weight));
+
+    let mut x = ctx.get_rows(w(m.tok_embd), tokens);
+    for (il, layer) in m.layers.iter().enumerate() {
+        let a = match s.view {
+            View::Ar => layer.ar,
+            View::Diffusion => layer.diffusion.expect("the diffusion view needs _diff tensors"),
+        };
+        let h = norm(x, layer.attn_norm);
+        let q = ctx.reshape(ctx.mul_mat(w(a.q), h), &[hd, nh, t]);
+        let k = ctx.reshape(ctx.mul_mat(w(a.k), h), &[hd, nkv, t]);
+        let v = ctx.mul_mat(w(a.v), h);
+        let q = ctx.rope_neox(norm(q, a.q_norm), pos, hp.rope_base);
+        let k = ctx.rope_neox(norm(k, a.k_norm), pos, hp.rope_base);
+
+        let k_all = ctx.set_rows(cache.store.get(cache.k[il]), ctx.reshape(k, &[hd * nkv, t]), slots);
+        let v_all = ctx.set_rows(cache.store.get(cache.v[il]), v, slots);
+        let attn = attention(ctx, cache, q, k_all, v_all, mask, s, hp.head_dim, nkv);
+        x = ctx.add(x, ctx.mul_mat(w(a.o), attn));
+
+        if il + 1 == m.layers.len() && s.n_out < s.n_tokens {
+            // Only the last n_out rows reach the LM head.
+            let row = x.nb()[1];
+            x = ctx.cont(ctx.view(x, [hp.n_embd as i64, s.n_out as i64, 1], [row, row * s.n_out], row * (s.n_tokens - s.n_out)));
+        }
+        let h = norm(x, layer.ffn_norm);
+        let up = ctx.swiglu(ctx.mul_mat(w(layer.ffn_gate), h), ctx.mul_mat(w(layer.ffn_up), h));
+        x = ctx.add(x, ctx.mul_mat(w(layer.ffn_down), up));
+    }
+    let logits = ctx.mul_mat(w(m.output), norm(x, m.output_norm)).named(io::LOGITS);
+    let argmax = ctx.argmax(logits).named(io::ARGMAX);
+    if s.logits {
+        vec![argmax, logits]
+    } else {
+        vec![argmax]
+    }
+}
+
+/// softmax(q K^T / sqrt(hd) + mask) V over the first `n_kv` cache slots.
+#[allow(clippy::too_many_arguments)]
+fn attention<'c>(
+    ctx: &'c Context,
+    cache: &KvCache,
+    q: Tensor<'c>,
+    k_all: Tensor<'c>,
+    v_all: Tensor<'c>,
+    mask: Tensor<'c>,
+    s: Shape,
+    head_dim: usize,
+    nkv: i64,
+) -> Tensor<'c> {
+    let (t, hd, n_kv) = (s.n_tokens as i64, head_dim as i64, s.n_kv as i64);
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let ty = cache.ty;
+    let head_bytes = ty.row_bytes(head_dim as u64).expect("checked at cache creation") as usize;
+    let slot_bytes = head_bytes * nkv as usize;
+    // [hd, nkv, n_kv] -> [hd, n_kv, nkv]
+    let k = ctx.permute(ctx.view(k_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0), [0, 2, 1, 3]);
+    let v = ctx.permute(ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0), [0, 2, 1, 3]);
+    let q = ctx.permute(q, [0, 2, 1, 3]); // [hd, T, nh]
+    let nh = q.ne()[2];
+    if uses_flash_attention(cache) {
+        let out = ctx.flash_attn(q, k, v, mask, scale); // [hd, nh, T]
+        ctx.reshape(out, &[hd * nh, t])
+    } else {
+        let kq = ctx.soft_max(ctx.mul_mat(k, q), mask, scale); // [n_kv, T, nh]
+        let vt = ctx.cont(ctx.permute(ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0), [1, 2, 0, 3])); // [n_kv, hd, nkv]
+        let out = ctx.mul_mat(vt, kq); // [hd, T, nh]
+        ctx.reshape(ctx.cont(ctx.permute(out, [0, 2, 1, 3])), &[hd * nh, t])
+    }
+}

@@ -1,0 +1,329 @@
+//! `orthrus`: run and benchmark Orthrus (and plain Qwen3) GGUF models.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use orthrus_engine::chat::{ChatTemplate, Message};
+use orthrus_engine::tokenizer::{StreamDecoder, Tokenizer};
+use orthrus_engine::{generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session};
+use orthrus_kernels::GgmlType;
+
+#[derive(Parser)]
+#[command(name = "orthrus", version, about = "Run Orthrus models: a Qwen3 model that drafts blocks with its diffusion view and verifies them with its AR view")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt (text to stdout, statistics to stderr).
+    Run(RunArgs),
+    /// Run the same prompts in ar and orthrus mode and compare speeds.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// GGUF model (from orthrus-convert, or a plain Qwen3 GGUF with --head).
+    #[arg(short, long)]
+    model: PathBuf,
+    /// Diffusion-view head file (`.head.gguf`) for a plain Qwen3 model.
+    #[arg(long)]
+    head: Option<PathBuf>,
+    /// Device: CPU, CUDA0, Metal, ... (default: the first GPU, else the CPU).
+    #[arg(long)]
+    device: Option<String>,
+    /// Layers on the GPU, counted from the last (layers + 1 includes the output layer).
+    #[arg(short = 'n', long = "n-gpu-layers", visible_alias = "ngl")]
+    n_gpu_layers: Option<usize>,
+    /// CPU threads (default: all cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+    /// Context size in tokens (default: 4096, at most the model's).
+    #[arg(short = 'c', long = "ctx-size")]
+    ctx_size: Option<usize>,
+    /// Largest batch of prompt tokens per forward pass.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    batch_size: usize,
+    /// KV cache type: f16, q8_0 or f32.
+    #[arg(long = "cache-type", default_value = "f16")]
+    cache_type: String,
+}
+
+#[derive(Args)]
+struct SamplingArgs {
+    /// Temperature; 0 is greedy.
+    #[arg(long = "temp", default_value_t = 0.0)]
+    temperature: f32,
+    #[arg(long = "top-k", default_value_t = 20)]
+    top_k: usize,
+    #[arg(long = "top-p", default_value_t = 0.8)]
+    top_p: f32,
+    #[arg(long = "min-p", default_value_t = 0.0)]
+    min_p: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt text.
+    #[arg(short, long, conflicts_with = "prompt_ids")]
+    prompt: Option<String>,
+    /// Prompt as comma-separated token ids.
+    #[arg(long = "prompt-ids", value_delimiter = ',')]
+    prompt_ids: Option<Vec<u32>>,
+    /// Wrap the prompt as a user message with the model's chat template.
+    #[arg(long)]
+    chat: bool,
+    /// System message (with --chat).
+    #[arg(long)]
+    system: Option<String>,
+    /// Let the model think (Qwen3's enable_thinking; with --chat).
+    #[arg(long)]
+    think: bool,
+    /// Tokens to generate at most.
+    #[arg(short = 'N', long = "n-predict", default_value_t = 128)]
+    n_predict: usize,
+    #[arg(long, default_value = "orthrus")]
+    mode: Mode,
+    /// Block size (at most the model's).
+    #[arg(long = "block-size")]
+    block_size: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+    /// Stop when this text appears (repeatable).
+    #[arg(long = "stop")]
+    stop: Vec<String>,
+    /// Print one JSON object (tokens, text, steps, stats) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Tokens to generate per prompt.
+    #[arg(short = 'N', long = "n-predict", default_value_t = 128)]
+    n_predict: usize,
+    /// Prompts (default: a few built-in ones).
+    #[arg(short, long)]
+    prompt: Vec<String>,
+    /// Random prompts of this many token ids instead (for random-weight models).
+    #[arg(long = "random-prompt-len")]
+    random_prompt_len: Option<usize>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => run(a),
+        Command::Bench(a) => bench(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orthrus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Loaded {
+    model: Model,
+    cache_type: GgmlType,
+    n_ctx: usize,
+    threads: usize,
+    batch: usize,
+}
+
+fn load(a: &ModelArgs) -> Result<Loaded> {
+    let opts = LoadOptions { device: a.device.clone(), n_gpu_layers: a.n_gpu_layers, head: a.head.clone() };
+    let model = Model::load(&a.model, &opts)?;
+    let cache_type = match a.cache_type.as_str() {
+        "f16" => GgmlType::F16,
+        "f32" => GgmlType::F32,
+        "q8_0" => GgmlType::Q8_0,
+        other => bail!("--cache-type {other}: use f16, q8_0 or f32"),
+    };
+    let n_ctx = a.ctx_size.unwrap_or_else(|| 4096.min(model.hparams.context_length));
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+    Ok(Loaded { model, cache_type, n_ctx, threads, batch: a.batch_size })
+}
+
+fn tokenizer(model: &Model) -> Result<Tokenizer> {
+    let json = model
+        .tokenizer_json
+        .as_deref()
+        .context("the model has no tokenizer.huggingface.json; pass --prompt-ids")?;
+    Ok(Tokenizer::from_json(json)?)
+}
+
+fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
+    if !(s.temperature >= 0.0 && s.top_p > 0.0 && s.top_p <= 1.0 && (0.0..=1.0).contains(&s.min_p)) {
+        bail!("sampling settings out of range: --temp >= 0, 0 < --top-p <= 1, 0 <= --min-p <= 1");
+    }
+    Ok(SamplingParams { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, seed: s.seed })
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let l = load(&a.model)?;
+    let tok = if a.prompt.is_some() || !a.json { tokenizer(&l.model).ok() } else { None };
+    let prompt: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
+        (_, Some(ids)) => ids.clone(),
+        (Some(text), None) => {
+            let tok = tok.as_ref().context("the model has no tokenizer; pass --prompt-ids")?;
+            let text = if a.chat {
+                let tmpl = l.model.chat_template.as_deref().context("the model has no chat template")?;
+                let mut msgs = Vec::new();
+                if let Some(s) = &a.system {
+                    msgs.push(Message::new("system", s));
+                }
+                msgs.push(Message::new("user", text));
+                ChatTemplate::new(tmpl)?.render(&msgs, true, a.think)?
+            } else {
+                text.clone()
+            };
+            tok.encode(&text)?
+        }
+        (None, None) => bail!("give a prompt with -p TEXT or --prompt-ids 1,2,3"),
+    };
+    let cache = KvCache::new(&l.model, l.n_ctx, l.cache_type)?;
+    let mut session = Session::new(&l.model, &cache, l.threads, l.batch)?;
+    let params = GenerateParams {
+        mode: a.mode,
+        max_tokens: a.n_predict,
+        ignore_eos: a.ignore_eos,
+        sampling: sampling(&a.sampling)?,
+        block_size: a.block_size,
+    };
+    let mut stream = tok.as_ref().map(StreamDecoder::new);
+    let mut text = String::new();
+    let mut stdout = std::io::stdout().lock();
+    let json = a.json;
+    let stop = a.stop.clone();
+    let mut on_token = |id: u32| -> bool {
+        let Some(s) = stream.as_mut() else { return true };
+        let piece = s.push(id).unwrap_or_default();
+        let before = text.len();
+        text.push_str(&piece);
+        let hit = stop.iter().filter_map(|st| text[before.saturating_sub(st.len())..].find(st.as_str()).map(|i| before.saturating_sub(st.len()) + i)).min();
+        if let Some(end) = hit {
+            text.truncate(end);
+        }
+        if !json {
+            let shown = &text[before.min(text.len())..];
+            let _ = stdout.write_all(shown.as_bytes());
+            let _ = stdout.flush();
+        }
+        hit.is_none()
+    };
+    let g = generate(&mut session, &prompt, &params, &mut on_token)?;
+    drop(stdout);
+    if json {
+        let out = serde_json::json!({
+            "tokens": g.tokens,
+            "text": text,
+            "steps": g.steps,
+            "finish": g.finish,
+            "stats": g.stats,
+        });
+        println!("{out}");
+    } else {
+        println!();
+    }
+    let s = &g.stats;
+    eprintln!(
+        "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | {} steps, mean accepted {:.2} | finish: {:?}",
+        s.prompt_tokens, s.prompt_tokens_per_second, s.generated_tokens, s.generation_tokens_per_second, s.steps, s.mean_accepted, g.finish
+    );
+    if a.mode == Mode::Orthrus {
+        let hist: Vec<String> = s.histogram.iter().enumerate().filter(|(_, &c)| c > 0).map(|(k, c)| format!("{}:{c}", k + 1)).collect();
+        eprintln!("tokens per step histogram: {}", hist.join(" "));
+    }
+    Ok(())
+}
+
+const BENCH_PROMPTS: [&str; 3] = [
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    "The three laws of thermodynamics are",
+    "import os\nimport sys\n\ndef main():\n",
+];
+
+fn bench(a: BenchArgs) -> Result<()> {
+    let l = load(&a.model)?;
+    let prompts: Vec<Vec<u32>> = if let Some(n) = a.random_prompt_len {
+        let mut rng = orthrus_engine::sampling::Rng::new(7);
+        let vocab = l.model.hparams.n_vocab as u64;
+        (0..3).map(|_| (0..n.max(1)).map(|_| (rng.next_u64() % vocab.min(150_000)) as u32).collect()).collect()
+    } else {
+        let tok = tokenizer(&l.model)?;
+        let texts: Vec<String> = if a.prompt.is_empty() { BENCH_PROMPTS.iter().map(|s| s.to_string()).collect() } else { a.prompt.clone() };
+        texts.iter().map(|t| tok.encode(t)).collect::<Result<_, _>>()?
+    };
+    let cache = KvCache::new(&l.model, l.n_ctx, l.cache_type)?;
+    let mut session = Session::new(&l.model, &cache, l.threads, l.batch)?;
+    let modes: Vec<Mode> = if l.model.is_orthrus() { vec![Mode::Ar, Mode::Orthrus] } else { vec![Mode::Ar] };
+    // Warm-up: builds the graphs and wakes the device.
+    for &mode in &modes {
+        let p = GenerateParams { mode, max_tokens: 8, ignore_eos: true, ..Default::default() };
+        generate(&mut session, &prompts[0], &p, &mut |_| true)?;
+    }
+    let mut results = Vec::new();
+    for &mode in &modes {
+        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) = (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
+        for p in &prompts {
+            let params = GenerateParams { mode, max_tokens: a.n_predict, ignore_eos: true, ..Default::default() };
+            let g = generate(&mut session, p, &params, &mut |_| true)?;
+            pt += g.stats.prompt_tokens;
+            ps += g.stats.prompt_seconds;
+            gt += g.stats.generated_tokens;
+            gs += g.stats.generation_seconds;
+            steps += g.stats.steps;
+            committed += g.stats.mean_accepted * g.stats.steps as f64;
+        }
+        results.push(serde_json::json!({
+            "mode": format!("{mode:?}").to_lowercase(),
+            "prompt_tokens_per_second": pt as f64 / ps,
+            "generation_tokens_per_second": gt as f64 / gs,
+            "mean_accepted": committed / steps.max(1) as f64,
+            "step_ms": 1000.0 * gs / steps.max(1) as f64,
+        }));
+    }
+    let speedup = if results.len() == 2 {
+        results[1]["generation_tokens_per_second"].as_f64().unwrap_or(0.0) / results[0]["generation_tokens_per_second"].as_f64().unwrap_or(1.0)
+    } else {
+        1.0
+    };
+    let devices: Vec<String> = l.model.devices.iter().map(|d| d.name()).collect();
+    if a.json {
+        println!("{}", serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup }));
+    } else {
+        println!("model {} on {} ({} threads), {} prompts x {} tokens", a.model.model.display(), devices.join("+"), l.threads, prompts.len(), a.n_predict);
+        println!("{:<8} {:>12} {:>12} {:>14} {:>10}", "mode", "prompt t/s", "gen t/s", "mean accepted", "step ms");
+        for r in &results {
+            println!(
+                "{:<8} {:>12.1} {:>12.1} {:>14.2} {:>10.2}",
+                r["mode"].as_str().unwrap_or(""),
+                r["prompt_tokens_per_second"].as_f64().unwrap_or(0.0),
+                r["generation_tokens_per_second"].as_f64().unwrap_or(0.0),
+                r["mean_accepted"].as_f64().unwrap_or(0.0),
+                r["step_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+        println!("speedup orthrus / ar: {speedup:.2}x");
+    }
+    Ok(())
+}

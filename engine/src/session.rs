@@ -1,0 +1,135 @@
+//! A model, its cache and a scheduler: runs forward passes of either view.
+
+use std::collections::HashMap;
+
+use orthrus_kernels::ggml::{Input, OwnedGraph, Output, Scheduler, Type};
+
+use crate::graph::{self, io, Shape, View};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::EngineError;
+
+/// Attention reads the cache in windows of this many slots, so a graph built
+/// for one step is reused by the next steps of the same batch shape.
+const KV_WINDOW: usize = 256;
+/// Graphs kept for reuse before the cache of graphs is dropped.
+const MAX_GRAPHS: usize = 32;
+
+/// What one forward pass returns.
+#[derive(Clone, Debug, Default)]
+pub struct PassOutput {
+    /// Argmax of each computed row.
+    pub argmax: Vec<u32>,
+    /// `n_out * n_vocab` logits when asked for, else empty.
+    pub logits: Vec<f32>,
+}
+
+pub struct Session<'m> {
+    pub model: &'m Model,
+    cache: &'m KvCache,
+    sched: Scheduler,
+    graphs: HashMap<Shape, OwnedGraph<'m>>,
+    /// Largest batch of one pass (prompts are processed in chunks of this size).
+    pub n_batch: usize,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Model, cache: &'m KvCache, threads: usize, n_batch: usize) -> Result<Session<'m>, EngineError> {
+        let backends = model
+            .devices
+            .iter()
+            .map(|d| d.init())
+            .collect::<Result<Vec<_>, _>>()?;
+        for b in &backends {
+            b.set_threads(threads);
+        }
+        Ok(Session {
+            model,
+            cache,
+            sched: Scheduler::new(backends, graph::max_nodes(model.hparams.n_layer)),
+            graphs: HashMap::new(),
+            n_batch: n_batch.max(1),
+        })
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.cache.n_ctx
+    }
+
+    /// Runs `view` on `tokens` at positions `pos0..`, writing their K/V into
+    /// the cache slots of those positions; attention sees slots `0..pos0`
+    /// plus the batch (causally for the AR view, all of it for the diffusion
+    /// view). Returns the last `n_out` rows.
+    pub fn forward(&mut self, view: View, tokens: &[u32], pos0: usize, n_out: usize, logits: bool) -> Result<PassOutput, EngineError> {
+        let t = tokens.len();
+        let end = pos0 + t;
+        assert!(t > 0 && (1..=t).contains(&n_out), "bad batch: {t} tokens, {n_out} outputs");
+        if end > self.cache.n_ctx {
+            return Err(EngineError::ContextFull { needed: end, n_ctx: self.cache.n_ctx });
+        }
+        let hp = &self.model.hparams;
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= hp.n_vocab) {
+            return Err(EngineError::Usage(format!("token id {bad} is outside the vocabulary of {}", hp.n_vocab)));
+        }
+        let n_kv = end.div_ceil(KV_WINDOW).saturating_mul(KV_WINDOW).min(self.cache.n_ctx);
+        let shape = Shape { view, n_tokens: t, n_kv, n_out, logits };
+        if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
+            self.graphs.clear();
+        }
+        let graph = self
+            .graphs
+            .entry(shape)
+            .or_insert_with(|| graph::build(self.model, self.cache, shape));
+
+        let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
+        let pos: Vec<i32> = (pos0..end).map(|p| p as i32).collect();
+        let slots: Vec<i64> = (pos0..end).map(|p| p as i64).collect();
+        let mut mask = vec![f32::NEG_INFINITY; n_kv * t];
+        for (j, row) in mask.chunks_mut(n_kv).enumerate() {
+            let visible = match view {
+                View::Ar => pos0 + j + 1,
+                View::Diffusion => end,
+            };
+            row[..visible].fill(0.0);
+        }
+        let mask16: Vec<half::f16>;
+        let mask_input = if graph::mask_type(self.cache) == Type::F16 {
+            mask16 = mask.iter().map(|&v| half::f16::from_f32(v)).collect();
+            Input::F16(io::MASK, &mask16)
+        } else {
+            Input::F32(io::MASK, &mask)
+        };
+        let inputs = [
+            Input::I32(io::TOKENS, &ids),
+            Input::I32(io::POS, &pos),
+            Input::I64(io::SLOTS, &slots),
+            mask_input,
+        ];
+        let mut argmax = vec![0i32; n_out];
+        let mut out = PassOutput {
+            argmax: Vec::new(),
+            logits: if logits { vec![0.0; n_out * hp.n_vocab] } else { Vec::new() },
+        };
+        {
+            let mut outputs = vec![Output::I32(io::ARGMAX, &mut argmax)];
+            if logits {
+                outputs.push(Output::F32(io::LOGITS, &mut out.logits));
+            }
+            self.sched.run(graph, &inputs, &mut outputs)?;
+        }
+        out.argmax = argmax.into_iter().map(|x| x as u32).collect();
+        Ok(out)
+    }
+
+    /// Runs the AR view over a prompt at positions `pos0..` in chunks of
+    /// `n_batch`; returns the last row's output.
+    pub fn prefill(&mut self, tokens: &[u32], pos0: usize, logits: bool) -> Result<PassOutput, EngineError> {
+        let mut last = PassOutput::default();
+        let mut pos = pos0;
+        for chunk in tokens.chunks(self.n_batch) {
+            last = self.forward(View::Ar, chunk, pos, 1, logits)?;
+            pos += chunk.len();
+        }
+        Ok(last)
+    }
+}

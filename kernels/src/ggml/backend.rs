@@ -1,0 +1,242 @@
+//! Devices, backends and backend buffers.
+
+use std::ffi::CStr;
+use std::path::Path;
+use std::ptr::NonNull;
+
+use llama_cpp_sys_2 as sys;
+
+use super::GgmlError;
+
+/// Loads ggml's backend modules (`libggml-cuda.so`, CPU variants, ...) from
+/// `dir` in builds with the `dynamic-backends` feature; built-in backends need
+/// no loading, so elsewhere this does nothing. Call once, before [`Device::all`].
+pub fn load_backends(dir: Option<&Path>) {
+    #[cfg(feature = "dynamic-backends")]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| match dir.and_then(|d| std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).ok()) {
+            // SAFETY: a NUL-terminated path; ggml skips files it cannot load.
+            Some(d) => unsafe { sys::ggml_backend_load_all_from_path(d.as_ptr()) },
+            None => unsafe { sys::ggml_backend_load_all() },
+        });
+    }
+    #[cfg(not(feature = "dynamic-backends"))]
+    let _ = dir;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+    IntegratedGpu,
+    Accelerator,
+}
+
+/// A device of ggml's registry (static for the life of the process).
+#[derive(Clone, Copy)]
+pub struct Device {
+    ptr: sys::ggml_backend_dev_t,
+}
+
+// SAFETY: registry devices are immutable, process-wide objects.
+unsafe impl Send for Device {}
+unsafe impl Sync for Device {}
+
+impl Device {
+    /// Every device ggml knows, in registry order (GPUs before the CPU).
+    pub fn all() -> Vec<Device> {
+        // SAFETY: plain registry queries.
+        let n = unsafe { sys::ggml_backend_dev_count() };
+        (0..n)
+            .map(|i| Device {
+                ptr: unsafe { sys::ggml_backend_dev_get(i) },
+            })
+            .collect()
+    }
+
+    /// The device called `name` (case-insensitive), e.g. `CPU`, `CUDA0`.
+    pub fn by_name(name: &str) -> Result<Device, GgmlError> {
+        let all = Device::all();
+        all.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name)).ok_or_else(|| GgmlError::NoDevice {
+            name: name.to_string(),
+            available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// The first GPU-like device, if any.
+    pub fn first_gpu() -> Option<Device> {
+        Device::all()
+            .into_iter()
+            .find(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
+    }
+
+    /// The CPU device (always present).
+    pub fn cpu() -> Device {
+        Device::all()
+            .into_iter()
+            .find(|d| d.kind() == DeviceKind::Cpu)
+            .expect("ggml has no CPU device")
+    }
+
+    pub fn name(&self) -> String {
+        // SAFETY: registry strings live for the process.
+        unsafe { CStr::from_ptr(sys::ggml_backend_dev_name(self.ptr)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    pub fn description(&self) -> String {
+        // SAFETY: as above.
+        unsafe { CStr::from_ptr(sys::ggml_backend_dev_description(self.ptr)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    pub fn kind(&self) -> DeviceKind {
+        // SAFETY: registry query.
+        match unsafe { sys::ggml_backend_dev_type(self.ptr) } {
+            sys::GGML_BACKEND_DEVICE_TYPE_CPU => DeviceKind::Cpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_GPU => DeviceKind::Gpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceKind::IntegratedGpu,
+            _ => DeviceKind::Accelerator,
+        }
+    }
+
+    /// Free and total memory in bytes.
+    pub fn memory(&self) -> (usize, usize) {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: out-pointers to locals.
+        unsafe { sys::ggml_backend_dev_memory(self.ptr, &mut free, &mut total) };
+        (free, total)
+    }
+
+    /// Starts a backend (a stream/queue) on this device.
+    pub fn init(&self) -> Result<Backend, GgmlError> {
+        // SAFETY: registry device; null params means defaults.
+        let ptr = unsafe { sys::ggml_backend_dev_init(self.ptr, std::ptr::null()) };
+        NonNull::new(ptr)
+            .map(|ptr| Backend { ptr, device: *self })
+            .ok_or_else(|| GgmlError::BackendInit(self.name()))
+    }
+
+    /// The device's default buffer type (device memory).
+    pub fn buffer_type(&self) -> BufferType {
+        // SAFETY: registry query; buffer types are static.
+        BufferType {
+            ptr: unsafe { sys::ggml_backend_dev_buffer_type(self.ptr) },
+            device: *self,
+        }
+    }
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.description())
+    }
+}
+
+/// A running backend on one device.
+pub struct Backend {
+    ptr: NonNull<sys::ggml_backend>,
+    device: Device,
+}
+
+impl Backend {
+    pub(crate) fn raw(&self) -> sys::ggml_backend_t {
+        self.ptr.as_ptr()
+    }
+
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Sets the worker threads of a CPU backend; a no-op on backends without threads.
+    pub fn set_threads(&self, n: usize) {
+        // SAFETY: registry lookups; the function pointer, when present, has
+        // ggml's documented `ggml_backend_set_n_threads_t` signature.
+        unsafe {
+            let reg = sys::ggml_backend_dev_backend_reg(self.device.ptr);
+            let name = c"ggml_backend_set_n_threads";
+            let f = sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr());
+            if !f.is_null() {
+                let f: unsafe extern "C" fn(sys::ggml_backend_t, i32) = std::mem::transmute(f);
+                f(self.raw(), n.max(1) as i32);
+            }
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_dev_init, freed once.
+        unsafe { sys::ggml_backend_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// Where a buffer's memory lives (a device's memory, host memory, ...).
+#[derive(Clone, Copy)]
+pub struct BufferType {
+    pub(crate) ptr: sys::ggml_backend_buffer_type_t,
+    device: Device,
+}
+
+impl BufferType {
+    pub fn device(&self) -> Device {
+        self.device
+    }
+}
+
+/// A backend buffer holding the data of some context's tensors.
+pub struct Buffer {
+    ptr: NonNull<sys::ggml_backend_buffer>,
+}
+
+impl Buffer {
+    pub(crate) fn from_raw(ptr: sys::ggml_backend_buffer_t) -> Option<Buffer> {
+        NonNull::new(ptr).map(|ptr| Buffer { ptr })
+    }
+
+    pub fn size(&self) -> usize {
+        // SAFETY: live buffer.
+        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
+    }
+
+    /// Fills the whole buffer with `byte`.
+    pub fn clear(&self, byte: u8) {
+        // SAFETY: live buffer.
+        unsafe { sys::ggml_backend_buffer_clear(self.ptr.as_ptr(), byte) }
+    }
+
+    /// Tells the scheduler these are weights, so ops on them run on this device.
+    pub(crate) fn mark_weights(&self) {
+        // SAFETY: live buffer.
+        unsafe {
+            sys::ggml_backend_buffer_set_usage(self.ptr.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+        }
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ggml, freed once.
+        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_device_is_always_there() {
+        load_backends(None);
+        let cpu = Device::cpu();
+        assert_eq!(cpu.kind(), DeviceKind::Cpu);
+        assert_eq!(Device::by_name("cpu").unwrap().name(), cpu.name());
+        let err = Device::by_name("NoSuchGPU7").unwrap_err().to_string();
+        assert!(err.contains("NoSuchGPU7") && err.contains(&cpu.name()), "{err}");
+        let backend = cpu.init().unwrap();
+        backend.set_threads(2);
+    }
+}

@@ -1,0 +1,111 @@
+//! Running graphs across backends.
+
+use std::ptr::NonNull;
+
+use llama_cpp_sys_2 as sys;
+
+use super::backend::{Backend, DeviceKind};
+use super::context::{Element, OwnedGraph, Tensor};
+use super::GgmlError;
+
+/// Data for one named input tensor of a graph.
+pub enum Input<'d> {
+    F32(&'d str, &'d [f32]),
+    F16(&'d str, &'d [half::f16]),
+    I32(&'d str, &'d [i32]),
+    I64(&'d str, &'d [i64]),
+}
+
+/// Where to copy one named output tensor of a graph after a run.
+pub enum Output<'d> {
+    F32(&'d str, &'d mut [f32]),
+    I32(&'d str, &'d mut [i32]),
+}
+
+/// ggml's scheduler over an ordered list of backends (the CPU last): each
+/// node runs on the first backend that holds its weights and supports it.
+pub struct Scheduler {
+    ptr: NonNull<sys::ggml_backend_sched>,
+    backends: Vec<Backend>,
+}
+
+impl Scheduler {
+    /// `backends` in order of preference; the last one must be the CPU.
+    pub fn new(backends: Vec<Backend>, max_nodes: usize) -> Scheduler {
+        assert!(
+            backends.last().is_some_and(|b| b.device().kind() == DeviceKind::Cpu),
+            "the scheduler's last backend must be the CPU"
+        );
+        let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.raw()).collect();
+        // SAFETY: live backends, kept alive in self; default buffer types.
+        let ptr = unsafe {
+            sys::ggml_backend_sched_new(
+                raw.as_mut_ptr(),
+                std::ptr::null_mut(),
+                raw.len() as i32,
+                max_nodes,
+                false,
+                true,
+            )
+        };
+        Scheduler {
+            ptr: NonNull::new(ptr).expect("ggml_backend_sched_new failed"),
+            backends,
+        }
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    /// Allocates `graph`, writes `inputs`, computes, and reads `outputs`.
+    /// Graph tensors are only touched inside this call, while their memory
+    /// (the scheduler's compute buffers) is known to be theirs.
+    pub fn run(&mut self, graph: &OwnedGraph<'_>, inputs: &[Input<'_>], outputs: &mut [Output<'_>]) -> Result<(), GgmlError> {
+        let s = self.ptr.as_ptr();
+        // SAFETY: live scheduler and graph; the graph's tensors live in its context.
+        unsafe {
+            sys::ggml_backend_sched_reset(s);
+            if !sys::ggml_backend_sched_alloc_graph(s, graph.raw()) {
+                return Err(GgmlError::GraphAlloc);
+            }
+        }
+        for input in inputs {
+            match input {
+                Input::F32(name, d) => write(graph, name, d),
+                Input::F16(name, d) => write(graph, name, d),
+                Input::I32(name, d) => write(graph, name, d),
+                Input::I64(name, d) => write(graph, name, d),
+            }
+        }
+        // SAFETY: allocated above.
+        let status = unsafe { sys::ggml_backend_sched_graph_compute(s, graph.raw()) };
+        if status != sys::GGML_STATUS_SUCCESS {
+            return Err(GgmlError::Compute(status as i32));
+        }
+        for output in outputs.iter_mut() {
+            match output {
+                Output::F32(name, d) => node(graph, name).read(d),
+                Output::I32(name, d) => node(graph, name).read(d),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn node<'g>(graph: &'g OwnedGraph<'_>, name: &str) -> Tensor<'g> {
+    graph
+        .tensor(name)
+        .unwrap_or_else(|| panic!("the graph has no tensor named {name}"))
+}
+
+fn write<T: Element>(graph: &OwnedGraph<'_>, name: &str, data: &[T]) {
+    node(graph, name).write(data)
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        // SAFETY: created by ggml_backend_sched_new, freed once, before the backends.
+        unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) }
+    }
+}
