@@ -183,6 +183,34 @@ def hf_tensor_names(cfg: Config) -> list[str]:
     return names
 
 
+def gguf_weights(path: Path, cfg: Config) -> dict[str, np.ndarray]:
+    """The tensors of an orthrus-convert GGUF, dequantized to float32, under their HF names.
+
+    Lets a test separate the engine's arithmetic from quantization error: the reference
+    then computes with exactly the weights the engine reads.
+    """
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+
+    stems = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    for v in ("", "_diff"):
+        stems.update({f"attn_{p}{v}": f"self_attn.{p}_proj{v}" for p in "qkv"})
+        stems[f"attn_output{v}"] = f"self_attn.o_proj{v}"
+        stems.update({f"attn_{p}_norm{v}": f"self_attn.{p}_norm{v}" for p in "qk"})
+    out = {}
+    for t in GGUFReader(path).tensors:
+        parts = t.name.split(".")
+        if parts[0] == "blk":
+            name = f"model.layers.{parts[1]}.{stems[parts[2]]}.weight"
+        else:
+            name = {"token_embd": "model.embed_tokens.weight", "output_norm": "model.norm.weight",
+                    "output": "lm_head.weight"}[parts[0]]
+        shape = [int(d) for d in reversed(t.shape)]
+        out[name] = dequantize(t.data, t.tensor_type).reshape(shape).astype(np.float32)
+    return out
+
+
 def load_weights(hf_dir: Path) -> dict[str, np.ndarray]:
     """All tensors of a checkpoint (single file or sharded), as exact float32."""
     refs = read_checkpoint(hf_dir)
@@ -404,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("hf_dir", type=Path, metavar="HF_DIR", help="Hugging Face checkpoint directory")
         p.add_argument("--ids", type=_ids, required=True, help="prompt token ids, comma-separated")
         p.add_argument("--dtype", choices=sorted(DTYPES), default="float64", help="compute dtype (default float64)")
+        p.add_argument("--gguf-weights", type=Path, default=None, metavar="GGUF",
+                       help="compute with this orthrus-convert file's dequantized weights instead of the checkpoint's")
 
     p = sub.add_parser("logits", help="AR logits of every prompt position -> float32 .npy [T, vocab]")
     common(p)
@@ -434,7 +464,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(a: argparse.Namespace) -> int:
-    model = Model.load(a.hf_dir, DTYPES[a.dtype])
+    if a.gguf_weights is None:
+        model = Model.load(a.hf_dir, DTYPES[a.dtype])
+    else:
+        cfg = Config.from_hf(a.hf_dir)
+        model = Model(cfg, gguf_weights(a.gguf_weights, cfg), DTYPES[a.dtype])
     if a.command == "logits":
         np.save(a.out, model.ar_forward(a.ids).astype(np.float32))
     elif a.command == "diffusion":

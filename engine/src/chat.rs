@@ -14,7 +14,10 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: &str, content: &str) -> Message {
-        Message { role: role.into(), content: content.into() }
+        Message {
+            role: role.into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -29,9 +32,15 @@ impl ChatTemplate {
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| EngineError::Template(e.to_string()))?;
         Ok(ChatTemplate { env })
@@ -39,8 +48,16 @@ impl ChatTemplate {
 
     /// The prompt text for `messages`, ending with the assistant's turn
     /// opener when `add_generation_prompt`.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool, enable_thinking: bool) -> Result<String, EngineError> {
-        let tmpl = self.env.get_template("chat").map_err(|e| EngineError::Template(e.to_string()))?;
+    pub fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String, EngineError> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| EngineError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,

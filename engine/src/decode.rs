@@ -134,30 +134,54 @@ pub fn generate(
         return Err(EngineError::Usage("the prompt is empty".into()));
     }
     if prompt.len() >= session.n_ctx() {
-        return Err(EngineError::ContextFull { needed: prompt.len() + 1, n_ctx: session.n_ctx() });
+        return Err(EngineError::ContextFull {
+            needed: prompt.len() + 1,
+            n_ctx: session.n_ctx(),
+        });
     }
-    let block = match (params.mode, hp.orthrus) {
-        (Mode::Ar, _) => 1,
-        (Mode::Orthrus, Some(o)) => params.block_size.unwrap_or(o.block_size).clamp(1, o.block_size.max(1)),
-        (Mode::Orthrus, None) => {
-            return Err(EngineError::Usage(
-                "this is a plain Qwen3 file without a diffusion view; use --mode ar or pass --head".into(),
-            ))
-        }
-    };
+    let block =
+        match (params.mode, hp.orthrus) {
+            (Mode::Ar, _) => 1,
+            (Mode::Orthrus, Some(o)) => params
+                .block_size
+                .unwrap_or(o.block_size)
+                .clamp(1, o.block_size.max(1)),
+            (Mode::Orthrus, None) => return Err(EngineError::Usage(
+                "this is a plain Qwen3 file without a diffusion view; use --mode ar or pass --head"
+                    .into(),
+            )),
+        };
     let mask = hp.orthrus.map_or(0, |o| o.mask_token);
     let greedy = params.sampling.is_greedy();
     let mut rng = Rng::new(params.sampling.seed);
     let dist = |logits: &[f32]| Distribution::from_logits(logits, &params.sampling);
     let n_vocab = hp.n_vocab;
-    let eos: Vec<u32> = if params.ignore_eos { Vec::new() } else { hp.eos_ids.clone() };
-    let mut sink = Sink { tokens: Vec::new(), max: params.max_tokens, eos: &eos, on_token, finish: None };
+    let eos: Vec<u32> = if params.ignore_eos {
+        Vec::new()
+    } else {
+        hp.eos_ids.clone()
+    };
+    let mut sink = Sink {
+        tokens: Vec::new(),
+        max: params.max_tokens,
+        eos: &eos,
+        on_token,
+        finish: None,
+    };
     let mut steps = Vec::new();
-    let mut stats = Stats { prompt_tokens: prompt.len(), histogram: vec![0; block], ..Stats::default() };
+    let mut stats = Stats {
+        prompt_tokens: prompt.len(),
+        histogram: vec![0; block],
+        ..Stats::default()
+    };
 
     let t0 = Instant::now();
     let out = session.prefill(prompt, 0, !greedy)?;
-    let first = if greedy { out.argmax[0] } else { dist(&out.logits).sample(&mut rng) };
+    let first = if greedy {
+        out.argmax[0]
+    } else {
+        dist(&out.logits).sample(&mut rng)
+    };
     stats.prompt_seconds = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
 
@@ -188,7 +212,11 @@ pub fn generate(
         verify.extend(&drafts);
         let v = session.forward(View::Ar, &verify, n, l, !greedy)?;
         let (accepted, next) = if greedy {
-            let a = drafts.iter().zip(&v.argmax).take_while(|(d, t)| d == t).count();
+            let a = drafts
+                .iter()
+                .zip(&v.argmax)
+                .take_while(|(d, t)| d == t)
+                .count();
             (a, v.argmax[a])
         } else {
             let p: Vec<Distribution> = v.logits.chunks(n_vocab).map(&dist).collect();
@@ -210,10 +238,20 @@ pub fn generate(
     }
     stats.generation_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = sink.tokens.len();
-    let committed: usize = stats.histogram.iter().enumerate().map(|(a, c)| (a + 1) * c).sum();
-    stats.mean_accepted = if stats.steps > 0 { committed as f64 / stats.steps as f64 } else { 0.0 };
+    let committed: usize = stats
+        .histogram
+        .iter()
+        .enumerate()
+        .map(|(a, c)| (a + 1) * c)
+        .sum();
+    stats.mean_accepted = if stats.steps > 0 {
+        committed as f64 / stats.steps as f64
+    } else {
+        0.0
+    };
     stats.prompt_tokens_per_second = prompt.len() as f64 / stats.prompt_seconds.max(1e-9);
-    stats.generation_tokens_per_second = stats.generated_tokens as f64 / stats.generation_seconds.max(1e-9);
+    stats.generation_tokens_per_second =
+        stats.generated_tokens as f64 / stats.generation_seconds.max(1e-9);
     Ok(Generation {
         tokens: sink.tokens,
         steps,
@@ -242,13 +280,21 @@ fn draft(
 /// `min(1, p_j(d)/q_j(d))` in order; at the first rejection the next token
 /// comes from `normalize(max(0, p - q))`, and after a full acceptance from
 /// the AR distribution of the last row. Returns (accepted, next token).
-fn speculative_accept(drafts: &[u32], q: &[Distribution], p: &[Distribution], rng: &mut Rng) -> (usize, u32) {
+fn speculative_accept(
+    drafts: &[u32],
+    q: &[Distribution],
+    p: &[Distribution],
+    rng: &mut Rng,
+) -> (usize, u32) {
     for (j, &d) in drafts.iter().enumerate() {
         let (pd, qd) = (p[j].prob(d), q[j].prob(d));
         if (rng.uniform() as f32) * qd < pd {
             continue;
         }
-        let next = p[j].residual(&q[j]).unwrap_or_else(|| p[j].clone()).sample(rng);
+        let next = p[j]
+            .residual(&q[j])
+            .unwrap_or_else(|| p[j].clone())
+            .sample(rng);
         return (j, next);
     }
     (drafts.len(), p[drafts.len()].sample(rng))

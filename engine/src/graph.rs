@@ -68,12 +68,22 @@ pub fn max_nodes(n_layer: usize) -> usize {
 }
 
 pub fn build<'m>(model: &'m Model, cache: &'m KvCache, shape: Shape) -> OwnedGraph<'m> {
-    OwnedGraph::build(max_nodes(model.hparams.n_layer), model, cache, move |ctx, m, c| forward(ctx, m, c, shape))
+    OwnedGraph::build(
+        max_nodes(model.hparams.n_layer),
+        model,
+        cache,
+        move |ctx, m, c| forward(ctx, m, c, shape),
+    )
 }
 
 fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> Vec<Tensor<'c>> {
     let hp = &m.hparams;
-    let (t, hd, nh, nkv) = (s.n_tokens as i64, hp.head_dim as i64, hp.n_head as i64, hp.n_head_kv as i64);
+    let (t, hd, nh, nkv) = (
+        s.n_tokens as i64,
+        hp.head_dim as i64,
+        hp.n_head as i64,
+        hp.n_head_kv as i64,
+    );
     let eps = hp.rms_eps;
     let w = |id| m.weights.get(id);
 
@@ -87,7 +97,9 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     for (il, layer) in m.layers.iter().enumerate() {
         let a = match s.view {
             View::Ar => layer.ar,
-            View::Diffusion => layer.diffusion.expect("the diffusion view needs _diff tensors"),
+            View::Diffusion => layer
+                .diffusion
+                .expect("the diffusion view needs _diff tensors"),
         };
         let h = norm(x, layer.attn_norm);
         let q = ctx.reshape(ctx.mul_mat(w(a.q), h), &[hd, nh, t]);
@@ -96,7 +108,11 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         let q = ctx.rope_neox(norm(q, a.q_norm), pos, hp.rope_base);
         let k = ctx.rope_neox(norm(k, a.k_norm), pos, hp.rope_base);
 
-        let k_all = ctx.set_rows(cache.store.get(cache.k[il]), ctx.reshape(k, &[hd * nkv, t]), slots);
+        let k_all = ctx.set_rows(
+            cache.store.get(cache.k[il]),
+            ctx.reshape(k, &[hd * nkv, t]),
+            slots,
+        );
         let v_all = ctx.set_rows(cache.store.get(cache.v[il]), v, slots);
         let attn = attention(ctx, cache, q, k_all, v_all, mask, s, hp.head_dim, nkv);
         x = ctx.add(x, ctx.mul_mat(w(a.o), attn));
@@ -104,13 +120,23 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         if il + 1 == m.layers.len() && s.n_out < s.n_tokens {
             // Only the last n_out rows reach the LM head.
             let row = x.nb()[1];
-            x = ctx.cont(ctx.view(x, [hp.n_embd as i64, s.n_out as i64, 1], [row, row * s.n_out], row * (s.n_tokens - s.n_out)));
+            x = ctx.cont(ctx.view(
+                x,
+                [hp.n_embd as i64, s.n_out as i64, 1],
+                [row, row * s.n_out],
+                row * (s.n_tokens - s.n_out),
+            ));
         }
         let h = norm(x, layer.ffn_norm);
-        let up = ctx.swiglu(ctx.mul_mat(w(layer.ffn_gate), h), ctx.mul_mat(w(layer.ffn_up), h));
+        let up = ctx.swiglu(
+            ctx.mul_mat(w(layer.ffn_gate), h),
+            ctx.mul_mat(w(layer.ffn_up), h),
+        );
         x = ctx.add(x, ctx.mul_mat(w(layer.ffn_down), up));
     }
-    let logits = ctx.mul_mat(w(m.output), norm(x, m.output_norm)).named(io::LOGITS);
+    let logits = ctx
+        .mul_mat(w(m.output), norm(x, m.output_norm))
+        .named(io::LOGITS);
     let argmax = ctx.argmax(logits).named(io::ARGMAX);
     if s.logits {
         vec![argmax, logits]
@@ -135,11 +161,19 @@ fn attention<'c>(
     let (t, hd, n_kv) = (s.n_tokens as i64, head_dim as i64, s.n_kv as i64);
     let scale = 1.0 / (head_dim as f32).sqrt();
     let ty = cache.ty;
-    let head_bytes = ty.row_bytes(head_dim as u64).expect("checked at cache creation") as usize;
+    let head_bytes = ty
+        .row_bytes(head_dim as u64)
+        .expect("checked at cache creation") as usize;
     let slot_bytes = head_bytes * nkv as usize;
     // [hd, nkv, n_kv] -> [hd, n_kv, nkv]
-    let k = ctx.permute(ctx.view(k_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0), [0, 2, 1, 3]);
-    let v = ctx.permute(ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0), [0, 2, 1, 3]);
+    let k = ctx.permute(
+        ctx.view(k_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0),
+        [0, 2, 1, 3],
+    );
+    let v = ctx.permute(
+        ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0),
+        [0, 2, 1, 3],
+    );
     let q = ctx.permute(q, [0, 2, 1, 3]); // [hd, T, nh]
     let nh = q.ne()[2];
     if uses_flash_attention(cache) {
@@ -147,7 +181,10 @@ fn attention<'c>(
         ctx.reshape(out, &[hd * nh, t])
     } else {
         let kq = ctx.soft_max(ctx.mul_mat(k, q), mask, scale); // [n_kv, T, nh]
-        let vt = ctx.cont(ctx.permute(ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0), [1, 2, 0, 3])); // [n_kv, hd, nkv]
+        let vt = ctx.cont(ctx.permute(
+            ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0),
+            [1, 2, 0, 3],
+        )); // [n_kv, hd, nkv]
         let out = ctx.mul_mat(vt, kq); // [hd, T, nh]
         ctx.reshape(ctx.cont(ctx.permute(out, [0, 2, 1, 3])), &[hd * nh, t])
     }

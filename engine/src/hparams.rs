@@ -49,7 +49,10 @@ impl Hparams {
     /// Reads the hyperparameters of `file` (named `path` in errors). Refuses
     /// files that are not Qwen3-architecture models or Orthrus heads.
     pub fn read(file: &GgufFile, path: &str) -> Result<Hparams, EngineError> {
-        let arch = file.get(keys::ARCHITECTURE).and_then(|v| v.as_str()).unwrap_or("(none)");
+        let arch = file
+            .get(keys::ARCHITECTURE)
+            .and_then(|v| v.as_str())
+            .unwrap_or("(none)");
         if arch != ARCH {
             return Err(EngineError::Model(format!(
                 "{path}: architecture {arch:?} is neither Orthrus nor Qwen3 (expected {ARCH:?})"
@@ -58,7 +61,9 @@ impl Hparams {
         let positive = |key: &str| -> Result<usize, EngineError> {
             match num(file, key, path)? {
                 0 => Err(EngineError::Model(format!("{path}: key {key} is 0"))),
-                n if n > 1 << 24 => Err(EngineError::Model(format!("{path}: key {key} = {n} is absurd"))),
+                n if n > 1 << 24 => Err(EngineError::Model(format!(
+                    "{path}: key {key} = {n} is absurd"
+                ))),
                 n => Ok(n as usize),
             }
         };
@@ -82,7 +87,11 @@ impl Hparams {
             _ => None,
         };
         let mut eos_ids: Vec<u32> = match file.get(keys::EOS_IDS).and_then(|v| v.as_array()) {
-            Some(items) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
+            Some(items) => items
+                .iter()
+                .filter_map(|v| v.as_u64())
+                .map(|v| v as u32)
+                .collect(),
             None => Vec::new(),
         };
         if let Some(id) = file.get(keys::EOS_ID).and_then(|v| v.as_u64()) {
@@ -93,9 +102,9 @@ impl Hparams {
         let n_vocab = if file.get(keys::TYPE).and_then(|v| v.as_str()) == Some(TYPE_HEAD) {
             0
         } else {
-            let embd = file
-                .tensor("token_embd.weight")
-                .ok_or_else(|| EngineError::Model(format!("{path}: missing tensor token_embd.weight")))?;
+            let embd = file.tensor("token_embd.weight").ok_or_else(|| {
+                EngineError::Model(format!("{path}: missing tensor token_embd.weight"))
+            })?;
             embd.dims.get(1).copied().unwrap_or(0) as usize
         };
         Ok(Hparams {

@@ -39,18 +39,36 @@ impl KvCache {
             )));
         }
         if n_ctx == 0 || n_ctx > 1 << 22 {
-            return Err(EngineError::Usage(format!("context size {n_ctx} is out of range")));
+            return Err(EngineError::Usage(format!(
+                "context size {n_ctx} is out of range"
+            )));
         }
         let mut store = TensorStore::new(2 * hp.n_layer);
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for (il, layer) in model.layers.iter().enumerate() {
             let buft = model.devices[layer.device].buffer_type();
-            k.push(store.add(&format!("cache_k_l{il}"), ty, &[row as i64, n_ctx as i64], buft));
-            v.push(store.add(&format!("cache_v_l{il}"), ty, &[row as i64, n_ctx as i64], buft));
+            k.push(store.add(
+                &format!("cache_k_l{il}"),
+                ty,
+                &[row as i64, n_ctx as i64],
+                buft,
+            ));
+            v.push(store.add(
+                &format!("cache_v_l{il}"),
+                ty,
+                &[row as i64, n_ctx as i64],
+                buft,
+            ));
         }
         store.allocate(false)?;
         store.clear();
-        Ok(KvCache { store, k, v, n_ctx, ty })
+        Ok(KvCache {
+            store,
+            k,
+            v,
+            n_ctx,
+            ty,
+        })
     }
 
     /// Bytes allocated per device.

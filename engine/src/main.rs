@@ -8,11 +8,17 @@ use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use orthrus_engine::chat::{ChatTemplate, Message};
 use orthrus_engine::tokenizer::{StreamDecoder, Tokenizer};
-use orthrus_engine::{generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session};
+use orthrus_engine::{
+    generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session,
+};
 use orthrus_kernels::GgmlType;
 
 #[derive(Parser)]
-#[command(name = "orthrus", version, about = "Run Orthrus models: a Qwen3 model that drafts blocks with its diffusion view and verifies them with its AR view")]
+#[command(
+    name = "orthrus",
+    version,
+    about = "Run Orthrus models: a Qwen3 model that drafts blocks with its diffusion view and verifies them with its AR view"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -150,7 +156,11 @@ struct Loaded {
 }
 
 fn load(a: &ModelArgs) -> Result<Loaded> {
-    let opts = LoadOptions { device: a.device.clone(), n_gpu_layers: a.n_gpu_layers, head: a.head.clone() };
+    let opts = LoadOptions {
+        device: a.device.clone(),
+        n_gpu_layers: a.n_gpu_layers,
+        head: a.head.clone(),
+    };
     let model = Model::load(&a.model, &opts)?;
     let cache_type = match a.cache_type.as_str() {
         "f16" => GgmlType::F16,
@@ -158,9 +168,19 @@ fn load(a: &ModelArgs) -> Result<Loaded> {
         "q8_0" => GgmlType::Q8_0,
         other => bail!("--cache-type {other}: use f16, q8_0 or f32"),
     };
-    let n_ctx = a.ctx_size.unwrap_or_else(|| 4096.min(model.hparams.context_length));
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
-    Ok(Loaded { model, cache_type, n_ctx, threads, batch: a.batch_size })
+    let n_ctx = a
+        .ctx_size
+        .unwrap_or_else(|| 4096.min(model.hparams.context_length));
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+    Ok(Loaded {
+        model,
+        cache_type,
+        n_ctx,
+        threads,
+        batch: a.batch_size,
+    })
 }
 
 fn tokenizer(model: &Model) -> Result<Tokenizer> {
@@ -172,21 +192,38 @@ fn tokenizer(model: &Model) -> Result<Tokenizer> {
 }
 
 fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
-    if !(s.temperature >= 0.0 && s.top_p > 0.0 && s.top_p <= 1.0 && (0.0..=1.0).contains(&s.min_p)) {
+    if !(s.temperature >= 0.0 && s.top_p > 0.0 && s.top_p <= 1.0 && (0.0..=1.0).contains(&s.min_p))
+    {
         bail!("sampling settings out of range: --temp >= 0, 0 < --top-p <= 1, 0 <= --min-p <= 1");
     }
-    Ok(SamplingParams { temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, min_p: s.min_p, seed: s.seed })
+    Ok(SamplingParams {
+        temperature: s.temperature,
+        top_k: s.top_k,
+        top_p: s.top_p,
+        min_p: s.min_p,
+        seed: s.seed,
+    })
 }
 
 fn run(a: RunArgs) -> Result<()> {
     let l = load(&a.model)?;
-    let tok = if a.prompt.is_some() || !a.json { tokenizer(&l.model).ok() } else { None };
+    let tok = if a.prompt.is_some() || !a.json {
+        tokenizer(&l.model).ok()
+    } else {
+        None
+    };
     let prompt: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
         (Some(text), None) => {
-            let tok = tok.as_ref().context("the model has no tokenizer; pass --prompt-ids")?;
+            let tok = tok
+                .as_ref()
+                .context("the model has no tokenizer; pass --prompt-ids")?;
             let text = if a.chat {
-                let tmpl = l.model.chat_template.as_deref().context("the model has no chat template")?;
+                let tmpl = l
+                    .model
+                    .chat_template
+                    .as_deref()
+                    .context("the model has no chat template")?;
                 let mut msgs = Vec::new();
                 if let Some(s) = &a.system {
                     msgs.push(Message::new("system", s));
@@ -215,11 +252,20 @@ fn run(a: RunArgs) -> Result<()> {
     let json = a.json;
     let stop = a.stop.clone();
     let mut on_token = |id: u32| -> bool {
-        let Some(s) = stream.as_mut() else { return true };
+        let Some(s) = stream.as_mut() else {
+            return true;
+        };
         let piece = s.push(id).unwrap_or_default();
         let before = text.len();
         text.push_str(&piece);
-        let hit = stop.iter().filter_map(|st| text[before.saturating_sub(st.len())..].find(st.as_str()).map(|i| before.saturating_sub(st.len()) + i)).min();
+        let hit = stop
+            .iter()
+            .filter_map(|st| {
+                text[before.saturating_sub(st.len())..]
+                    .find(st.as_str())
+                    .map(|i| before.saturating_sub(st.len()) + i)
+            })
+            .min();
         if let Some(end) = hit {
             text.truncate(end);
         }
@@ -250,7 +296,13 @@ fn run(a: RunArgs) -> Result<()> {
         s.prompt_tokens, s.prompt_tokens_per_second, s.generated_tokens, s.generation_tokens_per_second, s.steps, s.mean_accepted, g.finish
     );
     if a.mode == Mode::Orthrus {
-        let hist: Vec<String> = s.histogram.iter().enumerate().filter(|(_, &c)| c > 0).map(|(k, c)| format!("{}:{c}", k + 1)).collect();
+        let hist: Vec<String> = s
+            .histogram
+            .iter()
+            .enumerate()
+            .filter(|(_, &c)| c > 0)
+            .map(|(k, c)| format!("{}:{c}", k + 1))
+            .collect();
         eprintln!("tokens per step histogram: {}", hist.join(" "));
     }
     Ok(())
@@ -267,25 +319,53 @@ fn bench(a: BenchArgs) -> Result<()> {
     let prompts: Vec<Vec<u32>> = if let Some(n) = a.random_prompt_len {
         let mut rng = orthrus_engine::sampling::Rng::new(7);
         let vocab = l.model.hparams.n_vocab as u64;
-        (0..3).map(|_| (0..n.max(1)).map(|_| (rng.next_u64() % vocab.min(150_000)) as u32).collect()).collect()
+        (0..3)
+            .map(|_| {
+                (0..n.max(1))
+                    .map(|_| (rng.next_u64() % vocab.min(150_000)) as u32)
+                    .collect()
+            })
+            .collect()
     } else {
         let tok = tokenizer(&l.model)?;
-        let texts: Vec<String> = if a.prompt.is_empty() { BENCH_PROMPTS.iter().map(|s| s.to_string()).collect() } else { a.prompt.clone() };
-        texts.iter().map(|t| tok.encode(t)).collect::<Result<_, _>>()?
+        let texts: Vec<String> = if a.prompt.is_empty() {
+            BENCH_PROMPTS.iter().map(|s| s.to_string()).collect()
+        } else {
+            a.prompt.clone()
+        };
+        texts
+            .iter()
+            .map(|t| tok.encode(t))
+            .collect::<Result<_, _>>()?
     };
     let cache = KvCache::new(&l.model, l.n_ctx, l.cache_type)?;
     let mut session = Session::new(&l.model, &cache, l.threads, l.batch)?;
-    let modes: Vec<Mode> = if l.model.is_orthrus() { vec![Mode::Ar, Mode::Orthrus] } else { vec![Mode::Ar] };
+    let modes: Vec<Mode> = if l.model.is_orthrus() {
+        vec![Mode::Ar, Mode::Orthrus]
+    } else {
+        vec![Mode::Ar]
+    };
     // Warm-up: builds the graphs and wakes the device.
     for &mode in &modes {
-        let p = GenerateParams { mode, max_tokens: 8, ignore_eos: true, ..Default::default() };
+        let p = GenerateParams {
+            mode,
+            max_tokens: 8,
+            ignore_eos: true,
+            ..Default::default()
+        };
         generate(&mut session, &prompts[0], &p, &mut |_| true)?;
     }
     let mut results = Vec::new();
     for &mode in &modes {
-        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) = (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
+        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) =
+            (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
         for p in &prompts {
-            let params = GenerateParams { mode, max_tokens: a.n_predict, ignore_eos: true, ..Default::default() };
+            let params = GenerateParams {
+                mode,
+                max_tokens: a.n_predict,
+                ignore_eos: true,
+                ..Default::default()
+            };
             let g = generate(&mut session, p, &params, &mut |_| true)?;
             pt += g.stats.prompt_tokens;
             ps += g.stats.prompt_seconds;
@@ -303,16 +383,34 @@ fn bench(a: BenchArgs) -> Result<()> {
         }));
     }
     let speedup = if results.len() == 2 {
-        results[1]["generation_tokens_per_second"].as_f64().unwrap_or(0.0) / results[0]["generation_tokens_per_second"].as_f64().unwrap_or(1.0)
+        results[1]["generation_tokens_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+            / results[0]["generation_tokens_per_second"]
+                .as_f64()
+                .unwrap_or(1.0)
     } else {
         1.0
     };
     let devices: Vec<String> = l.model.devices.iter().map(|d| d.name()).collect();
     if a.json {
-        println!("{}", serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup }));
+        println!(
+            "{}",
+            serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup })
+        );
     } else {
-        println!("model {} on {} ({} threads), {} prompts x {} tokens", a.model.model.display(), devices.join("+"), l.threads, prompts.len(), a.n_predict);
-        println!("{:<8} {:>12} {:>12} {:>14} {:>10}", "mode", "prompt t/s", "gen t/s", "mean accepted", "step ms");
+        println!(
+            "model {} on {} ({} threads), {} prompts x {} tokens",
+            a.model.model.display(),
+            devices.join("+"),
+            l.threads,
+            prompts.len(),
+            a.n_predict
+        );
+        println!(
+            "{:<8} {:>12} {:>12} {:>14} {:>10}",
+            "mode", "prompt t/s", "gen t/s", "mean accepted", "step ms"
+        );
         for r in &results {
             println!(
                 "{:<8} {:>12.1} {:>12.1} {:>14.2} {:>10.2}",

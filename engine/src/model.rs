@@ -94,7 +94,9 @@ impl Model {
                     )));
                 }
                 if hp.orthrus.is_some() && file.tensor("blk.0.attn_q_diff.weight").is_some() {
-                    return Err(EngineError::Model(format!("{name} already has a diffusion view; drop --head")));
+                    return Err(EngineError::Model(format!(
+                        "{name} already has a diffusion view; drop --head"
+                    )));
                 }
                 hp.orthrus = hh.orthrus;
                 if hp.eos_ids.is_empty() {
@@ -113,7 +115,12 @@ impl Model {
             }
         }
 
-        load_backends(std::env::current_exe().ok().as_deref().and_then(Path::parent));
+        load_backends(
+            std::env::current_exe()
+                .ok()
+                .as_deref()
+                .and_then(Path::parent),
+        );
         let cpu = Device::cpu();
         let gpu = match opts.device.as_deref() {
             None => Device::first_gpu(),
@@ -131,10 +138,19 @@ impl Model {
         };
         let devices: Vec<Device> = gpu.into_iter().chain([cpu]).collect();
         let cpu_idx = devices.len() - 1;
-        let layer_dev = |il: usize| if ngl > 0 && il + ngl.min(n_layer) >= n_layer { 0 } else { cpu_idx };
+        let layer_dev = |il: usize| {
+            if ngl > 0 && il + ngl.min(n_layer) >= n_layer {
+                0
+            } else {
+                cpu_idx
+            }
+        };
         let out_dev = if ngl > n_layer { 0 } else { cpu_idx };
 
-        let diff_file = head.as_ref().map(|(f, n)| (f, n.as_str())).unwrap_or((&file, name.as_str()));
+        let diff_file = head
+            .as_ref()
+            .map(|(f, n)| (f, n.as_str()))
+            .unwrap_or((&file, name.as_str()));
         let has_diff = diff_file.0.tensor("blk.0.attn_q_diff.weight").is_some();
         if hp.orthrus.is_some() != has_diff {
             return Err(EngineError::Model(format!(
@@ -156,10 +172,18 @@ impl Model {
                 }
             }
         }
-        for (f, n) in std::iter::once((&file, name.as_str())).chain(head.as_ref().map(|(f, n)| (f, n.as_str()))) {
+        for (f, n) in std::iter::once((&file, name.as_str()))
+            .chain(head.as_ref().map(|(f, n)| (f, n.as_str())))
+        {
             for t in f.tensors() {
-                if !expected.iter().any(|(id, ef, _)| std::ptr::eq(*ef, f) && id.gguf_name() == t.name) {
-                    return Err(EngineError::Model(format!("{n}: unexpected tensor {}", t.name)));
+                if !expected
+                    .iter()
+                    .any(|(id, ef, _)| std::ptr::eq(*ef, f) && id.gguf_name() == t.name)
+                {
+                    return Err(EngineError::Model(format!(
+                        "{n}: unexpected tensor {}",
+                        t.name
+                    )));
                 }
             }
         }
@@ -203,7 +227,12 @@ impl Model {
         let output = if tied && out_dev != cpu_idx {
             let info = file.tensor("token_embd.weight").expect("checked above");
             let ne: Vec<i64> = info.dims.iter().map(|&d| d as i64).collect();
-            let sid = store.add("output.weight", info.ty, &ne, devices[out_dev].buffer_type());
+            let sid = store.add(
+                "output.weight",
+                info.ty,
+                &ne,
+                devices[out_dev].buffer_type(),
+            );
             Some((sid, embd.1))
         } else {
             None
@@ -213,7 +242,13 @@ impl Model {
             store.write_bytes(sid, data);
         }
 
-        let id = |kind: Kind, layer: Option<usize>| ids[&TensorId { kind, layer: layer.map(|l| l as u32) }].0;
+        let id = |kind: Kind, layer: Option<usize>| {
+            ids[&TensorId {
+                kind,
+                layer: layer.map(|l| l as u32),
+            }]
+                .0
+        };
         let attention = |il: usize, kinds: [Kind; 6]| Attention {
             q: id(kinds[0], Some(il)),
             k: id(kinds[1], Some(il)),
@@ -227,7 +262,14 @@ impl Model {
                 attn_norm: id(Kind::AttnNorm, Some(il)),
                 ar: attention(
                     il,
-                    [Kind::AttnQ, Kind::AttnK, Kind::AttnV, Kind::AttnOutput, Kind::AttnQNorm, Kind::AttnKNorm],
+                    [
+                        Kind::AttnQ,
+                        Kind::AttnK,
+                        Kind::AttnV,
+                        Kind::AttnOutput,
+                        Kind::AttnQNorm,
+                        Kind::AttnKNorm,
+                    ],
                 ),
                 diffusion: has_diff.then(|| attention(il, Kind::DIFF_LAYER)),
                 ffn_norm: id(Kind::FfnNorm, Some(il)),
@@ -248,8 +290,14 @@ impl Model {
             output,
             layers,
             devices,
-            tokenizer_json: file.get(keys::HF_JSON).and_then(|v| v.as_str()).map(str::to_string),
-            chat_template: file.get(keys::CHAT_TEMPLATE).and_then(|v| v.as_str()).map(str::to_string),
+            tokenizer_json: file
+                .get(keys::HF_JSON)
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
+            chat_template: file
+                .get(keys::CHAT_TEMPLATE)
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
             weight_type,
             weights: store,
             hparams: hp,

@@ -16,7 +16,13 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 20, top_p: 0.8, min_p: 0.0, seed: 0 }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 20,
+            top_p: 0.8,
+            min_p: 0.0,
+            seed: 0,
+        }
     }
 }
 
@@ -38,8 +44,16 @@ impl Distribution {
     /// logits (the order of the reference implementation; min-p last).
     pub fn from_logits(logits: &[f32], p: &SamplingParams) -> Distribution {
         let t = p.temperature.max(1e-6);
-        let mut idx: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / t)).collect();
-        let k = if p.top_k == 0 { idx.len() } else { p.top_k.min(idx.len()) };
+        let mut idx: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l / t))
+            .collect();
+        let k = if p.top_k == 0 {
+            idx.len()
+        } else {
+            p.top_k.min(idx.len())
+        };
         if k < idx.len() {
             idx.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             idx.truncate(k);
@@ -70,7 +84,10 @@ impl Distribution {
     }
 
     pub fn prob(&self, id: u32) -> f32 {
-        self.probs.iter().find(|&&(i, _)| i == id).map_or(0.0, |&(_, q)| q)
+        self.probs
+            .iter()
+            .find(|&&(i, _)| i == id)
+            .map_or(0.0, |&(_, q)| q)
     }
 
     pub fn sample(&self, rng: &mut Rng) -> u32 {
@@ -138,9 +155,18 @@ mod tests {
     #[test]
     fn filters_apply_in_order() {
         let logits = [0.0, 1.0, 2.0, 3.0, -5.0];
-        let p = SamplingParams { temperature: 1.0, top_k: 3, top_p: 1.0, min_p: 0.0, seed: 0 };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 3,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 0,
+        };
         let d = Distribution::from_logits(&logits, &p);
-        assert_eq!(d.probs.iter().map(|x| x.0).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(
+            d.probs.iter().map(|x| x.0).collect::<Vec<_>>(),
+            vec![3, 2, 1]
+        );
         let e: Vec<f32> = [3.0f32, 2.0, 1.0].iter().map(|l| (l - 3.0).exp()).collect();
         let s: f32 = e.iter().sum();
         for (got, want) in d.probs.iter().zip(&e) {
@@ -148,18 +174,26 @@ mod tests {
         }
         let p = SamplingParams { top_p: 0.7, ..p };
         assert_eq!(Distribution::from_logits(&logits, &p).probs.len(), 2);
-        let p = SamplingParams { top_p: 1.0, min_p: 0.5, ..p };
+        let p = SamplingParams {
+            top_p: 1.0,
+            min_p: 0.5,
+            ..p
+        };
         assert_eq!(Distribution::from_logits(&logits, &p).probs.len(), 1);
     }
 
     #[test]
     fn sampling_follows_the_distribution() {
-        let d = Distribution { probs: vec![(7, 0.75), (9, 0.25)] };
+        let d = Distribution {
+            probs: vec![(7, 0.75), (9, 0.25)],
+        };
         let mut rng = Rng::new(1);
         let n = 20000;
         let sevens = (0..n).filter(|_| d.sample(&mut rng) == 7).count() as f64 / n as f64;
         assert!((sevens - 0.75).abs() < 0.02, "{sevens}");
-        let q = Distribution { probs: vec![(7, 1.0)] };
+        let q = Distribution {
+            probs: vec![(7, 1.0)],
+        };
         assert_eq!(d.residual(&q).unwrap().probs, vec![(9, 1.0)]);
         assert!(q.residual(&d).is_some() && d.residual(&d).is_none());
     }

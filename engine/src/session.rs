@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use orthrus_kernels::ggml::{Input, OwnedGraph, Output, Scheduler, Type};
+use orthrus_kernels::ggml::{Input, Output, OwnedGraph, Scheduler, Type};
 
 use crate::graph::{self, io, Shape, View};
 use crate::kv_cache::KvCache;
@@ -34,7 +34,12 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    pub fn new(model: &'m Model, cache: &'m KvCache, threads: usize, n_batch: usize) -> Result<Session<'m>, EngineError> {
+    pub fn new(
+        model: &'m Model,
+        cache: &'m KvCache,
+        threads: usize,
+        n_batch: usize,
+    ) -> Result<Session<'m>, EngineError> {
         let backends = model
             .devices
             .iter()
@@ -60,19 +65,44 @@ impl<'m> Session<'m> {
     /// the cache slots of those positions; attention sees slots `0..pos0`
     /// plus the batch (causally for the AR view, all of it for the diffusion
     /// view). Returns the last `n_out` rows.
-    pub fn forward(&mut self, view: View, tokens: &[u32], pos0: usize, n_out: usize, logits: bool) -> Result<PassOutput, EngineError> {
+    pub fn forward(
+        &mut self,
+        view: View,
+        tokens: &[u32],
+        pos0: usize,
+        n_out: usize,
+        logits: bool,
+    ) -> Result<PassOutput, EngineError> {
         let t = tokens.len();
         let end = pos0 + t;
-        assert!(t > 0 && (1..=t).contains(&n_out), "bad batch: {t} tokens, {n_out} outputs");
+        assert!(
+            t > 0 && (1..=t).contains(&n_out),
+            "bad batch: {t} tokens, {n_out} outputs"
+        );
         if end > self.cache.n_ctx {
-            return Err(EngineError::ContextFull { needed: end, n_ctx: self.cache.n_ctx });
+            return Err(EngineError::ContextFull {
+                needed: end,
+                n_ctx: self.cache.n_ctx,
+            });
         }
         let hp = &self.model.hparams;
         if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= hp.n_vocab) {
-            return Err(EngineError::Usage(format!("token id {bad} is outside the vocabulary of {}", hp.n_vocab)));
+            return Err(EngineError::Usage(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                hp.n_vocab
+            )));
         }
-        let n_kv = end.div_ceil(KV_WINDOW).saturating_mul(KV_WINDOW).min(self.cache.n_ctx);
-        let shape = Shape { view, n_tokens: t, n_kv, n_out, logits };
+        let n_kv = end
+            .div_ceil(KV_WINDOW)
+            .saturating_mul(KV_WINDOW)
+            .min(self.cache.n_ctx);
+        let shape = Shape {
+            view,
+            n_tokens: t,
+            n_kv,
+            n_out,
+            logits,
+        };
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             self.graphs.clear();
         }
@@ -108,7 +138,11 @@ impl<'m> Session<'m> {
         let mut argmax = vec![0i32; n_out];
         let mut out = PassOutput {
             argmax: Vec::new(),
-            logits: if logits { vec![0.0; n_out * hp.n_vocab] } else { Vec::new() },
+            logits: if logits {
+                vec![0.0; n_out * hp.n_vocab]
+            } else {
+                Vec::new()
+            },
         };
         {
             let mut outputs = vec![Output::I32(io::ARGMAX, &mut argmax)];
@@ -123,7 +157,12 @@ impl<'m> Session<'m> {
 
     /// Runs the AR view over a prompt at positions `pos0..` in chunks of
     /// `n_batch`; returns the last row's output.
-    pub fn prefill(&mut self, tokens: &[u32], pos0: usize, logits: bool) -> Result<PassOutput, EngineError> {
+    pub fn prefill(
+        &mut self,
+        tokens: &[u32],
+        pos0: usize,
+        logits: bool,
+    ) -> Result<PassOutput, EngineError> {
         let mut last = PassOutput::default();
         let mut pos = pos0;
         for chunk in tokens.chunks(self.n_batch) {

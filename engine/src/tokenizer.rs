@@ -9,19 +9,25 @@ pub struct Tokenizer {
 
 impl Tokenizer {
     pub fn from_json(json: &str) -> Result<Tokenizer, EngineError> {
-        let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes()).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         Ok(Tokenizer { inner })
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let enc = self.inner.encode(text, false).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
     /// Text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
-        self.inner.decode(ids, false).map_err(|e| EngineError::Tokenizer(e.to_string()))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
 
     pub fn token_id(&self, token: &str) -> Option<u32> {
@@ -39,7 +45,11 @@ pub struct StreamDecoder<'t> {
 
 impl<'t> StreamDecoder<'t> {
     pub fn new(tok: &'t Tokenizer) -> StreamDecoder<'t> {
-        StreamDecoder { tok, ids: Vec::new(), emitted: 0 }
+        StreamDecoder {
+            tok,
+            ids: Vec::new(),
+            emitted: 0,
+        }
     }
 
     /// The new text after `id`, possibly empty.

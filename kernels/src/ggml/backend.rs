@@ -15,10 +15,12 @@ pub fn load_backends(dir: Option<&Path>) {
     #[cfg(feature = "dynamic-backends")]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
-        ONCE.call_once(|| match dir.and_then(|d| std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).ok()) {
-            // SAFETY: a NUL-terminated path; ggml skips files it cannot load.
-            Some(d) => unsafe { sys::ggml_backend_load_all_from_path(d.as_ptr()) },
-            None => unsafe { sys::ggml_backend_load_all() },
+        ONCE.call_once(|| {
+            match dir.and_then(|d| std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).ok()) {
+                // SAFETY: a NUL-terminated path; ggml skips files it cannot load.
+                Some(d) => unsafe { sys::ggml_backend_load_all_from_path(d.as_ptr()) },
+                None => unsafe { sys::ggml_backend_load_all() },
+            }
         });
     }
     #[cfg(not(feature = "dynamic-backends"))]
@@ -58,10 +60,13 @@ impl Device {
     /// The device called `name` (case-insensitive), e.g. `CPU`, `CUDA0`.
     pub fn by_name(name: &str) -> Result<Device, GgmlError> {
         let all = Device::all();
-        all.iter().copied().find(|d| d.name().eq_ignore_ascii_case(name)).ok_or_else(|| GgmlError::NoDevice {
-            name: name.to_string(),
-            available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
-        })
+        all.iter()
+            .copied()
+            .find(|d| d.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| GgmlError::NoDevice {
+                name: name.to_string(),
+                available: all.iter().map(|d| d.name()).collect::<Vec<_>>().join(", "),
+            })
     }
 
     /// The first GPU-like device, if any.
@@ -212,7 +217,10 @@ impl Buffer {
     pub(crate) fn mark_weights(&self) {
         // SAFETY: live buffer.
         unsafe {
-            sys::ggml_backend_buffer_set_usage(self.ptr.as_ptr(), sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS)
+            sys::ggml_backend_buffer_set_usage(
+                self.ptr.as_ptr(),
+                sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS,
+            )
         }
     }
 }
@@ -235,7 +243,10 @@ mod tests {
         assert_eq!(cpu.kind(), DeviceKind::Cpu);
         assert_eq!(Device::by_name("cpu").unwrap().name(), cpu.name());
         let err = Device::by_name("NoSuchGPU7").unwrap_err().to_string();
-        assert!(err.contains("NoSuchGPU7") && err.contains(&cpu.name()), "{err}");
+        assert!(
+            err.contains("NoSuchGPU7") && err.contains(&cpu.name()),
+            "{err}"
+        );
         let backend = cpu.init().unwrap();
         backend.set_threads(2);
     }

@@ -102,15 +102,22 @@ impl Context {
 
     /// Rows `ids` (I32) of matrix `a`.
     pub fn get_rows<'a>(&'a self, a: Tensor<'a>, ids: Tensor<'a>) -> Tensor<'a> {
-        assert!(ids.ty() == Type::I32 && ids.dims() == 1, "get_rows wants 1-D I32 ids");
+        assert!(
+            ids.ty() == Type::I32 && ids.dims() == 1,
+            "get_rows wants 1-D I32 ids"
+        );
         assert!(a.ne()[2] == 1 && a.ne()[3] == 1, "get_rows wants a matrix");
-        self.op("get_rows", |c| unsafe { sys::ggml_get_rows(c, a.raw(), ids.raw()) })
+        self.op("get_rows", |c| unsafe {
+            sys::ggml_get_rows(c, a.raw(), ids.raw())
+        })
     }
 
     /// RMS norm over each row (no weight).
     pub fn rms_norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
         assert!(a.ty() == Type::F32, "rms_norm wants f32");
-        self.op("rms_norm", |c| unsafe { sys::ggml_rms_norm(c, a.raw(), eps) })
+        self.op("rms_norm", |c| unsafe {
+            sys::ggml_rms_norm(c, a.raw(), eps)
+        })
     }
 
     /// `a * b`, `b` broadcast over `a`.
@@ -137,7 +144,9 @@ impl Context {
             b.name()
         );
         assert!(a.nb()[0] <= a.nb()[1], "mul_mat: a must not be transposed");
-        self.op("mul_mat", |c| unsafe { sys::ggml_mul_mat(c, a.raw(), b.raw()) })
+        self.op("mul_mat", |c| unsafe {
+            sys::ggml_mul_mat(c, a.raw(), b.raw())
+        })
     }
 
     /// `a` with shape `ne` (same element count; `a` must be contiguous).
@@ -162,8 +171,17 @@ impl Context {
 
     /// A strided view of `a`: shape `ne`, byte strides `nb` of dims 1.. (the
     /// element stride is the type's), starting `offset` bytes into `a`.
-    pub fn view<'a>(&'a self, a: Tensor<'a>, ne: [i64; 3], nb: [usize; 2], offset: usize) -> Tensor<'a> {
-        let row = a.ty().row_bytes(ne[0] as u64).expect("view rows must be whole blocks") as usize;
+    pub fn view<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        ne: [i64; 3],
+        nb: [usize; 2],
+        offset: usize,
+    ) -> Tensor<'a> {
+        let row = a
+            .ty()
+            .row_bytes(ne[0] as u64)
+            .expect("view rows must be whole blocks") as usize;
         let extent = offset + row + (ne[1] as usize - 1) * nb[0] + (ne[2] as usize - 1) * nb[1];
         assert!(
             ne.iter().all(|&n| n > 0) && extent <= a.nbytes(),
@@ -179,7 +197,10 @@ impl Context {
     pub fn permute<'a>(&'a self, a: Tensor<'a>, axes: [i32; 4]) -> Tensor<'a> {
         let mut seen = [false; 4];
         for &x in &axes {
-            assert!((0..4).contains(&x) && !seen[x as usize], "bad permutation {axes:?}");
+            assert!(
+                (0..4).contains(&x) && !seen[x as usize],
+                "bad permutation {axes:?}"
+            );
             seen[x as usize] = true;
         }
         self.op("permute", |c| unsafe {
@@ -194,7 +215,9 @@ impl Context {
 
     /// `a` converted to `ty`.
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: Type) -> Tensor<'a> {
-        self.op("cast", |c| unsafe { sys::ggml_cast(c, a.raw(), ty.id() as sys::ggml_type) })
+        self.op("cast", |c| unsafe {
+            sys::ggml_cast(c, a.raw(), ty.id() as sys::ggml_type)
+        })
     }
 
     /// NEOX-style (rotate-half) rotary embedding of `a` `[head_dim, heads, T]`
@@ -237,8 +260,13 @@ impl Context {
             "set_rows: {s:?} into {d:?} at {i:?}"
         );
         assert!(idx.ty() == Type::I64, "set_rows wants I64 indices");
-        assert!(matches!(src.ty(), Type::F32 | Type::F16), "set_rows wants f32 or f16 rows");
-        self.op("set_rows", |c| unsafe { sys::ggml_set_rows(c, dst.raw(), src.raw(), idx.raw()) })
+        assert!(
+            matches!(src.ty(), Type::F32 | Type::F16),
+            "set_rows wants f32 or f16 rows"
+        );
+        self.op("set_rows", |c| unsafe {
+            sys::ggml_set_rows(c, dst.raw(), src.raw(), idx.raw())
+        })
     }
 
     /// Fused attention: `q` `[d, T, H]`, `k` `[d, n_kv, H_kv]`, `v` `[d, n_kv,
@@ -279,13 +307,22 @@ impl Context {
             a.is_contiguous() && mask.is_contiguous() && mn[0] == an[0] && mn[1] >= an[1],
             "soft_max: {an:?} with mask {mn:?}"
         );
-        self.op("soft_max", |c| unsafe { sys::ggml_soft_max_ext(c, a.raw(), mask.raw(), scale, 0.0) })
+        self.op("soft_max", |c| unsafe {
+            sys::ggml_soft_max_ext(c, a.raw(), mask.raw(), scale, 0.0)
+        })
     }
 
     /// `silu(gate) * up`.
     pub fn swiglu<'a>(&'a self, gate: Tensor<'a>, up: Tensor<'a>) -> Tensor<'a> {
-        assert!(gate.ne() == up.ne(), "swiglu: {:?} vs {:?}", gate.ne(), up.ne());
-        self.op("swiglu", |c| unsafe { sys::ggml_swiglu_split(c, gate.raw(), up.raw()) })
+        assert!(
+            gate.ne() == up.ne(),
+            "swiglu: {:?} vs {:?}",
+            gate.ne(),
+            up.ne()
+        );
+        self.op("swiglu", |c| unsafe {
+            sys::ggml_swiglu_split(c, gate.raw(), up.raw())
+        })
     }
 
     /// Index of the largest value of each row of matrix `a` (I32 `[rows]`).
@@ -294,7 +331,11 @@ impl Context {
         self.op("argmax", |c| unsafe { sys::ggml_argmax(c, a.raw()) })
     }
 
-    fn op<'a>(&'a self, what: &str, f: impl FnOnce(*mut sys::ggml_context) -> *mut sys::ggml_tensor) -> Tensor<'a> {
+    fn op<'a>(
+        &'a self,
+        what: &str,
+        f: impl FnOnce(*mut sys::ggml_context) -> *mut sys::ggml_tensor,
+    ) -> Tensor<'a> {
         self.reserve(what);
         self.wrap(f(self.raw()))
     }
@@ -434,13 +475,22 @@ impl<'a> Tensor<'a> {
         self.check_data::<T>(data.len());
         // SAFETY: size and type checked; the buffer is alive (caller's contract).
         unsafe {
-            sys::ggml_backend_tensor_set(self.raw(), data.as_ptr().cast(), 0, std::mem::size_of_val(data))
+            sys::ggml_backend_tensor_set(
+                self.raw(),
+                data.as_ptr().cast(),
+                0,
+                std::mem::size_of_val(data),
+            )
         }
     }
 
     /// Copies raw bytes (any type, e.g. quantized weights) into the tensor.
     pub(crate) fn write_bytes(&self, bytes: &[u8]) {
-        assert!(!self.header().buffer.is_null(), "tensor {} has no buffer", self.name());
+        assert!(
+            !self.header().buffer.is_null(),
+            "tensor {} has no buffer",
+            self.name()
+        );
         assert!(
             bytes.len() == self.nbytes() && self.is_contiguous(),
             "tensor {}: {} bytes given, {} expected",
@@ -456,7 +506,12 @@ impl<'a> Tensor<'a> {
         self.check_data::<T>(out.len());
         // SAFETY: size and type checked; the buffer is alive (caller's contract).
         unsafe {
-            sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), 0, std::mem::size_of_val(out))
+            sys::ggml_backend_tensor_get(
+                self.raw(),
+                out.as_mut_ptr().cast(),
+                0,
+                std::mem::size_of_val(out),
+            )
         }
     }
 }
@@ -476,14 +531,20 @@ impl<'w> OwnedGraph<'w> {
     /// the graph: `build` creates the nodes and returns the results to compute
     /// (marked as outputs). It can only use tensors reached through its
     /// arguments, which is what ties the graph's lifetime to theirs.
-    pub fn build<A: ?Sized, B: ?Sized, F>(max_nodes: usize, weights: &'w A, state: &'w B, build: F) -> OwnedGraph<'w>
+    pub fn build<A: ?Sized, B: ?Sized, F>(
+        max_nodes: usize,
+        weights: &'w A,
+        state: &'w B,
+        build: F,
+    ) -> OwnedGraph<'w>
     where
         F: for<'c> FnOnce(&'c Context, &'c A, &'c B) -> Vec<Tensor<'c>>,
     {
         let ctx = Context::new(max_nodes, true);
         // SAFETY: the context was sized for a graph of max_nodes nodes.
-        let graph = NonNull::new(unsafe { sys::ggml_new_graph_custom(ctx.raw(), max_nodes, false) })
-            .expect("ggml_new_graph_custom failed");
+        let graph =
+            NonNull::new(unsafe { sys::ggml_new_graph_custom(ctx.raw(), max_nodes, false) })
+                .expect("ggml_new_graph_custom failed");
         let results = build(&ctx, weights, state);
         let mut outputs = Vec::with_capacity(results.len());
         for t in results {
@@ -504,6 +565,23 @@ impl<'w> OwnedGraph<'w> {
 
     pub(crate) fn raw(&self) -> *mut sys::ggml_cgraph {
         self.graph.as_ptr()
+    }
+
+    /// Forgets where the previous run placed this graph's own tensors, so a
+    /// reused graph is allocated afresh: the scheduler may have freed or
+    /// regrown the buffers they pointed into. Tensors of other contexts
+    /// (weights, caches) are untouched.
+    pub(crate) fn clear_allocation(&self) {
+        // SAFETY: walks the tensor headers of this graph's own context.
+        unsafe {
+            let mut t = sys::ggml_get_first_tensor(self.ctx.raw());
+            while !t.is_null() {
+                (*t).buffer = std::ptr::null_mut();
+                (*t).data = std::ptr::null_mut();
+                (*t).extra = std::ptr::null_mut();
+                t = sys::ggml_get_next_tensor(self.ctx.raw(), t);
+            }
+        }
     }
 
     /// The graph's tensor named `name` (inputs and outputs are named).

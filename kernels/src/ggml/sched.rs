@@ -33,7 +33,9 @@ impl Scheduler {
     /// `backends` in order of preference; the last one must be the CPU.
     pub fn new(backends: Vec<Backend>, max_nodes: usize) -> Scheduler {
         assert!(
-            backends.last().is_some_and(|b| b.device().kind() == DeviceKind::Cpu),
+            backends
+                .last()
+                .is_some_and(|b| b.device().kind() == DeviceKind::Cpu),
             "the scheduler's last backend must be the CPU"
         );
         let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.raw()).collect();
@@ -61,8 +63,14 @@ impl Scheduler {
     /// Allocates `graph`, writes `inputs`, computes, and reads `outputs`.
     /// Graph tensors are only touched inside this call, while their memory
     /// (the scheduler's compute buffers) is known to be theirs.
-    pub fn run(&mut self, graph: &OwnedGraph<'_>, inputs: &[Input<'_>], outputs: &mut [Output<'_>]) -> Result<(), GgmlError> {
+    pub fn run(
+        &mut self,
+        graph: &OwnedGraph<'_>,
+        inputs: &[Input<'_>],
+        outputs: &mut [Output<'_>],
+    ) -> Result<(), GgmlError> {
         let s = self.ptr.as_ptr();
+        graph.clear_allocation();
         // SAFETY: live scheduler and graph; the graph's tensors live in its context.
         unsafe {
             sys::ggml_backend_sched_reset(s);

@@ -65,11 +65,14 @@ impl TensorStore {
                 continue;
             }
             // SAFETY: a live context and a registry buffer type.
-            let raw = unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(g.ctx.raw(), g.buft.ptr) };
+            let raw =
+                unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft(g.ctx.raw(), g.buft.ptr) };
             let buffer = Buffer::from_raw(raw).ok_or_else(|| GgmlError::Alloc {
                 device: g.buft.device().name(),
                 // SAFETY: as above.
-                bytes: unsafe { sys::ggml_backend_alloc_ctx_tensors_from_buft_size(g.ctx.raw(), g.buft.ptr) },
+                bytes: unsafe {
+                    sys::ggml_backend_alloc_ctx_tensors_from_buft_size(g.ctx.raw(), g.buft.ptr)
+                },
                 what: if weights { "weights" } else { "tensors" }.to_string(),
             })?;
             if weights {
