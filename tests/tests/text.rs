@@ -1,0 +1,148 @@
+//! Text in and out of the engine: the tokenizer stored in the GGUF encodes
+//! like Hugging Face `tokenizers`, and the chat template renders like
+//! transformers' `apply_chat_template`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use orthrus_engine::chat::{ChatTemplate, Message};
+use orthrus_engine::tokenizer::{StreamDecoder, Tokenizer};
+use orthrus_kernels::gguf::GgufFile;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The tokenizer and template as a converted file stores them.
+fn converted() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.gguf");
+    let opts = orthrus_convert::convert::Options {
+        input: repo().join("models/fixtures/tiny-tied-bf16"),
+        output: out.clone(),
+        file_type: orthrus_convert::FileType::F16,
+        head_type: None,
+        split: false,
+        name: None,
+    };
+    orthrus_convert::convert::convert(&opts, &mut |_, _| {}).unwrap();
+    (dir, out)
+}
+
+fn python(script: &str, args: &[&str], stdin: &str) -> serde_json::Value {
+    let mut child = Command::new("python3")
+        .arg(repo().join("tests/python").join(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed (scripts/setup-debian.sh)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const TEXTS: [&str; 7] = [
+    "Hello, world! The quick brown fox jumps over the lazy dog.",
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\n\n\n    # done",
+    "你好，世界。机器学习很有趣！日本語のテキストも。",
+    "Emoji: 🦀🚀👩‍👩‍👧 and numbers 1234567 3.14159 ½",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n",
+    "   leading spaces, tabs\t\tand CRLF\r\nlines   ",
+    "Ünïcödé façade — “quotes” … <tool_call>{\"a\": 1}</tool_call>",
+];
+
+#[test]
+fn tokenizer_from_the_gguf_encodes_like_hugging_face() {
+    let (_dir, path) = converted();
+    let file = GgufFile::open(&path).unwrap();
+    let json = file
+        .get("tokenizer.huggingface.json")
+        .unwrap()
+        .as_str()
+        .unwrap();
+    let tok = Tokenizer::from_json(json).unwrap();
+    let tok_json = repo().join("models/qwen3-tokenizer/tokenizer.json");
+    let mut args = vec![tok_json.to_str().unwrap()];
+    args.extend(TEXTS);
+    let want: Vec<Vec<u32>> = serde_json::from_value(python("hf_tokenize.py", &args, "")).unwrap();
+    for (text, want) in TEXTS.iter().zip(want) {
+        let ids = tok.encode(text).unwrap();
+        assert_eq!(ids, want, "{text:?}");
+        assert_eq!(tok.decode(&ids).unwrap(), *text);
+        // Streaming pieces add up to the text, whole characters at a time.
+        let mut s = StreamDecoder::new(&tok);
+        let joined: String = ids.iter().map(|&i| s.push(i).unwrap()).collect();
+        assert_eq!(joined, *text);
+    }
+}
+
+#[test]
+fn chat_template_renders_like_transformers() {
+    let (_dir, path) = converted();
+    let file = GgufFile::open(&path).unwrap();
+    let tmpl = ChatTemplate::new(
+        file.get("tokenizer.chat_template")
+            .unwrap()
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let m = Message::new;
+    let convs: Vec<Vec<Message>> = vec![
+        vec![m("user", "Hi!")],
+        vec![m("system", "You are terse."), m("user", "What is 2+2?")],
+        vec![
+            m("system", "Be helpful."),
+            m("user", "Name a prime."),
+            m("assistant", "<think>\nSmall ones are easy.\n</think>\n\n7"),
+            m("user", "Another, in Chinese: 再来一个"),
+        ],
+        vec![
+            m("user", "First"),
+            m("assistant", "One"),
+            m("user", "Second"),
+            m("assistant", "Two"),
+            m("user", "Third"),
+        ],
+    ];
+    let mut cases = Vec::new();
+    for msgs in &convs {
+        for thinking in [true, false] {
+            cases.push(serde_json::json!({ "messages": msgs, "enable_thinking": thinking }));
+        }
+    }
+    let dir = repo().join("models/qwen3-tokenizer");
+    let want: Vec<String> = serde_json::from_value(python(
+        "hf_chat.py",
+        &[dir.to_str().unwrap()],
+        &serde_json::to_string(&cases).unwrap(),
+    ))
+    .unwrap();
+    let mut i = 0;
+    for msgs in &convs {
+        for thinking in [true, false] {
+            let got = tmpl.render(msgs, true, thinking).unwrap();
+            assert_eq!(
+                got, want[i],
+                "conversation {msgs:?}, enable_thinking {thinking}"
+            );
+            i += 1;
+        }
+    }
+}
