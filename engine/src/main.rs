@@ -127,6 +127,13 @@ struct BenchArgs {
     /// Random prompts of this many token ids instead (for random-weight models).
     #[arg(long = "random-prompt-len")]
     random_prompt_len: Option<usize>,
+    /// How many random prompts (with --random-prompt-len).
+    #[arg(long = "random-prompts", default_value_t = 3)]
+    random_prompts: usize,
+    /// Also check that greedy orthrus output equals greedy ar output on every
+    /// prompt; a divergence is reported with the AR top-2 logit gap there.
+    #[arg(long)]
+    check: bool,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -319,7 +326,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     let prompts: Vec<Vec<u32>> = if let Some(n) = a.random_prompt_len {
         let mut rng = orthrus_engine::sampling::Rng::new(7);
         let vocab = l.model.hparams.n_vocab as u64;
-        (0..3)
+        (0..a.random_prompts.max(1))
             .map(|_| {
                 (0..n.max(1))
                     .map(|_| (rng.next_u64() % vocab.min(150_000)) as u32)
@@ -356,16 +363,12 @@ fn bench(a: BenchArgs) -> Result<()> {
         generate(&mut session, &prompts[0], &p, &mut |_| true)?;
     }
     let mut results = Vec::new();
+    let mut outputs: Vec<Vec<Vec<u32>>> = Vec::new();
     for &mode in &modes {
-        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) =
-            (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
+        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) = (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
+        let mut tokens = Vec::new();
         for p in &prompts {
-            let params = GenerateParams {
-                mode,
-                max_tokens: a.n_predict,
-                ignore_eos: true,
-                ..Default::default()
-            };
+            let params = GenerateParams { mode, max_tokens: a.n_predict, ignore_eos: true, ..Default::default() };
             let g = generate(&mut session, p, &params, &mut |_| true)?;
             pt += g.stats.prompt_tokens;
             ps += g.stats.prompt_seconds;
@@ -373,7 +376,9 @@ fn bench(a: BenchArgs) -> Result<()> {
             gs += g.stats.generation_seconds;
             steps += g.stats.steps;
             committed += g.stats.mean_accepted * g.stats.steps as f64;
+            tokens.push(g.tokens);
         }
+        outputs.push(tokens);
         results.push(serde_json::json!({
             "mode": format!("{mode:?}").to_lowercase(),
             "prompt_tokens_per_second": pt as f64 / ps,
@@ -381,6 +386,23 @@ fn bench(a: BenchArgs) -> Result<()> {
             "mean_accepted": committed / steps.max(1) as f64,
             "step_ms": 1000.0 * gs / steps.max(1) as f64,
         }));
+    }
+    let mut check = serde_json::Value::Null;
+    if a.check && outputs.len() == 2 {
+        let mut divergences = Vec::new();
+        for (i, (ar, or)) in outputs[0].iter().zip(&outputs[1]).enumerate() {
+            let Some(at) = ar.iter().zip(or).position(|(x, y)| x != y) else { continue };
+            // The AR logits where the two outputs part: a legitimate flip sits at a near-tie.
+            let mut prefix = prompts[i].clone();
+            prefix.extend(&ar[..at]);
+            let out = session.prefill(&prefix, 0, true)?;
+            let mut top: Vec<f32> = out.logits.clone();
+            top.sort_by(|x, y| y.total_cmp(x));
+            divergences.push(serde_json::json!({
+                "prompt": i, "index": at, "ar": ar[at], "orthrus": or[at], "top2_gap": top[0] - top[1],
+            }));
+        }
+        check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "identical": prompts.len() - divergences.len(), "divergences": divergences });
     }
     let speedup = if results.len() == 2 {
         results[1]["generation_tokens_per_second"]
@@ -422,6 +444,9 @@ fn bench(a: BenchArgs) -> Result<()> {
             );
         }
         println!("speedup orthrus / ar: {speedup:.2}x");
+        if !check.is_null() {
+            println!("greedy check: {check}");
+        }
     }
     Ok(())
 }

@@ -206,7 +206,7 @@ fn logits_of_both_views_match_the_reference() {
             let model = Model::load(&path, &cpu()).unwrap();
             assert_eq!(model.hparams.n_vocab, n_vocab);
             let cache = KvCache::new(&model, 64, cache_ty).unwrap();
-            let mut s = Session::new(&model, &cache, 2, 512).unwrap();
+            let mut s = Session::new(&model, &cache, 1, 512).unwrap();
             let t = PROMPT.len();
             // Prefill: every row.
             let prefill = s.forward(View::Ar, &PROMPT, 0, t, true).unwrap();
@@ -418,8 +418,8 @@ fn sampled_orthrus_has_the_ar_distribution() {
     )
     .unwrap();
     let cache = KvCache::new(&model, 64, GgmlType::F32).unwrap();
-    let mut s = Session::new(&model, &cache, 2, 512).unwrap();
-    let n = 1500;
+    let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+    let n = 1000;
     let mut hist = |mode: Mode, temperature: f32, seed0: u64| {
         let mut h = std::collections::HashMap::new();
         for seed in 0..n {
@@ -490,7 +490,7 @@ fn split_base_plus_head_runs_like_the_whole_file() {
     let plain = Model::load(&base, &cpu()).unwrap();
     assert!(!plain.is_orthrus());
     let cache = KvCache::new(&plain, 64, GgmlType::F16).unwrap();
-    let mut s = Session::new(&plain, &cache, 2, 512).unwrap();
+    let mut s = Session::new(&plain, &cache, 1, 512).unwrap();
     let err = generate(&mut s, &PROMPT, &p, &mut |_| true)
         .unwrap_err()
         .to_string();
@@ -548,7 +548,7 @@ fn user_errors_are_clear() {
     assert!(e.contains("neither Orthrus nor Qwen3"), "{e}");
     let model = Model::load(&path, &cpu()).unwrap();
     let cache = KvCache::new(&model, 8, GgmlType::F32).unwrap();
-    let mut s = Session::new(&model, &cache, 2, 512).unwrap();
+    let mut s = Session::new(&model, &cache, 1, 512).unwrap();
     let e = generate(&mut s, &[1; 8], &GenerateParams::default(), &mut |_| true)
         .unwrap_err()
         .to_string();

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run HERE (no GPU needed): builds the release binaries with ggml's
+# dynamic backends and stages what the GPU machine needs under gpu-carry/
+# (git-ignored): the binaries and ggml's shared libraries in gpu-carry/bin,
+# and ggml's source (CPU + CUDA only) in gpu-carry/ggml for building
+# libggml-cuda.so there. Then call the device tool with
+#   carry: ["gpu-carry"], command: "bash scripts/gpu/bench.sh"
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+cargo build --release -p orthrus-engine -p orthrus-convert --features orthrus-engine/dynamic-backends --target-dir target-gpu
+rm -rf gpu-carry && mkdir -p gpu-carry/bin
+cp target-gpu/release/orthrus target-gpu/release/orthrus-convert gpu-carry/bin/
+strip gpu-carry/bin/orthrus gpu-carry/bin/orthrus-convert
+out=$(dirname "$(ls -t target-gpu/release/build/llama-cpp-sys-2-*/out/build/bin/libggml-base.so 2>/dev/null | head -1)")
+[ -n "$out" ] || { echo "no libggml-base.so under target-gpu; is dynamic-backends on?" >&2; exit 1; }
+cp -a "$out"/libggml-base.so* "$out"/libggml.so* gpu-carry/bin/
+# CPU variants for the x86-64 servers GPUs sit in (the working tree that
+# travels is limited to 64 MiB, so not all twenty).
+for v in x64 haswell skylakex icelake sapphirerapids zen4; do
+    cp "$out/libggml-cpu-$v.so" gpu-carry/bin/
+done
+strip gpu-carry/bin/*.so* 2>/dev/null || true
+src=$(ls -d ~/.cargo/registry/src/*/llama-cpp-sys-2-0.1.161/llama.cpp/ggml | head -1)
+mkdir -p gpu-carry/ggml/src
+cp -a "$src"/CMakeLists.txt "$src"/cmake "$src"/include gpu-carry/ggml/
+find "$src/src" -maxdepth 1 -type f -exec cp {} gpu-carry/ggml/src/ \;
+cp -a "$src"/src/ggml-cuda "$src"/src/ggml-cpu gpu-carry/ggml/src/
+touch gpu-carry/ggml/ggml.pc.in
+du -sh gpu-carry gpu-carry/*
