@@ -27,7 +27,9 @@ build=$!
 preset=${PRESET:-qwen3-1.7b}
 python3 models/make_fixtures.py preset "$preset" "$work/$preset" > "$OUT/fixture.txt" 2>&1
 for t in q4_k_m q8_0; do
-    /usr/bin/time -f "convert $t: %e s, peak %M KiB" "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type "$t" > /dev/null 2>> "$OUT/convert.txt"
+    t0=$(date +%s%N)
+    "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type "$t" > /dev/null
+    echo "convert $t: $(( ($(date +%s%N) - t0) / 1000000 )) ms" >> "$OUT/convert.txt"
 done
 wait $build || { tail -30 /tmp/cmake.log; exit 1; }
 cat "$OUT/build.txt"
