@@ -33,6 +33,6 @@ for t in q4_k_m q8_0; do
 done
 wait $build || { tail -30 /tmp/cmake.log; exit 1; }
 cat "$OUT/build.txt"
-"$bin/orthrus" bench -m "$work/$preset-q4_k_m.gguf" --random-prompt-len 512 -N 128 --random-prompts 20 --check --json > "$OUT/bench-q4_k_m.json"
-"$bin/orthrus" bench -m "$work/$preset-q8_0.gguf" --random-prompt-len 512 -N 128 --random-prompts 5 --json > "$OUT/bench-q8_0.json"
-cat "$OUT"/convert.txt "$OUT"/bench-*.json
+"$bin/orthrus" bench -m "$work/$preset-q4_k_m.gguf" --random-prompt-len 512 -N 128 --random-prompts 20 --check --json > "$OUT/bench-q4_k_m.json" 2> "$OUT/bench-q4_k_m.err" || true
+"$bin/orthrus" bench -m "$work/$preset-q8_0.gguf" --random-prompt-len 512 -N 128 --random-prompts 5 --json > "$OUT/bench-q8_0.json" 2> "$OUT/bench-q8_0.err" || true
+cat "$OUT"/convert.txt "$OUT"/bench-*.json; tail -5 "$OUT"/bench-*.err
