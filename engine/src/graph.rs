@@ -49,8 +49,10 @@ pub mod io {
 
 /// Whether attention runs through ggml's fused kernel (f16/q8_0 caches) or
 /// the plain matmul-softmax-matmul path (f32 cache: exact to f32 rounding).
+/// `ORTHRUS_ATTN=plain` forces the plain path (a diagnostic for backends
+/// whose fused kernel misbehaves).
 pub fn uses_flash_attention(cache: &KvCache) -> bool {
-    cache.ty != GgmlType::F32
+    cache.ty != GgmlType::F32 && std::env::var("ORTHRUS_ATTN").as_deref() != Ok("plain")
 }
 
 /// Element type of the mask input.

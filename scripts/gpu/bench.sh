@@ -33,6 +33,26 @@ for t in q4_k_m q8_0; do
 done
 wait $build || { tail -30 /tmp/cmake.log; exit 1; }
 cat "$OUT/build.txt"
+
+# Quick checks on the tiny fixtures first: every cache type and placement.
+for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
+    "$bin/orthrus-convert" models/fixtures/$fx -o "$work/$fx-q8_0.gguf" --type q8_0 > /dev/null
+done
+status=ok
+for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
+    for cfg in "--cache-type f32" "--cache-type f16" "--cache-type f16 -n 0" "--cache-type f16 -n 2"; do
+        if "$bin/orthrus" run -m "$work/$fx-q8_0.gguf" --prompt-ids 1,2,3,4,5 -N 24 --ignore-eos --json $cfg > "$work/out.json" 2> "$work/err.txt"; then
+            echo "$fx $cfg: ok $(head -c 200 "$work/out.json")" >> "$OUT/tiny.txt"
+        else
+            echo "$fx $cfg: FAILED $(grep -m3 -i 'error' "$work/err.txt")" >> "$OUT/tiny.txt"
+            status=failed
+            [ -f "$OUT/sanitizer.txt" ] || compute-sanitizer --tool memcheck --print-limit 5 "$bin/orthrus" run -m "$work/$fx-q8_0.gguf" --prompt-ids 1,2,3,4,5 -N 4 --ignore-eos $cfg > "$OUT/sanitizer.txt" 2>&1 || true
+        fi
+    done
+done
+cat "$OUT/tiny.txt"
+[ $status = ok ] || export ORTHRUS_ATTN=plain
+echo "ORTHRUS_ATTN=${ORTHRUS_ATTN:-}" >> "$OUT/tiny.txt"
 "$bin/orthrus" bench -m "$work/$preset-q4_k_m.gguf" --random-prompt-len 512 -N 128 --random-prompts 20 --check --json > "$OUT/bench-q4_k_m.json" 2> "$OUT/bench-q4_k_m.err" || true
 "$bin/orthrus" bench -m "$work/$preset-q8_0.gguf" --random-prompt-len 512 -N 128 --random-prompts 5 --json > "$OUT/bench-q8_0.json" 2> "$OUT/bench-q8_0.err" || true
-cat "$OUT"/convert.txt "$OUT"/bench-*.json; tail -5 "$OUT"/bench-*.err
+cat "$OUT"/convert.txt "$OUT"/bench-*.json; for f in "$OUT"/bench-*.err; do tail -n 5 "$f"; done; head -c 3000 "$OUT/sanitizer.txt" 2>/dev/null || true
