@@ -51,8 +51,6 @@ for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
     done
 done
 cat "$OUT/tiny.txt"
-[ $status = ok ] || export ORTHRUS_ATTN=plain
-echo "ORTHRUS_ATTN=${ORTHRUS_ATTN:-}" >> "$OUT/tiny.txt"
 "$bin/orthrus" bench -m "$work/$preset-q4_k_m.gguf" --random-prompt-len 512 -N 128 --random-prompts 20 --check --json > "$OUT/bench-q4_k_m.json" 2> "$OUT/bench-q4_k_m.err" || true
 "$bin/orthrus" bench -m "$work/$preset-q8_0.gguf" --random-prompt-len 512 -N 128 --random-prompts 5 --json > "$OUT/bench-q8_0.json" 2> "$OUT/bench-q8_0.err" || true
 cat "$OUT"/convert.txt "$OUT"/bench-*.json; for f in "$OUT"/bench-*.err; do tail -n 5 "$f"; done; head -c 3000 "$OUT/sanitizer.txt" 2>/dev/null || true

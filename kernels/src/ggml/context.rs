@@ -522,6 +522,10 @@ pub struct OwnedGraph<'w> {
     ctx: Context,
     graph: NonNull<sys::ggml_cgraph>,
     outputs: Vec<String>,
+    /// Each node's sources as built: ggml's scheduler rewrites sources to its
+    /// own cross-device copies (freed on its next reset), so a reused graph
+    /// gets them back before every run.
+    sources: Vec<[*mut sys::ggml_tensor; 10]>,
     _refs: PhantomData<&'w ()>,
 }
 
@@ -555,10 +559,17 @@ impl<'w> OwnedGraph<'w> {
             assert!(n < max_nodes, "graph larger than {max_nodes} nodes");
             unsafe { sys::ggml_build_forward_expand(graph.as_ptr(), t.raw()) };
         }
+        // SAFETY: reading the node list of the graph just built.
+        let sources = unsafe {
+            (0..sys::ggml_graph_n_nodes(graph.as_ptr()))
+                .map(|i| (*sys::ggml_graph_node(graph.as_ptr(), i)).src)
+                .collect()
+        };
         OwnedGraph {
             ctx,
             graph,
             outputs,
+            sources,
             _refs: PhantomData,
         }
     }
@@ -567,13 +578,18 @@ impl<'w> OwnedGraph<'w> {
         self.graph.as_ptr()
     }
 
-    /// Forgets where the previous run placed this graph's own tensors, so a
-    /// reused graph is allocated afresh: the scheduler may have freed or
-    /// regrown the buffers they pointed into. Tensors of other contexts
-    /// (weights, caches) are untouched.
+    /// Returns the graph to its state as built, so a reused graph is split
+    /// and allocated afresh: the scheduler may have freed or regrown the
+    /// buffers its tensors pointed into, and it replaced sources that cross
+    /// devices with copies that live only until its next reset. Tensors of
+    /// other contexts (weights, caches) are untouched.
     pub(crate) fn clear_allocation(&self) {
-        // SAFETY: walks the tensor headers of this graph's own context.
+        // SAFETY: walks the tensor headers of this graph's own context and
+        // its node list, which building fixed.
         unsafe {
+            for (i, src) in self.sources.iter().enumerate() {
+                (*sys::ggml_graph_node(self.graph.as_ptr(), i as i32)).src = *src;
+            }
             let mut t = sys::ggml_get_first_tensor(self.ctx.raw());
             while !t.is_null() {
                 (*t).buffer = std::ptr::null_mut();
