@@ -365,10 +365,16 @@ fn bench(a: BenchArgs) -> Result<()> {
     let mut results = Vec::new();
     let mut outputs: Vec<Vec<Vec<u32>>> = Vec::new();
     for &mode in &modes {
-        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) = (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
+        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) =
+            (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
         let mut tokens = Vec::new();
         for p in &prompts {
-            let params = GenerateParams { mode, max_tokens: a.n_predict, ignore_eos: true, ..Default::default() };
+            let params = GenerateParams {
+                mode,
+                max_tokens: a.n_predict,
+                ignore_eos: true,
+                ..Default::default()
+            };
             let g = generate(&mut session, p, &params, &mut |_| true)?;
             pt += g.stats.prompt_tokens;
             ps += g.stats.prompt_seconds;
@@ -391,7 +397,9 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.check && outputs.len() == 2 {
         let mut divergences = Vec::new();
         for (i, (ar, or)) in outputs[0].iter().zip(&outputs[1]).enumerate() {
-            let Some(at) = ar.iter().zip(or).position(|(x, y)| x != y) else { continue };
+            let Some(at) = ar.iter().zip(or).position(|(x, y)| x != y) else {
+                continue;
+            };
             // The AR logits where the two outputs part: a legitimate flip sits at a near-tie.
             let mut prefix = prompts[i].clone();
             prefix.extend(&ar[..at]);
@@ -418,7 +426,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup, "check": check })
         );
     } else {
         println!(

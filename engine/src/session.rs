@@ -27,7 +27,9 @@ pub struct PassOutput {
 pub struct Session<'m> {
     pub model: &'m Model,
     cache: &'m KvCache,
-    sched: Scheduler,
+    /// One scheduler per view: in Orthrus decoding the two views alternate,
+    /// and each scheduler keeps its graph allocated from step to step.
+    scheds: [Scheduler; 2],
     graphs: HashMap<Shape, OwnedGraph<'m>>,
     /// Largest batch of one pass (prompts are processed in chunks of this size).
     pub n_batch: usize,
@@ -40,18 +42,24 @@ impl<'m> Session<'m> {
         threads: usize,
         n_batch: usize,
     ) -> Result<Session<'m>, EngineError> {
-        let backends = model
-            .devices
-            .iter()
-            .map(|d| d.init())
-            .collect::<Result<Vec<_>, _>>()?;
-        for b in &backends {
-            b.set_threads(threads);
-        }
+        let sched = || -> Result<Scheduler, EngineError> {
+            let backends = model
+                .devices
+                .iter()
+                .map(|d| d.init())
+                .collect::<Result<Vec<_>, _>>()?;
+            for b in &backends {
+                b.set_threads(threads);
+            }
+            Ok(Scheduler::new(
+                backends,
+                graph::max_nodes(model.hparams.n_layer),
+            ))
+        };
         Ok(Session {
             model,
             cache,
-            sched: Scheduler::new(backends, graph::max_nodes(model.hparams.n_layer)),
+            scheds: [sched()?, sched()?],
             graphs: HashMap::new(),
             n_batch: n_batch.max(1),
         })
@@ -149,7 +157,7 @@ impl<'m> Session<'m> {
             if logits {
                 outputs.push(Output::F32(io::LOGITS, &mut out.logits));
             }
-            self.sched.run(graph, &inputs, &mut outputs)?;
+            self.scheds[view as usize].run(graph, &inputs, &mut outputs)?;
         }
         out.argmax = argmax.into_iter().map(|x| x as u32).collect();
         Ok(out)

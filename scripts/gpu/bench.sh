@@ -25,10 +25,10 @@ arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -
 build=$!
 
 preset=${PRESET:-qwen3-1.7b}
-python3 models/make_fixtures.py preset "$preset" "$work/$preset" > "$OUT/fixture.txt" 2>&1
+python3 models/make_fixtures.py preset "$preset" "$work/$preset" > "$work/fixture.txt" 2>&1
 for t in q4_k_m q8_0; do
     t0=$(date +%s%N)
-    "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type "$t" > /dev/null
+    "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type "$t" --split > /dev/null
     echo "convert $t: $(( ($(date +%s%N) - t0) / 1000000 )) ms" >> "$OUT/convert.txt"
 done
 wait $build || { tail -30 /tmp/cmake.log; exit 1; }
@@ -46,11 +46,17 @@ for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
         else
             echo "$fx $cfg: FAILED $(grep -m3 -i 'error' "$work/err.txt")" >> "$OUT/tiny.txt"
             status=failed
-            [ -f "$OUT/sanitizer.txt" ] || compute-sanitizer --tool memcheck --print-limit 5 "$bin/orthrus" run -m "$work/$fx-q8_0.gguf" --prompt-ids 1,2,3,4,5 -N 4 --ignore-eos $cfg > "$OUT/sanitizer.txt" 2>&1 || true
+            [ -f "$work/sanitizer.txt" ] || compute-sanitizer --tool memcheck --print-limit 5 "$bin/orthrus" run -m "$work/$fx-q8_0.gguf" --prompt-ids 1,2,3,4,5 -N 4 --ignore-eos $cfg > "$work/sanitizer.txt" 2>&1 || true
         fi
     done
 done
 cat "$OUT/tiny.txt"
-"$bin/orthrus" bench -m "$work/$preset-q4_k_m.gguf" --random-prompt-len 512 -N 128 --random-prompts 20 --check --json > "$OUT/bench-q4_k_m.json" 2> "$OUT/bench-q4_k_m.err" || true
-"$bin/orthrus" bench -m "$work/$preset-q8_0.gguf" --random-prompt-len 512 -N 128 --random-prompts 5 --json > "$OUT/bench-q8_0.json" 2> "$OUT/bench-q8_0.err" || true
-cat "$OUT"/convert.txt "$OUT"/bench-*.json; for f in "$OUT"/bench-*.err; do tail -n 5 "$f"; done; head -c 3000 "$OUT/sanitizer.txt" 2>/dev/null || true
+# The --split base is a plain Qwen3 file: llama.cpp (its llama_* code, on
+# the same ggml build) decodes it; we run it with the head.
+for t in q4_k_m q8_0; do
+    m="$work/$preset-$t.gguf"; h="$work/$preset-$t.head.gguf"
+    "$bin/llama_bench" "$m" 3 > "$OUT/llama-$t.json" 2> "$work/llama-$t.err" || true
+    n=5; extra=""; [ $t = q4_k_m ] && { n=20; extra="--check"; }
+    "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 -N 128 --random-prompts $n $extra --json > "$OUT/bench-$t.json" 2> "$work/bench-$t.err" || true
+done
+cat "$OUT"/convert.txt "$OUT"/llama-*.json "$OUT"/bench-*.json; for f in "$work"/*.err; do tail -n 5 "$f"; done; head -c 3000 "$work/sanitizer.txt" 2>/dev/null || true

@@ -7,16 +7,16 @@
 #   carry: ["gpu-carry"], command: "bash scripts/gpu/bench.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -p orthrus-engine -p orthrus-convert --features orthrus-engine/dynamic-backends --target-dir target-gpu
+cargo build --release -p orthrus-engine -p orthrus-convert -p orthrus-tests --example llama_bench --bin orthrus --bin orthrus-convert --features orthrus-engine/dynamic-backends --target-dir target-gpu
 rm -rf gpu-carry && mkdir -p gpu-carry/bin
-cp target-gpu/release/orthrus target-gpu/release/orthrus-convert gpu-carry/bin/
-strip gpu-carry/bin/orthrus gpu-carry/bin/orthrus-convert
+cp target-gpu/release/orthrus target-gpu/release/orthrus-convert target-gpu/release/examples/llama_bench gpu-carry/bin/
+strip gpu-carry/bin/orthrus gpu-carry/bin/orthrus-convert gpu-carry/bin/llama_bench
 out=$(dirname "$(ls -t target-gpu/release/build/llama-cpp-sys-2-*/out/build/bin/libggml-base.so 2>/dev/null | head -1)")
 [ -n "$out" ] || { echo "no libggml-base.so under target-gpu; is dynamic-backends on?" >&2; exit 1; }
-cp -a "$out"/libggml-base.so* "$out"/libggml.so* gpu-carry/bin/
+cp -a "$out"/libggml-base.so* "$out"/libggml.so* "$out"/libllama.so* gpu-carry/bin/
 # CPU variants for the x86-64 servers GPUs sit in (the working tree that
 # travels is limited to 64 MiB, so not all twenty).
-for v in x64 haswell skylakex icelake sapphirerapids zen4; do
+for v in x64 haswell icelake sapphirerapids zen4; do
     cp "$out/libggml-cpu-$v.so" gpu-carry/bin/
 done
 strip gpu-carry/bin/*.so* 2>/dev/null || true

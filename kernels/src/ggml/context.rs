@@ -526,6 +526,9 @@ pub struct OwnedGraph<'w> {
     /// own cross-device copies (freed on its next reset), so a reused graph
     /// gets them back before every run.
     sources: Vec<[*mut sys::ggml_tensor; 10]>,
+    /// Unique for the life of the process (schedulers recognise a graph they
+    /// allocated by it, never by address).
+    id: u64,
     _refs: PhantomData<&'w ()>,
 }
 
@@ -570,12 +573,20 @@ impl<'w> OwnedGraph<'w> {
             graph,
             outputs,
             sources,
+            id: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
             _refs: PhantomData,
         }
     }
 
     pub(crate) fn raw(&self) -> *mut sys::ggml_cgraph {
         self.graph.as_ptr()
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// Returns the graph to its state as built, so a reused graph is split

@@ -27,6 +27,9 @@ pub enum Output<'d> {
 pub struct Scheduler {
     ptr: NonNull<sys::ggml_backend_sched>,
     backends: Vec<Backend>,
+    /// Id of the graph allocated by the last run: running it again skips
+    /// splitting and allocation (and lets CUDA replay its captured graph).
+    allocated: Option<u64>,
 }
 
 impl Scheduler {
@@ -53,6 +56,7 @@ impl Scheduler {
         Scheduler {
             ptr: NonNull::new(ptr).expect("ggml_backend_sched_new failed"),
             backends,
+            allocated: None,
         }
     }
 
@@ -70,13 +74,17 @@ impl Scheduler {
         outputs: &mut [Output<'_>],
     ) -> Result<(), GgmlError> {
         let s = self.ptr.as_ptr();
-        graph.clear_allocation();
-        // SAFETY: live scheduler and graph; the graph's tensors live in its context.
-        unsafe {
-            sys::ggml_backend_sched_reset(s);
-            if !sys::ggml_backend_sched_alloc_graph(s, graph.raw()) {
-                return Err(GgmlError::GraphAlloc);
+        if self.allocated != Some(graph.id()) {
+            self.allocated = None;
+            graph.clear_allocation();
+            // SAFETY: live scheduler and graph; the graph's tensors live in its context.
+            unsafe {
+                sys::ggml_backend_sched_reset(s);
+                if !sys::ggml_backend_sched_alloc_graph(s, graph.raw()) {
+                    return Err(GgmlError::GraphAlloc);
+                }
             }
+            self.allocated = Some(graph.id());
         }
         for input in inputs {
             match input {

@@ -1,0 +1,90 @@
+//! llama.cpp's decoding speed on a GGUF, measured the way `llama-bench`
+//! measures pp512 and tg128 (prompt: one 512-token batch; generation: 128
+//! single-token decodes, synchronizing after each), through the `llama_*`
+//! code vendored in llama-cpp-sys-2, so it runs on the same ggml build and
+//! backends as our engine: `llama_bench MODEL.gguf [REPS]`. Prints JSON.
+
+use std::ffi::CString;
+use std::time::Instant;
+
+use llama_cpp_sys_2 as llama;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(path) = args.get(1) else {
+        eprintln!("usage: llama_bench MODEL.gguf [REPS]");
+        std::process::exit(2);
+    };
+    let reps: usize = args
+        .get(2)
+        .map_or(3, |r| r.parse().expect("REPS must be a number"));
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_path_buf()));
+    orthrus_kernels::ggml::load_backends(exe_dir.as_deref());
+    // SAFETY: plain llama.cpp API use: every pointer comes from llama.cpp and is checked.
+    unsafe {
+        llama::llama_backend_init();
+        let mut mp = llama::llama_model_default_params();
+        mp.n_gpu_layers = 999;
+        let cpath = CString::new(path.as_str()).unwrap();
+        let model = llama::llama_model_load_from_file(cpath.as_ptr(), mp);
+        assert!(!model.is_null(), "llama.cpp could not load {path}");
+        let mut cp = llama::llama_context_default_params();
+        cp.n_ctx = 4096;
+        cp.n_batch = 512;
+        cp.n_ubatch = 512;
+        cp.flash_attn_type = llama::LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        let ctx = llama::llama_init_from_model(model, cp);
+        assert!(!ctx.is_null(), "llama.cpp could not create a context");
+        let n_vocab = llama::llama_vocab_n_tokens(llama::llama_model_get_vocab(model)).min(150_000);
+        let seed = std::cell::Cell::new(12345u64);
+        let rand_tok = || {
+            seed.set(
+                seed.get()
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407),
+            );
+            ((seed.get() >> 33) % n_vocab as u64) as i32
+        };
+        let pp = |ctx: *mut llama::llama_context| {
+            llama::llama_memory_clear(llama::llama_get_memory(ctx), true);
+            let mut toks: Vec<i32> = (0..512).map(|_| rand_tok()).collect();
+            let t = Instant::now();
+            assert_eq!(
+                llama::llama_decode(ctx, llama::llama_batch_get_one(toks.as_mut_ptr(), 512)),
+                0
+            );
+            llama::llama_synchronize(ctx);
+            512.0 / t.elapsed().as_secs_f64()
+        };
+        let tg = |ctx: *mut llama::llama_context| {
+            llama::llama_memory_clear(llama::llama_get_memory(ctx), true);
+            let t = Instant::now();
+            for _ in 0..128 {
+                let mut tok = rand_tok();
+                assert_eq!(
+                    llama::llama_decode(ctx, llama::llama_batch_get_one(&mut tok, 1)),
+                    0
+                );
+                llama::llama_synchronize(ctx);
+            }
+            128.0 / t.elapsed().as_secs_f64()
+        };
+        pp(ctx);
+        tg(ctx);
+        let pps: Vec<f64> = (0..reps).map(|_| pp(ctx)).collect();
+        let tgs: Vec<f64> = (0..reps).map(|_| tg(ctx)).collect();
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        println!(
+            "{{\"model\": {:?}, \"pp512\": {:.1}, \"tg128\": {:.1}, \"pp512_runs\": {:?}, \"tg128_runs\": {:?}}}",
+            path,
+            mean(&pps),
+            mean(&tgs),
+            pps,
+            tgs
+        );
+        llama::llama_free(ctx);
+        llama::llama_model_free(model);
+    }
+}
