@@ -48,7 +48,10 @@ pub struct Planned {
 pub struct FileSummary {
     pub path: PathBuf,
     pub role: FileRole,
+    /// File size.
     pub bytes: u64,
+    /// Bytes of tensor data (the file minus metadata, tokenizer and padding).
+    pub tensor_bytes: u64,
     pub params: u64,
     /// Tensor count per type.
     pub types: BTreeMap<&'static str, usize>,
@@ -56,7 +59,7 @@ pub struct FileSummary {
 
 impl FileSummary {
     pub fn bits_per_weight(&self) -> f64 {
-        self.bytes as f64 * 8.0 / self.params.max(1) as f64
+        self.tensor_bytes as f64 * 8.0 / self.params.max(1) as f64
     }
 }
 
@@ -216,10 +219,16 @@ pub fn convert(opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec
             .iter()
             .map(|p| p.dims.iter().product::<u64>())
             .sum();
+        let tensor_bytes = out
+            .tensors
+            .iter()
+            .map(|p| p.ty.tensor_bytes(&p.dims).unwrap_or(0))
+            .sum();
         summaries.push(FileSummary {
             path: out.path,
             role: out.role,
             bytes,
+            tensor_bytes,
             params,
             types,
         });
