@@ -105,8 +105,15 @@ fn split_writes_a_plain_base_and_a_head() {
     // Bits per weight count tensor data only (the base also holds an 11 MB
     // tokenizer): every head tensor is f16 but the f32 norms.
     let head_bpw = summaries[1].bits_per_weight();
-    assert!(head_bpw > 16.0 && head_bpw < 17.0, "head: {head_bpw} bits per weight");
-    assert!(summaries[0].bits_per_weight() < 9.0, "base: {}", summaries[0].bits_per_weight());
+    assert!(
+        head_bpw > 16.0 && head_bpw < 17.0,
+        "head: {head_bpw} bits per weight"
+    );
+    assert!(
+        summaries[0].bits_per_weight() < 9.0,
+        "base: {}",
+        summaries[0].bits_per_weight()
+    );
     let base = GgufFile::open(&out).unwrap();
     let head = GgufFile::open(&head_path(&out)).unwrap();
     assert_eq!(head_path(&out), tmp.path().join("m.head.gguf"));

@@ -400,14 +400,43 @@ fn bench(a: BenchArgs) -> Result<()> {
             let Some(at) = ar.iter().zip(or).position(|(x, y)| x != y) else {
                 continue;
             };
-            // The AR logits where the two outputs part: a legitimate flip sits at a near-tie.
+            // The AR logits where the two outputs part: a legitimate flip sits
+            // at a near-tie. Also how far a one-token pass (what `ar` mode
+            // runs) and a batched pass (what verify runs) disagree there,
+            // against the spread of the logits.
             let mut prefix = prompts[i].clone();
             prefix.extend(&ar[..at]);
-            let out = session.prefill(&prefix, 0, true)?;
-            let mut top: Vec<f32> = out.logits.clone();
+            let m = prefix.len();
+            session.prefill(&prefix[..m - 1], 0, false)?;
+            let single = session
+                .forward(orthrus_engine::View::Ar, &prefix[m - 1..], m - 1, 1, true)?
+                .logits;
+            let b = 16.min(m);
+            session.prefill(&prefix[..m - b], 0, false).ok();
+            let batched = session
+                .forward(orthrus_engine::View::Ar, &prefix[m - b..], m - b, 1, true)?
+                .logits;
+            let mut top = single.clone();
             top.sort_by(|x, y| y.total_cmp(x));
+            let mean = single.iter().sum::<f32>() / single.len() as f32;
+            let std = (single.iter().map(|v| (v - mean).powi(2)).sum::<f32>()
+                / single.len() as f32)
+                .sqrt();
+            let diff = single
+                .iter()
+                .zip(&batched)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f32>()
+                .sqrt();
+            let norm = single.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let max_abs = single
+                .iter()
+                .zip(&batched)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max);
             divergences.push(serde_json::json!({
                 "prompt": i, "index": at, "ar": ar[at], "orthrus": or[at], "top2_gap": top[0] - top[1],
+                "logit_std": std, "batched_vs_single_rel": diff / norm, "batched_vs_single_max_abs": max_abs,
             }));
         }
         check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "identical": prompts.len() - divergences.len(), "divergences": divergences });

@@ -260,16 +260,10 @@ impl Model {
         let layers = (0..n_layer)
             .map(|il| Layer {
                 attn_norm: id(Kind::AttnNorm, Some(il)),
+                // The AR projections are the diffusion ones' twins, in the same order.
                 ar: attention(
                     il,
-                    [
-                        Kind::AttnQ,
-                        Kind::AttnK,
-                        Kind::AttnV,
-                        Kind::AttnOutput,
-                        Kind::AttnQNorm,
-                        Kind::AttnKNorm,
-                    ],
+                    Kind::DIFF_LAYER.map(|k| k.ar_twin().expect("a diffusion kind")),
                 ),
                 diffusion: has_diff.then(|| attention(il, Kind::DIFF_LAYER)),
                 ffn_norm: id(Kind::FfnNorm, Some(il)),

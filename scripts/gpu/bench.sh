@@ -26,7 +26,9 @@ build=$!
 
 preset=${PRESET:-qwen3-1.7b}
 python3 models/make_fixtures.py preset "$preset" "$work/$preset" > "$work/fixture.txt" 2>&1
-for t in q4_k_m q8_0; do
+# QUICK=1: Q4_K_M only, no tiny checks, no llama.cpp, 5 prompts (a short diagnostic run).
+types="q4_k_m q8_0"; [ -n "${QUICK:-}" ] && types=q4_k_m
+for t in $types; do
     t0=$(date +%s%N)
     "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type "$t" --split > /dev/null
     echo "convert $t: $(( ($(date +%s%N) - t0) / 1000000 )) ms" >> "$OUT/convert.txt"
@@ -34,6 +36,7 @@ done
 wait $build || { tail -30 /tmp/cmake.log; exit 1; }
 cat "$OUT/build.txt"
 
+if [ -z "${QUICK:-}" ]; then
 # Quick checks on the tiny fixtures first: every cache type and placement.
 for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
     "$bin/orthrus-convert" models/fixtures/$fx -o "$work/$fx-q8_0.gguf" --type q8_0 > /dev/null
@@ -51,12 +54,14 @@ for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
     done
 done
 cat "$OUT/tiny.txt"
+fi
 # The --split base is a plain Qwen3 file: llama.cpp (its llama_* code, on
 # the same ggml build) decodes it; we run it with the head.
-for t in q4_k_m q8_0; do
+for t in $types; do
     m="$work/$preset-$t.gguf"; h="$work/$preset-$t.head.gguf"
-    "$bin/llama_bench" "$m" 3 > "$OUT/llama-$t.json" 2> "$work/llama-$t.err" || true
+    [ -n "${QUICK:-}" ] || "$bin/llama_bench" "$m" 3 > "$OUT/llama-$t.json" 2> "$work/llama-$t.err" || true
     n=5; extra=""; [ $t = q4_k_m ] && { n=20; extra="--check"; }
+    [ -n "${QUICK:-}" ] && n=5
     "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 -N 128 --random-prompts $n $extra --json > "$OUT/bench-$t.json" 2> "$work/bench-$t.err" || true
 done
-cat "$OUT"/convert.txt "$OUT"/llama-*.json "$OUT"/bench-*.json; for f in "$work"/*.err; do tail -n 5 "$f"; done; head -c 3000 "$work/sanitizer.txt" 2>/dev/null || true
+cat "$OUT"/convert.txt "$OUT"/llama-*.json "$OUT"/bench-*.json 2>/dev/null || true; for f in "$work"/*.err; do tail -n 5 "$f"; done; head -c 3000 "$work/sanitizer.txt" 2>/dev/null || true
