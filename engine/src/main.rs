@@ -214,11 +214,8 @@ fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
 
 fn run(a: RunArgs) -> Result<()> {
     let l = load(&a.model)?;
-    let tok = if a.prompt.is_some() || !a.json {
-        tokenizer(&l.model).ok()
-    } else {
-        None
-    };
+    // The text of the output is decoded whenever the file has a tokenizer.
+    let tok = tokenizer(&l.model).ok();
     let prompt: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
         (Some(text), None) => {
