@@ -255,32 +255,28 @@ fn run(a: RunArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
     let stop = a.stop.clone();
+    let mut printed = 0;
     let mut on_token = |id: u32| -> bool {
         let Some(s) = stream.as_mut() else {
             return true;
         };
-        let piece = s.push(id).unwrap_or_default();
-        let before = text.len();
-        text.push_str(&piece);
-        let hit = stop
-            .iter()
-            .filter_map(|st| {
-                text[before.saturating_sub(st.len())..]
-                    .find(st.as_str())
-                    .map(|i| before.saturating_sub(st.len()) + i)
-            })
-            .min();
+        text.push_str(&s.push(id).unwrap_or_default());
+        let (hit, safe) = stop_scan(&text, &stop);
         if let Some(end) = hit {
             text.truncate(end);
         }
         if !json {
-            let shown = &text[before.min(text.len())..];
-            let _ = stdout.write_all(shown.as_bytes());
+            // Text that may still turn into a stop string is held back.
+            let _ = stdout.write_all(text[printed..safe.min(text.len())].as_bytes());
             let _ = stdout.flush();
+            printed = safe.min(text.len());
         }
         hit.is_none()
     };
     let g = generate(&mut session, &prompt, &params, &mut on_token)?;
+    if !json {
+        let _ = stdout.write_all(text[printed..].as_bytes());
+    }
     drop(stdout);
     if json {
         let out = serde_json::json!({
@@ -310,6 +306,27 @@ fn run(a: RunArgs) -> Result<()> {
         eprintln!("tokens per step histogram: {}", hist.join(" "));
     }
     Ok(())
+}
+
+/// Where the first stop string starts in `text`, if any, and how much of
+/// `text` can be shown: all of it but a tail that is the start of a stop string.
+fn stop_scan(text: &str, stops: &[String]) -> (Option<usize>, usize) {
+    let hit = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text.find(s.as_str()))
+        .min();
+    if let Some(h) = hit {
+        return (Some(h), h);
+    }
+    let held = stops
+        .iter()
+        .flat_map(|s| s.char_indices().skip(1).map(move |(i, _)| &s[..i]))
+        .filter(|prefix| text.ends_with(prefix))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    (None, text.len() - held)
 }
 
 const BENCH_PROMPTS: [&str; 3] = [

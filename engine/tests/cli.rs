@@ -1,0 +1,158 @@
+//! The `orthrus` command line: JSON output, stop strings, and one-line errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn model(dir: &Path) -> PathBuf {
+    let out = dir.join("tiny-f32.gguf");
+    let opts = orthrus_convert::convert::Options {
+        input: Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-tied-bf16"),
+        output: out.clone(),
+        file_type: orthrus_convert::FileType::F32,
+        head_type: None,
+        split: false,
+        name: None,
+    };
+    orthrus_convert::convert::convert(&opts, &mut |_, _| {}).unwrap();
+    out
+}
+
+fn orthrus(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_orthrus"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn json_output_and_stop_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    let m = m.to_str().unwrap();
+    let base = [
+        "run",
+        "-m",
+        m,
+        "--device",
+        "CPU",
+        "-t",
+        "1",
+        "--prompt-ids",
+        "9707,11,1879",
+        "-N",
+        "16",
+        "--ignore-eos",
+        "--json",
+    ];
+    let full = json(&orthrus(&base));
+    let tokens = full["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 16);
+    assert_eq!(full["finish"], "length");
+    let steps = full["steps"].as_array().unwrap();
+    let committed: u64 = steps
+        .iter()
+        .map(|s| s["accepted"].as_u64().unwrap() + 1)
+        .sum();
+    // The first token comes from the prompt pass; each step then commits its
+    // pending token plus the accepted drafts, and emits the next pending one.
+    assert!(
+        (15..=16).contains(&committed),
+        "{committed} tokens committed by the steps"
+    );
+    assert_eq!(full["stats"]["generated_tokens"], 16);
+    // Stop at a piece of the text: output ends right before it.
+    let text = full["text"].as_str().unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 4, "{text:?}");
+    let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
+    let mut args = base.to_vec();
+    args.extend(["--stop", &stop]);
+    let stopped = json(&orthrus(&args));
+    let want = &text[..text.find(&stop).unwrap()];
+    assert_eq!(stopped["text"], want);
+    assert_eq!(stopped["finish"], "stopped");
+    // Text mode streams the same text to stdout.
+    let plain = orthrus(&base[..base.len() - 1]);
+    assert!(plain.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout).trim_end_matches('\n'),
+        text
+    );
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("mean accepted"));
+    // ... and with a stop string, nothing of it (text held back until it cannot be one).
+    let mut args = base[..base.len() - 1].to_vec();
+    args.extend(["--stop", &stop]);
+    let plain = orthrus(&args);
+    assert_eq!(
+        String::from_utf8_lossy(&plain.stdout).trim_end_matches('\n'),
+        want
+    );
+}
+
+#[test]
+fn errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    let m = m.to_str().unwrap();
+    for (args, expect) in [
+        (
+            vec!["run", "-m", "/nonexistent.gguf", "-p", "x"],
+            "No such file",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--device",
+                "CPU",
+                "--prompt-ids",
+                "1,2",
+                "-c",
+                "2",
+            ],
+            "raise -c",
+        ),
+        (
+            vec!["run", "-m", m, "--device", "Vulkan9", "-p", "x"],
+            "Vulkan9",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--device",
+                "CPU",
+                "-p",
+                "x",
+                "--cache-type",
+                "q4_0",
+            ],
+            "--cache-type",
+        ),
+        (
+            vec!["run", "-m", m, "--device", "CPU", "-p", "x", "--top-p", "0"],
+            "top-p",
+        ),
+        (vec!["run", "-m", m, "--device", "CPU"], "prompt"),
+    ] {
+        let out = orthrus(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let line = err.lines().last().unwrap_or("");
+        assert!(
+            line.starts_with("orthrus: ") && line.contains(expect),
+            "{args:?}: {err}"
+        );
+    }
+}
