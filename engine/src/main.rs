@@ -267,7 +267,8 @@ fn run(a: RunArgs) -> Result<()> {
         }
         if !json {
             // Text that may still turn into a stop string is held back.
-            let _ = stdout.write_all(text[printed..safe.min(text.len())].as_bytes());
+            let _ =
+                stdout.write_all(&text.as_bytes()[printed.min(text.len())..safe.min(text.len())]);
             let _ = stdout.flush();
             printed = safe.min(text.len());
         }
@@ -275,7 +276,7 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let g = generate(&mut session, &prompt, &params, &mut on_token)?;
     if !json {
-        let _ = stdout.write_all(text[printed..].as_bytes());
+        let _ = stdout.write_all(&text.as_bytes()[printed.min(text.len())..]);
     }
     drop(stdout);
     if json {
