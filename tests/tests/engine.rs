@@ -5,25 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use orthrus_convert::convert::{convert, Options};
 use orthrus_convert::FileType;
 use orthrus_engine::{
     generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session, View,
 };
 use orthrus_kernels::GgmlType;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use orthrus_tests::{convert_fixture, fixture, repo};
 
 const FIXTURES: [&str; 2] = ["tiny-tied-bf16", "tiny-untied-f16-sharded"];
-
-fn fixture(name: &str) -> PathBuf {
-    repo().join("models/fixtures").join(name)
-}
 
 /// Converts a fixture to `ft` (cached per test process in a temp dir).
 fn gguf(dir: &Path, name: &str, ft: FileType, split: bool) -> PathBuf {
@@ -32,15 +21,7 @@ fn gguf(dir: &Path, name: &str, ft: FileType, split: bool) -> PathBuf {
         if split { "-split" } else { "" }
     ));
     if !out.exists() {
-        let opts = Options {
-            input: fixture(name),
-            output: out.clone(),
-            file_type: ft,
-            head_type: None,
-            split,
-            name: None,
-        };
-        convert(&opts, &mut |_, _| {}).unwrap();
+        convert_fixture(name, &out, ft, split);
     }
     out
 }

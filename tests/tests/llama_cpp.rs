@@ -2,19 +2,12 @@
 //! tokenizes exactly like Hugging Face, and runs.
 
 use std::ffi::CString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use llama_cpp_sys_2 as llama;
-use orthrus_convert::convert::{convert, Options};
 use orthrus_convert::FileType;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use orthrus_tests::{convert_fixture, fixture, repo};
 
 const TEXTS: [&str; 5] = [
     "Hello, world! The quick brown fox jumps over the lazy dog.",
@@ -89,19 +82,10 @@ unsafe fn run_llama(path: &Path) -> Option<(i32, i32, Vec<Vec<i32>>, Vec<f32>)> 
 #[test]
 fn split_base_loads_tokenizes_and_runs_in_llama_cpp() {
     let tmp = tempfile::tempdir().unwrap();
-    let fixture = repo().join("models/fixtures/tiny-tied-bf16");
-    let want = hf_ids(&fixture.join("tokenizer.json"));
+    let want = hf_ids(&fixture("tiny-tied-bf16").join("tokenizer.json"));
     for ft in [FileType::F16, FileType::Q8_0] {
         let out = tmp.path().join(format!("base-{ft}.gguf"));
-        let opts = Options {
-            input: fixture.clone(),
-            output: out.clone(),
-            file_type: ft,
-            head_type: None,
-            split: true,
-            name: None,
-        };
-        convert(&opts, &mut |_, _| {}).unwrap();
+        convert_fixture("tiny-tied-bf16", &out, ft, true);
         let (layers, n_vocab, ids, logits) = unsafe { run_llama(&out) }
             .unwrap_or_else(|| panic!("llama.cpp refused the {ft} base file"));
         assert_eq!((layers, n_vocab), (2, 151936));
@@ -124,15 +108,6 @@ fn whole_orthrus_file_is_not_taken_for_a_plain_qwen3() {
     // the whole file; that is why --split exists.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("whole.gguf");
-    let fixture = repo().join("models/fixtures/tiny-tied-bf16");
-    let opts = Options {
-        input: fixture,
-        output: out.clone(),
-        file_type: FileType::F16,
-        head_type: None,
-        split: false,
-        name: None,
-    };
-    convert(&opts, &mut |_, _| {}).unwrap();
+    convert_fixture("tiny-tied-bf16", &out, FileType::F16, false);
     assert!(unsafe { run_llama(&out) }.is_none());
 }

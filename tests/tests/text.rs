@@ -3,33 +3,24 @@
 //! transformers' `apply_chat_template`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use orthrus_engine::chat::{ChatTemplate, Message};
 use orthrus_engine::tokenizer::{StreamDecoder, Tokenizer};
 use orthrus_kernels::gguf::GgufFile;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use orthrus_tests::{convert_fixture, repo};
 
 /// The tokenizer and template as a converted file stores them.
 fn converted() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m.gguf");
-    let opts = orthrus_convert::convert::Options {
-        input: repo().join("models/fixtures/tiny-tied-bf16"),
-        output: out.clone(),
-        file_type: orthrus_convert::FileType::F16,
-        head_type: None,
-        split: false,
-        name: None,
-    };
-    orthrus_convert::convert::convert(&opts, &mut |_, _| {}).unwrap();
+    convert_fixture(
+        "tiny-tied-bf16",
+        &out,
+        orthrus_convert::FileType::F16,
+        false,
+    );
     (dir, out)
 }
 
