@@ -167,26 +167,18 @@ fn attention<'c>(
         .row_bytes(head_dim as u64)
         .expect("checked at cache creation") as usize;
     let slot_bytes = head_bytes * nkv as usize;
-    // [hd, nkv, n_kv] -> [hd, n_kv, nkv]
-    let k = ctx.permute(
-        ctx.view(k_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0),
-        [0, 2, 1, 3],
-    );
-    let v = ctx.permute(
-        ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0),
-        [0, 2, 1, 3],
-    );
+    // Cached K and V as [hd, nkv, n_kv]; attention wants [hd, n_kv, nkv].
+    let cached = |all| ctx.view(all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0);
+    let k = ctx.permute(cached(k_all), [0, 2, 1, 3]);
     let q = ctx.permute(q, [0, 2, 1, 3]); // [hd, T, nh]
     let nh = q.ne()[2];
     if uses_flash_attention(cache) {
+        let v = ctx.permute(cached(v_all), [0, 2, 1, 3]);
         let out = ctx.flash_attn(q, k, v, mask, scale); // [hd, nh, T]
         ctx.reshape(out, &[hd * nh, t])
     } else {
         let kq = ctx.soft_max(ctx.mul_mat(k, q), mask, scale); // [n_kv, T, nh]
-        let vt = ctx.cont(ctx.permute(
-            ctx.view(v_all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0),
-            [1, 2, 0, 3],
-        )); // [n_kv, hd, nkv]
+        let vt = ctx.cont(ctx.permute(cached(v_all), [1, 2, 0, 3])); // [n_kv, hd, nkv]
         let out = ctx.mul_mat(vt, kq); // [hd, T, nh]
         ctx.reshape(ctx.cont(ctx.permute(out, [0, 2, 1, 3])), &[hd * nh, t])
     }

@@ -70,9 +70,4 @@ impl KvCache {
             ty,
         })
     }
-
-    /// Bytes allocated per device.
-    pub fn sizes(&self) -> Vec<(String, usize)> {
-        self.store.sizes()
-    }
 }

@@ -261,22 +261,22 @@ fn run(a: RunArgs) -> Result<()> {
             return true;
         };
         text.push_str(&s.push(id).unwrap_or_default());
-        let (hit, safe) = stop_scan(&text, &stop);
+        // No stop string can start in text already shown, so only the rest is searched.
+        let (hit, safe) = stop_scan(&text, printed, &stop);
         if let Some(end) = hit {
             text.truncate(end);
         }
         if !json {
             // Text that may still turn into a stop string is held back.
-            let _ =
-                stdout.write_all(&text.as_bytes()[printed.min(text.len())..safe.min(text.len())]);
+            let _ = stdout.write_all(&text.as_bytes()[printed..safe]);
             let _ = stdout.flush();
-            printed = safe.min(text.len());
         }
+        printed = safe;
         hit.is_none()
     };
     let g = generate(&mut session, &prompt, &params, &mut on_token)?;
     if !json {
-        let _ = stdout.write_all(&text.as_bytes()[printed.min(text.len())..]);
+        let _ = stdout.write_all(&text.as_bytes()[printed..]);
     }
     drop(stdout);
     if json {
@@ -309,13 +309,14 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Where the first stop string starts in `text`, if any, and how much of
-/// `text` can be shown: all of it but a tail that is the start of a stop string.
-fn stop_scan(text: &str, stops: &[String]) -> (Option<usize>, usize) {
+/// Where the first stop string starts in `text` at or after byte `from` (a
+/// char boundary), if any, and how much of `text` can be shown: all of it
+/// but a tail that is the start of a stop string. Both are at most `text.len()`.
+fn stop_scan(text: &str, from: usize, stops: &[String]) -> (Option<usize>, usize) {
     let hit = stops
         .iter()
         .filter(|s| !s.is_empty())
-        .filter_map(|s| text.find(s.as_str()))
+        .filter_map(|s| text[from..].find(s.as_str()).map(|i| from + i))
         .min();
     if let Some(h) = hit {
         return (Some(h), h);

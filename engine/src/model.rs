@@ -161,40 +161,44 @@ impl Model {
             )));
         }
         let tied = file.tensor("output.weight").is_none();
-        let mut expected: Vec<(TensorId, &GgufFile, &str)> = Vec::new();
+        // Every tensor the model needs: its id, GGUF name, and the file holding it.
+        let mut expected: Vec<(TensorId, String, &GgufFile, &str)> = Vec::new();
         for id in orthrus_kernels::schema::model_tensors(n_layer as u32, tied, false) {
-            expected.push((id, &file, &name));
+            expected.push((id, id.gguf_name(), &file, &name));
         }
         if has_diff {
             for il in 0..n_layer as u32 {
                 for k in Kind::DIFF_LAYER {
-                    expected.push((TensorId::layer(il, k), diff_file.0, diff_file.1));
+                    let id = TensorId::layer(il, k);
+                    expected.push((id, id.gguf_name(), diff_file.0, diff_file.1));
                 }
             }
         }
+        let wanted: std::collections::HashSet<(*const GgufFile, &str)> = expected
+            .iter()
+            .map(|(_, tname, f, _)| (*f as *const GgufFile, tname.as_str()))
+            .collect();
         for (f, n) in std::iter::once((&file, name.as_str()))
             .chain(head.as_ref().map(|(f, n)| (f, n.as_str())))
         {
-            for t in f.tensors() {
-                if !expected
-                    .iter()
-                    .any(|(id, ef, _)| std::ptr::eq(*ef, f) && id.gguf_name() == t.name)
-                {
-                    return Err(EngineError::Model(format!(
-                        "{n}: unexpected tensor {}",
-                        t.name
-                    )));
-                }
+            if let Some(t) = f
+                .tensors()
+                .iter()
+                .find(|t| !wanted.contains(&(f as *const GgufFile, t.name.as_str())))
+            {
+                return Err(EngineError::Model(format!(
+                    "{n}: unexpected tensor {}",
+                    t.name
+                )));
             }
         }
 
         let mut store = TensorStore::new(expected.len() + 2);
         let mut ids = std::collections::HashMap::new();
         let mut weight_type = GgmlType::F32;
-        for &(id, f, fname) in &expected {
-            let tname = id.gguf_name();
+        for &(id, ref tname, f, fname) in &expected {
             let info = f
-                .tensor(&tname)
+                .tensor(tname)
                 .ok_or_else(|| EngineError::Model(format!("{fname}: missing tensor {tname}")))?;
             let want = expected_shape(&hp, id.kind);
             if info.dims != want {
@@ -218,7 +222,7 @@ impl Model {
                 (None, _) => out_dev,
             };
             let ne: Vec<i64> = info.dims.iter().map(|&d| d as i64).collect();
-            let sid = store.add(&tname, info.ty, &ne, devices[dev].buffer_type());
+            let sid = store.add(tname, info.ty, &ne, devices[dev].buffer_type());
             ids.insert(id, (sid, f.tensor_data(info)));
         }
         // Tied embeddings feed both the input lookup (CPU) and the LM head;
@@ -296,11 +300,6 @@ impl Model {
             weights: store,
             hparams: hp,
         })
-    }
-
-    /// Bytes of weights per device name.
-    pub fn weight_sizes(&self) -> Vec<(String, usize)> {
-        self.weights.sizes()
     }
 
     pub fn is_orthrus(&self) -> bool {

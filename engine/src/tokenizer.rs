@@ -29,10 +29,6 @@ impl Tokenizer {
             .decode(ids, false)
             .map_err(|e| EngineError::Tokenizer(e.to_string()))
     }
-
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.inner.token_to_id(token)
-    }
 }
 
 /// Turns a stream of token ids into text pieces, holding back bytes that do

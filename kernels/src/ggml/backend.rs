@@ -108,14 +108,6 @@ impl Device {
         }
     }
 
-    /// Free and total memory in bytes.
-    pub fn memory(&self) -> (usize, usize) {
-        let (mut free, mut total) = (0usize, 0usize);
-        // SAFETY: out-pointers to locals.
-        unsafe { sys::ggml_backend_dev_memory(self.ptr, &mut free, &mut total) };
-        (free, total)
-    }
-
     /// Starts a backend (a stream/queue) on this device.
     pub fn init(&self) -> Result<Backend, GgmlError> {
         // SAFETY: registry device; null params means defaults.
@@ -200,11 +192,6 @@ pub struct Buffer {
 impl Buffer {
     pub(crate) fn from_raw(ptr: sys::ggml_backend_buffer_t) -> Option<Buffer> {
         NonNull::new(ptr).map(|ptr| Buffer { ptr })
-    }
-
-    pub fn size(&self) -> usize {
-        // SAFETY: live buffer.
-        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
     }
 
     /// Fills the whole buffer with `byte`.

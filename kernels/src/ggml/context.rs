@@ -48,13 +48,6 @@ impl Context {
     }
 
     /// Counts one more tensor, panicking before ggml would abort on a full pool.
-    fn wrap(&self, ptr: *mut sys::ggml_tensor) -> Tensor<'_> {
-        Tensor {
-            ptr: NonNull::new(ptr).expect("ggml returned a null tensor"),
-            _ctx: PhantomData,
-        }
-    }
-
     fn reserve(&self, what: &str) {
         let used = self.used.get() + 1;
         assert!(
@@ -89,7 +82,7 @@ impl Context {
                 ne.as_ptr(),
             )
         };
-        self.wrap(t)
+        Tensor::from_raw(t)
     }
 
     /// An input tensor: its data is written before each run (ids, positions, masks).
@@ -337,7 +330,7 @@ impl Context {
         f: impl FnOnce(*mut sys::ggml_context) -> *mut sys::ggml_tensor,
     ) -> Tensor<'a> {
         self.reserve(what);
-        self.wrap(f(self.raw()))
+        Tensor::from_raw(f(self.raw()))
     }
 }
 
@@ -383,7 +376,7 @@ impl Element for half::f16 {
 impl<'a> Tensor<'a> {
     pub(crate) fn from_raw(ptr: *mut sys::ggml_tensor) -> Tensor<'a> {
         Tensor {
-            ptr: NonNull::new(ptr).expect("null tensor"),
+            ptr: NonNull::new(ptr).expect("ggml returned a null tensor"),
             _ctx: PhantomData,
         }
     }
@@ -453,12 +446,16 @@ impl<'a> Tensor<'a> {
         self
     }
 
-    fn check_data<T: Element>(&self, len: usize) {
+    fn check_allocated(&self) {
         assert!(
             !self.header().buffer.is_null(),
             "tensor {} has no buffer",
             self.name()
         );
+    }
+
+    fn check_data<T: Element>(&self, len: usize) {
+        self.check_allocated();
         assert!(
             self.ty() == T::TYPE && self.is_contiguous() && len as i64 == self.n_elements(),
             "tensor {} is {} {:?}; cannot transfer {len} {} values",
@@ -486,11 +483,7 @@ impl<'a> Tensor<'a> {
 
     /// Copies raw bytes (any type, e.g. quantized weights) into the tensor.
     pub(crate) fn write_bytes(&self, bytes: &[u8]) {
-        assert!(
-            !self.header().buffer.is_null(),
-            "tensor {} has no buffer",
-            self.name()
-        );
+        self.check_allocated();
         assert!(
             bytes.len() == self.nbytes() && self.is_contiguous(),
             "tensor {}: {} bytes given, {} expected",
@@ -521,7 +514,6 @@ impl<'a> Tensor<'a> {
 pub struct OwnedGraph<'w> {
     ctx: Context,
     graph: NonNull<sys::ggml_cgraph>,
-    outputs: Vec<String>,
     /// Each node's sources as built: ggml's scheduler rewrites sources to its
     /// own cross-device copies (freed on its next reset), so a reused graph
     /// gets them back before every run.
@@ -553,10 +545,8 @@ impl<'w> OwnedGraph<'w> {
             NonNull::new(unsafe { sys::ggml_new_graph_custom(ctx.raw(), max_nodes, false) })
                 .expect("ggml_new_graph_custom failed");
         let results = build(&ctx, weights, state);
-        let mut outputs = Vec::with_capacity(results.len());
         for t in results {
             t.output();
-            outputs.push(t.name());
             // SAFETY: graph and tensor belong to live contexts; ggml checks the node count.
             let n = unsafe { sys::ggml_graph_n_nodes(graph.as_ptr()) } as usize;
             assert!(n < max_nodes, "graph larger than {max_nodes} nodes");
@@ -571,7 +561,6 @@ impl<'w> OwnedGraph<'w> {
         OwnedGraph {
             ctx,
             graph,
-            outputs,
             sources,
             id: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -617,17 +606,5 @@ impl<'w> OwnedGraph<'w> {
         // SAFETY: the graph lives in self.ctx.
         let t = unsafe { sys::ggml_graph_get_tensor(self.graph.as_ptr(), c.as_ptr()) };
         (!t.is_null()).then(|| Tensor::from_raw(t))
-    }
-
-    /// Names of the tensors `build` returned.
-    pub fn outputs(&self) -> &[String] {
-        &self.outputs
-    }
-
-    /// Nodes in the graph.
-    pub fn n_nodes(&self) -> usize {
-        let _ = &self.ctx;
-        // SAFETY: valid graph.
-        unsafe { sys::ggml_graph_n_nodes(self.graph.as_ptr()) as usize }
     }
 }

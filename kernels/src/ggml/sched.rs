@@ -26,7 +26,8 @@ pub enum Output<'d> {
 /// node runs on the first backend that holds its weights and supports it.
 pub struct Scheduler {
     ptr: NonNull<sys::ggml_backend_sched>,
-    backends: Vec<Backend>,
+    /// Owned so they outlive the scheduler, which `Drop` frees first.
+    _backends: Vec<Backend>,
     /// Id of the graph allocated by the last run: running it again skips
     /// splitting and allocation (and lets CUDA replay its captured graph).
     allocated: Option<u64>,
@@ -55,13 +56,9 @@ impl Scheduler {
         };
         Scheduler {
             ptr: NonNull::new(ptr).expect("ggml_backend_sched_new failed"),
-            backends,
+            _backends: backends,
             allocated: None,
         }
-    }
-
-    pub fn backends(&self) -> &[Backend] {
-        &self.backends
     }
 
     /// Allocates `graph`, writes `inputs`, computes, and reads `outputs`.

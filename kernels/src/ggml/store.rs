@@ -112,12 +112,4 @@ impl TensorStore {
             b.clear(0);
         }
     }
-
-    /// Bytes allocated per device name.
-    pub fn sizes(&self) -> Vec<(String, usize)> {
-        self.groups
-            .iter()
-            .filter_map(|g| Some((g.buft.device().name(), g.buffer.as_ref()?.size())))
-            .collect()
-    }
 }
