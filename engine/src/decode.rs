@@ -129,7 +129,8 @@ pub fn generate(
     params: &GenerateParams,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<Generation, EngineError> {
-    let hp = session.model.hparams.clone();
+    let model = session.model;
+    let hp = &model.hparams;
     if prompt.is_empty() {
         return Err(EngineError::Usage("the prompt is empty".into()));
     }
