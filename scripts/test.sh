@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo test --workspace 2>&1
+# The Python tests drive the binaries (converter, server).
+cargo build --workspace --bins 2>&1
 python3 -m pytest -q tests/python
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

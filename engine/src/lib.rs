@@ -7,6 +7,7 @@
 //! - [`session`]: forward passes over a model and cache on a scheduler.
 //! - [`decode`]: AR and Orthrus generation, greedy and sampled; [`sampling`].
 //! - [`tokenizer`], [`chat`]: text in and out.
+//! - [`options`]: the model options of the command-line tools.
 
 pub mod chat;
 pub mod decode;
@@ -14,6 +15,7 @@ pub mod graph;
 pub mod hparams;
 pub mod kv_cache;
 pub mod model;
+pub mod options;
 pub mod sampling;
 pub mod session;
 pub mod tokenizer;

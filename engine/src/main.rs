@@ -1,17 +1,14 @@
 //! `orthrus`: run and benchmark Orthrus (and plain Qwen3) GGUF models.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use orthrus_engine::chat::{ChatTemplate, Message};
-use orthrus_engine::tokenizer::{StreamDecoder, Tokenizer};
-use orthrus_engine::{
-    generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session,
-};
-use orthrus_kernels::GgmlType;
+use orthrus_engine::options::{llama_style_args, ModelArgs};
+use orthrus_engine::tokenizer::{TextStream, Tokenizer};
+use orthrus_engine::{generate, GenerateParams, KvCache, Mode, Model, SamplingParams, Session};
 
 #[derive(Parser)]
 #[command(
@@ -30,34 +27,6 @@ enum Command {
     Run(RunArgs),
     /// Run the same prompts in ar and orthrus mode and compare speeds.
     Bench(BenchArgs),
-}
-
-#[derive(Args)]
-struct ModelArgs {
-    /// GGUF model (from orthrus-convert, or a plain Qwen3 GGUF with --head).
-    #[arg(short, long)]
-    model: PathBuf,
-    /// Diffusion-view head file (`.head.gguf`) for a plain Qwen3 model.
-    #[arg(long)]
-    head: Option<PathBuf>,
-    /// Device: CPU, CUDA0, Metal, ... (default: the first GPU, else the CPU).
-    #[arg(long)]
-    device: Option<String>,
-    /// Layers on the GPU, counted from the last (layers + 1 includes the output layer).
-    #[arg(short = 'n', long = "n-gpu-layers", visible_alias = "ngl")]
-    n_gpu_layers: Option<usize>,
-    /// CPU threads (default: all cores).
-    #[arg(short, long)]
-    threads: Option<usize>,
-    /// Context size in tokens (default: 4096, at most the model's).
-    #[arg(short = 'c', long = "ctx-size")]
-    ctx_size: Option<usize>,
-    /// Largest batch of prompt tokens per forward pass.
-    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
-    batch_size: usize,
-    /// KV cache type: f16, q8_0 or f32.
-    #[arg(long = "cache-type", default_value = "f16")]
-    cache_type: String,
 }
 
 #[derive(Args)]
@@ -140,7 +109,7 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(llama_style_args());
     let result = match cli.command {
         Command::Run(a) => run(a),
         Command::Bench(a) => bench(a),
@@ -154,48 +123,10 @@ fn main() -> ExitCode {
     }
 }
 
-struct Loaded {
-    model: Model,
-    cache_type: GgmlType,
-    n_ctx: usize,
-    threads: usize,
-    batch: usize,
-}
-
-fn load(a: &ModelArgs) -> Result<Loaded> {
-    let opts = LoadOptions {
-        device: a.device.clone(),
-        n_gpu_layers: a.n_gpu_layers,
-        head: a.head.clone(),
-    };
-    let model = Model::load(&a.model, &opts)?;
-    let cache_type = match a.cache_type.as_str() {
-        "f16" => GgmlType::F16,
-        "f32" => GgmlType::F32,
-        "q8_0" => GgmlType::Q8_0,
-        other => bail!("--cache-type {other}: use f16, q8_0 or f32"),
-    };
-    let n_ctx = a
-        .ctx_size
-        .unwrap_or_else(|| 4096.min(model.hparams.context_length));
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
-    Ok(Loaded {
-        model,
-        cache_type,
-        n_ctx,
-        threads,
-        batch: a.batch_size,
-    })
-}
-
 fn tokenizer(model: &Model) -> Result<Tokenizer> {
-    let json = model
-        .tokenizer_json
-        .as_deref()
-        .context("the model has no tokenizer.huggingface.json; pass --prompt-ids")?;
-    Ok(Tokenizer::from_json(json)?)
+    model
+        .tokenizer()
+        .context("pass --prompt-ids instead of text")
 }
 
 fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
@@ -213,7 +144,7 @@ fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    let l = load(&a.model)?;
+    let l = a.model.load()?;
     // The text of the output is decoded whenever the file has a tokenizer.
     let tok = tokenizer(&l.model).ok();
     let prompt: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
@@ -250,34 +181,33 @@ fn run(a: RunArgs) -> Result<()> {
         sampling: sampling(&a.sampling)?,
         block_size: a.block_size,
     };
-    let mut stream = tok.as_ref().map(StreamDecoder::new);
-    let mut text = String::new();
+    let eos = l.model.hparams.eos_ids.clone();
+    let mut stream = tok
+        .as_ref()
+        .map(|t| TextStream::new(t, a.stop.clone(), eos));
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
-    let stop = a.stop.clone();
-    let mut printed = 0;
     let mut on_token = |id: u32| -> bool {
         let Some(s) = stream.as_mut() else {
             return true;
         };
-        text.push_str(&s.push(id).unwrap_or_default());
-        // No stop string can start in text already shown, so only the rest is searched.
-        let (hit, safe) = stop_scan(&text, printed, &stop);
-        if let Some(end) = hit {
-            text.truncate(end);
-        }
+        let piece = s.push(id).unwrap_or_default();
         if !json {
-            // Text that may still turn into a stop string is held back.
-            let _ = stdout.write_all(&text.as_bytes()[printed..safe]);
+            let _ = stdout.write_all(piece.as_bytes());
             let _ = stdout.flush();
         }
-        printed = safe;
-        hit.is_none()
+        !s.stopped()
     };
     let g = generate(&mut session, &prompt, &params, &mut on_token)?;
-    if !json {
-        let _ = stdout.write_all(&text.as_bytes()[printed..]);
-    }
+    let text = match stream.as_mut() {
+        Some(s) => {
+            if !json {
+                let _ = stdout.write_all(s.finish().as_bytes());
+            }
+            s.text().to_string()
+        }
+        None => String::new(),
+    };
     drop(stdout);
     if json {
         let out = serde_json::json!({
@@ -309,28 +239,6 @@ fn run(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Where the first stop string starts in `text` at or after byte `from` (a
-/// char boundary), if any, and how much of `text` can be shown: all of it
-/// but a tail that is the start of a stop string. Both are at most `text.len()`.
-fn stop_scan(text: &str, from: usize, stops: &[String]) -> (Option<usize>, usize) {
-    let hit = stops
-        .iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| text[from..].find(s.as_str()).map(|i| from + i))
-        .min();
-    if let Some(h) = hit {
-        return (Some(h), h);
-    }
-    let held = stops
-        .iter()
-        .flat_map(|s| s.char_indices().skip(1).map(move |(i, _)| &s[..i]))
-        .filter(|prefix| text.ends_with(prefix))
-        .map(str::len)
-        .max()
-        .unwrap_or(0);
-    (None, text.len() - held)
-}
-
 const BENCH_PROMPTS: [&str; 3] = [
     "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
     "The three laws of thermodynamics are",
@@ -338,7 +246,7 @@ const BENCH_PROMPTS: [&str; 3] = [
 ];
 
 fn bench(a: BenchArgs) -> Result<()> {
-    let l = load(&a.model)?;
+    let l = a.model.load()?;
     let prompts: Vec<Vec<u32>> = if let Some(n) = a.random_prompt_len {
         let mut rng = orthrus_engine::sampling::Rng::new(7);
         let vocab = l.model.hparams.n_vocab as u64;

@@ -32,11 +32,15 @@ impl Tokenizer {
 }
 
 /// Turns a stream of token ids into text pieces, holding back bytes that do
-/// not yet form whole UTF-8 characters.
+/// not yet form whole UTF-8 characters. Each push decodes only the last few
+/// ids (from the previous piece's start), so a long generation stays linear.
 pub struct StreamDecoder<'t> {
     tok: &'t Tokenizer,
     ids: Vec<u32>,
-    emitted: usize,
+    /// Start of the ids decoded for context (their text is already out).
+    prefix: usize,
+    /// Ids before this are out as text.
+    read: usize,
 }
 
 impl<'t> StreamDecoder<'t> {
@@ -44,19 +48,118 @@ impl<'t> StreamDecoder<'t> {
         StreamDecoder {
             tok,
             ids: Vec::new(),
-            emitted: 0,
+            prefix: 0,
+            read: 0,
         }
     }
 
     /// The new text after `id`, possibly empty.
     pub fn push(&mut self, id: u32) -> Result<String, EngineError> {
         self.ids.push(id);
-        let text = self.tok.decode(&self.ids)?;
-        if text.ends_with('\u{FFFD}') {
+        // Decoding from an earlier id keeps what a decoder does at a word
+        // start (a leading space) out of the piece.
+        let before = self.tok.decode(&self.ids[self.prefix..self.read])?;
+        let now = self.tok.decode(&self.ids[self.prefix..])?;
+        if now.len() <= before.len() || now.ends_with('\u{FFFD}') {
             return Ok(String::new());
         }
-        let piece = text.get(self.emitted..).unwrap_or_default().to_string();
-        self.emitted = text.len();
+        let piece = match now.get(before.len()..) {
+            Some(p) if now.starts_with(&before) => p.to_string(),
+            _ => return Ok(String::new()),
+        };
+        self.prefix = self.read;
+        self.read = self.ids.len();
         Ok(piece)
+    }
+}
+
+/// Where the first stop string starts in `text` at or after byte `from` (a
+/// char boundary), if any, and how much of `text` can be shown: all of it
+/// but a tail that is the start of a stop string. Both are at most `text.len()`.
+pub fn stop_scan(text: &str, from: usize, stops: &[String]) -> (Option<usize>, usize) {
+    let hit = stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text[from..].find(s.as_str()).map(|i| from + i))
+        .min();
+    if let Some(h) = hit {
+        return (Some(h), h);
+    }
+    let held = stops
+        .iter()
+        .flat_map(|s| s.char_indices().skip(1).map(move |(i, _)| &s[..i]))
+        .filter(|prefix| text.ends_with(prefix))
+        .map(str::len)
+        .max()
+        .unwrap_or(0);
+    (None, text.len() - held)
+}
+
+/// Generated tokens as text for a reader: end-of-sequence tokens left out,
+/// output cut before the first stop string, and text that may still become
+/// a stop string held back until it is known not to.
+pub struct TextStream<'t> {
+    decoder: StreamDecoder<'t>,
+    stops: Vec<String>,
+    hidden: Vec<u32>,
+    text: String,
+    shown: usize,
+    /// The stop string met, once one is.
+    stop_word: Option<String>,
+}
+
+impl<'t> TextStream<'t> {
+    /// `hidden`: ids whose text is never shown (the model's EOS ids).
+    pub fn new(tok: &'t Tokenizer, stops: Vec<String>, hidden: Vec<u32>) -> TextStream<'t> {
+        TextStream {
+            decoder: StreamDecoder::new(tok),
+            stops,
+            hidden,
+            text: String::new(),
+            shown: 0,
+            stop_word: None,
+        }
+    }
+
+    /// Adds token `id`; returns the text that can be shown now.
+    pub fn push(&mut self, id: u32) -> Result<&str, EngineError> {
+        if self.stop_word.is_some() || self.hidden.contains(&id) {
+            return Ok("");
+        }
+        let piece = self.decoder.push(id)?;
+        self.text.push_str(&piece);
+        // No stop string can start in text already shown, so only the rest is searched.
+        let (hit, safe) = stop_scan(&self.text, self.shown, &self.stops);
+        if let Some(end) = hit {
+            let word = self
+                .stops
+                .iter()
+                .find(|s| !s.is_empty() && self.text[end..].starts_with(s.as_str()));
+            self.stop_word = word.cloned();
+            self.text.truncate(end);
+        }
+        let from = std::mem::replace(&mut self.shown, safe);
+        Ok(&self.text[from..safe])
+    }
+
+    /// Whether a stop string was met (generation should end).
+    pub fn stopped(&self) -> bool {
+        self.stop_word.is_some()
+    }
+
+    /// The stop string that ended the text, if one did.
+    pub fn stop_word(&self) -> Option<&str> {
+        self.stop_word.as_deref()
+    }
+
+    /// The text held back at the end of generation; after this, `text()` is all shown.
+    pub fn finish(&mut self) -> &str {
+        let from = std::mem::replace(&mut self.shown, self.text.len());
+        &self.text[from..]
+    }
+
+    /// All the text so far (including any held back).
+    pub fn text(&self) -> &str {
+        &self.text
     }
 }

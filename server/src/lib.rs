@@ -1,1 +1,14 @@
-//! placeholder
+//! `orthrus-server`: one model per process behind an HTTP endpoint that
+//! speaks OpenAI's API and llama-server's native one.
+//!
+//! - [`worker`]: the thread that owns the model and runs one generation at a
+//!   time, fed by a bounded queue.
+//! - [`api`]: request bodies, their checks, and the response bodies.
+//! - [`http`]: routing, API key, body limits, errors and streaming on hyper.
+//! - [`metrics`]: counters for `GET /metrics`.
+
+pub mod api;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod worker;

@@ -1,1 +1,127 @@
-fn main() {}
+//! `orthrus-server`: serve one Orthrus (or Qwen3) GGUF model over HTTP.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use orthrus_engine::options::{llama_style_args, ModelArgs};
+use orthrus_server::http::Server;
+use orthrus_server::metrics::Metrics;
+use orthrus_server::worker;
+
+#[derive(Parser)]
+#[command(
+    name = "orthrus-server",
+    version,
+    about = "An OpenAI-compatible (and llama-server-style) HTTP endpoint for one Orthrus model"
+)]
+struct Cli {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on (loopback unless told otherwise).
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long = "api-key")]
+    api_key: Option<String>,
+    /// The model name clients use (default: the file name without .gguf).
+    #[arg(long)]
+    alias: Option<String>,
+    /// Requests that may wait for the model; beyond that the answer is 503.
+    #[arg(long = "queue-size", default_value_t = 16)]
+    queue_size: usize,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long = "max-body", default_value_t = 4 << 20)]
+    max_body: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(llama_style_args());
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orthrus-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let addr: SocketAddr = format!("{}:{}", cli.host, cli.port)
+        .parse()
+        .or_else(|_| {
+            use std::net::ToSocketAddrs;
+            (cli.host.as_str(), cli.port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))
+        })
+        .with_context(|| format!("--host {}: not an address to listen on", cli.host))?;
+    let file_name = cli
+        .model
+        .model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let alias = cli
+        .alias
+        .clone()
+        .unwrap_or_else(|| file_name.trim_end_matches(".gguf").to_string());
+    let metrics = Arc::new(Metrics::default());
+    let (info, jobs) = worker::start(cli.model.clone(), cli.queue_size, metrics.clone())?;
+    let server = Arc::new(Server::new(
+        info,
+        alias,
+        file_name,
+        cli.api_key,
+        jobs,
+        metrics,
+        cli.max_body,
+    )?);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let local = listener.local_addr()?;
+        let i = &server.info;
+        eprintln!(
+            "orthrus-server: model {:?} ({} layers, {}, context {}) on {}; listening on http://{local}",
+            server.alias,
+            i.hparams.n_layer,
+            if i.is_orthrus { "orthrus" } else { "ar only" },
+            i.n_ctx,
+            i.devices.join("+"),
+        );
+        tokio::select! {
+            r = server.serve(listener) => r.context("serving"),
+            _ = shutdown() => {
+                eprintln!("orthrus-server: shutting down");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

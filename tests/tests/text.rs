@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use orthrus_engine::chat::{ChatTemplate, Message};
-use orthrus_engine::tokenizer::{StreamDecoder, Tokenizer};
+use orthrus_engine::tokenizer::{StreamDecoder, TextStream, Tokenizer};
 use orthrus_kernels::gguf::GgufFile;
 use orthrus_tests::{convert_fixture, repo};
 
@@ -81,6 +81,45 @@ fn tokenizer_from_the_gguf_encodes_like_hugging_face() {
         let joined: String = ids.iter().map(|&i| s.push(i).unwrap()).collect();
         assert_eq!(joined, *text);
     }
+}
+
+#[test]
+fn text_stream_hides_eos_and_cuts_at_stop_strings() {
+    let tok = Tokenizer::from_json(
+        &std::fs::read_to_string(repo().join("models/qwen3-tokenizer/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    let eos = tok.encode("<|im_end|>").unwrap();
+    assert_eq!(eos.len(), 1);
+    let mut ids = tok
+        .encode("The cat sat on the mat. Then it slept.")
+        .unwrap();
+    ids.insert(3, eos[0]);
+    // Without stops: the whole text, the EOS token's text left out.
+    let mut s = TextStream::new(&tok, vec![], eos.clone());
+    let mut shown: String = ids
+        .iter()
+        .map(|&i| s.push(i).unwrap().to_string())
+        .collect();
+    shown.push_str(s.finish());
+    assert_eq!(shown, "The cat sat on the mat. Then it slept.");
+    assert!(!s.stopped());
+    // A stop string across token boundaries: nothing of it is ever shown, and
+    // text that could start it is held back until it cannot.
+    let mut s = TextStream::new(&tok, vec!["xyz".into(), "mat. Th".into()], eos);
+    let mut shown = String::new();
+    for &i in &ids {
+        shown.push_str(s.push(i).unwrap());
+        assert!("The cat sat on the ".starts_with(&shown), "{shown:?}");
+        if s.stopped() {
+            break;
+        }
+    }
+    assert!(s.stopped());
+    assert_eq!(s.stop_word(), Some("mat. Th"));
+    shown.push_str(s.finish());
+    assert_eq!(shown, "The cat sat on the ");
+    assert_eq!(s.text(), "The cat sat on the ");
 }
 
 #[test]
