@@ -93,6 +93,9 @@ struct BenchArgs {
     /// Prompts (default: a few built-in ones).
     #[arg(short, long)]
     prompt: Vec<String>,
+    /// A JSON file holding an array of prompt strings (added to -p).
+    #[arg(long = "prompts-file")]
+    prompts_file: Option<std::path::PathBuf>,
     /// Random prompts of this many token ids instead (for random-weight models).
     #[arg(long = "random-prompt-len")]
     random_prompt_len: Option<usize>,
@@ -259,11 +262,16 @@ fn bench(a: BenchArgs) -> Result<()> {
             .collect()
     } else {
         let tok = tokenizer(&l.model)?;
-        let texts: Vec<String> = if a.prompt.is_empty() {
-            BENCH_PROMPTS.iter().map(|s| s.to_string()).collect()
-        } else {
-            a.prompt.clone()
-        };
+        let mut texts = a.prompt.clone();
+        if let Some(f) = &a.prompts_file {
+            let json = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
+            let list: Vec<String> = serde_json::from_str(&json)
+                .with_context(|| format!("{}: expected a JSON array of strings", f.display()))?;
+            texts.extend(list);
+        }
+        if texts.is_empty() {
+            texts = BENCH_PROMPTS.iter().map(|s| s.to_string()).collect();
+        }
         texts
             .iter()
             .map(|t| tok.encode(t))

@@ -13,15 +13,7 @@ bin=$PWD/gpu-carry/bin
 export LD_LIBRARY_PATH=$bin
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 
-arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
-[ "$arch" = 90 ] && arch=90a
-( t0=$(date +%s)
-  cmake -S gpu-carry/ggml -B /tmp/ggml-build -G Ninja -DGGML_CUDA=ON -DGGML_BACKEND_DL=ON \
-      -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF \
-      -DCMAKE_CUDA_ARCHITECTURES=$arch -DCMAKE_BUILD_TYPE=Release >/tmp/cmake.log 2>&1
-  cmake --build /tmp/ggml-build --target ggml-cuda -j"$(nproc)" >>/tmp/cmake.log 2>&1
-  cp /tmp/ggml-build/bin/libggml-cuda.so "$bin/" 2>/dev/null || cp "$(find /tmp/ggml-build -name 'libggml-cuda.so' | head -1)" "$bin/"
-  echo "ggml-cuda built in $(( $(date +%s) - t0 )) s" ) > "$OUT/build.txt" 2>&1 &
+bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
 build=$!
 
 preset=${PRESET:-qwen3-1.7b}
