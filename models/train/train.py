@@ -203,7 +203,7 @@ def diffusion_batch(clean: torch.Tensor, L: int, offset: int, mask_id: int, firs
     tgt = torch.full_like(clean, -100)
     ok = in_block & (idx - start < L - 1) & (idx + 1 >= first_target)
     tgt[:, :-1] = torch.where(ok[:-1], clean[:, 1:], tgt[:, :-1])
-    return noisy, tgt, mask, start
+    return noisy, tgt, mask
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
@@ -220,44 +220,63 @@ def batches(tokens: np.ndarray, B: int, T: int, rng: np.random.Generator, device
         yield torch.from_numpy(x).to(device)
 
 
+def mixed(a):
+    """bf16 autocast on a GPU; plain float32 on the CPU."""
+    return torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.device != "cpu")
+
+
+def optimize(params, peak_lr: float, weight_decay: float, warmup: int, probe: int, steps: int, minutes: float,
+             loss_of, name: str, log):
+    """AdamW with warmup and cosine decay for `steps` steps, or (steps == 0) for
+    `minutes`: the schedule's length is then estimated from the pace of the
+    first `probe` steps. `loss_of(step)` computes one batch's loss. Returns the
+    step count and the last loss."""
+    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    t0, step, total, loss = time.time(), 0, steps or 10**9, float("nan")
+
+    def more() -> bool:
+        return step < steps if steps else time.time() - t0 <= minutes * 60
+
+    while more():
+        if not steps and step == probe:
+            total = int(probe * minutes * 60 / (time.time() - t0))
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, total, peak_lr, warmup)
+        batch_loss = loss_of(step)
+        opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        loss = batch_loss.item()
+        if step % 100 == 0:
+            log(f"{name} step {step} loss {loss:.3f} ({time.time() - t0:.0f} s)")
+        step += 1
+    return step, loss
+
+
 def train_base(m: Model, tokens: np.ndarray, held: np.ndarray, minutes: float, a, log) -> None:
     c = m.c
     params = [p for n, p in m.named_parameters() if "attn_diff" not in n]
-    opt = torch.optim.AdamW(params, lr=a.base_lr, betas=(0.9, 0.95), weight_decay=0.1)
-    rng = np.random.default_rng(0)
-    data = batches(tokens, a.batch, c.ctx, rng, a.device)
-    t0, step = time.time(), 0
-    est_total = a.base_steps or 10**9
-    while True:
-        elapsed = time.time() - t0
-        if (a.base_steps and step >= a.base_steps) or (not a.base_steps and elapsed > minutes * 60):
-            break
-        if not a.base_steps and step == 50:
-            est_total = int(50 * minutes * 60 / elapsed)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, est_total, a.base_lr)
+    data = batches(tokens, a.batch, c.ctx, np.random.default_rng(0), a.device)
+
+    def loss_of(step: int) -> torch.Tensor:
         x = next(data)
-        with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.device != "cpu"):
+        with mixed(a):
             logits, _ = m(x[:, :-1])
-        loss = F.cross_entropy(logits.float().reshape(-1, c.vocab), x[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if step % 100 == 0:
-            log(f"base step {step} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
-        step += 1
-    with torch.no_grad(), torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.device != "cpu"):
+        return F.cross_entropy(logits.float().reshape(-1, c.vocab), x[:, 1:].reshape(-1))
+
+    step, loss = optimize(params, a.base_lr, 0.1, 100, 50, a.base_steps, minutes, loss_of, "base", log)
+    with torch.no_grad(), mixed(a):
         hx = next(batches(held, 16, c.ctx, np.random.default_rng(1), a.device))
         hl, _ = m(hx[:, :-1])
         a.stats["base_heldout_loss"] = F.cross_entropy(hl.float().reshape(-1, c.vocab), hx[:, 1:].reshape(-1)).item()
     a.stats["base_steps"] = step
-    a.stats["base_train_loss"] = loss.item()
+    a.stats["base_train_loss"] = loss
     log(f"base: {step} steps, held-out loss {a.stats['base_heldout_loss']:.3f}")
 
 
 @torch.no_grad()
-def greedy_data(m: Model, tokens: np.ndarray, n: int, prompt: int, a, eos: list[int]) -> torch.Tensor:
+def greedy_data(m: Model, tokens: np.ndarray, n: int, prompt: int, a) -> torch.Tensor:
     """n sequences of ctx tokens: `prompt` tokens cut from the data, then the base's greedy continuation."""
     c = m.c
     rng = np.random.default_rng(2)
@@ -269,7 +288,7 @@ def greedy_data(m: Model, tokens: np.ndarray, n: int, prompt: int, a, eos: list[
         cache = [[torch.zeros(B, c.kv_heads, c.ctx, c.head_dim, device=a.device, dtype=torch.bfloat16 if a.device != "cpu" else torch.float32) for _ in range(2)] for _ in range(c.layers)]
         ids = torch.empty(B, c.ctx, dtype=torch.long, device=a.device)
         ids[:, :prompt] = seq
-        with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.device != "cpu"):
+        with mixed(a):
             logits, _ = m(seq, 0, cache)
             nxt = logits[:, -1].float().argmax(-1)
             for t in range(prompt, c.ctx):
@@ -285,9 +304,9 @@ def greedy_data(m: Model, tokens: np.ndarray, n: int, prompt: int, a, eos: list[
 def diffusion_metrics(m: Model, seqs: torch.Tensor, a) -> tuple[float, float]:
     """Loss, and mean tokens per step (1 + leading correct drafts) over full blocks."""
     c = m.c
-    with torch.no_grad(), torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.device != "cpu"):
+    with torch.no_grad(), mixed(a):
         x = seqs.to(a.device)
-        noisy, tgt, mask, start = diffusion_batch(x, c.block_size, a.prompt % c.block_size, a.mask_id, a.prompt)
+        noisy, tgt, mask = diffusion_batch(x, c.block_size, a.prompt % c.block_size, a.mask_id, a.prompt)
         _, kv = m(x, keep_kv=True)
         logits = m.forward_diffusion(noisy, kv, mask).float()
         loss = F.cross_entropy(logits.reshape(-1, c.vocab), tgt.reshape(-1), ignore_index=-100).item()
@@ -308,35 +327,22 @@ def train_diffusion(m: Model, seqs: torch.Tensor, held: torch.Tensor, minutes: f
     for n, p in m.named_parameters():
         p.requires_grad_("attn_diff" in n)
     params = [p for p in m.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=a.diff_lr, betas=(0.9, 0.95), weight_decay=0.0)
     loss0, acc0 = diffusion_metrics(m, held, a)
     log(f"diffusion at init: held-out loss {loss0:.3f}, tokens/step {acc0:.2f}")
     a.stats["diffusion_init"] = {"loss": loss0, "tokens_per_step": acc0}
     rng = np.random.default_rng(3)
-    t0, step, est_total = time.time(), 0, a.diff_steps or 10**9
-    while True:
-        elapsed = time.time() - t0
-        if (a.diff_steps and step >= a.diff_steps) or (not a.diff_steps and elapsed > minutes * 60):
-            break
-        if not a.diff_steps and step == 30:
-            est_total = int(30 * minutes * 60 / elapsed)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, est_total, a.diff_lr, warmup=50)
+
+    def loss_of(step: int) -> torch.Tensor:
         x = seqs[torch.from_numpy(rng.integers(0, len(seqs), a.batch))].to(a.device)
         offset = int(rng.integers(0, c.block_size))
-        noisy, tgt, mask, _ = diffusion_batch(x, c.block_size, offset, a.mask_id, a.prompt)
-        with torch.autocast(a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.device != "cpu"):
+        noisy, tgt, mask = diffusion_batch(x, c.block_size, offset, a.mask_id, a.prompt)
+        with mixed(a):
             with torch.no_grad():
                 _, kv = m(x, keep_kv=True)
             logits = m.forward_diffusion(noisy, kv, mask)
-        loss = F.cross_entropy(logits.float().reshape(-1, c.vocab), tgt.reshape(-1), ignore_index=-100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if step % 100 == 0:
-            log(f"diffusion step {step} loss {loss.item():.3f} ({time.time() - t0:.0f} s)")
-        step += 1
+        return F.cross_entropy(logits.float().reshape(-1, c.vocab), tgt.reshape(-1), ignore_index=-100)
+
+    step, _ = optimize(params, a.diff_lr, 0.0, 50, 30, a.diff_steps, minutes, loss_of, "diffusion", log)
     loss1, acc1 = diffusion_metrics(m, held, a)
     log(f"diffusion: {step} steps, held-out loss {loss1:.3f}, tokens/step {acc1:.2f}")
     a.stats["diffusion_steps"] = step
@@ -420,15 +426,10 @@ def check_export(m: Model, out: Path, held: torch.Tensor, a, log) -> None:
         ref.truncate_cache(len(ids) - 1)
         want_d = ref.diffusion_forward(ids[-1], len(ids) - 1, L)
         # The same block through the training-time path: clean K/V of the prefix, a noisy block after it.
-        T = len(ids) - 1 + L
-        start = torch.full((T,), -1)
-        start[len(ids) - 1:] = len(ids) - 1
-        idx = torch.arange(T)
-        clean = (start[:, None] >= 0) & (idx[None, :] < start[:, None])
-        noisy = ((start[:, None] >= 0) & (start[None, :] == start[:, None])) | ((start[:, None] < 0) & (idx[None, :] == idx[:, None]))
+        _, mask = block_layout(len(ids) - 1 + L, L, len(ids) - 1, "cpu")
         seq = torch.tensor([ids[:-1] + block])
         _, kv = m32(seq, keep_kv=True)
-        got_d = m32.forward_diffusion(seq, kv, torch.cat([clean, noisy], 1))[0, len(ids) - 1:]
+        got_d = m32.forward_diffusion(seq, kv, mask)[0, len(ids) - 1:]
         diff_err = float(np.abs(got_d.numpy() - want_d).max() / np.abs(want_d).max())
     a.stats["export_check"] = {"ar_max_rel_err": ar_err, "diffusion_max_rel_err": diff_err}
     log(f"export check against reference.py: AR {ar_err:.2e}, diffusion {diff_err:.2e}")
@@ -479,8 +480,8 @@ def main() -> None:
     log(f"{n_params / 1e6:.2f}M base parameters, {len(train)} training tokens, device {a.device}")
     train_base(m, train, held, a.base_minutes, a, log)
     m.eval()
-    seqs = greedy_data(m, train, a.sequences, a.prompt, a, [a.eos, a.eot])
-    held_seqs = greedy_data(m, held, max(16, a.sequences // 32), a.prompt, a, [a.eos, a.eot])
+    seqs = greedy_data(m, train, a.sequences, a.prompt, a)
+    held_seqs = greedy_data(m, held, max(16, a.sequences // 32), a.prompt, a)
     log(f"greedy data: {tuple(seqs.shape)} train, {tuple(held_seqs.shape)} held-out")
     train_diffusion(m, seqs, held_seqs[:64], a.diff_minutes, a, log)
     a.stats["seconds"] = time.time() - t_start
