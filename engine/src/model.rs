@@ -8,6 +8,7 @@ use orthrus_kernels::schema::{keys, Kind, TensorId, TYPE_HEAD};
 use orthrus_kernels::GgmlType;
 
 use crate::hparams::Hparams;
+use crate::tokenizer::Tokenizer;
 use crate::EngineError;
 
 /// Where the weights go.
@@ -300,6 +301,14 @@ impl Model {
             weights: store,
             hparams: hp,
         })
+    }
+
+    /// The tokenizer stored in the file.
+    pub fn tokenizer(&self) -> Result<Tokenizer, EngineError> {
+        let json = self.tokenizer_json.as_deref().ok_or_else(|| {
+            EngineError::Tokenizer("the model has no tokenizer.huggingface.json".into())
+        })?;
+        Tokenizer::from_json(json)
     }
 
     pub fn is_orthrus(&self) -> bool {

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use orthrus_kernels::GgmlType;
 
-use crate::tokenizer::Tokenizer;
 use crate::{EngineError, LoadOptions, Model};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -77,16 +76,6 @@ impl ModelArgs {
             threads,
             batch: self.batch_size,
         })
-    }
-}
-
-impl Model {
-    /// The tokenizer stored in the file.
-    pub fn tokenizer(&self) -> Result<Tokenizer, EngineError> {
-        let json = self.tokenizer_json.as_deref().ok_or_else(|| {
-            EngineError::Tokenizer("the model has no tokenizer.huggingface.json".into())
-        })?;
-        Tokenizer::from_json(json)
     }
 }
 

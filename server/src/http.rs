@@ -19,7 +19,6 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use orthrus_engine::chat::ChatTemplate;
-use orthrus_engine::tokenizer::Tokenizer;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -38,7 +37,6 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Everything a request handler needs; shared by all connections.
 pub struct Server {
     pub info: ModelInfo,
-    pub tok: Tokenizer,
     pub template: Option<ChatTemplate>,
     /// The model name clients use (`model` in requests must be this or the file name).
     pub alias: String,
@@ -96,7 +94,6 @@ impl Server {
         metrics: Arc<Metrics>,
         max_body: usize,
     ) -> anyhow::Result<Server> {
-        let tok = Tokenizer::from_json(&info.tokenizer_json)?;
         let template = info
             .chat_template
             .as_deref()
@@ -104,7 +101,6 @@ impl Server {
             .transpose()?;
         Ok(Server {
             info,
-            tok,
             template,
             alias,
             file_name,
@@ -334,7 +330,8 @@ impl Server {
 
     fn tokenize(&self, r: &TokenizeRequest) -> Result<Value, ApiError> {
         let ids = self
-            .tok
+            .info
+            .tokenizer
             .encode(&r.content)
             .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))?;
         if !r.with_pieces {
@@ -343,7 +340,7 @@ impl Server {
         let pieces = ids
             .iter()
             .map(|&id| {
-                let piece = self.tok.decode(&[id]).unwrap_or_default();
+                let piece = self.info.tokenizer.decode(&[id]).unwrap_or_default();
                 json!({ "id": id, "piece": piece })
             })
             .collect::<Vec<_>>();
@@ -353,7 +350,8 @@ impl Server {
     fn detokenize(&self, r: &DetokenizeRequest) -> Result<Value, ApiError> {
         self.check_ids(&r.tokens)?;
         let text = self
-            .tok
+            .info
+            .tokenizer
             .decode(&r.tokens)
             .map_err(|e| ApiError::invalid("detokenize_failed", e.to_string()))?;
         Ok(json!({ "content": text }))
@@ -371,7 +369,8 @@ impl Server {
     }
 
     fn encode(&self, text: &str) -> Result<Vec<u32>, ApiError> {
-        self.tok
+        self.info
+            .tokenizer
             .encode(text)
             .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
     }

@@ -16,11 +16,12 @@ use tokio::sync::mpsc;
 use crate::metrics::Metrics;
 
 /// What the HTTP side needs to know about the loaded model.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ModelInfo {
     pub hparams: Hparams,
     pub n_ctx: usize,
-    pub tokenizer_json: String,
+    /// The model's tokenizer, shared with the model thread.
+    pub tokenizer: Arc<Tokenizer>,
     pub chat_template: Option<String>,
     pub is_orthrus: bool,
     pub devices: Vec<String>,
@@ -84,47 +85,37 @@ pub fn start(
 
 fn serve(
     args: ModelArgs,
-    mut jobs: mpsc::Receiver<Job>,
+    jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::SyncSender<Result<ModelInfo, String>>,
     metrics: Arc<Metrics>,
 ) {
-    let setup = || -> Result<_, orthrus_engine::EngineError> {
-        let loaded = args.load()?;
-        let tok = loaded.model.tokenizer()?;
-        Ok((loaded, tok))
-    };
-    let (loaded, tok) = match setup() {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
+    // Errors can only come from loading, before `ready` says the model is up.
+    if let Err(e) = load_and_serve(args, jobs, &ready, metrics) {
+        let _ = ready.send(Err(e.to_string()));
+    }
+}
+
+fn load_and_serve(
+    args: ModelArgs,
+    mut jobs: mpsc::Receiver<Job>,
+    ready: &std::sync::mpsc::SyncSender<Result<ModelInfo, String>>,
+    metrics: Arc<Metrics>,
+) -> Result<(), orthrus_engine::EngineError> {
+    let loaded = args.load()?;
     let model = &loaded.model;
-    let cache = match KvCache::new(model, loaded.n_ctx, loaded.cache_type) {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
-    let mut session = match Session::new(model, &cache, loaded.threads, loaded.batch) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = ready.send(Err(e.to_string()));
-            return;
-        }
-    };
+    let tok = Arc::new(model.tokenizer()?);
+    let cache = KvCache::new(model, loaded.n_ctx, loaded.cache_type)?;
+    let mut session = Session::new(model, &cache, loaded.threads, loaded.batch)?;
     let info = ModelInfo {
         hparams: model.hparams.clone(),
         n_ctx: loaded.n_ctx,
-        tokenizer_json: model.tokenizer_json.clone().unwrap_or_default(),
+        tokenizer: tok.clone(),
         chat_template: model.chat_template.clone(),
         is_orthrus: model.is_orthrus(),
         devices: model.devices.iter().map(|d| d.name()).collect(),
     };
     if ready.send(Ok(info)).is_err() {
-        return;
+        return Ok(());
     }
     while let Some(job) = jobs.blocking_recv() {
         metrics.dequeued();
@@ -150,6 +141,7 @@ fn serve(
         metrics.processing(false);
         let _ = job.events.send(event);
     }
+    Ok(())
 }
 
 /// Runs `job`; `None` when the client went away before the end.
