@@ -69,10 +69,18 @@ impl<'m> Session<'m> {
         self.cache.n_ctx
     }
 
-    /// Runs `view` on `tokens` at positions `pos0..`, writing their K/V into
-    /// the cache slots of those positions; attention sees slots `0..pos0`
-    /// plus the batch (causally for the AR view, all of it for the diffusion
-    /// view). Returns the last `n_out` rows.
+    /// A decoding pass: runs `view` on `tokens` at positions `pos0..`,
+    /// writing their K/V into the cache slots of those positions; attention
+    /// sees slots `0..pos0` plus the batch (causally for the AR view, all of
+    /// it for the diffusion view). Returns the last `n_out` rows.
+    ///
+    /// CPU ops run through ggml's reference kernels here, whose rows do not
+    /// depend on the batch size: a verify pass then computes each row
+    /// bit-identically to the one-token pass AR decoding runs, so greedy
+    /// Orthrus output is exactly AR output, not merely equal up to rounding.
+    /// (The fast kernels sum in batch-dependent orders; after a quantized
+    /// matmul rounds its input to 8 bits, a one-ulp difference can move a
+    /// logit by tenths.)
     pub fn forward(
         &mut self,
         view: View,
@@ -80,6 +88,18 @@ impl<'m> Session<'m> {
         pos0: usize,
         n_out: usize,
         logits: bool,
+    ) -> Result<PassOutput, EngineError> {
+        self.run(view, tokens, pos0, n_out, logits, true)
+    }
+
+    fn run(
+        &mut self,
+        view: View,
+        tokens: &[u32],
+        pos0: usize,
+        n_out: usize,
+        logits: bool,
+        reference_kernels: bool,
     ) -> Result<PassOutput, EngineError> {
         let t = tokens.len();
         let end = pos0 + t;
@@ -157,14 +177,17 @@ impl<'m> Session<'m> {
             if logits {
                 outputs.push(Output::F32(io::LOGITS, &mut out.logits));
             }
-            self.scheds[view as usize].run(graph, &inputs, &mut outputs)?;
+            let sched = &mut self.scheds[view as usize];
+            sched.set_reference_kernels(reference_kernels);
+            sched.run(graph, &inputs, &mut outputs)?;
         }
         out.argmax = argmax.into_iter().map(|x| x as u32).collect();
         Ok(out)
     }
 
     /// Runs the AR view over a prompt at positions `pos0..` in chunks of
-    /// `n_batch`; returns the last row's output.
+    /// `n_batch`, with the fast kernels (both decoding modes share the
+    /// prompt's cache); returns the last row's output.
     pub fn prefill(
         &mut self,
         tokens: &[u32],
@@ -174,7 +197,7 @@ impl<'m> Session<'m> {
         let mut last = PassOutput::default();
         let mut pos = pos0;
         for chunk in tokens.chunks(self.n_batch) {
-            last = self.forward(View::Ar, chunk, pos, 1, logits)?;
+            last = self.run(View::Ar, chunk, pos, 1, logits, false)?;
             pos += chunk.len();
         }
         Ok(last)

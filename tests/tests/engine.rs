@@ -324,6 +324,109 @@ fn greedy_orthrus_equals_greedy_ar_and_the_reference() {
     }
 }
 
+/// The bundled trained model and its held-out prompts, tokenized.
+fn trained_model() -> (Model, Vec<Vec<u32>>) {
+    let dir = repo().join("models/tiny-orthrus");
+    let model = Model::load(&dir.join("tiny-orthrus-q8_0.gguf"), &cpu()).unwrap();
+    let text = std::fs::read_to_string(dir.join("heldout-prompts.json")).unwrap();
+    let prompts: Vec<String> = serde_json::from_str(&text).unwrap();
+    let tok = model.tokenizer().unwrap();
+    let ids = prompts.iter().map(|p| tok.encode(p).unwrap()).collect();
+    (model, ids)
+}
+
+/// A decoding pass over a block computes each row exactly as a one-token pass
+/// over the same cache does (the trained model's Q8_0 matmuls round their
+/// inputs to 8 bits, which turns the last-bit differences of batch-dependent
+/// kernels into logit differences of tenths).
+#[test]
+fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
+    let (model, prompts) = trained_model();
+    for cache_ty in [GgmlType::F16, GgmlType::F32] {
+        let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
+        let mut s = Session::new(&model, &cache, 2, 512).unwrap();
+        for prompt in prompts.iter().take(4) {
+            // Past 256 cached positions too, where the fast kernels split
+            // one-token attention over the cache.
+            let block: Vec<u32> = prompt.iter().cycle().skip(3).take(16).copied().collect();
+            for pos0 in [prompt.len(), 300] {
+                s.prefill(
+                    &prompt
+                        .iter()
+                        .cycle()
+                        .take(pos0)
+                        .copied()
+                        .collect::<Vec<_>>(),
+                    0,
+                    false,
+                )
+                .unwrap();
+                let batched = s.forward(View::Ar, &block, pos0, 16, true).unwrap().logits;
+                let n_vocab = model.hparams.n_vocab;
+                for (j, &t) in block.iter().enumerate() {
+                    let single = s.forward(View::Ar, &[t], pos0 + j, 1, true).unwrap().logits;
+                    assert!(
+                        single == batched[j * n_vocab..(j + 1) * n_vocab],
+                        "{cache_ty:?} cache, row {j} at position {}: batched and one-token logits differ",
+                        pos0 + j
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Greedy Orthrus == greedy AR on a model whose drafts are accepted (the
+/// random fixtures' mostly are not), over its held-out prompts, with block
+/// sizes 16 and 2, on both attention paths (f16 cache: fused; f32: plain).
+#[test]
+fn greedy_orthrus_equals_greedy_ar_on_the_trained_model() {
+    let (model, prompts) = trained_model();
+    let mut failures = Vec::new();
+    let mut accepted = 0.0;
+    for cache_ty in [GgmlType::F16, GgmlType::F32] {
+        let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
+        let mut s = Session::new(&model, &cache, 2, 512).unwrap();
+        for (i, prompt) in prompts.iter().enumerate().take(10) {
+            let p = GenerateParams {
+                max_tokens: 256,
+                ignore_eos: true,
+                ..Default::default()
+            };
+            let ar = generate(
+                &mut s,
+                prompt,
+                &GenerateParams {
+                    mode: Mode::Ar,
+                    ..p.clone()
+                },
+                &mut |_| true,
+            )
+            .unwrap()
+            .tokens;
+            for block in [16, 2] {
+                let p = GenerateParams {
+                    block_size: Some(block),
+                    ..p.clone()
+                };
+                let or = generate(&mut s, prompt, &p, &mut |_| true).unwrap();
+                if block == 16 {
+                    accepted += or.stats.mean_accepted;
+                }
+                if let Some(at) = ar.iter().zip(&or.tokens).position(|(a, o)| a != o) {
+                    failures.push(format!(
+                        "{cache_ty:?} cache, block {block}, prompt {i} ({} tokens): parts from ar at token {at}",
+                        prompt.len()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The drafts are really accepted, so the comparison covered multi-token commits.
+    assert!(accepted / 20.0 > 1.5, "mean accepted {}", accepted / 20.0);
+}
+
 #[test]
 fn eos_ends_generation_and_is_emitted() {
     let dir = tempfile::tempdir().unwrap();

@@ -150,17 +150,47 @@ impl Backend {
 
     /// Sets the worker threads of a CPU backend; a no-op on backends without threads.
     pub fn set_threads(&self, n: usize) {
-        // SAFETY: registry lookups; the function pointer, when present, has
-        // ggml's documented `ggml_backend_set_n_threads_t` signature.
-        unsafe {
-            let reg = sys::ggml_backend_dev_backend_reg(self.device.ptr);
-            let name = c"ggml_backend_set_n_threads";
-            let f = sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr());
-            if !f.is_null() {
-                let f: unsafe extern "C" fn(sys::ggml_backend_t, i32) = std::mem::transmute(f);
-                f(self.raw(), n.max(1) as i32);
-            }
+        // SAFETY: the registry hands out this name with ggml's documented
+        // `ggml_backend_set_n_threads_t` signature.
+        if let Some(f) = unsafe { self.proc_address(c"ggml_backend_set_n_threads") } {
+            let f: unsafe extern "C" fn(sys::ggml_backend_t, i32) =
+                unsafe { std::mem::transmute(f) };
+            // SAFETY: a live backend of the registry that exported `f`.
+            unsafe { f(self.raw(), n.max(1) as i32) };
         }
+    }
+
+    /// On a CPU backend, whether ops run through ggml's reference kernels:
+    /// no GEMM tiling (llamafile), no tiled or KV-split flash attention, no
+    /// op fusion. Each output row of a reference kernel is computed the same
+    /// way whatever the batch size, so row `i` of a batched pass is
+    /// bit-identical to a one-token pass over the same cache; the fast
+    /// kernels sum in batch-dependent orders. A no-op on other backends.
+    pub fn set_reference_kernels(&self, on: bool) {
+        if self.device.kind() != DeviceKind::Cpu {
+            return;
+        }
+        // SAFETY: exported by the CPU registry as
+        // `void ggml_backend_cpu_set_use_ref(ggml_backend_t, bool)`.
+        if let Some(f) = unsafe { self.proc_address(c"ggml_backend_cpu_set_use_ref") } {
+            let f: unsafe extern "C" fn(sys::ggml_backend_t, bool) =
+                unsafe { std::mem::transmute(f) };
+            // SAFETY: a live CPU backend (checked above), as the function asserts.
+            unsafe { f(self.raw(), on) };
+        }
+    }
+
+    /// A function the backend's registry exports under `name`, if any.
+    ///
+    /// # Safety
+    /// The caller transmutes the pointer to the signature ggml documents for `name`.
+    unsafe fn proc_address(&self, name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
+        // SAFETY: registry lookups on a live device.
+        let f = unsafe {
+            let reg = sys::ggml_backend_dev_backend_reg(self.device.ptr);
+            sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr())
+        };
+        (!f.is_null()).then_some(f)
     }
 }
 

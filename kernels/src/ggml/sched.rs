@@ -27,10 +27,12 @@ pub enum Output<'d> {
 pub struct Scheduler {
     ptr: NonNull<sys::ggml_backend_sched>,
     /// Owned so they outlive the scheduler, which `Drop` frees first.
-    _backends: Vec<Backend>,
+    backends: Vec<Backend>,
     /// Id of the graph allocated by the last run: running it again skips
     /// splitting and allocation (and lets CUDA replay its captured graph).
     allocated: Option<u64>,
+    /// Whether the CPU backends run ggml's reference kernels now.
+    reference: bool,
 }
 
 impl Scheduler {
@@ -56,8 +58,20 @@ impl Scheduler {
         };
         Scheduler {
             ptr: NonNull::new(ptr).expect("ggml_backend_sched_new failed"),
-            _backends: backends,
+            backends,
             allocated: None,
+            reference: false,
+        }
+    }
+
+    /// Whether the next runs use the CPU's reference kernels, whose rows do
+    /// not depend on the batch size (see [`Backend::set_reference_kernels`]).
+    pub fn set_reference_kernels(&mut self, on: bool) {
+        if self.reference != on {
+            for b in &self.backends {
+                b.set_reference_kernels(on);
+            }
+            self.reference = on;
         }
     }
 
