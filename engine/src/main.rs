@@ -2,6 +2,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -373,6 +374,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
         check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "identical": prompts.len() - divergences.len(), "divergences": divergences });
     }
+    let passes = pass_times(&mut session, &prompts[0])?;
     let speedup = if results.len() == 2 {
         results[1]["generation_tokens_per_second"]
             .as_f64()
@@ -387,7 +389,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
@@ -413,9 +415,51 @@ fn bench(a: BenchArgs) -> Result<()> {
             );
         }
         println!("speedup orthrus / ar: {speedup:.2}x");
+        println!("ms per forward pass (greedy, argmax only): {passes}");
         if !check.is_null() {
             println!("greedy check: {check}");
         }
     }
     Ok(())
+}
+
+/// Where a step's time goes: milliseconds per greedy decoding pass (argmax
+/// rows only, as decoding runs them) of the AR view over 1, 2, 4, 8 and
+/// `block` tokens, and of the diffusion view over a block, each averaged
+/// over repeated passes at the same position after `prompt`.
+fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::Value> {
+    use orthrus_engine::View;
+    const REPS: usize = 30;
+    let model = session.model;
+    let block = model.hparams.orthrus.map_or(1, |o| o.block_size);
+    let pos0 = prompt.len();
+    if pos0 + block > session.n_ctx() {
+        return Ok(serde_json::Value::Null);
+    }
+    session.prefill(prompt, 0, false)?;
+    let mut shapes: Vec<(View, usize)> = [1, 2, 4, 8, block]
+        .into_iter()
+        .filter(|&t| t <= block)
+        .map(|t| (View::Ar, t))
+        .collect();
+    shapes.dedup();
+    if model.is_orthrus() && block > 1 {
+        shapes.push((View::Diffusion, block));
+    }
+    let mut out = serde_json::Map::new();
+    for (view, t) in shapes {
+        let tokens: Vec<u32> = prompt.iter().cycle().take(t).copied().collect();
+        session.forward(view, &tokens, pos0, t, false)?; // builds and allocates the graph
+        let t0 = Instant::now();
+        for _ in 0..REPS {
+            session.forward(view, &tokens, pos0, t, false)?;
+        }
+        let ms = 1000.0 * t0.elapsed().as_secs_f64() / REPS as f64;
+        let name = match view {
+            View::Ar => format!("ar_{t}"),
+            View::Diffusion => format!("diffusion_{t}"),
+        };
+        out.insert(name, serde_json::json!((ms * 1000.0).round() / 1000.0));
+    }
+    Ok(serde_json::Value::Object(out))
 }

@@ -17,9 +17,11 @@ bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
 build=$!
 
 preset=${PRESET:-qwen3-1.7b}
+# TYPES: the weight types to convert and bench (default both goals' types).
+types=${TYPES:-q4_k_m q8_0}
 python3 models/make_fixtures.py preset "$preset" "$work/$preset" > "$work/fixture.txt" 2>&1
 # QUICK=1: Q4_K_M only, no tiny checks, no llama.cpp, 5 prompts (a short diagnostic run).
-types="q4_k_m q8_0"; [ -n "${QUICK:-}" ] && types=q4_k_m
+[ -n "${QUICK:-}" ] && types=q4_k_m
 for t in $types; do
     t0=$(date +%s%N)
     "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type "$t" --split > /dev/null
@@ -56,4 +58,11 @@ for t in $types; do
     [ -n "${QUICK:-}" ] && n=5
     "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 -N 128 --random-prompts $n $extra --json > "$OUT/bench-$t.json" 2> "$work/bench-$t.err" || true
 done
+# The bundled trained model: real drafts, so real acceptance (held-out prompts).
+"$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf --prompts-file models/tiny-orthrus/heldout-prompts.json \
+    -N 256 --check --json > "$OUT/bench-tiny-orthrus.json" 2> "$work/bench-tiny.err" || true
+# Without CUDA graphs (how much the per-kernel launch costs in a step).
+t=${types%% *}
+GGML_CUDA_DISABLE_GRAPHS=1 "$bin/orthrus" bench -m "$work/$preset-$t.gguf" --head "$work/$preset-$t.head.gguf" \
+    --random-prompt-len 512 -N 64 --random-prompts 2 --json > "$OUT/bench-$t-nographs.json" 2> "$work/bench-nographs.err" || true
 cat "$OUT"/convert.txt "$OUT"/llama-*.json "$OUT"/bench-*.json 2>/dev/null || true; for f in "$work"/*.err; do tail -n 5 "$f"; done; head -c 3000 "$work/sanitizer.txt" 2>/dev/null || true
