@@ -2,6 +2,7 @@
 then its diffusion view with the base frozen. One GPU, well under 30 minutes.
 
     train.py DATA_DIR OUT_DIR [--base-minutes 6] [--diff-minutes 6] [--device cuda]
+             [--weighting uniform|prefix] [--save-base F | --from-base F]
 
 DATA_DIR is what prepare_data.py writes. OUT_DIR gets an HF Orthrus checkpoint
 in the published layout (config.json with model_type "orthrus", block_size,
@@ -25,7 +26,14 @@ The three stages:
    and bidirectionally to itself, and row j is trained to predict the token at
    j+1 (the masked positions) with cross-entropy against the base's greedy
    token. All blocks of a sequence are trained in one pass: the noisy copy of
-   the sequence attends to the clean K/V through a block mask.
+   the sequence attends to the clean K/V through a block mask. `--weighting
+   prefix` weighs a draft row by the chance that the drafts before it are
+   right (see block_loss).
+
+The reported tokens per step walks the held-out greedy sequences as decoding
+does (see diffusion_metrics). `--save-base` / `--from-base` let several
+diffusion runs share one base (scripts/gpu/train.sh trains two weightings
+side by side and keeps the better).
 """
 
 from __future__ import annotations
@@ -301,23 +309,68 @@ def greedy_data(m: Model, tokens: np.ndarray, n: int, prompt: int, a) -> torch.T
     return torch.cat(out)
 
 
-def diffusion_metrics(m: Model, seqs: torch.Tensor, a) -> tuple[float, float]:
-    """Loss, and mean tokens per step (1 + leading correct drafts) over full blocks."""
+def diffusion_metrics(m: Model, seqs: torch.Tensor, a) -> dict:
+    """Held-out loss, per-row draft accuracy, and tokens per step as decoding
+    gets them. The block at every start s after the prompt is scored (16
+    passes, one per block offset): lead(s) = leading drafts equal to the greedy
+    tokens. Decoding then walks s -> s + lead(s) + 1, so tokens per step is the
+    length-weighted harmonic mean of lead + 1, not its mean over a fixed grid
+    of blocks (which overstates it wherever acceptance varies: hard stretches
+    take a step per token, easy ones are crossed in a few steps)."""
     c = m.c
+    L, P, T = c.block_size, a.prompt, seqs.shape[1]
+    x = seqs.to(a.device)
+    lead = torch.full(x.shape, -1, dtype=torch.long, device=a.device)
+    right_rows = torch.zeros(L - 1, device=a.device)
+    blocks, losses = 0, []
     with torch.no_grad(), mixed(a):
-        x = seqs.to(a.device)
-        noisy, tgt, mask = diffusion_batch(x, c.block_size, a.prompt % c.block_size, a.mask_id, a.prompt)
         _, kv = m(x, keep_kv=True)
-        logits = m.forward_diffusion(noisy, kv, mask).float()
-        loss = F.cross_entropy(logits.reshape(-1, c.vocab), tgt.reshape(-1), ignore_index=-100).item()
-        right = (logits.argmax(-1) == tgt)
-        L = c.block_size
-        acc = []
-        for s in range(a.prompt, c.ctx - L + 1, L):  # blocks whose targets are all greedy
-            r = right[:, s:s + L - 1].int()
-            lead = r.cumprod(1).sum(1)
-            acc.append(lead.float() + 1)
-        return loss, torch.stack(acc).mean().item()
+        for offset in range(L):
+            noisy, tgt, mask = diffusion_batch(x, L, offset, a.mask_id, P)
+            logits = m.forward_diffusion(noisy, kv, mask).float()
+            losses.append(F.cross_entropy(logits.reshape(-1, c.vocab), tgt.reshape(-1), ignore_index=-100).item())
+            right = logits.argmax(-1) == tgt
+            for s in range(offset, T - L + 1, L):
+                if s >= P:  # blocks whose targets are all greedy tokens
+                    r = right[:, s:s + L - 1].int()
+                    lead[:, s] = r.cumprod(1).sum(1)
+                    right_rows += r.sum(0)
+                    blocks += r.shape[0]
+    lead = lead.cpu()
+    committed = steps = 0
+    for row in lead:
+        s = P
+        while s <= T - L:
+            committed += int(row[s]) + 1
+            steps += 1
+            s += int(row[s]) + 1
+    grid = lead[:, P:T - L + 1]
+    return {
+        "loss": sum(losses) / len(losses),
+        "tokens_per_step": committed / max(1, steps),
+        "tokens_per_step_fixed_grid": float((grid[grid >= 0] + 1).float().mean()),
+        "row_accuracy": [round(v, 3) for v in (right_rows / max(1, blocks)).tolist()],
+    }
+
+
+def block_loss(logits: torch.Tensor, tgt: torch.Tensor, L: int, offset: int, weighting: str) -> torch.Tensor:
+    """Cross-entropy on the masked positions. `uniform`: every draft row counts
+    alike. `prefix`: row j of a block counts by the (detached) probability that
+    rows 0..j-1 of the same block are all right, floored at 0.02: a draft only
+    matters when every draft before it is accepted, so this is (up to the
+    floor) the gradient of the expected accepted length."""
+    B, T, V = logits.shape
+    ce = F.cross_entropy(logits.float().reshape(-1, V), tgt.reshape(-1), ignore_index=-100, reduction="none").view(B, T)
+    valid = (tgt != -100).float()
+    if weighting == "uniform":
+        return (ce * valid).sum() / valid.sum()
+    starts = torch.arange(offset, T - L + 1, L, device=logits.device)
+    idx = starts[:, None] + torch.arange(L - 1, device=logits.device)[None, :]
+    ce_b, v_b = ce[:, idx], valid[:, idx]
+    p = torch.exp(-ce_b.detach()) * v_b
+    w = torch.cumprod(torch.cat([torch.ones_like(p[..., :1]), p[..., :-1]], -1), -1)
+    w = w.clamp(min=0.02) * v_b
+    return (w * ce_b).sum() / w.sum().clamp(min=1.0)
 
 
 def train_diffusion(m: Model, seqs: torch.Tensor, held: torch.Tensor, minutes: float, a, log) -> None:
@@ -327,9 +380,9 @@ def train_diffusion(m: Model, seqs: torch.Tensor, held: torch.Tensor, minutes: f
     for n, p in m.named_parameters():
         p.requires_grad_("attn_diff" in n)
     params = [p for p in m.parameters() if p.requires_grad]
-    loss0, acc0 = diffusion_metrics(m, held, a)
-    log(f"diffusion at init: held-out loss {loss0:.3f}, tokens/step {acc0:.2f}")
-    a.stats["diffusion_init"] = {"loss": loss0, "tokens_per_step": acc0}
+    at_init = diffusion_metrics(m, held, a)
+    log(f"diffusion at init: held-out {at_init}")
+    a.stats["diffusion_init"] = at_init
     rng = np.random.default_rng(3)
 
     def loss_of(step: int) -> torch.Tensor:
@@ -340,13 +393,14 @@ def train_diffusion(m: Model, seqs: torch.Tensor, held: torch.Tensor, minutes: f
             with torch.no_grad():
                 _, kv = m(x, keep_kv=True)
             logits = m.forward_diffusion(noisy, kv, mask)
-        return F.cross_entropy(logits.float().reshape(-1, c.vocab), tgt.reshape(-1), ignore_index=-100)
+        return block_loss(logits, tgt, c.block_size, offset, a.weighting)
 
     step, _ = optimize(params, a.diff_lr, 0.0, 50, 30, a.diff_steps, minutes, loss_of, "diffusion", log)
-    loss1, acc1 = diffusion_metrics(m, held, a)
-    log(f"diffusion: {step} steps, held-out loss {loss1:.3f}, tokens/step {acc1:.2f}")
+    final = diffusion_metrics(m, held, a)
+    log(f"diffusion ({a.weighting} weighting): {step} steps, held-out {final}")
     a.stats["diffusion_steps"] = step
-    a.stats["diffusion_final"] = {"loss": loss1, "tokens_per_step": acc1}
+    a.stats["diffusion_weighting"] = a.weighting
+    a.stats["diffusion_final"] = final
 
 
 def export(m: Model, data: Path, out: Path, a) -> None:
@@ -457,6 +511,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--inter", type=int, default=768)
     ap.add_argument("--block-size", type=int, default=16)
+    ap.add_argument("--weighting", choices=["uniform", "prefix"], default="uniform",
+                    help="how the diffusion loss weighs draft rows (see block_loss)")
+    ap.add_argument("--save-base", type=Path, help="after the base and the greedy data, save both here")
+    ap.add_argument("--from-base", type=Path,
+                    help="skip the base and the greedy data: load them from a --save-base file of the same settings")
     a = ap.parse_args()
     torch.manual_seed(0)
     tok = json.loads((a.data / "tokenizer.json").read_text())
@@ -478,11 +537,24 @@ def main() -> None:
     m = Model(c).to(a.device)
     n_params = sum(p.numel() for n, p in m.named_parameters() if "attn_diff" not in n)
     log(f"{n_params / 1e6:.2f}M base parameters, {len(train)} training tokens, device {a.device}")
-    train_base(m, train, held, a.base_minutes, a, log)
+    if a.from_base:
+        saved = torch.load(a.from_base, map_location=a.device)
+        m.load_state_dict(saved["model"])
+        seqs, held_seqs = saved["seqs"], saved["held_seqs"]
+        a.stats.update(saved["stats"])
+        log(f"base and greedy data from {a.from_base}")
+    else:
+        train_base(m, train, held, a.base_minutes, a, log)
     m.eval()
-    seqs = greedy_data(m, train, a.sequences, a.prompt, a)
-    held_seqs = greedy_data(m, held, max(16, a.sequences // 32), a.prompt, a)
+    if not a.from_base:
+        seqs = greedy_data(m, train, a.sequences, a.prompt, a)
+        held_seqs = greedy_data(m, held, max(16, a.sequences // 32), a.prompt, a)
     log(f"greedy data: {tuple(seqs.shape)} train, {tuple(held_seqs.shape)} held-out")
+    if a.save_base:
+        tmp = a.save_base.with_name(a.save_base.name + ".tmp")
+        torch.save({"model": m.state_dict(), "seqs": seqs, "held_seqs": held_seqs, "stats": dict(a.stats)}, tmp)
+        tmp.replace(a.save_base)  # whole or absent: another run may be waiting for it
+        log(f"saved the base and the greedy data to {a.save_base}")
     train_diffusion(m, seqs, held_seqs[:64], a.diff_minutes, a, log)
     a.stats["seconds"] = time.time() - t_start
     export(m, a.data, a.out, a)
