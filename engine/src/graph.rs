@@ -8,7 +8,7 @@ use orthrus_kernels::ggml::{Context, OwnedGraph, Tensor, Type};
 use orthrus_kernels::GgmlType;
 
 use crate::kv_cache::KvCache;
-use crate::model::Model;
+use crate::model::{Model, Stacked};
 
 /// Which set of attention projections the layers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,9 +104,28 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
                 .expect("the diffusion view needs _diff tensors"),
         };
         let h = norm(x, layer.attn_norm);
-        let q = ctx.reshape(ctx.mul_mat(w(a.q), h), &[hd, nh, t]);
-        let k = ctx.reshape(ctx.mul_mat(w(a.k), h), &[hd, nkv, t]);
-        let v = ctx.mul_mat(w(a.v), h);
+        let (q, k, v) = match a.qkv {
+            Stacked::Fused(qkv) => {
+                // Rows of [q; k; v] per token: q and k as [hd, heads, T] views, v as [hd * nkv, T].
+                let qkv = ctx.mul_mat(w(qkv), h);
+                let (f, row) = (std::mem::size_of::<f32>(), qkv.nb()[1]);
+                let head = hd as usize * f;
+                let q = ctx.view(qkv, [hd, nh, t], [head, row], 0);
+                let k = ctx.view(qkv, [hd, nkv, t], [head, row], (nh * hd) as usize * f);
+                let v = ctx.view(
+                    qkv,
+                    [hd * nkv, t, 1],
+                    [row, row * t as usize],
+                    ((nh + nkv) * hd) as usize * f,
+                );
+                (q, k, v)
+            }
+            Stacked::Apart([wq, wk, wv]) => (
+                ctx.reshape(ctx.mul_mat(w(wq), h), &[hd, nh, t]),
+                ctx.reshape(ctx.mul_mat(w(wk), h), &[hd, nkv, t]),
+                ctx.mul_mat(w(wv), h),
+            ),
+        };
         let q = ctx.rope_neox(norm(q, a.q_norm), pos, hp.rope_base);
         let k = ctx.rope_neox(norm(k, a.k_norm), pos, hp.rope_base);
 
@@ -130,10 +149,12 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
             ));
         }
         let h = norm(x, layer.ffn_norm);
-        let up = ctx.swiglu(
-            ctx.mul_mat(w(layer.ffn_gate), h),
-            ctx.mul_mat(w(layer.ffn_up), h),
-        );
+        let up = match layer.ffn_gate_up {
+            Stacked::Fused(gate_up) => ctx.swiglu_halves(ctx.mul_mat(w(gate_up), h)),
+            Stacked::Apart([gate, up]) => {
+                ctx.swiglu(ctx.mul_mat(w(gate), h), ctx.mul_mat(w(up), h))
+            }
+        };
         x = ctx.add(x, ctx.mul_mat(w(layer.ffn_down), up));
     }
     let logits = ctx

@@ -23,12 +23,21 @@ pub struct LoadOptions {
     pub head: Option<std::path::PathBuf>,
 }
 
+/// Projections that read the same input: one matrix whose rows are the
+/// parts' rows one after the other (one matmul per pass instead of one per
+/// part; a decoding pass is bound by per-kernel latency), or the parts apart
+/// when their weight types differ (Q4_K_M gives some `attn_v` Q6_K).
+#[derive(Clone, Copy, Debug)]
+pub enum Stacked<const N: usize> {
+    Fused(StoreId),
+    Apart([StoreId; N]),
+}
+
 /// The attention projections of one view of one layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Attention {
-    pub q: StoreId,
-    pub k: StoreId,
-    pub v: StoreId,
+    /// q, k, v.
+    pub qkv: Stacked<3>,
     pub o: StoreId,
     pub q_norm: StoreId,
     pub k_norm: StoreId,
@@ -41,8 +50,8 @@ pub struct Layer {
     /// The diffusion view's projections (`_diff` tensors); `None` in plain Qwen3.
     pub diffusion: Option<Attention>,
     pub ffn_norm: StoreId,
-    pub ffn_gate: StoreId,
-    pub ffn_up: StoreId,
+    /// gate, up.
+    pub ffn_gate_up: Stacked<2>,
     pub ffn_down: StoreId,
     /// Index into [`Model::devices`] of the device holding this layer.
     pub device: usize,
@@ -194,8 +203,8 @@ impl Model {
             }
         }
 
-        let mut store = TensorStore::new(expected.len() + 2);
-        let mut ids = std::collections::HashMap::new();
+        // Validate every tensor first, then lay them out on their devices.
+        let mut found = std::collections::HashMap::new();
         let mut weight_type = GgmlType::F32;
         for &(id, ref tname, f, fname) in &expected {
             let info = f
@@ -217,75 +226,78 @@ impl Model {
             if id.kind == Kind::AttnQ {
                 weight_type = info.ty;
             }
-            let dev = match (id.layer, id.kind) {
-                (Some(il), _) => layer_dev(il as usize),
-                (None, Kind::TokenEmbd) => cpu_idx,
-                (None, _) => out_dev,
-            };
-            let ne: Vec<i64> = info.dims.iter().map(|&d| d as i64).collect();
-            let sid = store.add(tname, info.ty, &ne, devices[dev].buffer_type());
-            ids.insert(id, (sid, f.tensor_data(info)));
+            found.insert(
+                id,
+                (
+                    tname.as_str(),
+                    info.ty,
+                    info.dims.clone(),
+                    f.tensor_data(info),
+                ),
+            );
         }
+        let device_of = |id: TensorId| match (id.layer, id.kind) {
+            (Some(il), _) => layer_dev(il as usize),
+            (None, Kind::TokenEmbd) => cpu_idx,
+            (None, _) => out_dev,
+        };
+        let mut l = Placement {
+            store: TensorStore::new(expected.len() + 2),
+            writes: Vec::new(),
+            found: &found,
+            devices: &devices,
+            device_of: &device_of,
+            fuse: std::env::var("ORTHRUS_FUSE").as_deref() != Ok("0"),
+        };
+        let mut layers = Vec::with_capacity(n_layer);
+        for il in 0..n_layer {
+            let lid = |k| TensorId::layer(il as u32, k);
+            let attention = |l: &mut Placement, kinds: [Kind; 6], suffix: &str| Attention {
+                qkv: l.stacked(
+                    [lid(kinds[0]), lid(kinds[1]), lid(kinds[2])],
+                    &format!("blk.{il}.attn_qkv{suffix}.weight"),
+                ),
+                o: l.add(lid(kinds[3])),
+                q_norm: l.add(lid(kinds[4])),
+                k_norm: l.add(lid(kinds[5])),
+            };
+            // The AR projections are the diffusion ones' twins, in the same order.
+            let ar_kinds = Kind::DIFF_LAYER.map(|k| k.ar_twin().expect("a diffusion kind"));
+            layers.push(Layer {
+                attn_norm: l.add(lid(Kind::AttnNorm)),
+                ar: attention(&mut l, ar_kinds, ""),
+                diffusion: has_diff.then(|| attention(&mut l, Kind::DIFF_LAYER, "_diff")),
+                ffn_norm: l.add(lid(Kind::FfnNorm)),
+                ffn_gate_up: l.stacked(
+                    [lid(Kind::FfnGate), lid(Kind::FfnUp)],
+                    &format!("blk.{il}.ffn_gate_up.weight"),
+                ),
+                ffn_down: l.add(lid(Kind::FfnDown)),
+                device: layer_dev(il),
+            });
+        }
+        let embd = l.add(TensorId::global(Kind::TokenEmbd));
+        let output_norm = l.add(TensorId::global(Kind::OutputNorm));
         // Tied embeddings feed both the input lookup (CPU) and the LM head;
         // when the head sits on the GPU it needs its own copy there.
-        let embd = ids[&TensorId::global(Kind::TokenEmbd)];
-        let output = if tied && out_dev != cpu_idx {
-            let info = file.tensor("token_embd.weight").expect("checked above");
-            let ne: Vec<i64> = info.dims.iter().map(|&d| d as i64).collect();
-            let sid = store.add(
-                "output.weight",
-                info.ty,
-                &ne,
-                devices[out_dev].buffer_type(),
-            );
-            Some((sid, embd.1))
+        let output = if !tied {
+            l.add(TensorId::global(Kind::Output))
+        } else if out_dev != cpu_idx {
+            l.place("output.weight", TensorId::global(Kind::TokenEmbd), out_dev)
         } else {
-            None
+            embd
         };
+        let Placement {
+            mut store, writes, ..
+        } = l;
         store.allocate(true)?;
-        for (sid, data) in ids.values().copied().chain(output) {
-            store.write_bytes(sid, data);
+        for (sid, offset, data) in writes {
+            store.write_bytes_at(sid, offset, data);
         }
 
-        let id = |kind: Kind, layer: Option<usize>| {
-            ids[&TensorId {
-                kind,
-                layer: layer.map(|l| l as u32),
-            }]
-                .0
-        };
-        let attention = |il: usize, kinds: [Kind; 6]| Attention {
-            q: id(kinds[0], Some(il)),
-            k: id(kinds[1], Some(il)),
-            v: id(kinds[2], Some(il)),
-            o: id(kinds[3], Some(il)),
-            q_norm: id(kinds[4], Some(il)),
-            k_norm: id(kinds[5], Some(il)),
-        };
-        let layers = (0..n_layer)
-            .map(|il| Layer {
-                attn_norm: id(Kind::AttnNorm, Some(il)),
-                // The AR projections are the diffusion ones' twins, in the same order.
-                ar: attention(
-                    il,
-                    Kind::DIFF_LAYER.map(|k| k.ar_twin().expect("a diffusion kind")),
-                ),
-                diffusion: has_diff.then(|| attention(il, Kind::DIFF_LAYER)),
-                ffn_norm: id(Kind::FfnNorm, Some(il)),
-                ffn_gate: id(Kind::FfnGate, Some(il)),
-                ffn_up: id(Kind::FfnUp, Some(il)),
-                ffn_down: id(Kind::FfnDown, Some(il)),
-                device: layer_dev(il),
-            })
-            .collect();
-        let output = match output {
-            Some((sid, _)) => sid,
-            None if tied => embd.0,
-            None => id(Kind::Output, None),
-        };
         Ok(Model {
-            tok_embd: embd.0,
-            output_norm: id(Kind::OutputNorm, None),
+            tok_embd: embd,
+            output_norm,
             output,
             layers,
             devices,
@@ -313,6 +325,63 @@ impl Model {
 
     pub fn is_orthrus(&self) -> bool {
         self.hparams.orthrus.is_some()
+    }
+}
+
+/// A validated tensor: GGUF name, type, dims, data.
+type Found<'f> = (&'f str, GgmlType, Vec<u64>, &'f [u8]);
+
+/// Declares the model's tensors on their devices and remembers what to copy
+/// into them once the buffers exist.
+struct Placement<'a, 'f> {
+    store: TensorStore,
+    /// (tensor, byte offset, bytes).
+    writes: Vec<(StoreId, usize, &'f [u8])>,
+    found: &'a std::collections::HashMap<TensorId, Found<'f>>,
+    devices: &'a [Device],
+    device_of: &'a dyn Fn(TensorId) -> usize,
+    /// Whether [`Self::stacked`] may fuse (`ORTHRUS_FUSE=0` turns it off, for comparisons).
+    fuse: bool,
+}
+
+impl<'f> Placement<'_, 'f> {
+    /// Tensor `id` from the file, on its device.
+    fn add(&mut self, id: TensorId) -> StoreId {
+        let name = self.found[&id].0;
+        self.place(name, id, (self.device_of)(id))
+    }
+
+    /// The data of tensor `id` under `name` on device `dev`.
+    fn place(&mut self, name: &str, id: TensorId, dev: usize) -> StoreId {
+        let (_, ty, ref dims, data) = self.found[&id];
+        let ne: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+        let sid = self
+            .store
+            .add(name, ty, &ne, self.devices[dev].buffer_type());
+        self.writes.push((sid, 0, data));
+        sid
+    }
+
+    /// Matrices with the same input, stacked row-wise into one tensor `name`
+    /// when they share a weight type (quantized rows are self-contained, so
+    /// the stack is the files' bytes one after the other), else apart.
+    fn stacked<const N: usize>(&mut self, parts: [TensorId; N], name: &str) -> Stacked<N> {
+        let (_, ty, ref dims, _) = self.found[&parts[0]];
+        if !self.fuse || parts.iter().any(|p| self.found[p].1 != ty) {
+            return Stacked::Apart(parts.map(|p| self.add(p)));
+        }
+        let rows: u64 = parts.iter().map(|p| self.found[p].2[1]).sum();
+        let dev = self.devices[(self.device_of)(parts[0])].buffer_type();
+        let sid = self
+            .store
+            .add(name, ty, &[dims[0] as i64, rows as i64], dev);
+        let mut offset = 0;
+        for p in parts {
+            let data = self.found[&p].3;
+            self.writes.push((sid, offset, data));
+            offset += data.len();
+        }
+        Stacked::Fused(sid)
     }
 }
 

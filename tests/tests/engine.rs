@@ -247,7 +247,7 @@ fn run(
     params: &GenerateParams,
 ) -> orthrus_engine::Generation {
     let cache = KvCache::new(model, 256, cache_ty).unwrap();
-    let mut s = Session::new(model, &cache, 2, 512).unwrap();
+    let mut s = Session::new(model, &cache, 1, 512).unwrap();
     generate(&mut s, prompt, params, &mut |_| true).unwrap()
 }
 
@@ -344,7 +344,7 @@ fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
     let (model, prompts) = trained_model();
     for cache_ty in [GgmlType::F16, GgmlType::F32] {
         let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
-        let mut s = Session::new(&model, &cache, 2, 512).unwrap();
+        let mut s = Session::new(&model, &cache, 1, 512).unwrap();
         for prompt in prompts.iter().take(4) {
             // Past 256 cached positions too, where the fast kernels split
             // one-token attention over the cache.
@@ -386,7 +386,7 @@ fn greedy_orthrus_equals_greedy_ar_on_the_trained_model() {
     let mut accepted = 0.0;
     for cache_ty in [GgmlType::F16, GgmlType::F32] {
         let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
-        let mut s = Session::new(&model, &cache, 2, 512).unwrap();
+        let mut s = Session::new(&model, &cache, 1, 512).unwrap();
         for (i, prompt) in prompts.iter().enumerate().take(10) {
             let p = GenerateParams {
                 max_tokens: 256,

@@ -318,6 +318,17 @@ impl Context {
         })
     }
 
+    /// `silu(gate) * up` where `gate_up` holds the gate in the first half of
+    /// each row and up in the second.
+    pub fn swiglu_halves<'a>(&'a self, gate_up: Tensor<'a>) -> Tensor<'a> {
+        assert!(
+            gate_up.ne()[0] % 2 == 0,
+            "swiglu: odd row {:?}",
+            gate_up.ne()
+        );
+        self.op("swiglu", |c| unsafe { sys::ggml_swiglu(c, gate_up.raw()) })
+    }
+
     /// Index of the largest value of each row of matrix `a` (I32 `[rows]`).
     pub fn argmax<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
         assert!(a.ne()[2] == 1 && a.ne()[3] == 1, "argmax wants a matrix");
@@ -483,16 +494,33 @@ impl<'a> Tensor<'a> {
 
     /// Copies raw bytes (any type, e.g. quantized weights) into the tensor.
     pub(crate) fn write_bytes(&self, bytes: &[u8]) {
-        self.check_allocated();
         assert!(
-            bytes.len() == self.nbytes() && self.is_contiguous(),
+            bytes.len() == self.nbytes(),
             "tensor {}: {} bytes given, {} expected",
             self.name(),
             bytes.len(),
             self.nbytes()
         );
-        // SAFETY: size checked; the buffer is alive (caller's contract).
-        unsafe { sys::ggml_backend_tensor_set(self.raw(), bytes.as_ptr().cast(), 0, bytes.len()) }
+        self.write_bytes_at(0, bytes)
+    }
+
+    /// Copies raw bytes into the tensor from byte `offset` on.
+    pub(crate) fn write_bytes_at(&self, offset: usize, bytes: &[u8]) {
+        self.check_allocated();
+        assert!(
+            self.is_contiguous()
+                && offset
+                    .checked_add(bytes.len())
+                    .is_some_and(|end| end <= self.nbytes()),
+            "tensor {}: {} bytes at {offset} do not fit its {}",
+            self.name(),
+            bytes.len(),
+            self.nbytes()
+        );
+        // SAFETY: range checked; the buffer is alive (caller's contract).
+        unsafe {
+            sys::ggml_backend_tensor_set(self.raw(), bytes.as_ptr().cast(), offset, bytes.len())
+        }
     }
 
     pub(crate) fn read<T: Element>(&self, out: &mut [T]) {

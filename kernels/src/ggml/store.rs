@@ -98,6 +98,12 @@ impl TensorStore {
         self.allocated(id).write_bytes(bytes)
     }
 
+    /// Copies raw bytes into a tensor from byte `offset` on (filling a
+    /// stacked tensor part by part).
+    pub fn write_bytes_at(&self, id: StoreId, offset: usize, bytes: &[u8]) {
+        self.allocated(id).write_bytes_at(offset, bytes)
+    }
+
     pub fn write<T: Element>(&self, id: StoreId, data: &[T]) {
         self.allocated(id).write(data)
     }
