@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use orthrus_convert::convert::{convert, head_path};
+use orthrus_convert::convert::{convert, head_path, Options};
 use orthrus_convert::FileType;
 use orthrus_kernels::gguf::{GgufFile, GgufValue};
 use orthrus_kernels::schema::keys;
@@ -387,4 +387,31 @@ fn failed_write_leaves_the_output_untouched() {
     );
     assert_eq!(std::fs::read(&out).unwrap(), b"previous model");
     assert_eq!(stray_files(tmp.path(), &["m.gguf"]), Vec::<String>::new());
+}
+
+/// The bundled trained model is what its committed HF checkpoint converts to,
+/// byte for byte (and that checkpoint, a real trained model with its own
+/// tokenizer, 4160 embedding rows and the mask token past the tokenizer,
+/// converts at every type).
+#[test]
+fn the_bundled_model_is_its_checkpoint_converted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let hf = repo().join("models/tiny-orthrus/hf");
+    let out = tmp.path().join("t.gguf");
+    run(&Options {
+        name: Some("tiny-orthrus".into()),
+        ..options(&hf, &out, FileType::Q8_0)
+    });
+    let bundled = repo().join("models/tiny-orthrus/tiny-orthrus-q8_0.gguf");
+    assert!(
+        std::fs::read(&out).unwrap() == std::fs::read(&bundled).unwrap(),
+        "converting {} to q8_0 does not give {}",
+        hf.display(),
+        bundled.display()
+    );
+    let f = GgufFile::open(&out).unwrap();
+    assert_eq!(u64_key(&f, keys::MASK_TOKEN_ID), 4096);
+    for ft in [FileType::F32, FileType::BF16, FileType::Q4_K_M] {
+        run(&options(&hf, &tmp.path().join(format!("{ft:?}.gguf")), ft));
+    }
 }
