@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE (after scripts/gpu/prepare.sh here, carrying gpu-carry):
+# Run ON THE GPU MACHINE (after scripts/gpu/prepare.sh here, carrying gpu-carry.tar.xz):
 # builds libggml-cuda.so from the carried ggml source, writes a random-weight
 # Orthrus checkpoint of Qwen3-1.7B shapes, converts it to Q4_K_M and Q8_0,
 # and runs `orthrus bench` (ar vs orthrus, prompt and generation speed, step
@@ -7,6 +7,7 @@
 # Results go to $OUT (or ./gpu-out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+[ -f gpu-carry.tar.xz ] && { rm -rf gpu-carry; tar -xJf gpu-carry.tar.xz; }
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 work=/tmp/orthrus-gpu; mkdir -p "$work"
 bin=$PWD/gpu-carry/bin

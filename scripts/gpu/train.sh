@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE (after scripts/gpu/prepare.sh here, carrying gpu-carry):
+# Run ON THE GPU MACHINE (after scripts/gpu/prepare.sh here, carrying gpu-carry.tar.xz):
 # trains the bundled tiny Orthrus model from scratch (models/train/: tokenizer
 # and data from this machine's Python standard library, base, greedy teacher
 # data, diffusion view), converts it, and benchmarks it on the GPU (ours, ar
@@ -10,6 +10,7 @@
 # BASE_MIN / DIFF_MIN set the training minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+[ -f gpu-carry.tar.xz ] && { rm -rf gpu-carry; tar -xJf gpu-carry.tar.xz; }
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 work=/tmp/orthrus-train; rm -rf "$work"; mkdir -p "$work"
 bin=$PWD/gpu-carry/bin
