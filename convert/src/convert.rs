@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use orthrus_kernels::gguf::{GgufWriter, TensorSpec};
 use orthrus_kernels::quant;
@@ -66,6 +67,11 @@ impl FileSummary {
 /// Output rows are produced in chunks of about this many f32 bytes, which
 /// bounds memory whatever the tensor size.
 const CHUNK_BYTES: u64 = 64 << 20;
+
+/// Set (e.g. by a Ctrl-C handler) to stop a conversion at the next chunk:
+/// [`convert`] then returns [`ConvertError::Interrupted`] and its temporary
+/// files are removed, as for any other failure.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// The head file of a `--split` conversion: `x.gguf` -> `x.head.gguf`.
 pub fn head_path(base: &Path) -> PathBuf {
@@ -262,6 +268,9 @@ fn write_tensor(
     let (mut raw, mut f32s, mut out) = (Vec::new(), Vec::new(), Vec::new());
     let mut first = 0;
     while first < n_rows {
+        if INTERRUPTED.load(Ordering::Relaxed) {
+            return Err(ConvertError::Interrupted);
+        }
         let count = rows_per_chunk.min(n_rows - first);
         ck.read_rows_raw(&p.hf_name, first, count, &mut raw)?;
         let bytes = if verbatim {

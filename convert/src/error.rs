@@ -22,6 +22,9 @@ pub enum ConvertError {
     Gguf(#[from] GgufError),
     #[error("{0}")]
     Usage(String),
+    /// [`crate::convert::INTERRUPTED`] was set (Ctrl-C): the outputs were left alone.
+    #[error("interrupted; no output written")]
+    Interrupted,
 }
 
 impl ConvertError {

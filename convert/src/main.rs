@@ -63,15 +63,42 @@ fn parse_ggml_type(s: &str) -> Result<GgmlType, String> {
         })
 }
 
+/// Ctrl-C and SIGTERM stop the conversion at its next chunk, so the
+/// temporary output is removed instead of left behind.
+#[cfg(unix)]
+fn stop_cleanly_on_signals() {
+    extern "C" fn on_signal(_: libc::c_int) {
+        // An atomic store is async-signal-safe.
+        orthrus_convert::convert::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a handler that only stores to an atomic.
+        unsafe {
+            libc::signal(
+                sig,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+}
+
+#[cfg(not(unix))]
+fn stop_cleanly_on_signals() {}
+
 fn main() {
     let cli = Cli::parse();
+    stop_cleanly_on_signals();
     let result = match &cli.info {
         Some(path) => print_info(path),
         None => run(&cli),
     };
     if let Err(e) = result {
         eprintln!("orthrus-convert: {e:#}");
-        std::process::exit(1);
+        let interrupted = matches!(
+            e.downcast_ref::<orthrus_convert::ConvertError>(),
+            Some(orthrus_convert::ConvertError::Interrupted)
+        );
+        std::process::exit(if interrupted { 130 } else { 1 });
     }
 }
 

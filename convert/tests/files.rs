@@ -415,3 +415,73 @@ fn the_bundled_model_is_its_checkpoint_converted() {
         run(&options(&hf, &tmp.path().join(format!("{ft:?}.gguf")), ft));
     }
 }
+
+/// Ctrl-C in the middle of a conversion: exit status 130, the existing
+/// output untouched, no temporary file left beside it.
+#[cfg(unix)]
+#[test]
+fn ctrl_c_leaves_the_output_alone_and_no_temporary_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("big");
+    // About 80 M parameters: seconds of Q4_K_M work on a small machine.
+    make_checkpoint(
+        &dir,
+        &[
+            "--hidden",
+            "512",
+            "--heads",
+            "4",
+            "--kv-heads",
+            "2",
+            "--head-dim",
+            "128",
+            "--inter",
+            "1536",
+            "--layers",
+            "2",
+            "--copy-tokenizer",
+        ],
+    );
+    let out_dir = tmp.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let out = out_dir.join("model.gguf");
+    std::fs::write(&out, b"the previous model").unwrap();
+    let mut child = cli()
+        .arg(&dir)
+        .args(["-o", out.to_str().unwrap(), "--type", "q4_k_m"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temp_files = || {
+        std::fs::read_dir(&out_dir)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains(".tmp-")
+            })
+            .count()
+    };
+    // Interrupt once the temporary output exists, i.e. while tensors are written.
+    let t0 = std::time::Instant::now();
+    while temp_files() == 0 {
+        assert!(
+            t0.elapsed().as_secs() < 60 && child.try_wait().unwrap().is_none(),
+            "the conversion never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"the previous model");
+    assert_eq!(temp_files(), 0, "a temporary file was left behind");
+}
