@@ -14,7 +14,7 @@ use orthrus_kernels::GgmlType;
 
 use crate::error::{ConvertError, Result};
 use crate::hf::config::ModelConfig;
-use crate::hf::safetensors::{to_f32, Checkpoint, Dtype};
+use crate::hf::safetensors::{decode_into, Checkpoint, Dtype};
 use crate::hf::tokenizer::TokenizerInfo;
 use crate::metadata::{self, FileRole};
 use crate::names::{hf_name, hf_shape};
@@ -250,7 +250,8 @@ fn dir_name(dir: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
-/// Streams one tensor, a chunk of rows at a time.
+/// Streams one tensor, a chunk of rows at a time: a reader thread fetches
+/// the next chunk while this one is quantized and written.
 fn write_tensor(
     ck: &Checkpoint,
     p: &Planned,
@@ -265,30 +266,48 @@ fn write_tensor(
         (p.source, p.ty),
         (Dtype::BF16, GgmlType::BF16) | (Dtype::F16, GgmlType::F16) | (Dtype::F32, GgmlType::F32)
     );
-    let (mut raw, mut f32s, mut out) = (Vec::new(), Vec::new(), Vec::new());
-    let mut first = 0;
-    while first < n_rows {
-        if INTERRUPTED.load(Ordering::Relaxed) {
-            return Err(ConvertError::Interrupted);
-        }
-        let count = rows_per_chunk.min(n_rows - first);
-        ck.read_rows_raw(&p.hf_name, first, count, &mut raw)?;
-        let bytes = if verbatim {
-            &raw
-        } else {
-            to_f32(p.source, &raw, &mut f32s);
-            out.clear();
-            quant::quantize_into(p.ty, &f32s, row_len as usize, &mut out).map_err(|source| {
-                ConvertError::Quant {
+    let row_bytes = (row_len * p.source.size()) as usize;
+    std::thread::scope(|s| {
+        // One chunk waits in the channel while the next is read: at most three in memory.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(u64, Vec<u8>)>>(1);
+        s.spawn(move || {
+            let mut first = 0;
+            while first < n_rows {
+                let count = rows_per_chunk.min(n_rows - first);
+                let mut raw = Vec::new();
+                let read = ck.read_rows_raw(&p.hf_name, first, count, &mut raw);
+                let failed = read.is_err();
+                // A closed channel means the consumer stopped (an error, Ctrl-C).
+                if tx.send(read.map(|()| (count, raw))).is_err() || failed {
+                    return;
+                }
+                first += count;
+            }
+        });
+        let mut out = Vec::new();
+        for chunk in rx {
+            if INTERRUPTED.load(Ordering::Relaxed) {
+                return Err(ConvertError::Interrupted);
+            }
+            let (count, raw) = chunk?;
+            let bytes = if verbatim {
+                &raw
+            } else {
+                out.clear();
+                // Each quantizer task widens its own rows, in cache.
+                let fill = |first: usize, rows: &mut [f32]| {
+                    decode_into(p.source, &raw[first * row_bytes..], rows)
+                };
+                quant::quantize_rows_with(p.ty, row_len as usize, count as usize, &mut out, fill)
+                    .map_err(|source| ConvertError::Quant {
                     name: p.hf_name.clone(),
                     source,
-                }
-            })?;
-            &out
-        };
-        writer.write_data(bytes)?;
-        progress(writer.bytes_written());
-        first += count;
-    }
-    Ok(())
+                })?;
+                &out
+            };
+            writer.write_data(bytes)?;
+            progress(writer.bytes_written());
+        }
+        Ok(())
+    })
 }

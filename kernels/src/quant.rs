@@ -73,16 +73,27 @@ pub fn quantize_into(
             n_per_row,
         });
     }
-    let row = row_bytes(ty, n_per_row)?;
-    // Block quantizers turn NaN into garbage silently; refuse it up front.
-    if let Some(index) = src.par_iter().position_first(|x| !x.is_finite()) {
-        return Err(QuantError::NonFinite {
-            index,
-            row: index / n_per_row,
-            value: src[index],
-        });
-    }
     let n_rows = src.len() / n_per_row;
+    quantize_rows_with(ty, n_per_row, n_rows, out, |first, rows| {
+        rows.copy_from_slice(&src[first * n_per_row..][..rows.len()])
+    })
+}
+
+/// Like [`quantize_into`] for `n_rows` rows that `fill(first_row, buf)`
+/// writes as f32 into each task's small buffer (whole rows from `first_row`
+/// on), so a source in another format (bf16, f16) is widened where it is
+/// quantized, in cache, rather than in a separate pass over memory.
+pub fn quantize_rows_with<F>(
+    ty: GgmlType,
+    n_per_row: usize,
+    n_rows: usize,
+    out: &mut Vec<u8>,
+    fill: F,
+) -> Result<(), QuantError>
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    let row = row_bytes(ty, n_per_row)?;
     let start = out.len();
     out.resize(start + n_rows * row, 0);
     let dst = &mut out[start..];
@@ -91,15 +102,27 @@ pub fn quantize_into(
     unsafe { sys::ggml_quantize_init(sys_type(ty)) };
 
     dst.par_chunks_mut(row * ROWS_PER_TASK)
-        .zip(src.par_chunks(n_per_row * ROWS_PER_TASK))
-        .try_for_each(|(dst, src)| {
-            let rows = src.len() / n_per_row;
-            // SAFETY: `src` holds `rows * n_per_row` f32 values and `dst`
-            // exactly `rows` rows of `ty`, checked above; no imatrix.
+        .enumerate()
+        .try_for_each_init(Vec::new, |buf: &mut Vec<f32>, (task, dst)| {
+            let rows = dst.len() / row;
+            let first = task * ROWS_PER_TASK;
+            buf.resize(rows * n_per_row, 0.0);
+            fill(first, buf);
+            // Block quantizers turn NaN into garbage silently; refuse it.
+            if let Some(i) = buf.iter().position(|x| !x.is_finite()) {
+                let index = first * n_per_row + i;
+                return Err(QuantError::NonFinite {
+                    index,
+                    row: index / n_per_row,
+                    value: buf[i],
+                });
+            }
+            // SAFETY: `buf` holds `rows * n_per_row` f32 values and `dst`
+            // exactly `rows` rows of `ty`; no imatrix.
             let written = unsafe {
                 sys::ggml_quantize_chunk(
                     sys_type(ty),
-                    src.as_ptr(),
+                    buf.as_ptr(),
                     dst.as_mut_ptr().cast(),
                     0,
                     rows as i64,

@@ -252,20 +252,18 @@ pub fn to_f32(dtype: Dtype, raw: &[u8], out: &mut Vec<f32>) {
     out.resize(raw.len() / size, 0.0);
     out.par_chunks_mut(PER_TASK)
         .zip(raw.par_chunks(PER_TASK * size))
-        .for_each(|(dst, src)| {
-            let pairs = dst.iter_mut().zip(src.chunks_exact(size));
-            match dtype {
-                Dtype::BF16 => {
-                    pairs.for_each(|(d, b)| *d = bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                }
-                Dtype::F16 => {
-                    pairs.for_each(|(d, b)| *d = f16::from_le_bytes([b[0], b[1]]).to_f32())
-                }
-                Dtype::F32 => {
-                    pairs.for_each(|(d, b)| *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                }
-            }
-        });
+        .for_each(|(dst, src)| decode_into(dtype, src, dst));
+}
+
+/// Widens the first `out.len()` values of `raw` (little-endian `dtype`) into
+/// `out`, exactly, on the calling thread.
+pub fn decode_into(dtype: Dtype, raw: &[u8], out: &mut [f32]) {
+    let pairs = out.iter_mut().zip(raw.chunks_exact(dtype.size() as usize));
+    match dtype {
+        Dtype::BF16 => pairs.for_each(|(d, b)| *d = bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        Dtype::F16 => pairs.for_each(|(d, b)| *d = f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        Dtype::F32 => pairs.for_each(|(d, b)| *d = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+    }
 }
 
 fn read_weight_map(index: &Path) -> Result<serde_json::Map<String, Value>> {
