@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use orthrus_kernels::gguf::{GgufWriter, TensorSpec};
 use orthrus_kernels::quant;
@@ -68,10 +69,14 @@ impl FileSummary {
 /// bounds memory whatever the tensor size.
 const CHUNK_BYTES: u64 = 64 << 20;
 
-/// Set (e.g. by a Ctrl-C handler) to stop a conversion at the next chunk:
-/// [`convert`] then returns [`ConvertError::Interrupted`] and its temporary
-/// files are removed, as for any other failure.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// A flag that, once set (by `orthrus-convert`'s Ctrl-C handler, say),
+/// stops a conversion at its next chunk: [`convert`] then returns
+/// [`ConvertError::Interrupted`] and its temporary files are removed, as for
+/// any other failure.
+pub fn interrupt_flag() -> &'static Arc<AtomicBool> {
+    static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+    FLAG.get_or_init(Default::default)
+}
 
 /// The head file of a `--split` conversion: `x.gguf` -> `x.head.gguf`.
 pub fn head_path(base: &Path) -> PathBuf {
@@ -286,7 +291,7 @@ fn write_tensor(
         });
         let mut out = Vec::new();
         for chunk in rx {
-            if INTERRUPTED.load(Ordering::Relaxed) {
+            if interrupt_flag().load(Ordering::Relaxed) {
                 return Err(ConvertError::Interrupted);
             }
             let (count, raw) = chunk?;

@@ -22,7 +22,7 @@ pub enum ConvertError {
     Gguf(#[from] GgufError),
     #[error("{0}")]
     Usage(String),
-    /// [`crate::convert::INTERRUPTED`] was set (Ctrl-C): the outputs were left alone.
+    /// [`crate::convert::interrupt_flag`] was set (Ctrl-C): the outputs were left alone.
     #[error("interrupted; no output written")]
     Interrupted,
 }

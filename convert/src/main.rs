@@ -65,29 +65,22 @@ fn parse_ggml_type(s: &str) -> Result<GgmlType, String> {
 
 /// Ctrl-C and SIGTERM stop the conversion at its next chunk, so the
 /// temporary output is removed instead of left behind.
-#[cfg(unix)]
-fn stop_cleanly_on_signals() {
-    extern "C" fn on_signal(_: libc::c_int) {
-        // An atomic store is async-signal-safe.
-        orthrus_convert::convert::INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+fn stop_cleanly_on_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register(
+            sig,
+            std::sync::Arc::clone(orthrus_convert::convert::interrupt_flag()),
+        )?;
     }
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: installs a handler that only stores to an atomic.
-        unsafe {
-            libc::signal(
-                sig,
-                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
-            )
-        };
-    }
+    Ok(())
 }
-
-#[cfg(not(unix))]
-fn stop_cleanly_on_signals() {}
 
 fn main() {
     let cli = Cli::parse();
-    stop_cleanly_on_signals();
+    if let Err(e) = stop_cleanly_on_signals() {
+        eprintln!("orthrus-convert: cannot watch for Ctrl-C ({e}); an interrupted run may leave a temporary file");
+    }
     let result = match &cli.info {
         Some(path) => print_info(path),
         None => run(&cli),
