@@ -7,15 +7,8 @@
 # Results go to $OUT (or ./gpu-out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ -f gpu-carry.tar.xz ] && { rm -rf gpu-carry; tar -xJf gpu-carry.tar.xz; }
-OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
+. scripts/gpu/start.sh
 work=/tmp/orthrus-gpu; mkdir -p "$work"
-bin=$PWD/gpu-carry/bin
-export LD_LIBRARY_PATH=$bin
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-
-bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
-build=$!
 
 preset=${PRESET:-qwen3-1.7b}
 # TYPES: the weight types to convert and bench (default both goals' types).
@@ -28,8 +21,7 @@ for t in $types; do
     "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type "$t" --split > /dev/null
     echo "convert $t: $(( ($(date +%s%N) - t0) / 1000000 )) ms" >> "$OUT/convert.txt"
 done
-wait $build || { tail -30 /tmp/cmake.log; exit 1; }
-cat "$OUT/build.txt"
+wait_for_cuda
 
 if [ -z "${QUICK:-}" ]; then
 # Quick checks on the tiny fixtures first: every cache type and placement.

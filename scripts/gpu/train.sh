@@ -10,14 +10,8 @@
 # BASE_MIN / DIFF_MIN set the training minutes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ -f gpu-carry.tar.xz ] && { rm -rf gpu-carry; tar -xJf gpu-carry.tar.xz; }
-OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
+. scripts/gpu/start.sh
 work=/tmp/orthrus-train; rm -rf "$work"; mkdir -p "$work"
-bin=$PWD/gpu-carry/bin
-export LD_LIBRARY_PATH=$bin
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
-bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
-build=$!
 
 t0=$(date +%s)
 python3 models/train/prepare_data.py "$work/data" 2> "$OUT/data.txt"
@@ -43,8 +37,7 @@ grep -hE "base:|diffusion \(|greedy data" "$OUT"/train-*.txt
 
 m="$work/tiny-q8_0.gguf"
 "$bin/orthrus-convert" "$OUT/tiny-orthrus" -o "$m" --type q8_0 > /dev/null
-wait $build || { tail -30 /tmp/cmake.log; exit 1; }
-cat "$OUT/build.txt"
+wait_for_cuda
 "$bin/orthrus" bench -m "$m" -N 256 --prompts-file "$work/data/prompts.json" --check --json > "$OUT/bench-cuda.json" 2> "$work/bench.err" || tail -5 "$work/bench.err"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d.get("check") or {}; print([(r["mode"], round(r["generation_tokens_per_second"]), round(r["step_ms"], 3), round(r["mean_accepted"], 2)) for r in d["results"]], d.get("pass_ms"), "identical", c.get("identical"), "of", c.get("prompts"))' "$OUT/bench-cuda.json" || true
 # The device tool returns at most 8 files of at most 16 MiB each: the HF

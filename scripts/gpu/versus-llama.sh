@@ -6,18 +6,12 @@
 # model. Results go to $OUT (or ./gpu-out).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ -f gpu-carry.tar.xz ] && { rm -rf gpu-carry; tar -xJf gpu-carry.tar.xz; }
-OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
+. scripts/gpu/start.sh
 work=/tmp/orthrus-gpu; mkdir -p "$work"
-bin=$PWD/gpu-carry/bin
-export LD_LIBRARY_PATH=$bin
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
-build=$!
 preset=${PRESET:-qwen3-1.7b}; t=q4_k_m
 python3 models/make_fixtures.py preset "$preset" "$work/$preset" > /dev/null 2>&1
 "$bin/orthrus-convert" "$work/$preset" -o "$work/$preset-$t.gguf" --type $t --split > /dev/null
-wait $build || { tail -30 /tmp/cmake.log; exit 1; }
+wait_for_cuda
 m="$work/$preset-$t.gguf"
 for r in $(seq "${ROUNDS:-3}"); do
     "$bin/llama_bench" "$m" 2 > "$OUT/llama-$r.json" 2>/dev/null || true
