@@ -65,7 +65,12 @@ struct RunArgs {
     #[arg(long)]
     think: bool,
     /// Tokens to generate at most.
-    #[arg(short = 'N', long = "n-predict", default_value_t = 128)]
+    #[arg(
+        short = 'n',
+        short_alias = 'N',
+        long = "n-predict",
+        default_value_t = 128
+    )]
     n_predict: usize,
     #[arg(long, default_value = "orthrus")]
     mode: Mode,
@@ -89,7 +94,12 @@ struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
     /// Tokens to generate per prompt.
-    #[arg(short = 'N', long = "n-predict", default_value_t = 128)]
+    #[arg(
+        short = 'n',
+        short_alias = 'N',
+        long = "n-predict",
+        default_value_t = 128
+    )]
     n_predict: usize,
     /// Prompts (default: a few built-in ones).
     #[arg(short, long)]

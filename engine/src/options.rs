@@ -20,7 +20,7 @@ pub struct ModelArgs {
     #[arg(long)]
     pub device: Option<String>,
     /// Layers on the GPU, counted from the last (layers + 1 includes the output layer).
-    #[arg(short = 'n', long = "n-gpu-layers", visible_alias = "ngl")]
+    #[arg(long = "n-gpu-layers", visible_alias = "ngl")]
     pub n_gpu_layers: Option<usize>,
     /// CPU threads (default: all cores).
     #[arg(short, long)]

@@ -48,8 +48,11 @@ fn json_output_and_stop_strings() {
         "1",
         "--prompt-ids",
         "9707,11,1879",
-        "-N",
+        // llama.cpp's spellings: -n is the tokens to predict, -ngl the GPU layers.
+        "-n",
         "16",
+        "-ngl",
+        "0",
         "--ignore-eos",
         "--json",
     ];

@@ -30,7 +30,7 @@ for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
 done
 status=ok
 for fx in tiny-tied-bf16 tiny-untied-f16-sharded; do
-    for cfg in "--cache-type f32" "--cache-type f16" "--cache-type f16 -n 0" "--cache-type f16 -n 2"; do
+    for cfg in "--cache-type f32" "--cache-type f16" "--cache-type f16 --ngl 0" "--cache-type f16 --ngl 2"; do
         if "$bin/orthrus" run -m "$work/$fx-q8_0.gguf" --prompt-ids 1,2,3,4,5 -N 24 --ignore-eos --json $cfg > "$work/out.json" 2> "$work/err.txt"; then
             echo "$fx $cfg: ok $(head -c 200 "$work/out.json")" >> "$OUT/tiny.txt"
         else
