@@ -1,8 +1,16 @@
 """Training data for the bundled tiny Orthrus model: the source code of the
 Python standard library of the interpreter running this script (offline, on
-every machine), and a byte-level BPE tokenizer trained on it.
+every machine), optionally the Python source of the packages installed beside
+it (`--extra-mb`), and a byte-level BPE tokenizer trained on it.
 
-    prepare_data.py OUT_DIR [--vocab 4096]
+    prepare_data.py OUT_DIR [--vocab 4096] [--extra-mb 0]
+
+The standard library alone is 2.6 M tokens: a base trained for minutes on it
+memorises it, and then its greedy text from a training prompt is a recitation,
+unlike its text from a held-out one. `--extra-mb N` adds up to N MB of
+installed packages' source (files picked in crc32 order of their paths, so the
+pick spreads over all packages and is the same on every run), all of it for
+training; the held-out files stay the standard library's.
 
 Writes to OUT_DIR:
   tokenizer.json, tokenizer_config.json   a Qwen2-style tokenizer: the same NFC
@@ -52,6 +60,34 @@ def sources() -> list[tuple[str, str]]:
             continue
         if 0 < len(text) <= MAX_FILE_BYTES:
             out.append((rel, text))
+    return out
+
+
+def package_sources(budget_mb: float) -> list[tuple[str, str]]:
+    """Python files of the installed packages (site-packages), in crc32 order
+    of their relative paths, up to `budget_mb` MB; tests left out."""
+    if budget_mb <= 0:
+        return []
+    root = Path(sysconfig.get_paths()["purelib"])
+    files = []
+    for p in root.rglob("*.py"):
+        rel = p.relative_to(root).as_posix()
+        parts = set(rel.split("/")[:-1])
+        if parts & {"test", "tests", "testing", "_vendor", "vendored"} or rel.split("/")[-1].startswith("test_"):
+            continue
+        files.append((zlib.crc32(rel.encode()), rel, p))
+    out, total = [], 0
+    for _, rel, p in sorted(files):
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        if not 0 < len(text) <= MAX_FILE_BYTES:
+            continue
+        if total + len(text) > budget_mb * 1e6:
+            break
+        out.append(("site-packages/" + rel, text))
+        total += len(text)
     return out
 
 
@@ -111,10 +147,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path)
     ap.add_argument("--vocab", type=int, default=4096)
+    ap.add_argument("--extra-mb", type=float, default=0.0, help="MB of installed packages' Python source to add")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     files = sources()
-    train = [t for r, t in files if not heldout(r)]
+    extra = package_sources(a.extra_mb)
+    train = [t for r, t in files if not heldout(r)] + [t for _, t in extra]
+    print(f"standard library: {len(files)} files; installed packages: {len(extra)} files, "
+          f"{sum(len(t) for _, t in extra) / 1e6:.1f} MB", file=sys.stderr)
     tok = train_tokenizer(train, a.vocab)
     tok.save(str(a.out / "tokenizer.json"))
     (a.out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(tok), indent=2, ensure_ascii=False) + "\n")

@@ -234,12 +234,14 @@ def mixed(a):
 
 
 def optimize(params, peak_lr: float, weight_decay: float, warmup: int, probe: int, steps: int, minutes: float,
-             loss_of, name: str, log):
+             loss_of, name: str, log, every: int = 0, evaluate=None):
     """AdamW with warmup and cosine decay for `steps` steps, or (steps == 0) for
     `minutes`: the schedule's length is then estimated from the pace of the
-    first `probe` steps. `loss_of(step)` computes one batch's loss. Returns the
-    step count and the last loss."""
-    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.95), weight_decay=weight_decay)
+    first `probe` steps. `loss_of(step)` computes one batch's loss; with
+    `evaluate`, it is called as evaluate(step) every `every` steps and at the
+    end. Returns the step count and the last loss."""
+    fused = all(p.is_cuda for p in params)
+    opt = torch.optim.AdamW(params, lr=peak_lr, betas=(0.9, 0.95), weight_decay=weight_decay, fused=fused)
     t0, step, total, loss = time.time(), 0, steps or 10**9, float("nan")
 
     def more() -> bool:
@@ -259,13 +261,24 @@ def optimize(params, peak_lr: float, weight_decay: float, warmup: int, probe: in
         if step % 100 == 0:
             log(f"{name} step {step} loss {loss:.3f} ({time.time() - t0:.0f} s)")
         step += 1
+        if evaluate and every and step % every == 0:
+            evaluate(step)
+    if evaluate and not (every and step % every == 0):
+        evaluate(step)
     return step, loss
 
 
 def train_base(m: Model, tokens: np.ndarray, held: np.ndarray, minutes: float, a, log) -> None:
+    """Next-token training; the held-out loss is measured every `--eval-every`
+    steps and the weights with the lowest one are kept (early stopping: a base
+    that has begun to memorise its data writes recitations from training
+    prompts, which is not what it writes from new ones)."""
     c = m.c
     params = [p for n, p in m.named_parameters() if "attn_diff" not in n]
     data = batches(tokens, a.batch, c.ctx, np.random.default_rng(0), a.device)
+    hx = next(batches(held, 32, c.ctx, np.random.default_rng(1), a.device))
+    best = {"loss": float("inf")}
+    curve = []
 
     def loss_of(step: int) -> torch.Tensor:
         x = next(data)
@@ -273,14 +286,27 @@ def train_base(m: Model, tokens: np.ndarray, held: np.ndarray, minutes: float, a
             logits, _ = m(x[:, :-1])
         return F.cross_entropy(logits.float().reshape(-1, c.vocab), x[:, 1:].reshape(-1))
 
-    step, loss = optimize(params, a.base_lr, 0.1, 100, 50, a.base_steps, minutes, loss_of, "base", log)
-    with torch.no_grad(), mixed(a):
-        hx = next(batches(held, 16, c.ctx, np.random.default_rng(1), a.device))
-        hl, _ = m(hx[:, :-1])
-        a.stats["base_heldout_loss"] = F.cross_entropy(hl.float().reshape(-1, c.vocab), hx[:, 1:].reshape(-1)).item()
+    @torch.no_grad()
+    def evaluate(step: int) -> None:
+        m.eval()
+        with mixed(a):
+            hl, _ = m(hx[:, :-1])
+        m.train()
+        loss = F.cross_entropy(hl.float().reshape(-1, c.vocab), hx[:, 1:].reshape(-1)).item()
+        curve.append((step, round(loss, 4)))
+        log(f"base step {step}: held-out loss {loss:.3f}")
+        if loss < best["loss"]:
+            best.update(loss=loss, step=step, state={k: v.detach().clone() for k, v in m.state_dict().items()})
+
+    step, loss = optimize(params, a.base_lr, 0.1, 100, 50, a.base_steps, minutes, loss_of, "base", log,
+                          a.eval_every, evaluate)
+    m.load_state_dict(best["state"])
+    a.stats["base_heldout_loss"] = best["loss"]
+    a.stats["base_kept_step"] = best["step"]
+    a.stats["base_heldout_curve"] = curve
     a.stats["base_steps"] = step
     a.stats["base_train_loss"] = loss
-    log(f"base: {step} steps, held-out loss {a.stats['base_heldout_loss']:.3f}")
+    log(f"base: {step} steps, kept step {best['step']} (held-out loss {best['loss']:.3f})")
 
 
 @torch.no_grad()
@@ -384,9 +410,15 @@ def train_diffusion(m: Model, seqs: torch.Tensor, held: torch.Tensor, minutes: f
     log(f"diffusion at init: held-out {at_init}")
     a.stats["diffusion_init"] = at_init
     rng = np.random.default_rng(3)
+    curve = []
+
+    def evaluate(step: int) -> None:
+        r = diffusion_metrics(m, held, a)
+        curve.append((step, round(r["tokens_per_step"], 3)))
+        log(f"diffusion step {step}: held-out tokens per step {r['tokens_per_step']:.3f}")
 
     def loss_of(step: int) -> torch.Tensor:
-        x = seqs[torch.from_numpy(rng.integers(0, len(seqs), a.batch))].to(a.device)
+        x = seqs[torch.from_numpy(rng.integers(0, len(seqs), a.diff_batch))].to(a.device)
         offset = int(rng.integers(0, c.block_size))
         noisy, tgt, mask = diffusion_batch(x, c.block_size, offset, a.mask_id, a.prompt)
         with mixed(a):
@@ -395,7 +427,9 @@ def train_diffusion(m: Model, seqs: torch.Tensor, held: torch.Tensor, minutes: f
             logits = m.forward_diffusion(noisy, kv, mask)
         return block_loss(logits, tgt, c.block_size, offset, a.weighting)
 
-    step, _ = optimize(params, a.diff_lr, 0.0, 50, 30, a.diff_steps, minutes, loss_of, "diffusion", log)
+    step, _ = optimize(params, a.diff_lr, 0.0, 50, 30, a.diff_steps, minutes, loss_of, "diffusion", log,
+                       a.eval_every * 4, evaluate)
+    a.stats["diffusion_curve"] = curve
     final = diffusion_metrics(m, held, a)
     log(f"diffusion ({a.weighting} weighting): {step} steps, held-out {final}")
     a.stats["diffusion_steps"] = step
@@ -502,7 +536,10 @@ def main() -> None:
     ap.add_argument("--diff-steps", type=int, default=0)
     ap.add_argument("--base-lr", type=float, default=3e-3)
     ap.add_argument("--diff-lr", type=float, default=1e-3)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64, help="base training batch (sequences of --ctx tokens)")
+    ap.add_argument("--diff-batch", type=int, default=64, help="diffusion training batch (greedy sequences)")
+    ap.add_argument("--eval-every", type=int, default=250,
+                    help="held-out loss of the base every this many steps (the diffusion view's every 4x as many)")
     ap.add_argument("--sequences", type=int, default=4096, help="greedy sequences for the diffusion view")
     ap.add_argument("--gen-batch", type=int, default=1024)
     ap.add_argument("--prompt", type=int, default=32)

@@ -2,7 +2,8 @@
 # MACHINE (bench.sh, train.sh, versus-llama.sh): unpacks gpu-carry.tar.xz,
 # sets OUT, bin and LD_LIBRARY_PATH, records the GPU, and starts building
 # libggml-cuda.so on the CPU in the background; wait_for_cuda waits for it.
-if [ -f gpu-carry.tar.xz ]; then
+# A later call on the same (still warm) machine finds both done and skips them.
+if [ -f gpu-carry.tar.xz ] && [ ! -x gpu-carry/bin/orthrus ]; then
     rm -rf gpu-carry
     tar -xJf gpu-carry.tar.xz
 fi
@@ -10,7 +11,12 @@ OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 bin=$PWD/gpu-carry/bin
 export LD_LIBRARY_PATH=$bin
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
+if [ -f "$bin/libggml-cuda.so" ]; then
+    echo "libggml-cuda.so already built" > "$OUT/build.txt"
+    true &
+else
+    bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
+fi
 cuda_build=$!
 
 wait_for_cuda() {

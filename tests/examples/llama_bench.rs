@@ -35,6 +35,10 @@ fn main() {
         cp.n_batch = 512;
         cp.n_ubatch = 512;
         cp.flash_attn_type = llama::LLAMA_FLASH_ATTN_TYPE_ENABLED;
+        // llama.cpp's default of 4 threads spins on 2 cores: one thread per core, as llama-bench's -t.
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get()) as i32;
+        cp.n_threads = cores;
+        cp.n_threads_batch = cores;
         let ctx = llama::llama_init_from_model(model, cp);
         assert!(!ctx.is_null(), "llama.cpp could not create a context");
         let n_vocab = llama::llama_vocab_n_tokens(llama::llama_model_get_vocab(model)).min(150_000);

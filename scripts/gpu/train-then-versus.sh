@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE, in two device calls on one warm machine (each call
+# is limited to 10 minutes, training and benchmarks together take longer):
+#
+#   train-then-versus.sh start    train.sh, detached (setsid), writing to
+#                                 /tmp/train-out; this call returns when it is
+#                                 done or after LIMIT seconds (default 540),
+#                                 with the log so far
+#   train-then-versus.sh finish   waits for train.sh, returns its results, then
+#                                 runs versus-llama.sh (the GPU is free of the
+#                                 training by then) and returns that too
+#
+# The second call must come within the machine's warm time (30 s) of the first.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-$PWD/gpu-out}; mkdir -p "$out"
+limit=${LIMIT:-540}
+t0=$(date +%s)
+wait_train() {
+    while [ ! -f /tmp/train-out.rc ] && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do sleep 5; done
+}
+case "${1:-}" in
+start)
+    rm -rf /tmp/train-out /tmp/train-out.rc; mkdir -p /tmp/train-out
+    OUT=/tmp/train-out setsid bash -c 'bash scripts/gpu/train.sh > /tmp/train-out.log 2>&1; echo $? > /tmp/train-out.rc' \
+        < /dev/null > /dev/null 2>&1 &
+    wait_train
+    cat /tmp/train-out.log; tail -3 /tmp/train-out/train-*.txt 2>/dev/null
+    [ -f /tmp/train-out.rc ] && echo "train.sh exited $(cat /tmp/train-out.rc)" || echo "train.sh still running"
+    ;;
+finish)
+    wait_train
+    cat /tmp/train-out.log
+    [ -f /tmp/train-out.rc ] || { echo "train.sh still running after ${limit} s"; exit 1; }
+    cp /tmp/train-out/* "$out/" 2>/dev/null
+    OUT=/tmp/versus-out bash scripts/gpu/versus-llama.sh
+    tar -czf "$out/versus.tgz" -C /tmp versus-out
+    ls -la "$out"
+    ;;
+*)
+    echo "usage: $0 start|finish" >&2; exit 2 ;;
+esac
