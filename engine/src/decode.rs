@@ -204,14 +204,14 @@ pub fn generate(
         let (drafts, q) = if l > 1 {
             let mut blk = vec![mask; l];
             blk[0] = x;
-            let d = session.forward(View::Diffusion, &blk, n, l, !greedy)?;
+            let d = session.forward_padded(View::Diffusion, &blk, n, l, !greedy, block)?;
             draft(&d, l - 1, n_vocab, greedy, &dist, &mut rng)
         } else {
             (Vec::new(), Vec::new())
         };
         let mut verify = vec![x];
         verify.extend(&drafts);
-        let v = session.forward(View::Ar, &verify, n, l, !greedy)?;
+        let v = session.forward_padded(View::Ar, &verify, n, l, !greedy, block)?;
         let (accepted, next) = if greedy {
             let a = drafts
                 .iter()

@@ -29,6 +29,9 @@ pub struct Shape {
     pub n_out: usize,
     /// Whether the logits themselves are copied back (sampling, tests), or only their argmax.
     pub logits: bool,
+    /// Batch columns per weight matmul group (see [`project`]); 0 or 1: the
+    /// batch goes to ggml as one matrix.
+    pub col_group: usize,
 }
 
 /// Names of the graph's inputs and outputs.
@@ -88,6 +91,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     );
     let eps = hp.rms_eps;
     let w = |id| m.weights.get(id);
+    let mm = |id, x| project(ctx, w(id), x, s.col_group);
 
     let tokens = ctx.input(io::TOKENS, Type::I32, &[t]);
     let pos = ctx.input(io::POS, Type::I32, &[t]);
@@ -107,7 +111,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         let (q, k, v) = match a.qkv {
             Stacked::Fused(qkv) => {
                 // Rows of [q; k; v] per token: q and k as [hd, heads, T] views, v as [hd * nkv, T].
-                let qkv = ctx.mul_mat(w(qkv), h);
+                let qkv = mm(qkv, h);
                 let (f, row) = (std::mem::size_of::<f32>(), qkv.nb()[1]);
                 let head = hd as usize * f;
                 let q = ctx.view(qkv, [hd, nh, t], [head, row], 0);
@@ -121,9 +125,9 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
                 (q, k, v)
             }
             Stacked::Apart([wq, wk, wv]) => (
-                ctx.reshape(ctx.mul_mat(w(wq), h), &[hd, nh, t]),
-                ctx.reshape(ctx.mul_mat(w(wk), h), &[hd, nkv, t]),
-                ctx.mul_mat(w(wv), h),
+                ctx.reshape(mm(wq, h), &[hd, nh, t]),
+                ctx.reshape(mm(wk, h), &[hd, nkv, t]),
+                mm(wv, h),
             ),
         };
         let q = ctx.rope_neox(norm(q, a.q_norm), pos, hp.rope_base);
@@ -136,7 +140,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         );
         let v_all = ctx.set_rows(cache.store.get(cache.v[il]), v, slots);
         let attn = attention(ctx, cache, q, k_all, v_all, mask, s, hp.head_dim, nkv);
-        x = ctx.add(x, ctx.mul_mat(w(a.o), attn));
+        x = ctx.add(x, mm(a.o, attn));
 
         if il + 1 == m.layers.len() && s.n_out < s.n_tokens {
             // Only the last n_out rows reach the LM head.
@@ -150,22 +154,38 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         }
         let h = norm(x, layer.ffn_norm);
         let up = match layer.ffn_gate_up {
-            Stacked::Fused(gate_up) => ctx.swiglu_halves(ctx.mul_mat(w(gate_up), h)),
-            Stacked::Apart([gate, up]) => {
-                ctx.swiglu(ctx.mul_mat(w(gate), h), ctx.mul_mat(w(up), h))
-            }
+            Stacked::Fused(gate_up) => ctx.swiglu_halves(mm(gate_up, h)),
+            Stacked::Apart([gate, up]) => ctx.swiglu(mm(gate, h), mm(up, h)),
         };
-        x = ctx.add(x, ctx.mul_mat(w(layer.ffn_down), up));
+        x = ctx.add(x, mm(layer.ffn_down, up));
     }
-    let logits = ctx
-        .mul_mat(w(m.output), norm(x, m.output_norm))
-        .named(io::LOGITS);
+    let logits = mm(m.output, norm(x, m.output_norm)).named(io::LOGITS);
     let argmax = ctx.argmax(logits).named(io::ARGMAX);
     if s.logits {
         vec![argmax, logits]
     } else {
         vec![argmax]
     }
+}
+
+/// `w x` for a batch `x` of `[k, T]`. With `col_group` c > 1 the batch goes
+/// to ggml as `[k, c', T / c']` (c' the largest divisor of T up to c), a
+/// stack of narrow matrices that the weights broadcast over, and back to
+/// `[n, T]`: the same values in the same memory, but ggml's CUDA backend
+/// then multiplies a quantized matrix with its matrix-vector kernel (MMVQ,
+/// up to 8 columns, once per group) instead of its tiled matmul (MMQ, from
+/// 9 columns), which is faster on small models (see `session::GPU_COL_GROUP`).
+fn project<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, col_group: usize) -> Tensor<'c> {
+    let [k, t, ..] = x.ne();
+    let c = (1..=col_group.min(t as usize) as i64)
+        .rev()
+        .find(|c| t % c == 0)
+        .unwrap_or(1);
+    if c <= 1 || c == t {
+        return ctx.mul_mat(w, x);
+    }
+    let y = ctx.mul_mat(w, ctx.reshape(x, &[k, c, t / c]));
+    ctx.reshape(y, &[w.ne()[1], t])
 }
 
 /// softmax(q K^T / sqrt(hd) + mask) V over the first `n_kv` cache slots.

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use orthrus_kernels::ggml::{Input, Output, OwnedGraph, Scheduler, Type};
+use orthrus_kernels::ggml::{DeviceKind, Input, Output, OwnedGraph, Scheduler, Type};
 
 use crate::graph::{self, io, Shape, View};
 use crate::kv_cache::KvCache;
@@ -14,6 +14,15 @@ use crate::EngineError;
 const KV_WINDOW: usize = 256;
 /// Graphs kept for reuse before the cache of graphs is dropped.
 const MAX_GRAPHS: usize = 32;
+/// Batch columns per weight matmul in decoding passes on a GPU (see
+/// `graph::project`), for models up to [`SMALL_MODEL_EMBD`] wide. Measured
+/// on an H200 (16-token pass, no groups / groups of 4 / of 8): the bundled
+/// 6-layer model of width 256, 0.405 / 0.288 / 0.281 ms; Qwen3-1.7B shapes,
+/// Q4_K_M, 3.21 / 5.36 / 4.52 ms (a 1-token pass: 0.20 and 1.8 ms). So
+/// small models get groups, large ones ggml's own choice, until widths in
+/// between are measured. `ORTHRUS_COL_GROUP=N` overrides it (0: none).
+const GPU_COL_GROUP: usize = 8;
+const SMALL_MODEL_EMBD: usize = 512;
 
 /// What one forward pass returns.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +42,8 @@ pub struct Session<'m> {
     graphs: HashMap<Shape, OwnedGraph<'m>>,
     /// Largest batch of one pass (prompts are processed in chunks of this size).
     pub n_batch: usize,
+    /// `Shape::col_group` of decoding passes.
+    col_group: usize,
 }
 
 impl<'m> Session<'m> {
@@ -56,12 +67,24 @@ impl<'m> Session<'m> {
                 graph::max_nodes(model.hparams.n_layer),
             ))
         };
+        let on_gpu = model
+            .layers
+            .iter()
+            .any(|l| model.devices[l.device].kind() != DeviceKind::Cpu);
+        let col_group = match std::env::var("ORTHRUS_COL_GROUP") {
+            Ok(v) => v.parse().map_err(|_| {
+                EngineError::Usage(format!("ORTHRUS_COL_GROUP={v:?} is not a number"))
+            })?,
+            Err(_) if on_gpu && model.hparams.n_embd <= SMALL_MODEL_EMBD => GPU_COL_GROUP,
+            Err(_) => 0,
+        };
         Ok(Session {
             model,
             cache,
             scheds: [sched()?, sched()?],
             graphs: HashMap::new(),
             n_batch: n_batch.max(1),
+            col_group,
         })
     }
 
@@ -89,7 +112,33 @@ impl<'m> Session<'m> {
         n_out: usize,
         logits: bool,
     ) -> Result<PassOutput, EngineError> {
-        self.run(view, tokens, pos0, n_out, logits, true)
+        self.run(view, tokens, pos0, n_out, logits, true, tokens.len())
+    }
+
+    /// [`Self::forward`] through the graph of a `rows`-token batch when
+    /// `tokens` are fewer (and the cache has room): the rows past `tokens`
+    /// are hidden from them by the mask, and their cache slots lie past the
+    /// batch, where no later pass reads before writing. So a last, shorter
+    /// block of a generation reuses the block's graph instead of building
+    /// (and on CUDA capturing) one for a single step; the rows returned are
+    /// the same.
+    pub fn forward_padded(
+        &mut self,
+        view: View,
+        tokens: &[u32],
+        pos0: usize,
+        n_out: usize,
+        logits: bool,
+        rows: usize,
+    ) -> Result<PassOutput, EngineError> {
+        self.run(view, tokens, pos0, n_out, logits, true, rows)
+    }
+
+    /// Sets `Shape::col_group` of the decoding passes from now on (the
+    /// default: [`GPU_COL_GROUP`] for a small model with a layer on a GPU,
+    /// else 0).
+    pub fn set_col_group(&mut self, col_group: usize) {
+        self.col_group = col_group;
     }
 
     fn run(
@@ -99,7 +148,8 @@ impl<'m> Session<'m> {
         pos0: usize,
         n_out: usize,
         logits: bool,
-        reference_kernels: bool,
+        decoding: bool,
+        rows: usize,
     ) -> Result<PassOutput, EngineError> {
         let t = tokens.len();
         let end = pos0 + t;
@@ -107,6 +157,9 @@ impl<'m> Session<'m> {
             t > 0 && (1..=t).contains(&n_out),
             "bad batch: {t} tokens, {n_out} outputs"
         );
+        // Rows of the graph: the batch, or padded to `rows` where that fits.
+        let rows = if pos0 + rows <= self.cache.n_ctx { rows.max(t) } else { t };
+        let graph_out = if rows > t { rows } else { n_out };
         if end > self.cache.n_ctx {
             return Err(EngineError::ContextFull {
                 needed: end,
@@ -120,16 +173,17 @@ impl<'m> Session<'m> {
                 hp.n_vocab
             )));
         }
-        let n_kv = end
+        let n_kv = (pos0 + rows)
             .div_ceil(KV_WINDOW)
             .saturating_mul(KV_WINDOW)
             .min(self.cache.n_ctx);
         let shape = Shape {
             view,
-            n_tokens: t,
+            n_tokens: rows,
             n_kv,
-            n_out,
+            n_out: graph_out,
             logits,
+            col_group: if decoding { self.col_group } else { 0 },
         };
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             self.graphs.clear();
@@ -139,14 +193,14 @@ impl<'m> Session<'m> {
             .entry(shape)
             .or_insert_with(|| graph::build(self.model, self.cache, shape));
 
-        let ids: Vec<i32> = tokens.iter().map(|&x| x as i32).collect();
-        let pos: Vec<i32> = (pos0..end).map(|p| p as i32).collect();
-        let slots: Vec<i64> = (pos0..end).map(|p| p as i64).collect();
-        let mut mask = vec![f32::NEG_INFINITY; n_kv * t];
+        let ids: Vec<i32> = (0..rows).map(|j| tokens[j.min(t - 1)] as i32).collect();
+        let pos: Vec<i32> = (pos0..pos0 + rows).map(|p| p as i32).collect();
+        let slots: Vec<i64> = (pos0..pos0 + rows).map(|p| p as i64).collect();
+        let mut mask = vec![f32::NEG_INFINITY; n_kv * rows];
         for (j, row) in mask.chunks_mut(n_kv).enumerate() {
             let visible = match view {
-                View::Ar => pos0 + j + 1,
-                View::Diffusion => end,
+                View::Diffusion if j < t => end,
+                _ => pos0 + j + 1,
             };
             row[..visible].fill(0.0);
         }
@@ -163,11 +217,11 @@ impl<'m> Session<'m> {
             Input::I64(io::SLOTS, &slots),
             mask_input,
         ];
-        let mut argmax = vec![0i32; n_out];
+        let mut argmax = vec![0i32; graph_out];
         let mut out = PassOutput {
             argmax: Vec::new(),
             logits: if logits {
-                vec![0.0; n_out * hp.n_vocab]
+                vec![0.0; graph_out * hp.n_vocab]
             } else {
                 Vec::new()
             },
@@ -178,8 +232,15 @@ impl<'m> Session<'m> {
                 outputs.push(Output::F32(io::LOGITS, &mut out.logits));
             }
             let sched = &mut self.scheds[view as usize];
-            sched.set_reference_kernels(reference_kernels);
+            sched.set_reference_kernels(decoding);
             sched.run(graph, &inputs, &mut outputs)?;
+        }
+        if rows > t {
+            // All rows were computed; the batch's last n_out are asked for.
+            argmax = argmax[t - n_out..t].to_vec();
+            if logits {
+                out.logits = out.logits[(t - n_out) * hp.n_vocab..t * hp.n_vocab].to_vec();
+            }
         }
         out.argmax = argmax.into_iter().map(|x| x as u32).collect();
         Ok(out)
@@ -197,7 +258,7 @@ impl<'m> Session<'m> {
         let mut last = PassOutput::default();
         let mut pos = pos0;
         for chunk in tokens.chunks(self.n_batch) {
-            last = self.run(View::Ar, chunk, pos, 1, logits, false)?;
+            last = self.run(View::Ar, chunk, pos, 1, logits, false, chunk.len())?;
             pos += chunk.len();
         }
         Ok(last)

@@ -342,9 +342,12 @@ fn trained_model() -> (Model, Vec<Vec<u32>>) {
 #[test]
 fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
     let (model, prompts) = trained_model();
-    for cache_ty in [GgmlType::F16, GgmlType::F32] {
+    // col_group 8: the batch's weight matmuls as a stack of 8-column
+    // matrices, as on a GPU; the values must not move.
+    for (cache_ty, col_group) in [(GgmlType::F16, 0), (GgmlType::F32, 0), (GgmlType::F16, 8)] {
         let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
         let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+        s.set_col_group(col_group);
         for prompt in prompts.iter().take(4) {
             // Past 256 cached positions too, where the fast kernels split
             // one-token attention over the cache.
@@ -367,7 +370,7 @@ fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
                     let single = s.forward(View::Ar, &[t], pos0 + j, 1, true).unwrap().logits;
                     assert!(
                         single == batched[j * n_vocab..(j + 1) * n_vocab],
-                        "{cache_ty:?} cache, row {j} at position {}: batched and one-token logits differ",
+                        "{cache_ty:?} cache, col_group {col_group}, row {j} at position {}: batched and one-token logits differ",
                         pos0 + j
                     );
                 }
