@@ -3,10 +3,11 @@
 # dynamic backends and stages what the GPU machine needs under gpu-carry/
 # (git-ignored): the binaries and ggml's shared libraries in gpu-carry/bin,
 # and ggml's source (CPU + CUDA only) in gpu-carry/ggml for building
-# libggml-cuda.so there, packed as gpu-carry.tar.xz (the working tree that
-# travels is limited to 64 MiB; the scripts there unpack it). Then call the
-# device tool with
-#   carry: ["gpu-carry.tar.xz"], command: "bash scripts/gpu/bench.sh"
+# libggml-cuda.so there, packed as gpu-carry.tar.xz (the scripts there unpack
+# it). The working tree that travels is limited to 64 MiB: the tracked files
+# take 59.8 MB (2026-12-01), this archive 4.8 MB at xz -9e, llama-src.tar.xz
+# (fetch-llama.sh) 2.3 MB. Then call the device tool with
+#   carry: ["gpu-carry.tar.xz", "llama-src.tar.xz"], command: "bash scripts/gpu/variants.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 cargo build --release -p orthrus-engine -p orthrus-convert -p orthrus-tests --example llama_bench --bin orthrus --bin orthrus-convert --features orthrus-engine/dynamic-backends --target-dir target-gpu
@@ -29,5 +30,5 @@ find "$src/src" -maxdepth 1 -type f -exec cp {} gpu-carry/ggml/src/ \;
 cp -a "$src"/src/ggml-cuda "$src"/src/ggml-cpu gpu-carry/ggml/src/
 touch gpu-carry/ggml/ggml.pc.in
 du -sh gpu-carry gpu-carry/*
-tar -cf - gpu-carry | xz -6 -T0 > gpu-carry.tar.xz.tmp && mv gpu-carry.tar.xz.tmp gpu-carry.tar.xz
+tar -cf - gpu-carry | xz -9e -T0 > gpu-carry.tar.xz.tmp && mv gpu-carry.tar.xz.tmp gpu-carry.tar.xz
 du -sh gpu-carry.tar.xz

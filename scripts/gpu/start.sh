@@ -1,5 +1,5 @@
 # Sourced, from the repository root, by the scripts that run ON THE GPU
-# MACHINE (bench.sh, train.sh, versus-llama.sh): unpacks gpu-carry.tar.xz,
+# MACHINE (bench.sh, train.sh, variants.sh): unpacks gpu-carry.tar.xz,
 # sets OUT, bin and LD_LIBRARY_PATH, records the GPU, and starts building
 # libggml-cuda.so on the CPU in the background; wait_for_cuda waits for it.
 # A later call on the same (still warm) machine finds both done and skips them.

@@ -51,13 +51,16 @@ m="$work/tiny-q8_0.gguf"
 wait_for_cuda
 "$bin/orthrus" bench -m "$m" -n 256 --prompts-file "$work/data/prompts.json" --check --json > "$OUT/bench-cuda.json" 2> "$work/bench.err" || tail -5 "$work/bench.err"
 "$bin/llama_bench" "$work/split-q8_0.gguf" 3 > "$OUT/llama-tiny.json" 2> "$work/llama.err" || tail -5 "$work/llama.err"
+# llama.cpp's own llama-bench too, when build-llama.sh has built it by now.
+[ -x /tmp/lb/bin/llama-bench ] && LD_LIBRARY_PATH=/tmp/lb/bin /tmp/lb/bin/llama-bench -m "$work/split-q8_0.gguf" -p 512 -n 128 -ngl 99 -fa 1 -r 3 -o json \
+    > "$OUT/llamabench-tiny.json" 2>> "$work/llama.err" || true
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); c=d.get("check") or {}; print([(r["mode"], round(r["generation_tokens_per_second"]), round(r["step_ms"], 3), round(r["mean_accepted"], 2)) for r in d["results"]], d.get("pass_ms"), "identical", c.get("identical"), "of", c.get("prompts"))' "$OUT/bench-cuda.json" || true
-cat "$OUT/llama-tiny.json" || true
+cat "$OUT/llama-tiny.json" "$OUT/llamabench-tiny.json" || true
 # The device tool returns at most 8 files of at most 16 MiB each: the HF
 # checkpoint travels as one compressed archive, the logs as another.
 cd "$OUT"
 tar -czf /tmp/checkpoint.tgz tiny-orthrus
-tar -czf /tmp/logs.tgz train-*.txt kept.txt data.txt build.txt gpu.txt prompts.json bench-cuda.json llama-tiny.json || true
+tar -czf /tmp/logs.tgz train-*.txt kept.txt data.txt build.txt gpu.txt prompts.json bench-cuda.json llama-tiny.json llamabench-tiny.json || true
 rm -rf ./* && mv /tmp/checkpoint.tgz /tmp/logs.tgz .
 cp "$m" tiny-orthrus-q8_0.gguf
 ls -la

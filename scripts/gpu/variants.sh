@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (after scripts/gpu/prepare.sh here, carrying
+# gpu-carry.tar.xz):
+# our decoding under several environments against llama.cpp on the same
+# files, in alternating rounds (a shared GPU's speed drifts between minutes):
+# llama.cpp's llama_* code on our ggml build (tests/examples/llama_bench.rs),
+# and llama.cpp's own llama-bench when build-llama.sh has built it here.
+#
+#   PRESET    random-weight model shapes (default qwen3-1.7b; see make_fixtures.py)
+#   TYPES     weight types (default: q4_k_m q8_0)
+#   VARIANTS  space-separated environments for `orthrus`, NAME=VALUE[,NAME=VALUE],
+#             "-" for none (default: ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8)
+#   ROUNDS    rounds (default 2)
+#   CHECK     prompts x 128 tokens of the greedy orthrus == ar check per
+#             variant, on the first type (default 20; 0: none)
+#   TINY=1    also the bundled trained model under each variant
+#
+# Results go to $OUT/variants-PRESET.tgz, a table last.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/gpu/start.sh
+preset=${PRESET:-qwen3-1.7b}
+work=/tmp/orthrus-gpu; res=/tmp/variants-$preset; mkdir -p "$work" "$res"
+types=(${TYPES:-q4_k_m q8_0})
+variants=(${VARIANTS:-ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8})
+bash scripts/gpu/models.sh "$preset" "${types[@]}"
+wait_for_cuda
+# llama.cpp's own llama-bench (build-llama.sh), when it was built on this machine;
+# its own ggml libraries, not ours (LD_LIBRARY_PATH), or it fails to start.
+lb=/tmp/lb/bin/llama-bench; [ -x "$lb" ] || lb=
+
+envs() { [ "$1" = - ] || echo "$1" | tr , ' '; }
+# File names travel back only in letters, digits, ".", "_" and "-".
+tag() { echo "$1" | tr '=,' '-_'; }
+for r in $(seq "${ROUNDS:-2}"); do
+    for t in "${types[@]}"; do
+        m="$work/$preset-$t.gguf"
+        "$bin/llama_bench" "$m" 2 > "$res/llama-$t-r$r.json" 2>> "$work/err.txt" || true
+        [ -z "$lb" ] || LD_LIBRARY_PATH=/tmp/lb/bin "$lb" -m "$m" -p 512 -n 128 -d 0,512 -ngl 99 -fa 1 -r 3 -o json > "$res/llamabench-$t-r$r.json" 2>> "$work/err.txt" || true
+        for v in "${variants[@]}"; do
+            env $(envs "$v") "$bin/orthrus" bench -m "$m" --head "$work/$preset-$t.head.gguf" --random-prompt-len 512 \
+                -n 128 --random-prompts 3 --json > "$res/ours-$t-$(tag "$v")-r$r.json" 2>> "$work/err.txt" || true
+        done
+    done
+done
+if [ "${CHECK:-20}" -gt 0 ]; then
+    t=${types[0]}
+    for v in "${variants[@]}"; do
+        env $(envs "$v") "$bin/orthrus" bench -m "$work/$preset-$t.gguf" --head "$work/$preset-$t.head.gguf" \
+            --random-prompt-len 512 -n 128 --random-prompts "${CHECK:-20}" --check --json \
+            > "$res/check-$t-$(tag "$v").json" 2>> "$work/err.txt" || true
+    done
+fi
+if [ -n "${TINY:-}" ]; then
+    for v in "${variants[@]}"; do
+        env $(envs "$v") "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+            --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --check --json \
+            > "$res/tiny-$(tag "$v").json" 2>> "$work/err.txt" || true
+    done
+fi
+tail -n 20 "$work/err.txt" 2>/dev/null || true
+cp "$OUT/gpu.txt" "$OUT/build.txt" "$res/"
+# The device tool returns at most 8 files: the results travel as one archive.
+tar -czf "$OUT/variants-$preset.tgz" -C "$res" .
+python3 scripts/gpu/summary.py "$res"
