@@ -112,7 +112,7 @@ impl<'m> Session<'m> {
         n_out: usize,
         logits: bool,
     ) -> Result<PassOutput, EngineError> {
-        self.run(view, tokens, pos0, n_out, logits, true, tokens.len())
+        self.forward_padded(view, tokens, pos0, n_out, logits, tokens.len())
     }
 
     /// [`Self::forward`] through the graph of a `rows`-token batch when
@@ -141,6 +141,8 @@ impl<'m> Session<'m> {
         self.col_group = col_group;
     }
 
+    /// The one pass behind `forward`, `forward_padded` and `prefill`.
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         view: View,
@@ -158,7 +160,11 @@ impl<'m> Session<'m> {
             "bad batch: {t} tokens, {n_out} outputs"
         );
         // Rows of the graph: the batch, or padded to `rows` where that fits.
-        let rows = if pos0 + rows <= self.cache.n_ctx { rows.max(t) } else { t };
+        let rows = if pos0 + rows <= self.cache.n_ctx {
+            rows.max(t)
+        } else {
+            t
+        };
         let graph_out = if rows > t { rows } else { n_out };
         if end > self.cache.n_ctx {
             return Err(EngineError::ContextFull {
