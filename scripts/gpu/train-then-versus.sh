@@ -6,13 +6,13 @@
 #                                 /tmp/train-out; beside it, at low priority,
 #                                 llama.cpp's llama-bench (build-llama.sh, when
 #                                 llama-src.tar.xz is carried) and the random
-#                                 models of Qwen3-8B and -1.7B shapes
-#                                 (models.sh); returns when training is done or
+#                                 models of Qwen3-8B shapes (models.sh);
+#                                 returns when training is done or
 #                                 after LIMIT seconds (default 540), with the
 #                                 log so far
 #   train-then-versus.sh finish   waits for train.sh, returns its results, then
-#                                 variants.sh on both model shapes (the GPU is
-#                                 free of the training by then), its archives too
+#                                 variants.sh on the Qwen3-8B shapes (the GPU is
+#                                 free of the training by then), its archive too
 #
 # The second call must come within the machine's warm time (30 s) of the first.
 set -uo pipefail
@@ -35,7 +35,7 @@ start)
     # train.sh unpacks gpu-carry; the model writers need its converter.
     sleep 20
     [ -f llama-src.tar.xz ] && detach /tmp/build-llama.log bash scripts/gpu/build-llama.sh
-    detach /tmp/models.log bash -c 'bash scripts/gpu/models.sh qwen3-8b q4_k_m q8_0 && bash scripts/gpu/models.sh qwen3-1.7b q4_k_m'
+    detach /tmp/models.log bash scripts/gpu/models.sh qwen3-8b q4_k_m q8_0
     wait_train
     cat /tmp/train-out.log; tail -3 /tmp/train-out/train-*.txt 2>/dev/null
     [ -f /tmp/train-out.rc ] && echo "train.sh exited $(cat /tmp/train-out.rc)" || echo "train.sh still running"
