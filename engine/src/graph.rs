@@ -32,6 +32,10 @@ pub struct Shape {
     /// Batch columns per weight matmul group (see [`project`]); 0 or 1: the
     /// batch goes to ggml as one matrix.
     pub col_group: usize,
+    /// Attention through the batch-invariant path (see [`attention`]): each
+    /// token its own sample, `n_kv` a multiple of [`crate::kv_cache::SLOT_ALIGN`],
+    /// an f32 cache.
+    pub exact: bool,
 }
 
 /// Names of the graph's inputs and outputs.
@@ -138,7 +142,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
             ctx.reshape(k, &[hd * nkv, t]),
             slots,
         );
-        let v_all = ctx.set_rows(cache.store.get(cache.v[il]), v, slots);
+        let v_all = store_v(ctx, cache, cache.store.get(cache.v[il]), v, slots);
         let attn = attention(ctx, cache, q, k_all, v_all, mask, s, hp.head_dim, nkv);
         x = ctx.add(x, mm(a.o, attn));
 
@@ -175,20 +179,54 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
 /// then multiplies a quantized matrix with its matrix-vector kernel (MMVQ,
 /// up to 8 columns, once per group) instead of its tiled matmul (MMQ, from
 /// 9 columns), which is faster on small models (see `session::GPU_COL_GROUP`).
+/// c' may be 1 (T has no other divisor up to c): each column alone.
 fn project<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, col_group: usize) -> Tensor<'c> {
     let [k, t, ..] = x.ne();
     let c = (1..=col_group.min(t as usize) as i64)
         .rev()
         .find(|c| t % c == 0)
         .unwrap_or(1);
-    if c <= 1 || c == t {
+    if col_group <= 1 || c == t {
         return ctx.mul_mat(w, x);
     }
     let y = ctx.mul_mat(w, ctx.reshape(x, &[k, c, t / c]));
     ctx.reshape(y, &[w.ne()[1], t])
 }
 
+/// Writes the batch's V `[hd * nkv, T]` into the cache slots `slots`; a
+/// transposed cache takes it one value a row: the cache as `[1, slots, hd *
+/// nkv]`, the batch as `[1, T, hd * nkv]`, the slot of each value its token's.
+fn store_v<'c>(
+    ctx: &'c Context,
+    cache: &KvCache,
+    all: Tensor<'c>,
+    v: Tensor<'c>,
+    slots: Tensor<'c>,
+) -> Tensor<'c> {
+    if !cache.v_trans {
+        return ctx.set_rows(all, v, slots);
+    }
+    let [e, t, ..] = v.ne();
+    let f = std::mem::size_of::<f32>();
+    let dst = ctx.view(all, [1, cache.slots as i64, e], [f, cache.slots * f], 0);
+    let src = ctx.view(v, [1, t, e], [v.nb()[1], f], 0);
+    ctx.set_rows(dst, src, slots)
+}
+
 /// softmax(q K^T / sqrt(hd) + mask) V over the first `n_kv` cache slots.
+///
+/// Three ways: ggml's fused kernel (f16/q8_0 caches); the plain
+/// matmul-softmax-matmul path over the batch (f32 cache); and, with
+/// `Shape::exact`, the plain path with each token as a sample of its own
+/// (`[hd, c, heads / c, T]`), the cache broadcast over the samples. Then every
+/// op runs one query row at a time the way a one-token pass runs it:
+/// ggml-cuda multiplies with its vector kernel (MMVF, one column), and the
+/// softmax and the V product sum over `n_kv` with thread blocks that are the
+/// same for every `n_kv` that is a multiple of 1024 (1024 and 256 threads),
+/// the masked slots adding exact zeros. So a verify row is bit-identical to
+/// the one-token pass AR decoding runs, on a GPU too, if the weight matmuls
+/// are too (`Shape::col_group` at most 4: MMVQ's 1- to 4-column kernels sum
+/// a column alike).
 #[allow(clippy::too_many_arguments)]
 fn attention<'c>(
     ctx: &'c Context,
@@ -211,16 +249,37 @@ fn attention<'c>(
     // Cached K and V as [hd, nkv, n_kv]; attention wants [hd, n_kv, nkv].
     let cached = |all| ctx.view(all, [hd, nkv, n_kv], [head_bytes, slot_bytes], 0);
     let k = ctx.permute(cached(k_all), [0, 2, 1, 3]);
+    let nh = q.ne()[1];
+    // V as [n_kv, hd, nkv]: a view of a transposed cache, else a copy.
+    let vt = || {
+        if cache.v_trans {
+            let row = cache.slots * std::mem::size_of::<f32>();
+            ctx.view(v_all, [n_kv, hd, nkv], [row, row * hd as usize], 0)
+        } else {
+            ctx.cont(ctx.permute(cached(v_all), [1, 2, 0, 3]))
+        }
+    };
+    if s.exact {
+        assert!(cache.v_trans, "the exact attention path needs an f32 cache");
+        // c query heads of one KV head as the columns of one product
+        // (ggml-cuda's MMVF takes up to 3 f32 columns), the tokens as samples.
+        let ratio = nh / nkv;
+        let c = (1..=3.min(ratio)).rev().find(|c| ratio % c == 0).unwrap_or(1);
+        let q = ctx.reshape(q, &[hd, c, nh / c, t]);
+        let kq = ctx.reshape(ctx.mul_mat(k, q), &[n_kv, 1, nh, t]);
+        let mask = ctx.reshape(mask, &[n_kv, 1, 1, t]);
+        let kq = ctx.reshape(ctx.soft_max(kq, mask, scale), &[n_kv, c, nh / c, t]);
+        let out = ctx.mul_mat(vt(), kq); // [hd, c, nh / c, T]: [hd, nh, T]
+        return ctx.reshape(out, &[hd * nh, t]);
+    }
     let q = ctx.permute(q, [0, 2, 1, 3]); // [hd, T, nh]
-    let nh = q.ne()[2];
     if uses_flash_attention(cache) {
         let v = ctx.permute(cached(v_all), [0, 2, 1, 3]);
         let out = ctx.flash_attn(q, k, v, mask, scale); // [hd, nh, T]
         ctx.reshape(out, &[hd * nh, t])
     } else {
         let kq = ctx.soft_max(ctx.mul_mat(k, q), mask, scale); // [n_kv, T, nh]
-        let vt = ctx.cont(ctx.permute(cached(v_all), [1, 2, 0, 3])); // [n_kv, hd, nkv]
-        let out = ctx.mul_mat(vt, kq); // [hd, T, nh]
+        let out = ctx.mul_mat(vt(), kq); // [hd, T, nh]
         ctx.reshape(ctx.cont(ctx.permute(out, [0, 2, 1, 3])), &[hd * nh, t])
     }
 }

@@ -6,17 +6,31 @@ use orthrus_kernels::GgmlType;
 use crate::model::Model;
 use crate::EngineError;
 
+/// Slots are allocated in multiples of this many, zeroed: the exact
+/// attention path (`graph::Shape::exact`) reads whole windows of this size,
+/// whatever the context size, and its zero weights must meet finite values.
+pub const SLOT_ALIGN: usize = 1024;
+
 /// Per layer, K (after k_norm and RoPE) and V of every position, each a
-/// `[head_dim * n_head_kv, n_ctx]` matrix on the layer's device. Allocated
-/// once. Slot `p` holds position `p`; which slots are committed is the
-/// session's business (the diffusion pass writes scratch rows past the
-/// committed ones, which the verify pass then overwrites).
+/// `[head_dim * n_head_kv, slots]` matrix on the layer's device, `slots`
+/// being `n_ctx` rounded up to [`SLOT_ALIGN`]. Allocated once. Slot `p`
+/// holds position `p`; which slots are committed is the session's business
+/// (the diffusion pass writes scratch rows past the committed ones, which
+/// the verify pass then overwrites). An f32 cache, which only the plain
+/// attention paths read, keeps V transposed (`v_trans`): `[slots, head_dim *
+/// n_head_kv]`, each head dimension's values of all slots in a row, so the
+/// product with the attention weights reads the cache as it lies.
 pub struct KvCache {
     pub(crate) store: TensorStore,
     pub(crate) k: Vec<StoreId>,
     pub(crate) v: Vec<StoreId>,
+    /// Positions a sequence may fill.
     pub n_ctx: usize,
+    /// Slots allocated (attention may read past `n_ctx`, up to here).
+    pub slots: usize,
     pub ty: GgmlType,
+    /// V is stored transposed (an f32 cache).
+    pub v_trans: bool,
 }
 
 impl KvCache {
@@ -43,6 +57,8 @@ impl KvCache {
                 "context size {n_ctx} is out of range"
             )));
         }
+        let slots = n_ctx.next_multiple_of(SLOT_ALIGN);
+        let v_trans = ty == GgmlType::F32;
         let mut store = TensorStore::new(2 * hp.n_layer);
         let (mut k, mut v) = (Vec::new(), Vec::new());
         for (il, layer) in model.layers.iter().enumerate() {
@@ -50,13 +66,14 @@ impl KvCache {
             k.push(store.add(
                 &format!("cache_k_l{il}"),
                 ty,
-                &[row as i64, n_ctx as i64],
+                &[row as i64, slots as i64],
                 buft,
             ));
+            let v_shape = if v_trans { [slots, row] } else { [row, slots] };
             v.push(store.add(
                 &format!("cache_v_l{il}"),
                 ty,
-                &[row as i64, n_ctx as i64],
+                &v_shape.map(|n| n as i64),
                 buft,
             ));
         }
@@ -67,7 +84,9 @@ impl KvCache {
             k,
             v,
             n_ctx,
+            slots,
             ty,
+            v_trans,
         })
     }
 }

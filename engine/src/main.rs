@@ -188,6 +188,7 @@ fn run(a: RunArgs) -> Result<()> {
     };
     let cache = KvCache::new(&l.model, l.n_ctx, l.cache_type)?;
     let mut session = Session::new(&l.model, &cache, l.threads, l.batch)?;
+    session.set_exact(l.exact)?;
     let params = GenerateParams {
         mode: a.mode,
         max_tokens: a.n_predict,
@@ -290,6 +291,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     };
     let cache = KvCache::new(&l.model, l.n_ctx, l.cache_type)?;
     let mut session = Session::new(&l.model, &cache, l.threads, l.batch)?;
+    session.set_exact(l.exact)?;
     let modes: Vec<Mode> = if l.model.is_orthrus() {
         vec![Mode::Ar, Mode::Orthrus]
     } else {

@@ -31,9 +31,14 @@ pub struct ModelArgs {
     /// Largest batch of prompt tokens per forward pass.
     #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
     pub batch_size: usize,
-    /// KV cache type: f16, q8_0 or f32.
-    #[arg(long = "cache-type", default_value = "f16")]
-    pub cache_type: String,
+    /// KV cache type: f16, q8_0 or f32 (default: f16; f32 with --exact).
+    #[arg(long = "cache-type")]
+    pub cache_type: Option<String>,
+    /// Exact decoding: AR steps and verify passes run batch-invariant
+    /// kernels, so Orthrus output equals AR output bit for bit on a GPU too
+    /// (on the CPU it always does). Slower on a GPU; needs an f32 cache.
+    #[arg(long)]
+    pub exact: bool,
 }
 
 /// A model loaded with [`ModelArgs`], and the settings for its sessions.
@@ -43,11 +48,14 @@ pub struct Loaded {
     pub n_ctx: usize,
     pub threads: usize,
     pub batch: usize,
+    /// Sessions decode in exact mode (`Session::set_exact`).
+    pub exact: bool,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Loaded, EngineError> {
-        let cache_type = match self.cache_type.as_str() {
+        let default = if self.exact { "f32" } else { "f16" };
+        let cache_type = match self.cache_type.as_deref().unwrap_or(default) {
             "f16" => GgmlType::F16,
             "f32" => GgmlType::F32,
             "q8_0" => GgmlType::Q8_0,
@@ -57,6 +65,12 @@ impl ModelArgs {
                 )))
             }
         };
+        if self.exact && cache_type != GgmlType::F32 {
+            return Err(EngineError::Usage(format!(
+                "--exact needs --cache-type f32, not {}",
+                cache_type.name()
+            )));
+        }
         let opts = LoadOptions {
             device: self.device.clone(),
             n_gpu_layers: self.n_gpu_layers,
@@ -75,6 +89,7 @@ impl ModelArgs {
             n_ctx,
             threads,
             batch: self.batch_size,
+            exact: self.exact,
         })
     }
 }

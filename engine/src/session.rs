@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 
 use orthrus_kernels::ggml::{DeviceKind, Input, Output, OwnedGraph, Scheduler, Type};
+use orthrus_kernels::GgmlType;
 
 use crate::graph::{self, io, Shape, View};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, SLOT_ALIGN};
 use crate::model::Model;
 use crate::EngineError;
 
@@ -23,6 +24,10 @@ const MAX_GRAPHS: usize = 32;
 /// between are measured. `ORTHRUS_COL_GROUP=N` overrides it (0: none).
 const GPU_COL_GROUP: usize = 8;
 const SMALL_MODEL_EMBD: usize = 512;
+/// `Shape::col_group` of exact AR-view decoding passes: ggml-cuda's MMVQ
+/// sums a column alike in its 1- to 4-column kernels (4 warps over the row),
+/// not in its 5- to 8-column ones (2 warps).
+const EXACT_COL_GROUP: usize = 4;
 
 /// What one forward pass returns.
 #[derive(Clone, Debug, Default)]
@@ -44,6 +49,8 @@ pub struct Session<'m> {
     pub n_batch: usize,
     /// `Shape::col_group` of decoding passes.
     col_group: usize,
+    /// Whether AR-view decoding passes run batch-invariant (see [`Self::set_exact`]).
+    exact: bool,
 }
 
 impl<'m> Session<'m> {
@@ -85,6 +92,7 @@ impl<'m> Session<'m> {
             graphs: HashMap::new(),
             n_batch: n_batch.max(1),
             col_group,
+            exact: false,
         })
     }
 
@@ -141,6 +149,25 @@ impl<'m> Session<'m> {
         self.col_group = col_group;
     }
 
+    /// Exact mode: AR-view decoding passes (one-token AR steps and verify
+    /// passes) compute each row as a one-token pass does on every backend,
+    /// so greedy Orthrus output is AR output bit for bit on a GPU too, not
+    /// only on the CPU (whose reference kernels are batch-invariant anyway).
+    /// Their attention takes `graph::attention`'s exact path over windows of
+    /// [`SLOT_ALIGN`] slots, their weight matmuls groups of
+    /// [`EXACT_COL_GROUP`] columns; the diffusion pass and the prompt keep
+    /// the fast kernels. It needs an f32 cache.
+    pub fn set_exact(&mut self, on: bool) -> Result<(), EngineError> {
+        if on && self.cache.ty != GgmlType::F32 {
+            return Err(EngineError::Usage(format!(
+                "exact decoding needs an f32 cache, not {} (--cache-type f32)",
+                self.cache.ty.name()
+            )));
+        }
+        self.exact = on;
+        Ok(())
+    }
+
     /// The one pass behind `forward`, `forward_padded` and `prefill`.
     #[allow(clippy::too_many_arguments)]
     fn run(
@@ -179,17 +206,30 @@ impl<'m> Session<'m> {
                 hp.n_vocab
             )));
         }
-        let n_kv = (pos0 + rows)
-            .div_ceil(KV_WINDOW)
-            .saturating_mul(KV_WINDOW)
-            .min(self.cache.n_ctx);
+        let exact = self.exact && decoding && view == View::Ar;
+        let n_kv = if exact {
+            // Within the allocation: slots are whole windows of SLOT_ALIGN.
+            (pos0 + rows).next_multiple_of(SLOT_ALIGN)
+        } else {
+            (pos0 + rows)
+                .next_multiple_of(KV_WINDOW)
+                .min(self.cache.n_ctx)
+        };
+        let col_group = match (exact, decoding) {
+            // A group of 1 to 4 set by ORTHRUS_COL_GROUP or set_col_group, else 4.
+            (true, _) if (1..=EXACT_COL_GROUP).contains(&self.col_group) => self.col_group,
+            (true, _) => EXACT_COL_GROUP,
+            (false, true) => self.col_group,
+            (false, false) => 0,
+        };
         let shape = Shape {
             view,
             n_tokens: rows,
             n_kv,
             n_out: graph_out,
             logits,
-            col_group: if decoding { self.col_group } else { 0 },
+            col_group,
+            exact,
         };
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             self.graphs.clear();

@@ -8,7 +8,8 @@
 #
 #   PRESET    random-weight model shapes (default qwen3-1.7b; see make_fixtures.py)
 #   TYPES     weight types (default: q4_k_m q8_0)
-#   VARIANTS  space-separated environments for `orthrus`, NAME=VALUE[,NAME=VALUE],
+#   VARIANTS  space-separated settings for `orthrus`, each a comma-separated list
+#             of NAME=VALUE environment variables and --flags (e.g. --exact),
 #             "-" for none (default: ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8)
 #   ROUNDS    rounds (default 2)
 #   CHECK     prompts x 128 tokens of the greedy orthrus == ar check per
@@ -29,16 +30,17 @@ wait_for_cuda
 # its own ggml libraries, not ours (LD_LIBRARY_PATH), or it fails to start.
 lb=/tmp/lb/bin/llama-bench; [ -x "$lb" ] || lb=
 
-envs() { [ "$1" = - ] || echo "$1" | tr , ' '; }
+envs() { [ "$1" = - ] || echo "$1" | tr , '\n' | grep -v '^--' | tr '\n' ' '; }
+flags() { [ "$1" = - ] || echo "$1" | tr , '\n' | grep '^--' | tr '\n' ' '; }
 # File names travel back only in letters, digits, ".", "_" and "-".
-tag() { echo "$1" | tr '=,' '-_'; }
+tag() { echo "$1" | tr '=,' '-_' | sed 's/^--//; s/_--/_/g'; }
 for r in $(seq "${ROUNDS:-2}"); do
     for t in "${types[@]}"; do
         m="$work/$preset-$t.gguf"
         "$bin/llama_bench" "$m" 2 > "$res/llama-$t-r$r.json" 2>> "$work/err.txt" || true
         [ -z "$lb" ] || LD_LIBRARY_PATH=/tmp/lb/bin "$lb" -m "$m" -p 512 -n 128 -d 0,512 -ngl 99 -fa 1 -r 3 -o json > "$res/llamabench-$t-r$r.json" 2>> "$work/err.txt" || true
         for v in "${variants[@]}"; do
-            env $(envs "$v") "$bin/orthrus" bench -m "$m" --head "$work/$preset-$t.head.gguf" --random-prompt-len 512 \
+            env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$m" --head "$work/$preset-$t.head.gguf" --random-prompt-len 512 \
                 -n 128 --random-prompts 3 --json > "$res/ours-$t-$(tag "$v")-r$r.json" 2>> "$work/err.txt" || true
         done
     done
@@ -46,14 +48,14 @@ done
 if [ "${CHECK:-20}" -gt 0 ]; then
     t=${types[0]}
     for v in "${variants[@]}"; do
-        env $(envs "$v") "$bin/orthrus" bench -m "$work/$preset-$t.gguf" --head "$work/$preset-$t.head.gguf" \
+        env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$work/$preset-$t.gguf" --head "$work/$preset-$t.head.gguf" \
             --random-prompt-len 512 -n 128 --random-prompts "${CHECK:-20}" --check --json \
             > "$res/check-$t-$(tag "$v").json" 2>> "$work/err.txt" || true
     done
 fi
 if [ -n "${TINY:-}" ]; then
     for v in "${variants[@]}"; do
-        env $(envs "$v") "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+        env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
             --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --check --json \
             > "$res/tiny-$(tag "$v").json" 2>> "$work/err.txt" || true
     done

@@ -106,6 +106,7 @@ fn load_and_serve(
     let tok = Arc::new(model.tokenizer()?);
     let cache = KvCache::new(model, loaded.n_ctx, loaded.cache_type)?;
     let mut session = Session::new(model, &cache, loaded.threads, loaded.batch)?;
+    session.set_exact(loaded.exact)?;
     let info = ModelInfo {
         hparams: model.hparams.clone(),
         n_ctx: loaded.n_ctx,

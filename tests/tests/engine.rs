@@ -164,9 +164,12 @@ fn logits_of_both_views_match_the_reference() {
     for name in FIXTURES {
         let last = 3u32;
         let block = 5;
-        for (ft, cache_ty, tol) in [
-            (FileType::F32, GgmlType::F32, 1e-4),
-            (FileType::F16, GgmlType::F16, 5e-3),
+        // exact: the AR view's decoding passes (here all but the prompt of
+        // the diffusion check) through the exact attention path.
+        for (ft, cache_ty, tol, exact) in [
+            (FileType::F32, GgmlType::F32, 1e-4, false),
+            (FileType::F32, GgmlType::F32, 1e-4, true),
+            (FileType::F16, GgmlType::F16, 5e-3, false),
             // ggml quantizes activations to q8_0 for these matmuls. In
             // tiny-tied-bf16 every row is 32 wide, one q8_0 block, so that
             // rounding weighs most there: measured 2.1e-2 (prefill) and 3.1e-2
@@ -176,6 +179,7 @@ fn logits_of_both_views_match_the_reference() {
                 FileType::Q8_0,
                 GgmlType::F16,
                 if name == "tiny-tied-bf16" { 4e-2 } else { 2e-2 },
+                false,
             ),
         ] {
             let path = gguf(dir.path(), name, ft, false);
@@ -188,14 +192,15 @@ fn logits_of_both_views_match_the_reference() {
             assert_eq!(model.hparams.n_vocab, n_vocab);
             let cache = KvCache::new(&model, 64, cache_ty).unwrap();
             let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+            s.set_exact(exact).unwrap();
             let t = PROMPT.len();
             // Prefill: every row.
             let prefill = s.forward(View::Ar, &PROMPT, 0, t, true).unwrap();
             let mut check = |what: &str, e: f64| {
-                eprintln!("{name} {ft:?} cache {cache_ty:?}: {what} relative error {e:.2e} (limit {tol:.0e})");
+                eprintln!("{name} {ft:?} cache {cache_ty:?} exact {exact}: {what} relative error {e:.2e} (limit {tol:.0e})");
                 if e >= tol {
                     failures.push(format!(
-                        "{name} {ft:?}: {what} logits off by {e:.2e} (limit {tol:.0e})"
+                        "{name} {ft:?} exact {exact}: {what} logits off by {e:.2e} (limit {tol:.0e})"
                     ));
                 }
             };
@@ -344,10 +349,17 @@ fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
     let (model, prompts) = trained_model();
     // col_group 8: the batch's weight matmuls as a stack of 8-column
     // matrices, as on a GPU; the values must not move.
-    for (cache_ty, col_group) in [(GgmlType::F16, 0), (GgmlType::F32, 0), (GgmlType::F16, 8)] {
+    // exact: the batch-invariant attention path of a GPU's exact mode.
+    for (cache_ty, col_group, exact) in [
+        (GgmlType::F16, 0, false),
+        (GgmlType::F32, 0, false),
+        (GgmlType::F16, 8, false),
+        (GgmlType::F32, 0, true),
+    ] {
         let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
         let mut s = Session::new(&model, &cache, 1, 512).unwrap();
         s.set_col_group(col_group);
+        s.set_exact(exact).unwrap();
         for prompt in prompts.iter().take(4) {
             // Past 256 cached positions too, where the fast kernels split
             // one-token attention over the cache.
@@ -370,7 +382,7 @@ fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
                     let single = s.forward(View::Ar, &[t], pos0 + j, 1, true).unwrap().logits;
                     assert!(
                         single == batched[j * n_vocab..(j + 1) * n_vocab],
-                        "{cache_ty:?} cache, col_group {col_group}, row {j} at position {}: batched and one-token logits differ",
+                        "{cache_ty:?} cache, col_group {col_group}, exact {exact}, row {j} at position {}: batched and one-token logits differ",
                         pos0 + j
                     );
                 }

@@ -246,10 +246,12 @@ impl Context {
 
     /// Writes the rows of `src` (`[n, T]`) into rows `idx` (I64, `[T]`) of
     /// `dst` (`[n, rows]`), converting to `dst`'s type; returns the updated `dst`.
+    /// With a third dimension (`[n, T, m]` into `[n, rows, m]`), each of the
+    /// `m` matrices the same way.
     pub fn set_rows<'a>(&'a self, dst: Tensor<'a>, src: Tensor<'a>, idx: Tensor<'a>) -> Tensor<'a> {
         let (d, s, i) = (dst.ne(), src.ne(), idx.ne());
         assert!(
-            d[0] == s[0] && d[2] == 1 && s[2] == 1 && i[0] == s[1] && idx.dims() == 1,
+            d[0] == s[0] && d[2] == s[2] && d[3] == 1 && s[3] == 1 && i[0] == s[1] && idx.dims() == 1,
             "set_rows: {s:?} into {d:?} at {i:?}"
         );
         assert!(idx.ty() == Type::I64, "set_rows wants I64 indices");
