@@ -401,14 +401,16 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "results": results, "speedup": speedup, "pass_ms": passes, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "results": results, "speedup": speedup, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
-            "model {} on {} ({} threads), {} prompts x {} tokens",
+            "model {} on {} ({} threads, {} cache{}), {} prompts x {} tokens",
             a.model.model.display(),
             devices.join("+"),
             l.threads,
+            l.cache_type.name(),
+            if l.exact { ", exact" } else { "" },
             prompts.len(),
             a.n_predict
         );

@@ -72,6 +72,15 @@ fn json_output_and_stop_strings() {
         "{committed} tokens committed by the steps"
     );
     assert_eq!(full["stats"]["generated_tokens"], 16);
+    // Exact decoding (its f32 cache by default): orthrus and ar agree.
+    let exact = |mode| {
+        let mut args = base.to_vec();
+        args.extend(["--exact", "--mode", mode]);
+        json(&orthrus(&args))["tokens"].clone()
+    };
+    let (or, ar) = (exact("orthrus"), exact("ar"));
+    assert_eq!(or.as_array().unwrap().len(), 16);
+    assert_eq!(or, ar);
     // Stop at a piece of the text: output ends right before it.
     let text = full["text"].as_str().unwrap();
     let chars: Vec<char> = text.chars().collect();
@@ -148,6 +157,21 @@ fn errors_are_one_line() {
             "top-p",
         ),
         (vec!["run", "-m", m, "--device", "CPU"], "prompt"),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--device",
+                "CPU",
+                "-p",
+                "x",
+                "--exact",
+                "--cache-type",
+                "f16",
+            ],
+            "--exact needs --cache-type f32",
+        ),
     ] {
         let out = orthrus(&args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -15,6 +15,8 @@
 #   CHECK     prompts x 128 tokens of the greedy orthrus == ar check per
 #             variant, on the first type (default 20; 0: none)
 #   TINY=1    also the bundled trained model under each variant
+#   DEADLINE  a time (seconds since the epoch) after which no further run starts,
+#             so that what was measured comes back within the device call's limit
 #
 # Results go to $OUT/variants-PRESET.tgz, a table last.
 set -euo pipefail
@@ -24,12 +26,16 @@ preset=${PRESET:-qwen3-1.7b}
 work=/tmp/orthrus-gpu; res=/tmp/variants-$preset; mkdir -p "$work" "$res"
 types=(${TYPES:-q4_k_m q8_0})
 variants=(${VARIANTS:-ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8})
+# The archive is written on any exit, whatever was measured by then.
+pack() { tar -czf "$OUT/variants-$preset.tgz" -C "$res" . 2>/dev/null || true; }
+trap pack EXIT
 bash scripts/gpu/models.sh "$preset" "${types[@]}"
 wait_for_cuda
 # llama.cpp's own llama-bench (build-llama.sh), when it was built on this machine;
 # its own ggml libraries, not ours (LD_LIBRARY_PATH), or it fails to start.
 lb=/tmp/lb/bin/llama-bench; [ -x "$lb" ] || lb=
 
+late() { [ "${DEADLINE:-0}" -gt 0 ] && [ "$(date +%s)" -ge "$DEADLINE" ] && echo "past DEADLINE: skipped $*" >&2; }
 envs() { [ "$1" = - ] || echo "$1" | tr , '\n' | grep -v '^--' | tr '\n' ' '; }
 flags() { [ "$1" = - ] || echo "$1" | tr , '\n' | grep '^--' | tr '\n' ' '; }
 # File names travel back only in letters, digits, ".", "_" and "-".
@@ -37,9 +43,11 @@ tag() { echo "$1" | tr '=,' '-_' | sed 's/^--//; s/_--/_/g'; }
 for r in $(seq "${ROUNDS:-2}"); do
     for t in "${types[@]}"; do
         m="$work/$preset-$t.gguf"
+        late "round $r $t" && continue
         "$bin/llama_bench" "$m" 2 > "$res/llama-$t-r$r.json" 2>> "$work/err.txt" || true
         [ -z "$lb" ] || LD_LIBRARY_PATH=/tmp/lb/bin "$lb" -m "$m" -p 512 -n 128 -d 0,512 -ngl 99 -fa 1 -r 3 -o json > "$res/llamabench-$t-r$r.json" 2>> "$work/err.txt" || true
         for v in "${variants[@]}"; do
+            late "round $r $t $v" && continue
             env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$m" --head "$work/$preset-$t.head.gguf" --random-prompt-len 512 \
                 -n 128 --random-prompts 3 --json > "$res/ours-$t-$(tag "$v")-r$r.json" 2>> "$work/err.txt" || true
         done
@@ -48,6 +56,7 @@ done
 if [ "${CHECK:-20}" -gt 0 ]; then
     t=${types[0]}
     for v in "${variants[@]}"; do
+        late "check $v" && continue
         env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$work/$preset-$t.gguf" --head "$work/$preset-$t.head.gguf" \
             --random-prompt-len 512 -n 128 --random-prompts "${CHECK:-20}" --check --json \
             > "$res/check-$t-$(tag "$v").json" 2>> "$work/err.txt" || true
@@ -55,6 +64,7 @@ if [ "${CHECK:-20}" -gt 0 ]; then
 fi
 if [ -n "${TINY:-}" ]; then
     for v in "${variants[@]}"; do
+        late "tiny $v" && continue
         env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
             --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --check --json \
             > "$res/tiny-$(tag "$v").json" 2>> "$work/err.txt" || true
@@ -62,6 +72,5 @@ if [ -n "${TINY:-}" ]; then
 fi
 tail -n 20 "$work/err.txt" 2>/dev/null || true
 cp "$OUT/gpu.txt" "$OUT/build.txt" "$res/"
-# The device tool returns at most 8 files: the results travel as one archive.
-tar -czf "$OUT/variants-$preset.tgz" -C "$res" .
+# The device tool returns at most 8 files: the results travel as one archive (pack).
 python3 scripts/gpu/summary.py "$res"

@@ -657,4 +657,9 @@ fn user_errors_are_clear() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("200000"), "{e}");
+    // Exact decoding reads the cache's transposed V: an f32 cache only.
+    let cache = KvCache::new(&model, 8, GgmlType::F16).unwrap();
+    let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+    let e = s.set_exact(true).unwrap_err().to_string();
+    assert!(e.contains("f32") && e.contains("f16"), "{e}");
 }
