@@ -322,7 +322,7 @@ impl Server {
                     "file": self.file_name, "n_ctx": self.info.n_ctx, "n_ctx_train": hp.context_length,
                     "n_vocab": hp.n_vocab, "n_embd": hp.n_embd, "n_layer": hp.n_layer,
                     "orthrus": self.info.is_orthrus, "block_size": hp.orthrus.map(|o| o.block_size),
-                    "devices": self.info.devices,
+                    "devices": self.info.devices, "cache_type": self.info.cache_type, "exact": self.info.exact,
                 }
             }]
         })

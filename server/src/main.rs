@@ -93,11 +93,13 @@ fn run(cli: Cli) -> Result<()> {
         let local = listener.local_addr()?;
         let i = &server.info;
         eprintln!(
-            "orthrus-server: model {:?} ({} layers, {}, context {}) on {}; listening on http://{local}",
+            "orthrus-server: model {:?} ({} layers, {}, context {}, {} cache{}) on {}; listening on http://{local}",
             server.alias,
             i.hparams.n_layer,
             if i.is_orthrus { "orthrus" } else { "ar only" },
             i.n_ctx,
+            i.cache_type,
+            if i.exact { ", exact" } else { "" },
             i.devices.join("+"),
         );
         tokio::select! {

@@ -25,6 +25,9 @@ pub struct ModelInfo {
     pub chat_template: Option<String>,
     pub is_orthrus: bool,
     pub devices: Vec<String>,
+    /// The KV cache type (`f16`, ...) and whether decoding is exact (`--exact`).
+    pub cache_type: &'static str,
+    pub exact: bool,
 }
 
 /// One generation to run.
@@ -114,6 +117,8 @@ fn load_and_serve(
         chat_template: model.chat_template.clone(),
         is_orthrus: model.is_orthrus(),
         devices: model.devices.iter().map(|d| d.name()).collect(),
+        cache_type: loaded.cache_type.name(),
+        exact: loaded.exact,
     };
     if ready.send(Ok(info)).is_err() {
         return Ok(());

@@ -228,6 +228,23 @@ def test_api_key(model, tmp_path):
         s.stop()
 
 
+def test_exact_decoding(model, server, tmp_path):
+    meta = server.call("GET", "/v1/models")[2]["data"][0]["meta"]
+    assert (meta["cache_type"], meta["exact"]) == ("f16", False)
+    s = Server(model, tmp_path / "exact.log", "--exact")
+    try:
+        meta = s.call("GET", "/v1/models")[2]["data"][0]["meta"]
+        assert (meta["cache_type"], meta["exact"]) == ("f32", True)
+        st, _, r = s.call("POST", "/completion", {"prompt": "Hi", "n_predict": 4})
+        assert st == 200 and r["tokens_predicted"] >= 1
+    finally:
+        s.stop()
+    # An exact server needs an f32 cache: it refuses to start with another.
+    out = subprocess.run([str(BIN / "orthrus-server"), "-m", str(model), "--port", "0", "--exact", "--cache-type", "f16"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "--exact needs --cache-type f32" in out.stderr, out.stderr
+
+
 def test_full_queue_answers_503_and_disconnects_cancel(model, tmp_path):
     s = Server(model, tmp_path / "queue.log", "--queue-size", "1")
     try:
