@@ -158,7 +158,7 @@ pub fn tensor_type(ft: FileType, slot: Slot, head_type: Option<GgmlType>) -> Ggm
 /// The output matrix (and a tied embedding) gets Q6_K unless the file is
 /// Q8_0, or Q8_0 when its rows do not fit the 256-wide K blocks.
 fn output_type(base: GgmlType, row_len: u64) -> GgmlType {
-    if row_len % base.block_size() != 0 {
+    if !row_len.is_multiple_of(base.block_size()) {
         GgmlType::Q8_0
     } else if base != GgmlType::Q8_0 {
         GgmlType::Q6_K
@@ -170,7 +170,7 @@ fn output_type(base: GgmlType, row_len: u64) -> GgmlType {
 /// llama.cpp's fallbacks for rows that are not a whole number of blocks:
 /// a 32-wide type of similar quality, else F16.
 fn fallback(ty: GgmlType, row_len: u64) -> GgmlType {
-    if row_len % ty.block_size() == 0 {
+    if row_len.is_multiple_of(ty.block_size()) {
         return ty;
     }
     let smaller = match ty {
@@ -181,7 +181,7 @@ fn fallback(ty: GgmlType, row_len: u64) -> GgmlType {
         GgmlType::IQ4_XS => GgmlType::IQ4_NL,
         other => other,
     };
-    if row_len % smaller.block_size() == 0 {
+    if row_len.is_multiple_of(smaller.block_size()) {
         smaller
     } else {
         GgmlType::F16

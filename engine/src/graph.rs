@@ -264,7 +264,10 @@ fn attention<'c>(
         // c query heads of one KV head as the columns of one product
         // (ggml-cuda's MMVF takes up to 3 f32 columns), the tokens as samples.
         let ratio = nh / nkv;
-        let c = (1..=3.min(ratio)).rev().find(|c| ratio % c == 0).unwrap_or(1);
+        let c = (1..=3.min(ratio))
+            .rev()
+            .find(|c| ratio % c == 0)
+            .unwrap_or(1);
         let q = ctx.reshape(q, &[hd, c, nh / c, t]);
         let kq = ctx.reshape(ctx.mul_mat(k, q), &[n_kv, 1, nh, t]);
         let mask = ctx.reshape(mask, &[n_kv, 1, 1, t]);

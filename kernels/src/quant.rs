@@ -67,7 +67,7 @@ pub fn quantize_into(
     n_per_row: usize,
     out: &mut Vec<u8>,
 ) -> Result<(), QuantError> {
-    if n_per_row == 0 || src.len() % n_per_row != 0 {
+    if n_per_row == 0 || !src.len().is_multiple_of(n_per_row) {
         return Err(QuantError::PartialRow {
             len: src.len(),
             n_per_row,

@@ -66,7 +66,7 @@ impl Context {
         );
         if ty.block_size() > 1 {
             assert!(
-                ne[0] as u64 % ty.block_size() == 0,
+                (ne[0] as u64).is_multiple_of(ty.block_size()),
                 "rows of {} elements do not divide into {} blocks",
                 ne[0],
                 ty.name()
@@ -251,7 +251,12 @@ impl Context {
     pub fn set_rows<'a>(&'a self, dst: Tensor<'a>, src: Tensor<'a>, idx: Tensor<'a>) -> Tensor<'a> {
         let (d, s, i) = (dst.ne(), src.ne(), idx.ne());
         assert!(
-            d[0] == s[0] && d[2] == s[2] && d[3] == 1 && s[3] == 1 && i[0] == s[1] && idx.dims() == 1,
+            d[0] == s[0]
+                && d[2] == s[2]
+                && d[3] == 1
+                && s[3] == 1
+                && i[0] == s[1]
+                && idx.dims() == 1,
             "set_rows: {s:?} into {d:?} at {i:?}"
         );
         assert!(idx.ty() == Type::I64, "set_rows wants I64 indices");
