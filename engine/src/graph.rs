@@ -186,7 +186,7 @@ fn project<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, col_group: usize)
         .rev()
         .find(|c| t % c == 0)
         .unwrap_or(1);
-    if col_group <= 1 || c == t {
+    if col_group == 0 || c == t {
         return ctx.mul_mat(w, x);
     }
     let y = ctx.mul_mat(w, ctx.reshape(x, &[k, c, t / c]));
@@ -260,7 +260,6 @@ fn attention<'c>(
         }
     };
     if s.exact {
-        assert!(cache.v_trans, "the exact attention path needs an f32 cache");
         // c query heads of one KV head as the columns of one product
         // (ggml-cuda's MMVF takes up to 3 f32 columns), the tokens as samples.
         let ratio = nh / nkv;

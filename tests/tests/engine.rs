@@ -348,23 +348,26 @@ fn trained_model() -> (Model, Vec<Vec<u32>>) {
 fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
     let (model, prompts) = trained_model();
     // col_group 8: the batch's weight matmuls as a stack of 8-column
-    // matrices, as on a GPU; the values must not move.
-    // exact: the batch-invariant attention path of a GPU's exact mode.
+    // matrices, as on a GPU; the values must not move. exact: set_exact, the
+    // batch-invariant attention path of a GPU's exact mode.
     for (cache_ty, col_group, exact) in [
         (GgmlType::F16, 0, false),
         (GgmlType::F32, 0, false),
+        (GgmlType::Q8_0, 0, false),
         (GgmlType::F16, 8, false),
         (GgmlType::F32, 0, true),
     ] {
-        let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
+        let cache = KvCache::new(&model, 2048, cache_ty).unwrap();
         let mut s = Session::new(&model, &cache, 1, 512).unwrap();
         s.set_col_group(col_group);
         s.set_exact(exact).unwrap();
         for prompt in prompts.iter().take(4) {
             // Past 256 cached positions too, where the fast kernels split
-            // one-token attention over the cache.
+            // one-token attention over the cache, and across 1024, where the
+            // exact path's one-token passes read 1024 slots, then 2048, and
+            // the block's passes all 2048.
             let block: Vec<u32> = prompt.iter().cycle().skip(3).take(16).copied().collect();
-            for pos0 in [prompt.len(), 300] {
+            for pos0 in [prompt.len(), 300, 1020] {
                 s.prefill(
                     &prompt
                         .iter()
