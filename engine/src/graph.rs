@@ -220,7 +220,8 @@ fn store_v<'c>(
 /// `Shape::exact`, the plain path with each token as a sample of its own
 /// (`[hd, c, heads / c, T]`), the cache broadcast over the samples. Then every
 /// op runs one query row at a time the way a one-token pass runs it:
-/// ggml-cuda multiplies with its vector kernel (MMVF, one column), and the
+/// ggml-cuda multiplies with its vector kernel (MMVF: the c heads' columns
+/// of a sample, each summed as a lone column), and the
 /// softmax and the V product sum over `n_kv` with thread blocks that are the
 /// same for every `n_kv` that is a multiple of 1024 (1024 and 256 threads),
 /// the masked slots adding exact zeros. So a verify row is bit-identical to
