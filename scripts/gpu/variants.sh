@@ -12,6 +12,8 @@
 #             of NAME=VALUE environment variables and --flags (e.g. --exact),
 #             "-" for none (default: ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8)
 #   ROUNDS    rounds (default 2)
+#   PROMPT_LEN  random prompt length (default 512; e.g. 1000 to take the
+#             generation across the exact path's 1024-slot window)
 #   CHECK     prompts x 128 tokens of the greedy orthrus == ar check per
 #             variant, on the first type (default 20; 0: none)
 #   TINY=1    also the bundled trained model under each variant
@@ -48,7 +50,7 @@ for r in $(seq "${ROUNDS:-2}"); do
         [ -z "$lb" ] || LD_LIBRARY_PATH=/tmp/lb/bin "$lb" -m "$m" -p 512 -n 128 -d 0,512 -ngl 99 -fa 1 -r 3 -o json > "$res/llamabench-$t-r$r.json" 2>> "$work/err.txt" || true
         for v in "${variants[@]}"; do
             late "round $r $t $v" && continue
-            env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$m" --head "$work/$preset-$t.head.gguf" --random-prompt-len 512 \
+            env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$m" --head "$work/$preset-$t.head.gguf" --random-prompt-len "${PROMPT_LEN:-512}" \
                 -n 128 --random-prompts 3 --json > "$res/ours-$t-$(tag "$v")-r$r.json" 2>> "$work/err.txt" || true
         done
     done
@@ -58,7 +60,7 @@ if [ "${CHECK:-20}" -gt 0 ]; then
     for v in "${variants[@]}"; do
         late "check $v" && continue
         env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$work/$preset-$t.gguf" --head "$work/$preset-$t.head.gguf" \
-            --random-prompt-len 512 -n 128 --random-prompts "${CHECK:-20}" --check --json \
+            --random-prompt-len "${PROMPT_LEN:-512}" -n 128 --random-prompts "${CHECK:-20}" --check --json \
             > "$res/check-$t-$(tag "$v").json" 2>> "$work/err.txt" || true
     done
 fi
