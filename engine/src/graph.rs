@@ -29,8 +29,8 @@ pub struct Shape {
     pub n_out: usize,
     /// Whether the logits themselves are copied back (sampling, tests), or only their argmax.
     pub logits: bool,
-    /// Batch columns per weight matmul group (see [`project`]); 0 or 1: the
-    /// batch goes to ggml as one matrix.
+    /// Batch columns per weight matmul group (see [`project`]); 0: the batch
+    /// goes to ggml as one matrix, 1: each column alone.
     pub col_group: usize,
     /// Attention through the batch-invariant path (see [`attention`]): each
     /// token its own sample, `n_kv` a multiple of [`crate::kv_cache::SLOT_ALIGN`],
@@ -172,7 +172,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     }
 }
 
-/// `w x` for a batch `x` of `[k, T]`. With `col_group` c > 1 the batch goes
+/// `w x` for a batch `x` of `[k, T]`. With `col_group` c > 0 the batch goes
 /// to ggml as `[k, c', T / c']` (c' the largest divisor of T up to c), a
 /// stack of narrow matrices that the weights broadcast over, and back to
 /// `[n, T]`: the same values in the same memory, but ggml's CUDA backend
@@ -182,15 +182,17 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
 /// c' may be 1 (T has no other divisor up to c): each column alone.
 fn project<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, col_group: usize) -> Tensor<'c> {
     let [k, t, ..] = x.ne();
-    let c = (1..=col_group.min(t as usize) as i64)
-        .rev()
-        .find(|c| t % c == 0)
-        .unwrap_or(1);
+    let c = largest_divisor_up_to(t, col_group as i64);
     if col_group == 0 || c == t {
         return ctx.mul_mat(w, x);
     }
     let y = ctx.mul_mat(w, ctx.reshape(x, &[k, c, t / c]));
     ctx.reshape(y, &[w.ne()[1], t])
+}
+
+/// The largest divisor of `n` that is at most `max` (1 when `max` < 1).
+fn largest_divisor_up_to(n: i64, max: i64) -> i64 {
+    (1..=max.min(n)).rev().find(|c| n % c == 0).unwrap_or(1)
 }
 
 /// Writes the batch's V `[hd * nkv, T]` into the cache slots `slots`; a
@@ -263,11 +265,7 @@ fn attention<'c>(
     if s.exact {
         // c query heads of one KV head as the columns of one product
         // (ggml-cuda's MMVF takes up to 3 f32 columns), the tokens as samples.
-        let ratio = nh / nkv;
-        let c = (1..=3.min(ratio))
-            .rev()
-            .find(|c| ratio % c == 0)
-            .unwrap_or(1);
+        let c = largest_divisor_up_to(nh / nkv, 3);
         let q = ctx.reshape(q, &[hd, c, nh / c, t]);
         let kq = ctx.reshape(ctx.mul_mat(k, q), &[n_kv, 1, nh, t]);
         let mask = ctx.reshape(mask, &[n_kv, 1, 1, t]);
