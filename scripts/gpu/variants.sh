@@ -17,6 +17,7 @@
 #   CHECK     prompts x 128 tokens of the greedy orthrus == ar check per
 #             variant, on the first type (default 20; 0: none)
 #   TINY=1    also the bundled trained model under each variant
+#   MMV_TEST=1  first the test of our matmul alone (mmv-test.sh); stop if it fails
 #   DEADLINE  a time (seconds since the epoch) after which no further run starts,
 #             so that what was measured comes back within the device call's limit
 #
@@ -31,6 +32,8 @@ variants=(${VARIANTS:-ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=
 # The archive is written on any exit, whatever was measured by then.
 pack() { tar -czf "$OUT/variants-$preset.tgz" -C "$res" . 2>/dev/null || true; }
 trap pack EXIT
+# MMV_TEST=1: first our matmul's own test (kernels/cuda/mmv-test.cu); stop if it fails.
+[ -z "${MMV_TEST:-}" ] || bash scripts/gpu/mmv-test.sh || { kill $cuda_build 2>/dev/null; exit 1; }
 bash scripts/gpu/models.sh "$preset" "${types[@]}"
 wait_for_cuda
 # llama.cpp's own llama-bench (build-llama.sh), when it was built on this machine;

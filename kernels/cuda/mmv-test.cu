@@ -1,0 +1,243 @@
+// Tests and times kernels/cuda/mmv.cuh on the GPU, without ggml:
+//   nvcc -O3 -std=c++17 -arch=sm_90a -o mmv-test kernels/cuda/mmv-test.cu && ./mmv-test
+// Random weight blocks of each type, random activations quantized to q8_1 here;
+// the reference dequantizes the weights as ggml-quants.c does and sums in
+// double. Checks, for 1..16 columns: the error against the reference, and that
+// each column equals the same column multiplied alone, bit for bit. Then times
+// the model's shapes. Exit status 1 on any failed check.
+#include "mmv.cuh"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+using namespace orthrus_mmv;
+
+#define CHECK(x)                                                                             \
+    do {                                                                                     \
+        cudaError_t e_ = (x);                                                                \
+        if (e_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(2);                                                                         \
+        }                                                                                    \
+    } while (0)
+
+static std::mt19937 rng(1234);
+static float urand(float a, float b) { return std::uniform_real_distribution<float>(a, b)(rng); }
+static uint8_t ubyte() { return (uint8_t) (rng() & 0xFF); }
+
+static const char * name(WType t) { return t == WType::Q4_K ? "q4_K" : t == WType::Q6_K ? "q6_K" : "q8_0"; }
+
+// Random rows of blocks; W (nrows x k floats) gets their dequantized values.
+static std::vector<uint8_t> random_weights(WType t, int64_t k, int64_t nrows, std::vector<float> & W) {
+    const int64_t units = k / UNIT;
+    const int64_t row_bytes = units * unit_bytes(t);
+    std::vector<uint8_t> bytes(row_bytes * nrows);
+    W.assign(k * nrows, 0.0f);
+    for (int64_t r = 0; r < nrows; ++r) {
+        uint8_t * row = bytes.data() + r * row_bytes;
+        float * wr = W.data() + r * k;
+        for (int64_t u = 0; u < units; ++u) {
+            if (t == WType::Q4_K) {
+                block_q4_K b;
+                const float d = urand(1e-3f, 4e-3f), dmin = urand(1e-3f, 4e-3f);
+                b.dm = __floats2half2_rn(d, dmin);
+                for (auto & s : b.scales) s = ubyte();
+                for (auto & q : b.qs) q = ubyte();
+                memcpy(row + u * sizeof b, &b, sizeof b);
+                const float2 dm = __half22float2(b.dm);
+                const uint8_t * q = b.qs;
+                float * y = wr + u * 256;
+                for (int j = 0, is = 0; j < 256; j += 64, q += 32, is += 2) {
+                    uint8_t sc[2], m[2];
+                    for (int e = 0; e < 2; ++e) {
+                        const int jj = is + e;
+                        if (jj < 4) {
+                            sc[e] = b.scales[jj] & 63; m[e] = b.scales[jj + 4] & 63;
+                        } else {
+                            sc[e] = (b.scales[jj + 4] & 0xF) | ((b.scales[jj - 4] >> 6) << 4);
+                            m[e]  = (b.scales[jj + 4] >> 4) | ((b.scales[jj] >> 6) << 4);
+                        }
+                    }
+                    for (int l = 0; l < 32; ++l) *y++ = dm.x * sc[0] * (q[l] & 0xF) - dm.y * m[0];
+                    for (int l = 0; l < 32; ++l) *y++ = dm.x * sc[1] * (q[l] >> 4) - dm.y * m[1];
+                }
+            } else if (t == WType::Q6_K) {
+                block_q6_K b;
+                for (auto & q : b.ql) q = ubyte();
+                for (auto & q : b.qh) q = ubyte();
+                for (auto & s : b.scales) s = (int8_t) ubyte();
+                b.d = __float2half(urand(1e-4f, 4e-4f));
+                memcpy(row + u * sizeof b, &b, sizeof b);
+                const float d = __half2float(b.d);
+                float * y = wr + u * 256;
+                const uint8_t * ql = b.ql; const uint8_t * qh = b.qh; const int8_t * sc = b.scales;
+                for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+                    for (int l = 0; l < 32; ++l) {
+                        const int is = l / 16;
+                        const int q1 = (int) ((ql[l + 0] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                        const int q2 = (int) ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                        const int q3 = (int) ((ql[l + 0] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                        const int q4 = (int) ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                        y[l + 0] = d * sc[is + 0] * q1;
+                        y[l + 32] = d * sc[is + 2] * q2;
+                        y[l + 64] = d * sc[is + 4] * q3;
+                        y[l + 96] = d * sc[is + 6] * q4;
+                    }
+                }
+            } else {
+                for (int i = 0; i < 8; ++i) {
+                    block_q8_0 b;
+                    b.d = __float2half(urand(1e-3f, 4e-3f));
+                    for (auto & q : b.qs) q = (int8_t) ubyte();
+                    memcpy(row + u * 8 * sizeof b + i * sizeof b, &b, sizeof b);
+                    const float d = __half2float(b.d);
+                    for (int l = 0; l < 32; ++l) wr[u * 256 + i * 32 + l] = d * b.qs[l];
+                }
+            }
+        }
+    }
+    return bytes;
+}
+
+// ncols rows of k random values as q8_1 (as ggml's quantize_q8_1: d = amax/127,
+// s = the sum of the unquantized values); X gets the dequantized values.
+static std::vector<block_q8_1> random_acts(int64_t k, int ncols, std::vector<float> & X) {
+    std::vector<block_q8_1> y(ncols * (k / 32));
+    X.assign(ncols * k, 0.0f);
+    for (int c = 0; c < ncols; ++c) {
+        for (int64_t b = 0; b < k / 32; ++b) {
+            float x[32], amax = 0.0f, sum = 0.0f;
+            for (float & v : x) { v = urand(-1.0f, 1.0f); amax = fmaxf(amax, fabsf(v)); sum += v; }
+            const float d = amax / 127.0f;
+            block_q8_1 & q = y[c * (k / 32) + b];
+            for (int l = 0; l < 32; ++l) {
+                q.qs[l] = (int8_t) lrintf(x[l] / d);
+                X[c * k + b * 32 + l] = d * q.qs[l];
+            }
+            q.ds = __floats2half2_rn(d, sum);
+        }
+    }
+    return y;
+}
+
+int main() {
+    int failures = 0;
+    int dev = 0;
+    cudaDeviceProp prop;
+    CHECK(cudaGetDeviceProperties(&prop, dev));
+    printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
+
+    // Correctness: every type, 1..16 columns, a K of 2 and of 3 units per warp
+    // and one unit not shared by all warps; rows not a multiple of 16.
+    const int64_t ks[] = {2048, 256 * 12, 6144};
+    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
+        for (int64_t k : ks) {
+            const int64_t nrows = 200;
+            std::vector<float> W, X;
+            const auto wbytes = random_weights(t, k, nrows, W);
+            const auto y = random_acts(k, MAX_COLS, X);
+            const int64_t row_bytes = (k / UNIT) * unit_bytes(t);
+            void *dw, *dy; float * dd;
+            CHECK(cudaMalloc(&dw, wbytes.size()));
+            CHECK(cudaMalloc(&dy, y.size() * sizeof(block_q8_1)));
+            CHECK(cudaMalloc(&dd, sizeof(float) * nrows * MAX_COLS));
+            CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
+            CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(block_q8_1), cudaMemcpyHostToDevice));
+            // Each column alone.
+            std::vector<float> alone(nrows * MAX_COLS);
+            for (int c = 0; c < MAX_COLS; ++c) {
+                launch(t, dw, (const block_q8_1 *) dy + c * (k / 32), dd + c * nrows, k, nrows, 1, row_bytes, k / 32, nrows, 0);
+            }
+            CHECK(cudaMemcpy(alone.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
+            double worst = 0.0;
+            for (int c = 0; c < MAX_COLS; ++c) {
+                for (int64_t r = 0; r < nrows; ++r) {
+                    double ref = 0.0, mag = 0.0;
+                    for (int64_t i = 0; i < k; ++i) {
+                        ref += (double) W[r * k + i] * X[c * k + i];
+                        mag += fabs((double) W[r * k + i] * X[c * k + i]);
+                    }
+                    worst = fmax(worst, fabs(alone[c * nrows + r] - ref) / mag);
+                }
+            }
+            int differ = 0;
+            for (int n = 1; n <= MAX_COLS; ++n) {
+                CHECK(cudaMemset(dd, 0xFF, sizeof(float) * nrows * MAX_COLS));
+                launch(t, dw, dy, dd, k, nrows, n, row_bytes, k / 32, nrows, 0);
+                std::vector<float> out(nrows * MAX_COLS);
+                CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
+                for (int c = 0; c < MAX_COLS; ++c) {
+                    for (int64_t r = 0; r < nrows; ++r) {
+                        uint32_t a, b;
+                        memcpy(&a, &out[c * nrows + r], 4);
+                        memcpy(&b, &alone[c * nrows + r], 4);
+                        if (c < n ? a != b : a != 0xFFFFFFFFu) ++differ;  // columns past n untouched
+                    }
+                }
+            }
+            CHECK(cudaGetLastError());
+            const bool ok = worst < 2e-3 && differ == 0;
+            failures += !ok;
+            printf("%s k=%lld rows=%lld: error / sum|w x| %.2e, values unlike the column alone %d: %s\n", name(t),
+                   (long long) k, (long long) nrows, worst, differ, ok ? "ok" : "FAILED");
+            cudaFree(dw); cudaFree(dy); cudaFree(dd);
+        }
+    }
+
+    // Timing on the models' shapes (rows x K): microseconds per product, and
+    // the 16-column product's cost over the one-column one's.
+    struct Shape { const char * what; int64_t nrows, k; };
+    const Shape shapes[] = {
+        {"1.7B q", 2048, 2048}, {"1.7B kv", 1024, 2048}, {"1.7B gate/up", 6144, 2048}, {"1.7B down", 2048, 6144},
+        {"8B q", 4096, 4096}, {"8B gate/up", 12288, 4096}, {"8B down", 4096, 12288}, {"lm head", 151936, 2048},
+    };
+    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
+        for (const Shape & s : shapes) {
+            std::vector<float> W, X;
+            const int64_t row_bytes = (s.k / UNIT) * unit_bytes(t);
+            std::vector<uint8_t> wbytes(row_bytes * s.nrows);
+            for (auto & b : wbytes) b = ubyte();
+            if (t == WType::Q8_0 || t == WType::Q4_K || t == WType::Q6_K) {
+                // keep the f16 scales finite: fill from one valid random row
+                std::vector<float> Wrow;
+                const auto one = random_weights(t, s.k, 1, Wrow);
+                for (int64_t r = 0; r < s.nrows; ++r) memcpy(wbytes.data() + r * row_bytes, one.data(), row_bytes);
+            }
+            const auto y = random_acts(s.k, MAX_COLS, X);
+            void *dw, *dy; float * dd;
+            CHECK(cudaMalloc(&dw, wbytes.size()));
+            CHECK(cudaMalloc(&dy, y.size() * sizeof(block_q8_1)));
+            CHECK(cudaMalloc(&dd, sizeof(float) * s.nrows * MAX_COLS));
+            CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
+            CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(block_q8_1), cudaMemcpyHostToDevice));
+            printf("%-4s %-13s %6lld x %5lld:", name(t), s.what, (long long) s.nrows, (long long) s.k);
+            float us1 = 0.0f;
+            for (int n : {1, 2, 4, 8, 16}) {
+                cudaEvent_t a, b;
+                cudaEventCreate(&a); cudaEventCreate(&b);
+                const int reps = 200;
+                for (int i = 0; i < 10; ++i) launch(t, dw, dy, dd, s.k, s.nrows, n, row_bytes, s.k / 32, s.nrows, 0);
+                cudaEventRecord(a);
+                for (int i = 0; i < reps; ++i) launch(t, dw, dy, dd, s.k, s.nrows, n, row_bytes, s.k / 32, s.nrows, 0);
+                cudaEventRecord(b);
+                CHECK(cudaEventSynchronize(b));
+                float ms = 0.0f;
+                cudaEventElapsedTime(&ms, a, b);
+                const float us = 1000.0f * ms / reps;
+                if (n == 1) us1 = us;
+                printf(" %d: %6.2f", n, us);
+                if (n == 16) printf("  (16/1 %.2f, %.0f GB/s at 1)", us / us1, wbytes.size() / (us1 * 1e3));
+                cudaEventDestroy(a); cudaEventDestroy(b);
+            }
+            printf("\n");
+            cudaFree(dw); cudaFree(dy); cudaFree(dd);
+        }
+    }
+    CHECK(cudaGetLastError());
+    printf("%s\n", failures ? "FAILED" : "all checks passed");
+    return failures ? 1 : 0;
+}
