@@ -7,7 +7,6 @@
 // fused one-column matrix-vector paths off, so that every product of up to 16
 // columns sums each column the same way (batch-invariant decoding).
 #include "common.cuh"
-#include "quantize.cuh"
 
 #include "orthrus-mmv.cuh"
 
@@ -52,18 +51,17 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
         !ggml_is_contiguous(dst) || dst->ne[0] != nrows || nrows > INT32_MAX) {
         return false;
     }
-    if (!orthrus_mmv::supported(k, (int) std::min<int64_t>(ncols, 1 << 20)) || (mode == 1 && ncols < 2)) {
+    if (!orthrus_mmv::supported(k, ncols) || (mode == 1 && ncols < 2)) {
         return false;
     }
 
     cudaStream_t stream = ctx.stream();
-    const int64_t k_padded = GGML_PAD(k, MATRIX_ROW_PADDING);
-    ggml_cuda_pool_alloc<char> y(ctx.pool(), ncols * k_padded / QK8_1 * sizeof(block_q8_1));
+    ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) ncols));
     const int64_t ts = sizeof(float);
-    quantize_row_q8_1_cuda((const float *) src1->data, nullptr, y.get(), src0->type, k, src1->nb[1] / ts,
-                           src1->nb[2] / ts, src1->nb[3] / ts, k_padded, src1->ne[1], src1->ne[2], src1->ne[3], stream);
-    orthrus_mmv::launch(type, src0->data, y.get(), (float *) dst->data, k, nrows, (int) ncols, src0->nb[1],
-                        k_padded / QK8_1, nrows, stream);
+    orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) ncols, src1->ne[1], src1->ne[2], src1->nb[1] / ts,
+                          src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
+    orthrus_mmv::launch(type, src0->data, acts.get(), (float *) dst->data, k, nrows, (int) ncols, src0->nb[1], nrows,
+                        stream);
     CUDA_CHECK(cudaGetLastError());
     return true;
 }

@@ -1,6 +1,6 @@
 // Tests and times kernels/cuda/mmv.cuh on the GPU, without ggml:
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o mmv-test kernels/cuda/mmv-test.cu && ./mmv-test
-// Random weight blocks of each type, random activations quantized to q8_1 here;
+// Random weight blocks of each type, random activations quantized by quantize();
 // the reference dequantizes the weights as ggml-quants.c does and sums in
 // double. Checks, for 1..16 columns: the error against the reference, and that
 // each column equals the same column multiplied alone, bit for bit. Then times
@@ -103,28 +103,33 @@ static std::vector<uint8_t> random_weights(WType t, int64_t k, int64_t nrows, st
     return bytes;
 }
 
-// ncols rows of k random values as q8_1 (as ggml's quantize_q8_1: d = amax/127,
-// s = the sum of the unquantized values); X gets the dequantized values.
-static std::vector<block_q8_1> random_acts(int64_t k, int ncols, std::vector<float> & X) {
-    std::vector<block_q8_1> y(ncols * (k / 32));
+// ncols columns of k random values; X gets them as quantize() rounds them
+// (d = max|x|/127 per 32, q = round(x/d)).
+static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> & X) {
+    std::vector<float> x(ncols * k);
     X.assign(ncols * k, 0.0f);
-    for (int c = 0; c < ncols; ++c) {
-        for (int64_t b = 0; b < k / 32; ++b) {
-            float x[32], amax = 0.0f, sum = 0.0f;
-            for (float & v : x) { v = urand(-1.0f, 1.0f); amax = fmaxf(amax, fabsf(v)); sum += v; }
-            const float d = amax / 127.0f;
-            block_q8_1 & q = y[c * (k / 32) + b];
-            for (int l = 0; l < 32; ++l) {
-                q.qs[l] = (int8_t) lrintf(x[l] / d);
-                X[c * k + b * 32 + l] = d * q.qs[l];
-            }
-            q.ds = __floats2half2_rn(d, sum);
-        }
+    for (auto & v : x) v = urand(-1.0f, 1.0f);
+    for (int64_t b = 0; b < ncols * k / 32; ++b) {
+        float amax = 0.0f;
+        for (int l = 0; l < 32; ++l) amax = fmaxf(amax, fabsf(x[32 * b + l]));
+        const float d = amax / 127.0f;
+        for (int l = 0; l < 32; ++l) X[32 * b + l] = d * roundf(x[32 * b + l] / d);
     }
-    return y;
+    return x;
 }
 
-int main() {
+// x: ncols columns of k floats on the device, k apart; split as n1 x n2 when
+// ncols allows, to take quantize()'s 3-D column order too.
+static void product(WType t, const void * w, const float * x, void * acts, float * dst, int64_t k, int64_t nrows,
+                    int ncols, int64_t row_bytes, int64_t dst_col_stride) {
+    const int64_t n1 = ncols % 4 == 0 ? 4 : ncols, n2 = ncols / n1;
+    quantize(t, x, k, ncols, n1, n2, k, n1 * k, n1 * n2 * k, acts, 0);
+    launch(t, w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, 0);
+}
+
+int main(int argc, char ** argv) {
+    // "profile": one launch of each timed product (for ncu), no checks.
+    const bool profile = argc > 1 && strcmp(argv[1], "profile") == 0;
     int failures = 0;
     int dev = 0;
     cudaDeviceProp prop;
@@ -136,21 +141,23 @@ int main() {
     const int64_t ks[] = {2048, 256 * 12, 6144};
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
         for (int64_t k : ks) {
+            if (profile) break;
             const int64_t nrows = 200;
             std::vector<float> W, X;
             const auto wbytes = random_weights(t, k, nrows, W);
             const auto y = random_acts(k, MAX_COLS, X);
             const int64_t row_bytes = (k / UNIT) * unit_bytes(t);
-            void *dw, *dy; float * dd;
+            void *dw, *dy, *da; float * dd;
             CHECK(cudaMalloc(&dw, wbytes.size()));
-            CHECK(cudaMalloc(&dy, y.size() * sizeof(block_q8_1)));
+            CHECK(cudaMalloc(&dy, y.size() * sizeof(float)));
+            CHECK(cudaMalloc(&da, acts_bytes(k, MAX_COLS)));
             CHECK(cudaMalloc(&dd, sizeof(float) * nrows * MAX_COLS));
             CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
-            CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(block_q8_1), cudaMemcpyHostToDevice));
+            CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(float), cudaMemcpyHostToDevice));
             // Each column alone.
             std::vector<float> alone(nrows * MAX_COLS);
             for (int c = 0; c < MAX_COLS; ++c) {
-                launch(t, dw, (const block_q8_1 *) dy + c * (k / 32), dd + c * nrows, k, nrows, 1, row_bytes, k / 32, nrows, 0);
+                product(t, dw, (const float *) dy + c * k, da, dd + c * nrows, k, nrows, 1, row_bytes, nrows);
             }
             CHECK(cudaMemcpy(alone.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
             double worst = 0.0;
@@ -167,7 +174,7 @@ int main() {
             int differ = 0;
             for (int n = 1; n <= MAX_COLS; ++n) {
                 CHECK(cudaMemset(dd, 0xFF, sizeof(float) * nrows * MAX_COLS));
-                launch(t, dw, dy, dd, k, nrows, n, row_bytes, k / 32, nrows, 0);
+                product(t, dw, (const float *) dy, da, dd, k, nrows, n, row_bytes, nrows);
                 std::vector<float> out(nrows * MAX_COLS);
                 CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
                 for (int c = 0; c < MAX_COLS; ++c) {
@@ -184,7 +191,7 @@ int main() {
             failures += !ok;
             printf("%s k=%lld rows=%lld: error / sum|w x| %.2e, values unlike the column alone %d: %s\n", name(t),
                    (long long) k, (long long) nrows, worst, differ, ok ? "ok" : "FAILED");
-            cudaFree(dw); cudaFree(dy); cudaFree(dd);
+            cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
         }
     }
 
@@ -197,6 +204,7 @@ int main() {
     };
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
         for (const Shape & s : shapes) {
+            if (profile && (t != WType::Q4_K || (s.nrows != 6144 && s.nrows != 151936))) continue;
             std::vector<float> W, X;
             const int64_t row_bytes = (s.k / UNIT) * unit_bytes(t);
             std::vector<uint8_t> wbytes(row_bytes * s.nrows);
@@ -208,21 +216,22 @@ int main() {
                 for (int64_t r = 0; r < s.nrows; ++r) memcpy(wbytes.data() + r * row_bytes, one.data(), row_bytes);
             }
             const auto y = random_acts(s.k, MAX_COLS, X);
-            void *dw, *dy; float * dd;
+            void *dw, *dy, *da; float * dd;
             CHECK(cudaMalloc(&dw, wbytes.size()));
-            CHECK(cudaMalloc(&dy, y.size() * sizeof(block_q8_1)));
+            CHECK(cudaMalloc(&dy, y.size() * sizeof(float)));
+            CHECK(cudaMalloc(&da, acts_bytes(s.k, MAX_COLS)));
             CHECK(cudaMalloc(&dd, sizeof(float) * s.nrows * MAX_COLS));
             CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
-            CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(block_q8_1), cudaMemcpyHostToDevice));
+            CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(float), cudaMemcpyHostToDevice));
             printf("%-4s %-13s %6lld x %5lld:", name(t), s.what, (long long) s.nrows, (long long) s.k);
             float us1 = 0.0f;
             for (int n : {1, 2, 4, 8, 16}) {
                 cudaEvent_t a, b;
                 cudaEventCreate(&a); cudaEventCreate(&b);
-                const int reps = 200;
-                for (int i = 0; i < 10; ++i) launch(t, dw, dy, dd, s.k, s.nrows, n, row_bytes, s.k / 32, s.nrows, 0);
+                const int reps = profile ? 1 : 200;
+                for (int i = 0; i < (profile ? 0 : 10); ++i) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
                 cudaEventRecord(a);
-                for (int i = 0; i < reps; ++i) launch(t, dw, dy, dd, s.k, s.nrows, n, row_bytes, s.k / 32, s.nrows, 0);
+                for (int i = 0; i < reps; ++i) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
                 cudaEventRecord(b);
                 CHECK(cudaEventSynchronize(b));
                 float ms = 0.0f;
@@ -234,7 +243,7 @@ int main() {
                 cudaEventDestroy(a); cudaEventDestroy(b);
             }
             printf("\n");
-            cudaFree(dw); cudaFree(dy); cudaFree(dd);
+            cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
         }
     }
     CHECK(cudaGetLastError());

@@ -84,33 +84,104 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 #endif
 }
 
-// What a lane needs of the activations: for n-tile nt, its B column (g) and
-// its two C columns (2t, 2t+1), each a row of q8_1 blocks.
-template <int NT>
-struct Cols {
-    const block_q8_1 * b[NT];
-    const block_q8_1 * c[NT][2];
+// The activations, quantized per column and 32 values (d = max|x|/127,
+// q = round(x/d), s = sum of x, as ggml's q8_1), laid out for the mma's B:
+// per 32-block kb and n-tile nt, lane (g, t)'s two ints of column 8 nt + g
+// (lanes' ints 2t, 2t+1 = values 8t..8t+7 for Q4_K and Q8_0, whose A rows a
+// lane reads 8 bytes at a time; ints t, t+4 for Q6_K, whose 16-value groups
+// are then one int each), then d and s of the 8 NT columns of each block.
+// Columns past the last are zeros.
+enum class KOrder { Pairs, Halves };
+
+constexpr KOrder korder(WType t) { return t == WType::Q6_K ? KOrder::Halves : KOrder::Pairs; }
+
+constexpr int n_tiles(int ncols) { return ncols <= 8 ? 1 : 2; }
+
+static inline size_t acts_bytes(int64_t k, int ncols) {
+    const int64_t nkb = k / 32, nt = n_tiles(ncols);
+    return (size_t) (nkb * nt * 32 * sizeof(int2) + 2 * nkb * 8 * nt * sizeof(float));
+}
+
+struct Acts {
+    const int2 * q;   // [nkb][NT][32 lanes]
+    const float * d;  // [nkb][8 NT]
+    const float * s;  // [nkb][8 NT]
 };
 
-// One 16x8 product's C, scaled into the accumulators: row scales sa (row g)
-// and sb (row g+8), column scales from the q8_1 block kb of the C columns;
-// ma, mb (Q4_K's mins) times the columns' sums.
+template <int NT>
+static __device__ __forceinline__ Acts acts_at(const void * buf, int nkb) {
+    const int2 * q = (const int2 *) buf;
+    const float * d = (const float *) (q + (int64_t) nkb * NT * 32);
+    return {q, d, d + (int64_t) nkb * 8 * NT};
+}
+
+// One warp per (block of 32 values, column): column c of x is
+// x + i1*s1 + i2*s2 + i3*s3 with c = i1 + n1*(i2 + n2*i3).
+template <KOrder O, int NT>
+__global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict__ x, void * __restrict__ buf, const int nkb,
+                                                       const int ncols, const int n1, const int n2, const int64_t s1,
+                                                       const int64_t s2, const int64_t s3) {
+    const int lane = threadIdx.x;
+    const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
+    if (item >= (int64_t) nkb * 8 * NT) {
+        return;
+    }
+    const int kb = (int) (item / (8 * NT));
+    const int c = (int) (item % (8 * NT));
+    float v = 0.0f;
+    if (c < ncols) {
+        const int i1 = c % n1, i2 = (c / n1) % n2, i3 = c / (n1 * n2);
+        v = x[i1 * s1 + i2 * s2 + i3 * s3 + 32 * kb + lane];
+    }
+    float amax = fabsf(v), sum = v;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        amax = fmaxf(amax, __shfl_xor_sync(0xFFFFFFFF, amax, o));
+        sum += __shfl_xor_sync(0xFFFFFFFF, sum, o);
+    }
+    const float d = amax / 127.0f;
+    const int q = amax == 0.0f ? 0 : (int) roundf(v / d);
+    // Four lanes' bytes make an int: gather them at the first of the four.
+    const int b0 = q & 0xFF;
+    const int b1 = __shfl_down_sync(0xFFFFFFFF, b0, 1);
+    const int b2 = __shfl_down_sync(0xFFFFFFFF, b0, 2);
+    const int b3 = __shfl_down_sync(0xFFFFFFFF, b0, 3);
+    Acts a = acts_at<NT>(buf, nkb);
+    if (lane % 4 == 0) {
+        const int i = lane / 4;  // the int's index in the block
+        const int t = O == KOrder::Pairs ? i / 2 : i % 4;
+        const int slot = O == KOrder::Pairs ? i % 2 : i / 4;
+        int * dst = (int *) (a.q + ((int64_t) kb * NT + c / 8) * 32 + (c % 8) * 4 + t) + slot;
+        *dst = b0 | (b1 << 8) | (b2 << 16) | (b3 << 24);
+    }
+    if (lane == 0) {
+        ((float *) a.d)[kb * 8 * NT + c] = d;
+        ((float *) a.s)[kb * 8 * NT + c] = sum;
+    }
+}
+
+// One 16x8 product's C into the accumulators: row scales sa (row g), sb
+// (row g+8) times the columns' d (C columns 2t, 2t+1); ma, mb (Q4_K's mins)
+// times the columns' sums.
 template <bool MINS>
 static __device__ __forceinline__ void scale_acc(float acc[4], const int c[4], float sa, float sb, float ma, float mb,
-                                                 const block_q8_1 * c0, const block_q8_1 * c1, int kb) {
-    const float2 d0 = __half22float2(c0[kb].ds);
-    const float2 d1 = __half22float2(c1[kb].ds);
+                                                 float2 d, float2 s) {
     if (MINS) {
-        acc[0] += sa * d0.x * (float) c[0] - ma * d0.y;
-        acc[1] += sa * d1.x * (float) c[1] - ma * d1.y;
-        acc[2] += sb * d0.x * (float) c[2] - mb * d0.y;
-        acc[3] += sb * d1.x * (float) c[3] - mb * d1.y;
+        acc[0] += sa * d.x * (float) c[0] - ma * s.x;
+        acc[1] += sa * d.y * (float) c[1] - ma * s.y;
+        acc[2] += sb * d.x * (float) c[2] - mb * s.x;
+        acc[3] += sb * d.y * (float) c[3] - mb * s.y;
     } else {
-        acc[0] += sa * d0.x * (float) c[0];
-        acc[1] += sa * d1.x * (float) c[1];
-        acc[2] += sb * d0.x * (float) c[2];
-        acc[3] += sb * d1.x * (float) c[3];
+        acc[0] += sa * d.x * (float) c[0];
+        acc[1] += sa * d.y * (float) c[1];
+        acc[2] += sb * d.x * (float) c[2];
+        acc[3] += sb * d.y * (float) c[3];
     }
+}
+
+template <int NT>
+static __device__ __forceinline__ float2 col_scales(const float * v, int kb, int nt, int t) {
+    return *(const float2 *) (v + kb * 8 * NT + 8 * nt + 2 * t);
 }
 
 // Q4_K's 6-bit scale and min of sub-block j (get_scale_min_k4 in ggml-quants.c),
@@ -126,85 +197,121 @@ static __device__ __forceinline__ void q4_K_scale_min(const int s[3], int j, flo
     }
 }
 
-// Unit u (values 256u .. 256u+255) of rows wa (row g) and wb (row g+8).
-// Each 32-value sub-block: a lane holds values 8t..8t+7 of both rows (one
-// 8-byte load of nibbles serves sub-blocks 2p and 2p+1); the activations' k
-// order is the same (ints 2t, 2t+1 of the q8_1 block).
-template <int NT>
-static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * wb, int u, const Cols<NT> & y,
-                                                 float acc[NT][4], int t) {
-    const block_q4_K * xa = (const block_q4_K *) wa + u;
-    const block_q4_K * xb = (const block_q4_K *) wb + u;
-    const float2 dma = __half22float2(xa->dm);
-    const float2 dmb = __half22float2(xb->dm);
-    int sa[3], sb[3];
+// Unit u (values 256u .. 256u+255) of R row tiles (wa[r]: row g of tile r,
+// wb[r]: row g+8). Q4_K: a lane holds values 8t..8t+7 of each 32-value
+// sub-block (one 8-byte load of nibbles serves sub-blocks 2p and 2p+1).
+template <int NT, int R>
+static __device__ __forceinline__ void unit_q4_K(const char * const wa[R], const char * const wb[R], int u,
+                                                 const Acts & y, float acc[R][NT][4], int lane, int t) {
+    float dma[R][2], dmb[R][2];
+    int sa[R][3], sb[R][3];
 #pragma unroll
-    for (int i = 0; i < 3; ++i) {
-        sa[i] = load_b4(xa->scales + 4 * i);
-        sb[i] = load_b4(xb->scales + 4 * i);
+    for (int r = 0; r < R; ++r) {
+        const block_q4_K * xa = (const block_q4_K *) wa[r] + u;
+        const block_q4_K * xb = (const block_q4_K *) wb[r] + u;
+        const float2 fa = __half22float2(xa->dm), fb = __half22float2(xb->dm);
+        dma[r][0] = fa.x; dma[r][1] = fa.y; dmb[r][0] = fb.x; dmb[r][1] = fb.y;
+#pragma unroll
+        for (int i = 0; i < 3; ++i) {
+            sa[r][i] = load_b4(xa->scales + 4 * i);
+            sb[r][i] = load_b4(xb->scales + 4 * i);
+        }
     }
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
-        const int2 qa = *(const int2 *) (xa->qs + 32 * p + 8 * t);
-        const int2 qb = *(const int2 *) (xb->qs + 32 * p + 8 * t);
+        int2 qa[R], qb[R];
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            qa[r] = *(const int2 *) (((const block_q4_K *) wa[r] + u)->qs + 32 * p + 8 * t);
+            qb[r] = *(const int2 *) (((const block_q4_K *) wb[r] + u)->qs + 32 * p + 8 * t);
+        }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int j = 2 * p + h;
-            const int a0 = (qa.x >> (4 * h)) & 0x0F0F0F0F;
-            const int a1 = (qb.x >> (4 * h)) & 0x0F0F0F0F;
-            const int a2 = (qa.y >> (4 * h)) & 0x0F0F0F0F;
-            const int a3 = (qb.y >> (4 * h)) & 0x0F0F0F0F;
-            float sca, mna, scb, mnb;
-            q4_K_scale_min(sa, j, sca, mna);
-            q4_K_scale_min(sb, j, scb, mnb);
-            sca *= dma.x; mna *= dma.y;
-            scb *= dmb.x; mnb *= dmb.y;
             const int kb = 8 * u + j;
+            int2 b[NT];
+            float2 d[NT], s[NT];
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-                const int * by = (const int *) y.b[nt][kb].qs;
-                int c[4] = {0, 0, 0, 0};
-                mma_k32(c, a0, a1, a2, a3, by[2 * t], by[2 * t + 1]);
-                scale_acc<true>(acc[nt], c, sca, scb, mna, mnb, y.c[nt][0], y.c[nt][1], kb);
+                b[nt] = y.q[((int64_t) kb * NT + nt) * 32 + lane];
+                d[nt] = col_scales<NT>(y.d, kb, nt, t);
+                s[nt] = col_scales<NT>(y.s, kb, nt, t);
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const int a0 = (qa[r].x >> (4 * h)) & 0x0F0F0F0F;
+                const int a1 = (qb[r].x >> (4 * h)) & 0x0F0F0F0F;
+                const int a2 = (qa[r].y >> (4 * h)) & 0x0F0F0F0F;
+                const int a3 = (qb[r].y >> (4 * h)) & 0x0F0F0F0F;
+                float sca, mna, scb, mnb;
+                q4_K_scale_min(sa[r], j, sca, mna);
+                q4_K_scale_min(sb[r], j, scb, mnb);
+                sca *= dma[r][0]; mna *= dma[r][1];
+                scb *= dmb[r][0]; mnb *= dmb[r][1];
+#pragma unroll
+                for (int nt = 0; nt < NT; ++nt) {
+                    int c[4] = {0, 0, 0, 0};
+                    mma_k32(c, a0, a1, a2, a3, b[nt].x, b[nt].y);
+                    scale_acc<true>(acc[r][nt], c, sca, scb, mna, mnb, d[nt], s[nt]);
+                }
             }
         }
     }
 }
 
-// Q6_K: 16 groups of 16 values, each with its own scale, so K = 16 products.
-// A lane holds values 4t..4t+3 of each group (the activations' ints 4h+t).
-template <int NT>
-static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * wb, int u, const Cols<NT> & y,
-                                                 float acc[NT][4], int t) {
-    const block_q6_K * xa = (const block_q6_K *) wa + u;
-    const block_q6_K * xb = (const block_q6_K *) wb + u;
-    const float da = __half2float(xa->d);
-    const float db = __half2float(xb->d);
+// Q6_K: 16 groups of 16 values, each with its own scale, so K = 16 products;
+// a lane holds values 4t..4t+3 of each group.
+template <int NT, int R>
+static __device__ __forceinline__ void unit_q6_K(const char * const wa[R], const char * const wb[R], int u,
+                                                 const Acts & y, float acc[R][NT][4], int lane, int t) {
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
+        int la[R][2][2], lb[R][2][2], ha[R][2], hb[R][2];  // [r][h][ql half]
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-            const int off = 16 * h + 4 * t;
-            const int la[2] = {load_b2(xa->ql + 64 * n + off), load_b2(xa->ql + 64 * n + 32 + off)};
-            const int lb[2] = {load_b2(xb->ql + 64 * n + off), load_b2(xb->ql + 64 * n + 32 + off)};
-            const int ha = load_b2(xa->qh + 32 * n + off);
-            const int hb = load_b2(xb->qh + 32 * n + off);
+        for (int r = 0; r < R; ++r) {
+            const block_q6_K * xa = (const block_q6_K *) wa[r] + u;
+            const block_q6_K * xb = (const block_q6_K *) wb[r] + u;
 #pragma unroll
-            for (int q = 0; q < 4; ++q) {
-                const int va = __vsubss4(((la[q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) | (((ha >> (2 * q)) & 0x03030303) << 4),
-                                         0x20202020);
-                const int vb = __vsubss4(((lb[q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) | (((hb >> (2 * q)) & 0x03030303) << 4),
-                                         0x20202020);
-                const int s = 8 * n + 2 * q + h;
-                const float sca = da * (float) xa->scales[s];
-                const float scb = db * (float) xb->scales[s];
-                const int kb = 8 * u + 4 * n + q;
+            for (int h = 0; h < 2; ++h) {
+                const int off = 16 * h + 4 * t;
+                la[r][h][0] = load_b2(xa->ql + 64 * n + off);
+                la[r][h][1] = load_b2(xa->ql + 64 * n + 32 + off);
+                lb[r][h][0] = load_b2(xb->ql + 64 * n + off);
+                lb[r][h][1] = load_b2(xb->ql + 64 * n + 32 + off);
+                ha[r][h] = load_b2(xa->qh + 32 * n + off);
+                hb[r][h] = load_b2(xb->qh + 32 * n + off);
+            }
+        }
 #pragma unroll
-                for (int nt = 0; nt < NT; ++nt) {
-                    const int * by = (const int *) y.b[nt][kb].qs;
-                    int c[4] = {0, 0, 0, 0};
-                    mma_k16(c, va, vb, by[4 * h + t]);
-                    scale_acc<false>(acc[nt], c, sca, scb, 0.0f, 0.0f, y.c[nt][0], y.c[nt][1], kb);
+        for (int q = 0; q < 4; ++q) {
+            const int kb = 8 * u + 4 * n + q;
+            int2 b[NT];
+            float2 d[NT];
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                b[nt] = y.q[((int64_t) kb * NT + nt) * 32 + lane];
+                d[nt] = col_scales<NT>(y.d, kb, nt, t);
+            }
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                const block_q6_K * xa = (const block_q6_K *) wa[r] + u;
+                const block_q6_K * xb = (const block_q6_K *) wb[r] + u;
+                const float da = __half2float(xa->d), db = __half2float(xb->d);
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int va = __vsubss4(((la[r][h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                             (((ha[r][h] >> (2 * q)) & 0x03030303) << 4), 0x20202020);
+                    const int vb = __vsubss4(((lb[r][h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                             (((hb[r][h] >> (2 * q)) & 0x03030303) << 4), 0x20202020);
+                    const int si = 8 * n + 2 * q + h;
+                    const float sca = da * (float) xa->scales[si];
+                    const float scb = db * (float) xb->scales[si];
+#pragma unroll
+                    for (int nt = 0; nt < NT; ++nt) {
+                        int c[4] = {0, 0, 0, 0};
+                        mma_k16(c, va, vb, h == 0 ? b[nt].x : b[nt].y);
+                        scale_acc<false>(acc[r][nt], c, sca, scb, 0.0f, 0.0f, d[nt], d[nt]);
+                    }
                 }
             }
         }
@@ -212,76 +319,89 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
 }
 
 // Q8_0: 8 blocks of 32 per unit, 2-byte aligned.
-template <int NT>
-static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * wb, int u, const Cols<NT> & y,
-                                                 float acc[NT][4], int t) {
+template <int NT, int R>
+static __device__ __forceinline__ void unit_q8_0(const char * const wa[R], const char * const wb[R], int u,
+                                                 const Acts & y, float acc[R][NT][4], int lane, int t) {
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
-        const block_q8_0 * xa = (const block_q8_0 *) wa + 8 * u + i;
-        const block_q8_0 * xb = (const block_q8_0 *) wb + 8 * u + i;
-        const int a0 = load_b2(xa->qs + 8 * t);
-        const int a2 = load_b2(xa->qs + 8 * t + 4);
-        const int a1 = load_b2(xb->qs + 8 * t);
-        const int a3 = load_b2(xb->qs + 8 * t + 4);
-        const float da = __half2float(xa->d);
-        const float db = __half2float(xb->d);
         const int kb = 8 * u + i;
+        int2 b[NT];
+        float2 d[NT];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-            const int * by = (const int *) y.b[nt][kb].qs;
-            int c[4] = {0, 0, 0, 0};
-            mma_k32(c, a0, a1, a2, a3, by[2 * t], by[2 * t + 1]);
-            scale_acc<false>(acc[nt], c, da, db, 0.0f, 0.0f, y.c[nt][0], y.c[nt][1], kb);
+            b[nt] = y.q[((int64_t) kb * NT + nt) * 32 + lane];
+            d[nt] = col_scales<NT>(y.d, kb, nt, t);
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            const block_q8_0 * xa = (const block_q8_0 *) wa[r] + kb;
+            const block_q8_0 * xb = (const block_q8_0 *) wb[r] + kb;
+            const int a0 = load_b2(xa->qs + 8 * t);
+            const int a2 = load_b2(xa->qs + 8 * t + 4);
+            const int a1 = load_b2(xb->qs + 8 * t);
+            const int a3 = load_b2(xb->qs + 8 * t + 4);
+            const float da = __half2float(xa->d);
+            const float db = __half2float(xb->d);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                int c[4] = {0, 0, 0, 0};
+                mma_k32(c, a0, a1, a2, a3, b[nt].x, b[nt].y);
+                scale_acc<false>(acc[r][nt], c, da, db, 0.0f, 0.0f, d[nt], d[nt]);
+            }
         }
     }
 }
 
-// dst[col * dst_col_stride + row] = sum_k w[row][k] * y[col][k] for rows < nrows,
-// cols < ncols; w rows of row_bytes, y rows of y_col_stride q8_1 blocks.
-template <WType T, int NT>
+// dst[col * dst_col_stride + row] = sum_k w[row][k] * x[col][k] for rows < nrows,
+// cols < ncols; w rows of row_bytes; the activations as quantize_kernel left them.
+template <WType T, int NT, int R>
 __global__ void __launch_bounds__(32 * WARPS) mmv_kernel(
-        const char * __restrict__ w, const block_q8_1 * __restrict__ y, float * __restrict__ dst,
-        const int units, const int nrows, const int ncols, const int64_t row_bytes,
-        const int64_t y_col_stride, const int64_t dst_col_stride) {
+        const char * __restrict__ w, const void * __restrict__ acts, float * __restrict__ dst,
+        const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
     const int lane = threadIdx.x;
     const int warp = threadIdx.y;
     const int g = lane / 4;
     const int t = lane % 4;
-    const int row0 = blockIdx.x * ROWS;
+    const int row0 = blockIdx.x * ROWS * R;
 
-    const char * wa = w + (int64_t) min(row0 + g, nrows - 1) * row_bytes;
-    const char * wb = w + (int64_t) min(row0 + g + 8, nrows - 1) * row_bytes;
-    Cols<NT> cols;
+    const char * wa[R];
+    const char * wb[R];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-        cols.b[nt]    = y + (int64_t) min(8 * nt + g, ncols - 1) * y_col_stride;
-        cols.c[nt][0] = y + (int64_t) min(8 * nt + 2 * t, ncols - 1) * y_col_stride;
-        cols.c[nt][1] = y + (int64_t) min(8 * nt + 2 * t + 1, ncols - 1) * y_col_stride;
+    for (int r = 0; r < R; ++r) {
+        wa[r] = w + (int64_t) min(row0 + ROWS * r + g, nrows - 1) * row_bytes;
+        wb[r] = w + (int64_t) min(row0 + ROWS * r + g + 8, nrows - 1) * row_bytes;
     }
+    const Acts y = acts_at<NT>(acts, units * (UNIT / 32));
 
-    float acc[NT][4];
+    float acc[R][NT][4];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-        acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
+    for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            acc[r][nt][0] = acc[r][nt][1] = acc[r][nt][2] = acc[r][nt][3] = 0.0f;
+        }
     }
     for (int u = warp; u < units; u += WARPS) {
         if (T == WType::Q4_K) {
-            unit_q4_K<NT>(wa, wb, u, cols, acc, t);
+            unit_q4_K<NT, R>(wa, wb, u, y, acc, lane, t);
         } else if (T == WType::Q6_K) {
-            unit_q6_K<NT>(wa, wb, u, cols, acc, t);
+            unit_q6_K<NT, R>(wa, wb, u, y, acc, lane, t);
         } else {
-            unit_q8_0<NT>(wa, wb, u, cols, acc, t);
+            unit_q8_0<NT, R>(wa, wb, u, y, acc, lane, t);
         }
     }
 
     // The warps' partial sums, added in warp order.
-    __shared__ float part[WARPS - 1][NT * 4][32];
+    __shared__ float part[WARPS - 1][R * NT * 4][32];
     if (warp > 0) {
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
+        for (int r = 0; r < R; ++r) {
 #pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                part[warp - 1][nt * 4 + i][lane] = acc[nt][i];
+            for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    part[warp - 1][(r * NT + nt) * 4 + i][lane] = acc[r][nt][i];
+                }
             }
         }
     }
@@ -290,58 +410,91 @@ __global__ void __launch_bounds__(32 * WARPS) mmv_kernel(
         return;
     }
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
+    for (int r = 0; r < R; ++r) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float v = acc[nt][i];
+        for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
-            for (int w2 = 0; w2 < WARPS - 1; ++w2) {
-                v += part[w2][nt * 4 + i][lane];
-            }
-            const int row = row0 + g + 8 * (i / 2);
-            const int col = 8 * nt + 2 * t + (i % 2);
-            if (row < nrows && col < ncols) {
-                dst[(int64_t) col * dst_col_stride + row] = v;
+            for (int i = 0; i < 4; ++i) {
+                float v = acc[r][nt][i];
+#pragma unroll
+                for (int w2 = 0; w2 < WARPS - 1; ++w2) {
+                    v += part[w2][(r * NT + nt) * 4 + i][lane];
+                }
+                const int row = row0 + ROWS * r + g + 8 * (i / 2);
+                const int col = 8 * nt + 2 * t + (i % 2);
+                if (row < nrows && col < ncols) {
+                    dst[(int64_t) col * dst_col_stride + row] = v;
+                }
             }
         }
     }
 }
 
-template <WType T>
-static void launch_type(const void * w, const void * y, float * dst, int64_t k, int64_t nrows, int ncols,
-                        int64_t row_bytes, int64_t y_col_stride, int64_t dst_col_stride, cudaStream_t stream) {
-    const dim3 grid((unsigned) ((nrows + ROWS - 1) / ROWS));
+// Row tiles per warp: 2 (each activation fragment loaded once for both) when
+// there are rows enough to keep every SM busy with the blocks that leaves.
+static inline int row_tiles(int64_t nrows) {
+    return nrows >= 2 * ROWS * 1024 ? 2 : 1;
+}
+
+template <WType T, int NT>
+static void launch_tiles(const void * w, const void * acts, float * dst, int64_t k, int64_t nrows, int ncols,
+                         int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
     const dim3 block(32, WARPS);
     const int units = (int) (k / UNIT);
-    if (ncols <= 8) {
-        mmv_kernel<T, 1><<<grid, block, 0, stream>>>((const char *) w, (const block_q8_1 *) y, dst, units, (int) nrows,
-                                                     ncols, row_bytes, y_col_stride, dst_col_stride);
+    if (row_tiles(nrows) == 2) {
+        const dim3 grid((unsigned) ((nrows + 2 * ROWS - 1) / (2 * ROWS)));
+        mmv_kernel<T, NT, 2><<<grid, block, 0, stream>>>((const char *) w, acts, dst, units, (int) nrows, ncols, row_bytes,
+                                                         dst_col_stride);
     } else {
-        mmv_kernel<T, 2><<<grid, block, 0, stream>>>((const char *) w, (const block_q8_1 *) y, dst, units, (int) nrows,
-                                                     ncols, row_bytes, y_col_stride, dst_col_stride);
+        const dim3 grid((unsigned) ((nrows + ROWS - 1) / ROWS));
+        mmv_kernel<T, NT, 1><<<grid, block, 0, stream>>>((const char *) w, acts, dst, units, (int) nrows, ncols, row_bytes,
+                                                         dst_col_stride);
+    }
+}
+
+template <WType T>
+static void launch_type(const void * w, const void * acts, float * dst, int64_t k, int64_t nrows, int ncols,
+                        int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
+    if (n_tiles(ncols) == 1) {
+        launch_tiles<T, 1>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream);
+    } else {
+        launch_tiles<T, 2>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream);
     }
 }
 
 // Whether the kernel takes this product: K a multiple of 256, 1..16 columns.
-static inline bool supported(int64_t k, int ncols) {
+static inline bool supported(int64_t k, int64_t ncols) {
     return k > 0 && k % UNIT == 0 && ncols >= 1 && ncols <= MAX_COLS;
 }
 
-// w: nrows rows of k values of type `type` (row_bytes apart); y: ncols rows of
-// k/32 q8_1 blocks (y_col_stride blocks apart, >= k/32); dst: ncols columns of
-// nrows floats (dst_col_stride apart). Asynchronous on `stream`.
-static inline void launch(WType type, const void * w, const void * y, float * dst, int64_t k, int64_t nrows, int ncols,
-                          int64_t row_bytes, int64_t y_col_stride, int64_t dst_col_stride, cudaStream_t stream) {
+// Quantizes ncols columns of k floats (column c = i1 + n1*(i2 + n2*i3) at
+// x + i1*s1 + i2*s2 + i3*s3, strides in floats) into buf (acts_bytes(k, ncols))
+// for a product with weights of `type`. Asynchronous on `stream`.
+static inline void quantize(WType type, const float * x, int64_t k, int ncols, int64_t n1, int64_t n2, int64_t s1,
+                            int64_t s2, int64_t s3, void * buf, cudaStream_t stream) {
+    const int nkb = (int) (k / 32);
+    const int nt = n_tiles(ncols);
+    const dim3 block(32, 8);
+    const dim3 grid((unsigned) (((int64_t) nkb * 8 * nt + 7) / 8));
+    const int a = (int) n1, b = (int) n2;
+    if (korder(type) == KOrder::Pairs) {
+        if (nt == 1) quantize_kernel<KOrder::Pairs, 1><<<grid, block, 0, stream>>>(x, buf, nkb, ncols, a, b, s1, s2, s3);
+        else         quantize_kernel<KOrder::Pairs, 2><<<grid, block, 0, stream>>>(x, buf, nkb, ncols, a, b, s1, s2, s3);
+    } else {
+        if (nt == 1) quantize_kernel<KOrder::Halves, 1><<<grid, block, 0, stream>>>(x, buf, nkb, ncols, a, b, s1, s2, s3);
+        else         quantize_kernel<KOrder::Halves, 2><<<grid, block, 0, stream>>>(x, buf, nkb, ncols, a, b, s1, s2, s3);
+    }
+}
+
+// w: nrows rows of k values of type `type` (row_bytes apart); acts: what
+// quantize() wrote for these ncols columns; dst: ncols columns of nrows floats
+// (dst_col_stride apart). Asynchronous on `stream`.
+static inline void launch(WType type, const void * w, const void * acts, float * dst, int64_t k, int64_t nrows, int ncols,
+                          int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
     switch (type) {
-        case WType::Q4_K:
-            launch_type<WType::Q4_K>(w, y, dst, k, nrows, ncols, row_bytes, y_col_stride, dst_col_stride, stream);
-            break;
-        case WType::Q6_K:
-            launch_type<WType::Q6_K>(w, y, dst, k, nrows, ncols, row_bytes, y_col_stride, dst_col_stride, stream);
-            break;
-        case WType::Q8_0:
-            launch_type<WType::Q8_0>(w, y, dst, k, nrows, ncols, row_bytes, y_col_stride, dst_col_stride, stream);
-            break;
+        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
     }
 }
 
