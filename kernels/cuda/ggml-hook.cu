@@ -47,6 +47,10 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
         ggml_backend_buffer_get_usage(src0->buffer) == GGML_BACKEND_BUFFER_USAGE_COMPUTE) {
         return false;
     }
+    // Activations: f32, read 16 bytes at a time.
+    if ((uintptr_t) src1->data % 16 != 0 || src1->nb[1] % 16 != 0 || src1->nb[2] % 16 != 0 || src1->nb[3] % 16 != 0) {
+        return false;
+    }
     if (src1->type != GGML_TYPE_F32 || dst->type != GGML_TYPE_F32 || src1->nb[0] != sizeof(float) ||
         !ggml_is_contiguous(dst) || dst->ne[0] != nrows || nrows > INT32_MAX) {
         return false;

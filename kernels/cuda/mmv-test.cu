@@ -104,16 +104,16 @@ static std::vector<uint8_t> random_weights(WType t, int64_t k, int64_t nrows, st
 }
 
 // ncols columns of k random values; X gets them as quantize() rounds them
-// (d = max|x|/127 per 32, q = round(x/d)).
-static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> & X) {
+// (d = max|x|/127 per span values, q = round(x/d)).
+static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> & X, int span) {
     std::vector<float> x(ncols * k);
     X.assign(ncols * k, 0.0f);
     for (auto & v : x) v = urand(-1.0f, 1.0f);
-    for (int64_t b = 0; b < ncols * k / 32; ++b) {
+    for (int64_t b = 0; b < ncols * k / span; ++b) {
         float amax = 0.0f;
-        for (int l = 0; l < 32; ++l) amax = fmaxf(amax, fabsf(x[32 * b + l]));
+        for (int l = 0; l < span; ++l) amax = fmaxf(amax, fabsf(x[span * b + l]));
         const float d = amax / 127.0f;
-        for (int l = 0; l < 32; ++l) X[32 * b + l] = d * roundf(x[32 * b + l] / d);
+        for (int l = 0; l < span; ++l) X[span * b + l] = d * roundf(x[span * b + l] / d);
     }
     return x;
 }
@@ -145,7 +145,7 @@ int main(int argc, char ** argv) {
             const int64_t nrows = 200;
             std::vector<float> W, X;
             const auto wbytes = random_weights(t, k, nrows, W);
-            const auto y = random_acts(k, MAX_COLS, X);
+            const auto y = random_acts(k, MAX_COLS, X, scale_span(t));
             const int64_t row_bytes = (k / UNIT) * unit_bytes(t);
             void *dw, *dy, *da; float * dd;
             CHECK(cudaMalloc(&dw, wbytes.size()));
@@ -215,7 +215,7 @@ int main(int argc, char ** argv) {
                 const auto one = random_weights(t, s.k, 1, Wrow);
                 for (int64_t r = 0; r < s.nrows; ++r) memcpy(wbytes.data() + r * row_bytes, one.data(), row_bytes);
             }
-            const auto y = random_acts(s.k, MAX_COLS, X);
+            const auto y = random_acts(s.k, MAX_COLS, X, scale_span(t));
             void *dw, *dy, *da; float * dd;
             CHECK(cudaMalloc(&dw, wbytes.size()));
             CHECK(cudaMalloc(&dy, y.size() * sizeof(float)));
