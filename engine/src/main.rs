@@ -401,7 +401,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "results": results, "speedup": speedup, "pass_ms": passes, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "results": results, "speedup": speedup, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
@@ -410,7 +410,11 @@ fn bench(a: BenchArgs) -> Result<()> {
             devices.join("+"),
             l.threads,
             l.cache_type.name(),
-            if l.exact { ", exact" } else { "" },
+            match (l.exact, session.exact_matmul()) {
+                (true, true) => ", exact, batch-invariant matmuls",
+                (true, false) => ", exact",
+                _ => "",
+            },
             prompts.len(),
             a.n_predict
         );

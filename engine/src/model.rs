@@ -323,6 +323,32 @@ impl Model {
         Tokenizer::from_json(json)
     }
 
+    /// Whether our batch-invariant matmul (`set_batch_invariant_matmul`)
+    /// takes every weight product: all of Q4_K, Q6_K and Q8_0, rows a
+    /// multiple of 256 values.
+    pub(crate) fn matmuls_batch_invariant(&self) -> bool {
+        let stacked = |s: &Stacked<3>| match s {
+            Stacked::Fused(id) => vec![*id],
+            Stacked::Apart(ids) => ids.to_vec(),
+        };
+        let mut ids = vec![self.output];
+        for l in &self.layers {
+            for a in std::iter::once(&l.ar).chain(l.diffusion.as_ref()) {
+                ids.extend(stacked(&a.qkv));
+                ids.push(a.o);
+            }
+            match l.ffn_gate_up {
+                Stacked::Fused(id) => ids.push(id),
+                Stacked::Apart(parts) => ids.extend(parts),
+            }
+            ids.push(l.ffn_down);
+        }
+        ids.iter().all(|&id| {
+            let t = self.weights.get(id);
+            matches!(t.ty(), GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0) && t.ne()[0] % 256 == 0
+        })
+    }
+
     pub fn is_orthrus(&self) -> bool {
         self.hparams.orthrus.is_some()
     }

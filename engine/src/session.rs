@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use orthrus_kernels::ggml::{DeviceKind, Input, Output, OwnedGraph, Scheduler, Type};
+use orthrus_kernels::ggml::{
+    set_batch_invariant_matmul, DeviceKind, Input, Output, OwnedGraph, Scheduler, Type,
+};
 use orthrus_kernels::GgmlType;
 
 use crate::graph::{self, io, Shape, View};
@@ -51,6 +53,9 @@ pub struct Session<'m> {
     col_group: usize,
     /// Whether AR-view decoding passes run batch-invariant (see [`Self::set_exact`]).
     exact: bool,
+    /// Whether, in exact mode, the GPU's weight products are our
+    /// batch-invariant matmul's, so that they need no column groups.
+    exact_matmul: bool,
 }
 
 impl<'m> Session<'m> {
@@ -93,6 +98,7 @@ impl<'m> Session<'m> {
             n_batch: n_batch.max(1),
             col_group,
             exact: false,
+            exact_matmul: false,
         })
     }
 
@@ -156,9 +162,11 @@ impl<'m> Session<'m> {
     /// only on the CPU (where decoding is exact anyway, see [`Self::forward`];
     /// exact mode takes the same path there, on the reference kernels).
     /// Their attention takes `graph::attention`'s exact path over windows of
-    /// [`SLOT_ALIGN`] slots, their weight matmuls groups of
-    /// [`EXACT_COL_GROUP`] columns; the diffusion pass and the prompt keep
-    /// the fast kernels. It needs an f32 cache.
+    /// [`SLOT_ALIGN`] slots. Their weight matmuls are whole where ggml-cuda
+    /// has our batch-invariant matmul and it takes every weight type of the
+    /// model (`set_batch_invariant_matmul`; it is then on for the process),
+    /// else groups of [`EXACT_COL_GROUP`] columns. The diffusion pass and the
+    /// prompt keep the fast kernels. It needs an f32 cache.
     pub fn set_exact(&mut self, on: bool) -> Result<(), EngineError> {
         if on && self.cache.ty != GgmlType::F32 {
             return Err(EngineError::Usage(format!(
@@ -166,8 +174,28 @@ impl<'m> Session<'m> {
                 self.cache.ty.name()
             )));
         }
+        let gpus: Vec<_> = self
+            .model
+            .devices
+            .iter()
+            .copied()
+            .filter(|d| d.kind() != DeviceKind::Cpu)
+            .collect();
+        self.exact_matmul = on
+            && !gpus.is_empty()
+            && self.model.matmuls_batch_invariant()
+            && set_batch_invariant_matmul(&gpus, true);
+        if !self.exact_matmul && !gpus.is_empty() {
+            set_batch_invariant_matmul(&gpus, false);
+        }
         self.exact = on;
         Ok(())
+    }
+
+    /// Whether exact mode's weight matmuls are our batch-invariant ones
+    /// (see [`Self::set_exact`]).
+    pub fn exact_matmul(&self) -> bool {
+        self.exact_matmul
     }
 
     /// The one pass behind `forward`, `forward_padded` and `prefill`.
@@ -218,6 +246,7 @@ impl<'m> Session<'m> {
                 .min(self.cache.n_ctx)
         };
         let col_group = match (exact, decoding) {
+            (true, _) if self.exact_matmul => 0,
             // A group of 1 to 4 set by ORTHRUS_COL_GROUP or set_col_group, else 4.
             (true, _) if (1..=EXACT_COL_GROUP).contains(&self.col_group) => self.col_group,
             (true, _) => EXACT_COL_GROUP,

@@ -3,22 +3,46 @@
 // ggml_cuda_orthrus_mul_mat at the top of ggml_cuda_mul_mat.
 //
 // ORTHRUS_MMV (read once): 0 = off (ggml's own kernels everywhere);
-// 1 = the default, products of 2..16 columns; 2 = 1..16 columns, and ggml's
-// fused one-column matrix-vector paths off, so that every product of up to 16
-// columns sums each column the same way (batch-invariant decoding).
+// 1 = the default: Q4_K and Q6_K products of 3..16 columns (measured on the
+// H200, 2026-12-01: for 2 columns ggml's matrix-vector kernel is quicker, and
+// for Q8_0 ggml's kernels are at every count, ours paying 2-byte loads and a
+// float scale per 32 values on both sides); 2 = every supported type and 1..16
+// columns, with ggml's fused one-column matrix-vector paths off, so that every
+// product of up to 16 columns sums each column the same way (batch-invariant
+// decoding).
 #include "common.cuh"
 
 #include "orthrus-mmv.cuh"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 
+// The mode; ORTHRUS_MMV, when set, wins over ggml_cuda_orthrus_set_mmv_mode.
+static std::atomic<int> g_mmv_mode{-1};
+static const char * mmv_env() {
+    const char * e = getenv("ORTHRUS_MMV");
+    return e && *e ? e : nullptr;
+}
+
 int ggml_cuda_orthrus_mmv_mode() {
-    static const int mode = [] {
-        const char * e = getenv("ORTHRUS_MMV");
-        return e && *e ? atoi(e) : 1;
-    }();
+    int mode = g_mmv_mode.load(std::memory_order_relaxed);
+    if (mode < 0) {
+        mode = mmv_env() ? atoi(mmv_env()) : 1;
+        g_mmv_mode.store(mode, std::memory_order_relaxed);
+    }
     return mode;
+}
+
+// Exported through the CUDA registry's get_proc_address (patch-ggml.py) as
+// "ggml_backend_cuda_orthrus_set_mmv_mode": sets the mode (1 or 2) for the
+// graphs computed from now on, unless ORTHRUS_MMV is set; returns the mode
+// in effect.
+int ggml_cuda_orthrus_set_mmv_mode(int mode) {
+    if (!mmv_env() && (mode == 1 || mode == 2)) {
+        g_mmv_mode.store(mode, std::memory_order_relaxed);
+    }
+    return ggml_cuda_orthrus_mmv_mode();
 }
 
 bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
@@ -55,17 +79,24 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
         !ggml_is_contiguous(dst) || dst->ne[0] != nrows || nrows > INT32_MAX) {
         return false;
     }
-    if (!orthrus_mmv::supported(k, ncols) || (mode == 1 && ncols < 2)) {
+    // Mode 2 takes up to 64 columns, 16 at a time (a verify pass of a larger
+    // block stays batch-invariant; a prompt's chunks go to ggml's MMQ).
+    const int64_t max_cols = mode == 2 ? 4 * orthrus_mmv::MAX_COLS : orthrus_mmv::MAX_COLS;
+    if (!orthrus_mmv::supported(k, 1) || ncols < 1 || ncols > max_cols ||
+        (mode == 1 && (ncols < 3 || type == orthrus_mmv::WType::Q8_0))) {
         return false;
     }
 
     cudaStream_t stream = ctx.stream();
-    ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) ncols));
+    ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) std::min<int64_t>(ncols, orthrus_mmv::MAX_COLS)));
     const int64_t ts = sizeof(float);
-    orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) ncols, src1->ne[1], src1->ne[2], src1->nb[1] / ts,
-                          src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
-    orthrus_mmv::launch(type, src0->data, acts.get(), (float *) dst->data, k, nrows, (int) ncols, src0->nb[1], nrows,
-                        stream);
+    for (int64_t c0 = 0; c0 < ncols; c0 += orthrus_mmv::MAX_COLS) {
+        const int n = (int) std::min<int64_t>(ncols - c0, orthrus_mmv::MAX_COLS);
+        orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) c0, n, src1->ne[1], src1->ne[2],
+                              src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
+        orthrus_mmv::launch(type, src0->data, acts.get(), (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1],
+                            nrows, stream);
+    }
     CUDA_CHECK(cudaGetLastError());
     return true;
 }

@@ -123,7 +123,7 @@ static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> &
 static void product(WType t, const void * w, const float * x, void * acts, float * dst, int64_t k, int64_t nrows,
                     int ncols, int64_t row_bytes, int64_t dst_col_stride) {
     const int64_t n1 = ncols % 4 == 0 ? 4 : ncols, n2 = ncols / n1;
-    quantize(t, x, k, ncols, n1, n2, k, n1 * k, n1 * n2 * k, acts, 0);
+    quantize(t, x, k, 0, ncols, n1, n2, k, n1 * k, n1 * n2 * k, acts, 0);
     launch(t, w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, 0);
 }
 

@@ -119,11 +119,12 @@ static __device__ __forceinline__ Acts acts_at(const void * buf, int nkb) {
 
 // One warp per (span of values, column), a lane holding 8 consecutive values
 // (32 for a 256 span, 4 lanes a 32 block, of which lanes 1..3 hold nothing for
-// a span of 32). Column c of x is x + i1*s1 + i2*s2 + i3*s3, c = i1 + n1*(i2 + n2*i3).
+// a span of 32). Column c (of ncols, from c0) of x is x + i1*s1 + i2*s2 + i3*s3,
+// c0 + c = i1 + n1*(i2 + n2*i3).
 template <WType T, int NT>
 __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict__ x, void * __restrict__ buf, const int nkb,
-                                                       const int ncols, const int n1, const int n2, const int64_t s1,
-                                                       const int64_t s2, const int64_t s3) {
+                                                       const int c0, const int ncols, const int n1, const int n2,
+                                                       const int64_t s1, const int64_t s2, const int64_t s3) {
     constexpr int SPAN = scale_span(T);
     constexpr int LANES = SPAN / 8;  // lanes with values
     const int lane = threadIdx.x;
@@ -141,7 +142,8 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
         v[e] = 0.0f;
     }
     if (c < ncols && lane < LANES) {
-        const int i1 = c % n1, i2 = (c / n1) % n2, i3 = c / (n1 * n2);
+        const int cg = c0 + c;
+        const int i1 = cg % n1, i2 = (cg / n1) % n2, i3 = cg / (n1 * n2);
         const float4 * src = (const float4 *) (x + i1 * s1 + i2 * s2 + i3 * s3 + (int64_t) SPAN * sp + 8 * lane);
         const float4 a = src[0], b = src[1];
         v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
@@ -449,30 +451,31 @@ static inline bool supported(int64_t k, int64_t ncols) {
 }
 
 template <WType T>
-static void quantize_type(const float * x, int64_t k, int ncols, int n1, int n2, int64_t s1, int64_t s2, int64_t s3,
-                          void * buf, cudaStream_t stream) {
+static void quantize_type(const float * x, int64_t k, int c0, int ncols, int n1, int n2, int64_t s1, int64_t s2,
+                          int64_t s3, void * buf, cudaStream_t stream) {
     const int nkb = (int) (k / 32);
     const int nt = n_tiles(ncols);
     const int64_t items = k / scale_span(T) * 8 * nt;
     const dim3 block(32, 8);
     const dim3 grid((unsigned) ((items + 7) / 8));
     if (nt == 1) {
-        quantize_kernel<T, 1><<<grid, block, 0, stream>>>(x, buf, nkb, ncols, n1, n2, s1, s2, s3);
+        quantize_kernel<T, 1><<<grid, block, 0, stream>>>(x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
     } else {
-        quantize_kernel<T, 2><<<grid, block, 0, stream>>>(x, buf, nkb, ncols, n1, n2, s1, s2, s3);
+        quantize_kernel<T, 2><<<grid, block, 0, stream>>>(x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
     }
 }
 
-// Quantizes ncols columns of k floats (column c = i1 + n1*(i2 + n2*i3) at
-// x + i1*s1 + i2*s2 + i3*s3, strides in floats, x and the strides 16-byte
-// aligned) into buf (acts_bytes(k, ncols)) for a product with weights of
-// `type`. Asynchronous on `stream`.
-static inline void quantize(WType type, const float * x, int64_t k, int ncols, int64_t n1, int64_t n2, int64_t s1,
-                            int64_t s2, int64_t s3, void * buf, cudaStream_t stream) {
+// Quantizes ncols columns of k floats, c0.. of x's (column c at
+// x + i1*s1 + i2*s2 + i3*s3 with c = i1 + n1*(i2 + n2*i3), strides in floats,
+// x and the strides 16-byte aligned), into buf (acts_bytes(k, ncols)) for a
+// product with weights of `type`. Asynchronous on `stream`.
+static inline void quantize(WType type, const float * x, int64_t k, int c0, int ncols, int64_t n1, int64_t n2,
+                            int64_t s1, int64_t s2, int64_t s3, void * buf, cudaStream_t stream) {
+    const int a = (int) n1, b = (int) n2;
     switch (type) {
-        case WType::Q4_K: quantize_type<WType::Q4_K>(x, k, ncols, (int) n1, (int) n2, s1, s2, s3, buf, stream); break;
-        case WType::Q6_K: quantize_type<WType::Q6_K>(x, k, ncols, (int) n1, (int) n2, s1, s2, s3, buf, stream); break;
-        case WType::Q8_0: quantize_type<WType::Q8_0>(x, k, ncols, (int) n1, (int) n2, s1, s2, s3, buf, stream); break;
+        case WType::Q4_K: quantize_type<WType::Q4_K>(x, k, c0, ncols, a, b, s1, s2, s3, buf, stream); break;
+        case WType::Q6_K: quantize_type<WType::Q6_K>(x, k, c0, ncols, a, b, s1, s2, s3, buf, stream); break;
+        case WType::Q8_0: quantize_type<WType::Q8_0>(x, k, c0, ncols, a, b, s1, s2, s3, buf, stream); break;
     }
 }
 

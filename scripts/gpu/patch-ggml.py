@@ -5,10 +5,10 @@
 
 GGML_DIR is a copy of ggml (prepare.sh stages one in gpu-carry/ggml): copies
 kernels/cuda/mmv.cuh and ggml-hook.cu into src/ggml-cuda/ (its CMake compiles
-every *.cu there) and edits src/ggml-cuda/ggml-cuda.cu in three places, each
+every *.cu there) and edits src/ggml-cuda/ggml-cuda.cu in four places, each
 of which must match exactly once: the hook's declarations after the includes,
-a call at the top of ggml_cuda_mul_mat, and (ORTHRUS_MMV=2) no fused
-one-column matrix-vector products. Running it again on a patched copy changes
+the mode's setter among the registry's exported functions, a call at the top
+of ggml_cuda_mul_mat, and (mode 2) no fused one-column matrix-vector products. Running it again on a patched copy changes
 nothing. Fails, changing nothing, when ggml's source no longer matches.
 """
 import pathlib
@@ -25,7 +25,15 @@ EDITS = [
         f"{MARK}\n"
         "int ggml_cuda_orthrus_mmv_mode();\n"
         "bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tensor * src0,\n"
-        "                               const ggml_tensor * src1, ggml_tensor * dst);\n",
+        "                               const ggml_tensor * src1, ggml_tensor * dst);\n"
+        "int ggml_cuda_orthrus_set_mmv_mode(int mode);\n",
+    ),
+    (
+        "    if (strcmp(name, \"ggml_backend_get_features\") == 0) {\n",
+        "    if (strcmp(name, \"ggml_backend_cuda_orthrus_set_mmv_mode\") == 0) {\n"
+        "        return (void *)ggml_cuda_orthrus_set_mmv_mode;\n"
+        "    }\n"
+        "    if (strcmp(name, \"ggml_backend_get_features\") == 0) {\n",
     ),
     (
         "    const int warp_size = ggml_cuda_info().devices[ctx.device].warp_size;\n\n"

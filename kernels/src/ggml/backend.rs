@@ -194,6 +194,39 @@ impl Backend {
     }
 }
 
+/// Turns batch-invariant matrix products on or off on the GPU `devices`:
+/// ggml-cuda built with our matmul (`kernels/cuda/`, put in by
+/// `scripts/gpu/patch-ggml.py`) then multiplies Q4_K, Q6_K and Q8_0 weights
+/// by 1 to 64 columns with it, each column summed as it is alone, and fuses
+/// no one-column products (off: ggml's own kernels below 3 columns and for
+/// Q8_0). Returns whether every one of `devices` that is a GPU has it on now:
+/// false for a ggml-cuda without our matmul, a GPU of another backend, or
+/// `ORTHRUS_MMV` set in the environment (which wins). Affects graphs computed
+/// from now on, process-wide.
+pub fn set_batch_invariant_matmul(devices: &[Device], on: bool) -> bool {
+    let mut all = true;
+    for d in devices
+        .iter()
+        .filter(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
+    {
+        // SAFETY: registry lookups on a live device.
+        let f = unsafe {
+            let reg = sys::ggml_backend_dev_backend_reg(d.ptr);
+            sys::ggml_backend_reg_get_proc_address(reg, c"ggml_backend_cuda_orthrus_set_mmv_mode".as_ptr())
+        };
+        if f.is_null() {
+            all = false;
+            continue;
+        }
+        // SAFETY: exported by kernels/cuda/ggml-hook.cu as `int (int)`.
+        let f: unsafe extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(f) };
+        // SAFETY: sets an atomic in the loaded ggml-cuda.
+        let mode = unsafe { f(if on { 2 } else { 1 }) };
+        all &= mode == 2;
+    }
+    all && on
+}
+
 impl Drop for Backend {
     fn drop(&mut self) {
         // SAFETY: created by ggml_backend_dev_init, freed once.

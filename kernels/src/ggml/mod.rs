@@ -12,7 +12,9 @@ mod context;
 mod sched;
 mod store;
 
-pub use backend::{load_backends, Backend, Buffer, BufferType, Device, DeviceKind};
+pub use backend::{
+    load_backends, set_batch_invariant_matmul, Backend, Buffer, BufferType, Device, DeviceKind,
+};
 pub use context::{Context, Element, OwnedGraph, Tensor};
 pub use sched::{Input, Output, Scheduler};
 pub use store::{StoreId, TensorStore};
