@@ -44,7 +44,7 @@ tot = {}
 for r in csv.DictReader(lines[start:]):
     if r.get("Metric Name") == "gpu__time_duration.sum":
         t = tot.setdefault(r["Kernel Name"], [0.0, 0])
-        t[0] += float(r["Metric Value"])
+        t[0] += float(r["Metric Value"].replace(",", ""))
         t[1] += 1
 with open(rep + "_cuda_gpu_kern_sum.csv", "w", newline="") as f:
     w = csv.writer(f)
@@ -73,8 +73,8 @@ for r in rows:
             break
     short = re.sub(r"\b\w+::", "", name[:cut])
     g = groups.setdefault(short, [0.0, 0])
-    g[0] += float(r["Total Time (ns)"]) / 1e3
-    g[1] += int(r["Instances"])
+    g[0] += float(str(r["Total Time (ns)"]).replace(",", "")) / 1e3
+    g[1] += int(str(r["Instances"]).replace(",", ""))
 total = sum(g[0] for g in groups.values())
 print(f"{mode} {variant}: {gen} tokens, {steps} steps, GPU kernels {total / 1e3:.2f} ms "
       f"({total / gen:.1f} us per token, {total / steps:.1f} us per step; the 64-token prompt included)")
