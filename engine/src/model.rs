@@ -326,7 +326,7 @@ impl Model {
     /// Whether our batch-invariant matmul (`set_batch_invariant_matmul`)
     /// takes every weight product: all of Q4_K, Q6_K and Q8_0, rows a
     /// multiple of 256 values.
-    pub(crate) fn matmuls_batch_invariant(&self) -> bool {
+    pub fn matmuls_batch_invariant(&self) -> bool {
         let stacked = |s: &Stacked<3>| match s {
             Stacked::Fused(id) => vec![*id],
             Stacked::Apart(ids) => ids.to_vec(),

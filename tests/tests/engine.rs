@@ -361,6 +361,8 @@ fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
         let mut s = Session::new(&model, &cache, 1, 512).unwrap();
         s.set_col_group(col_group);
         s.set_exact(exact).unwrap();
+        // No GPU: ggml's own matmuls, on the reference kernels.
+        assert!(!s.exact_matmul());
         for prompt in prompts.iter().take(4) {
             // Past 256 cached positions too, where the fast kernels split
             // one-token attention over the cache, and across 1024, where the
@@ -665,4 +667,30 @@ fn user_errors_are_clear() {
     let mut s = Session::new(&model, &cache, 1, 512).unwrap();
     let e = s.set_exact(true).unwrap_err().to_string();
     assert!(e.contains("f32") && e.contains("f16"), "{e}");
+}
+
+/// Exact mode on a GPU multiplies whole blocks only where our batch-invariant
+/// matmul takes every weight product: Q4_K, Q6_K or Q8_0, rows of whole
+/// 256-value units. The trained model (Q8_0, width 256) is such a model; the
+/// same checkpoint as F16 is not, nor a Q8_0 fixture 64 wide.
+#[test]
+fn our_matmul_takes_the_models_of_its_types_and_widths() {
+    let (model, _) = trained_model();
+    assert!(model.matmuls_batch_invariant());
+    let dir = tempfile::tempdir().unwrap();
+    let f16 = dir.path().join("tiny-orthrus-f16.gguf");
+    let opts = orthrus_convert::Options {
+        input: repo().join("models/tiny-orthrus/hf"),
+        output: f16.clone(),
+        file_type: FileType::F16,
+        head_type: None,
+        split: false,
+        name: None,
+    };
+    orthrus_convert::convert(&opts, &mut |_, _| {}).unwrap();
+    let narrow = gguf(dir.path(), FIXTURES[0], FileType::Q8_0, false);
+    for path in [f16, narrow] {
+        let m = Model::load(&path, &cpu()).unwrap();
+        assert!(!m.matmuls_batch_invariant(), "{}", path.display());
+    }
 }
