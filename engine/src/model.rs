@@ -345,7 +345,8 @@ impl Model {
         }
         ids.iter().all(|&id| {
             let t = self.weights.get(id);
-            matches!(t.ty(), GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0) && t.ne()[0] % 256 == 0
+            matches!(t.ty(), GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0)
+                && t.ne()[0] % 256 == 0
         })
     }
 

@@ -323,6 +323,7 @@ impl Server {
                     "n_vocab": hp.n_vocab, "n_embd": hp.n_embd, "n_layer": hp.n_layer,
                     "orthrus": self.info.is_orthrus, "block_size": hp.orthrus.map(|o| o.block_size),
                     "devices": self.info.devices, "cache_type": self.info.cache_type, "exact": self.info.exact,
+                    "exact_matmul": self.info.exact_matmul,
                 }
             }]
         })

@@ -28,6 +28,9 @@ pub struct ModelInfo {
     /// The KV cache type (`f16`, ...) and whether decoding is exact (`--exact`).
     pub cache_type: &'static str,
     pub exact: bool,
+    /// Whether exact decoding's weight matmuls are our batch-invariant ones
+    /// (`Session::exact_matmul`).
+    pub exact_matmul: bool,
 }
 
 /// One generation to run.
@@ -119,6 +122,7 @@ fn load_and_serve(
         devices: model.devices.iter().map(|d| d.name()).collect(),
         cache_type: loaded.cache_type.name(),
         exact: loaded.exact,
+        exact_matmul: session.exact_matmul(),
     };
     if ready.send(Ok(info)).is_err() {
         return Ok(());

@@ -230,11 +230,12 @@ def test_api_key(model, tmp_path):
 
 def test_exact_decoding(model, server, tmp_path):
     meta = server.call("GET", "/v1/models")[2]["data"][0]["meta"]
-    assert (meta["cache_type"], meta["exact"]) == ("f16", False)
+    assert (meta["cache_type"], meta["exact"], meta["exact_matmul"]) == ("f16", False, False)
     s = Server(model, tmp_path / "exact.log", "--exact")
     try:
         meta = s.call("GET", "/v1/models")[2]["data"][0]["meta"]
-        assert (meta["cache_type"], meta["exact"]) == ("f32", True)
+        # On the CPU: exact on ggml's reference kernels, not on our CUDA matmul.
+        assert (meta["cache_type"], meta["exact"], meta["exact_matmul"]) == ("f32", True, False)
         st, _, r = s.call("POST", "/completion", {"prompt": "Hi", "n_predict": 4})
         assert st == 200 and r["tokens_predicted"] >= 1
     finally:

@@ -32,9 +32,13 @@ fn hf_ids(tokenizer_json: &Path) -> Vec<Vec<i32>> {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// What `run_llama` reads back: layers, vocab size, token ids of each text,
+/// the last row's logits.
+type LlamaRun = (i32, i32, Vec<Vec<i32>>, Vec<f32>);
+
 /// Loads `path` with llama.cpp; on success tokenizes TEXTS and decodes the
 /// last one, returning (layers, vocab size, token ids, last-row logits).
-unsafe fn run_llama(path: &Path) -> Option<(i32, i32, Vec<Vec<i32>>, Vec<f32>)> {
+unsafe fn run_llama(path: &Path) -> Option<LlamaRun> {
     llama::llama_backend_init();
     let mut mp = llama::llama_model_default_params();
     mp.n_gpu_layers = 0;

@@ -212,7 +212,10 @@ pub fn set_batch_invariant_matmul(devices: &[Device], on: bool) -> bool {
         // SAFETY: registry lookups on a live device.
         let f = unsafe {
             let reg = sys::ggml_backend_dev_backend_reg(d.ptr);
-            sys::ggml_backend_reg_get_proc_address(reg, c"ggml_backend_cuda_orthrus_set_mmv_mode".as_ptr())
+            sys::ggml_backend_reg_get_proc_address(
+                reg,
+                c"ggml_backend_cuda_orthrus_set_mmv_mode".as_ptr(),
+            )
         };
         if f.is_null() {
             all = false;
