@@ -186,6 +186,16 @@ int main(int argc, char ** argv) {
                     }
                 }
             }
+            // A chunk of columns from c0 (as ggml-hook.cu takes more than 16):
+            // columns 10..15 of the 16 read as a 4 x 4 grid.
+            {
+                const int c0 = 10, n = MAX_COLS - c0;
+                quantize(t, (const float *) dy, k, c0, n, 4, 4, k, 4 * k, 16 * k, da, 0);
+                launch(t, dw, da, dd, k, nrows, n, row_bytes, nrows, 0);
+                std::vector<float> out(nrows * n);
+                CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * n, cudaMemcpyDeviceToHost));
+                differ += memcmp(out.data(), &alone[c0 * nrows], sizeof(float) * nrows * n) != 0;
+            }
             CHECK(cudaGetLastError());
             const bool ok = worst < 2e-3 && differ == 0;
             failures += !ok;

@@ -1,0 +1,51 @@
+// A host-only stand-in for the CUDA headers kernels/cuda/ includes, so that
+// test_cuda_host_check.py can have g++ parse and type-check mmv.cuh and
+// mmv-test.cu where there is no nvcc (CI): declarations only, never run.
+#pragma once
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#define __device__
+#define __global__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__
+#define __shared__ static
+#define __launch_bounds__(...)
+struct half { uint16_t x; };
+struct half2 { half x, y; };
+struct float2 { float x, y; };
+struct float4 { float x, y, z, w; };
+struct int2 { int x, y; };
+struct dim3 { unsigned x, y, z; dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {} };
+struct uint3_ { unsigned x, y, z; };
+extern uint3_ threadIdx, blockIdx, blockDim;
+typedef struct CUstream_st * cudaStream_t;
+typedef struct CUevent_st * cudaEvent_t;
+typedef int cudaError_t;
+enum { cudaSuccess = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
+float __half2float(half);
+half __float2half(float);
+float2 __half22float2(half2);
+half2 __floats2half2_rn(float, float);
+int2 make_int2(int, int);
+int __vsubss4(int, int);
+float __shfl_xor_sync(unsigned, float, int);
+int __shfl_xor_sync(unsigned, int, int);
+int __shfl_down_sync(unsigned, int, int);
+void __syncthreads();
+void __trap();
+template <class T> T min(T a, T b) { return a < b ? a : b; }
+struct cudaDeviceProp { char name[256]; int major, minor; };
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *, int);
+template <class T> cudaError_t cudaMalloc(T **, size_t);
+cudaError_t cudaMemcpy(void *, const void *, size_t, int);
+cudaError_t cudaMemset(void *, int, size_t);
+cudaError_t cudaGetLastError();
+const char * cudaGetErrorString(cudaError_t);
+cudaError_t cudaFree(void *);
+cudaError_t cudaEventCreate(cudaEvent_t *);
+cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t s = 0);
+cudaError_t cudaEventSynchronize(cudaEvent_t);
+cudaError_t cudaEventElapsedTime(float *, cudaEvent_t, cudaEvent_t);
+cudaError_t cudaEventDestroy(cudaEvent_t);
