@@ -2,14 +2,16 @@
 // file and mmv.cuh into ggml/src/ggml-cuda/ (whose CMake globs *.cu) and calls
 // ggml_cuda_orthrus_mul_mat at the top of ggml_cuda_mul_mat.
 //
-// ORTHRUS_MMV (read once): 0 = off (ggml's own kernels everywhere);
-// 1 = the default: Q4_K and Q6_K products of 3..16 columns (measured on the
-// H200, 2026-12-01: for 2 columns ggml's matrix-vector kernel is quicker, and
-// for Q8_0 ggml's kernels are at every count, ours paying 2-byte loads and a
-// float scale per 32 values on both sides); 2 = every supported type and 1..16
-// columns, with ggml's fused one-column matrix-vector paths off, so that every
-// product of up to 16 columns sums each column the same way (batch-invariant
-// decoding).
+// The mode: ORTHRUS_MMV in the environment, else what the engine set through
+// ggml_cuda_orthrus_set_mmv_mode, else 1.
+//   0: off, ggml's own kernels everywhere.
+//   1: Q4_K and Q6_K products of 3..16 columns. Measured on the H200,
+//      2026-12-01: for 2 columns ggml's matrix-vector kernel is quicker, and
+//      for Q8_0 ggml's kernels are at every count (ours pays 2-byte loads and
+//      a float scale per 32 values on both sides).
+//   2: Q4_K, Q6_K and Q8_0 products of 1..64 columns (16 at a time), and no
+//      fused one-column matrix-vector products of ggml's: every product of a
+//      decoding pass then sums each column as it would alone (exact decoding).
 #include "common.cuh"
 
 #include "orthrus-mmv.cuh"
