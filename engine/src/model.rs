@@ -323,7 +323,7 @@ impl Model {
         Tokenizer::from_json(json)
     }
 
-    /// Whether our batch-invariant matmul (`set_batch_invariant_matmul`)
+    /// Whether our batch-invariant CUDA matmul (`CudaMatmul::BatchInvariant`)
     /// takes every weight product: all of Q4_K, Q6_K and Q8_0, rows a
     /// multiple of 256 values.
     pub fn matmuls_batch_invariant(&self) -> bool {

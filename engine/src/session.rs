@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use orthrus_kernels::ggml::{
-    set_batch_invariant_matmul, DeviceKind, Input, Output, OwnedGraph, Scheduler, Type,
+    set_cuda_matmul, CudaMatmul, DeviceKind, Input, Output, OwnedGraph, Scheduler, Type,
 };
 use orthrus_kernels::GgmlType;
 
@@ -163,10 +163,11 @@ impl<'m> Session<'m> {
     /// exact mode takes the same path there, on the reference kernels).
     /// Their attention takes `graph::attention`'s exact path over windows of
     /// [`SLOT_ALIGN`] slots. Their weight matmuls are whole where ggml-cuda
-    /// has our batch-invariant matmul and it takes every weight type of the
-    /// model (`set_batch_invariant_matmul`; it is then on for the process),
-    /// else groups of [`EXACT_COL_GROUP`] columns. The diffusion pass and the
-    /// prompt keep the fast kernels. It needs an f32 cache.
+    /// has our matmul and it takes every weight of the model
+    /// ([`CudaMatmul::BatchInvariant`], then on for the process), else groups
+    /// of [`EXACT_COL_GROUP`] columns on ggml's own kernels (ours off: its
+    /// 16-column products do not sum as ggml's one-column ones). The diffusion
+    /// pass and the prompt keep the fast kernels. It needs an f32 cache.
     pub fn set_exact(&mut self, on: bool) -> Result<(), EngineError> {
         if on && self.cache.ty != GgmlType::F32 {
             return Err(EngineError::Usage(format!(
@@ -174,20 +175,21 @@ impl<'m> Session<'m> {
                 self.cache.ty.name()
             )));
         }
-        let gpus: Vec<_> = self
-            .model
-            .devices
-            .iter()
-            .copied()
-            .filter(|d| d.kind() != DeviceKind::Cpu)
-            .collect();
-        self.exact_matmul = on
-            && !gpus.is_empty()
-            && self.model.matmuls_batch_invariant()
-            && set_batch_invariant_matmul(&gpus, true);
-        if !self.exact_matmul && !gpus.is_empty() {
-            set_batch_invariant_matmul(&gpus, false);
+        let ours_take_all = self.model.matmuls_batch_invariant();
+        let want = match (on, ours_take_all) {
+            (false, _) => CudaMatmul::Default,
+            (true, true) => CudaMatmul::BatchInvariant,
+            (true, false) => CudaMatmul::Ggml,
+        };
+        let now = set_cuda_matmul(&self.model.devices, want);
+        if on && now == Some(CudaMatmul::Default) {
+            return Err(EngineError::Usage(
+                "exact decoding cannot run with ORTHRUS_MMV=1 (our CUDA matmul's 3- to 16-column \
+                 products do not sum as ggml's one-column ones): unset it or set 0 or 2"
+                    .into(),
+            ));
         }
+        self.exact_matmul = on && ours_take_all && now == Some(CudaMatmul::BatchInvariant);
         self.exact = on;
         Ok(())
     }

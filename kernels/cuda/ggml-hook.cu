@@ -37,11 +37,11 @@ int ggml_cuda_orthrus_mmv_mode() {
 }
 
 // Exported through the CUDA registry's get_proc_address (patch-ggml.py) as
-// "ggml_backend_cuda_orthrus_set_mmv_mode": sets the mode (1 or 2) for the
-// graphs computed from now on, unless ORTHRUS_MMV is set; returns the mode
-// in effect.
+// "ggml_backend_cuda_orthrus_set_mmv_mode": sets the mode (0, 1 or 2) for
+// the graphs computed from now on, unless ORTHRUS_MMV is set; returns the
+// mode in effect.
 int ggml_cuda_orthrus_set_mmv_mode(int mode) {
-    if (!mmv_env() && (mode == 1 || mode == 2)) {
+    if (!mmv_env() && mode >= 0 && mode <= 2) {
         g_mmv_mode.store(mode, std::memory_order_relaxed);
     }
     return ggml_cuda_orthrus_mmv_mode();

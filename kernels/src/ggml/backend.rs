@@ -194,17 +194,27 @@ impl Backend {
     }
 }
 
-/// Turns batch-invariant matrix products on or off on the GPU `devices`:
-/// ggml-cuda built with our matmul (`kernels/cuda/`, put in by
-/// `scripts/gpu/patch-ggml.py`) then multiplies Q4_K, Q6_K and Q8_0 weights
-/// by 1 to 64 columns with it, each column summed as it is alone, and fuses
-/// no one-column products (off: ggml's own kernels below 3 columns and for
-/// Q8_0). Returns whether every one of `devices` that is a GPU has it on now:
-/// false for a ggml-cuda without our matmul, a GPU of another backend, or
-/// `ORTHRUS_MMV` set in the environment (which wins). Affects graphs computed
-/// from now on, process-wide.
-pub fn set_batch_invariant_matmul(devices: &[Device], on: bool) -> bool {
-    let mut all = true;
+/// Which kernels ggml-cuda multiplies quantized weights with, where it is
+/// built with our matmul (`kernels/cuda/`, put in by `scripts/gpu/patch-ggml.py`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CudaMatmul {
+    /// ggml's own kernels everywhere.
+    Ggml,
+    /// The default: ours for Q4_K and Q6_K times 3 to 16 columns.
+    Default,
+    /// Ours for Q4_K, Q6_K and Q8_0 times 1 to 64 columns (16 at a time),
+    /// and no fused one-column products: each column is summed as it is
+    /// alone, whatever the batch.
+    BatchInvariant,
+}
+
+/// Sets the matmul of every GPU among `devices` (process-wide, for graphs
+/// computed from now on) and returns the one now in effect on all of them:
+/// `None` when one lacks our matmul (another backend, or a ggml-cuda without
+/// it), when they differ, or when there is no GPU. `ORTHRUS_MMV` in the
+/// environment (0, 1, 2) wins over `want`.
+pub fn set_cuda_matmul(devices: &[Device], want: CudaMatmul) -> Option<CudaMatmul> {
+    let mut now = None;
     for d in devices
         .iter()
         .filter(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
@@ -218,16 +228,23 @@ pub fn set_batch_invariant_matmul(devices: &[Device], on: bool) -> bool {
             )
         };
         if f.is_null() {
-            all = false;
-            continue;
+            return None;
         }
         // SAFETY: exported by kernels/cuda/ggml-hook.cu as `int (int)`.
         let f: unsafe extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(f) };
         // SAFETY: sets an atomic in the loaded ggml-cuda.
-        let mode = unsafe { f(if on { 2 } else { 1 }) };
-        all &= mode == 2;
+        let mode = match unsafe { f(want as i32) } {
+            0 => CudaMatmul::Ggml,
+            1 => CudaMatmul::Default,
+            2 => CudaMatmul::BatchInvariant,
+            _ => return None,
+        };
+        if now.is_some_and(|m| m != mode) {
+            return None;
+        }
+        now = Some(mode);
     }
-    all && on
+    now
 }
 
 impl Drop for Backend {

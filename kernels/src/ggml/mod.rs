@@ -13,7 +13,7 @@ mod sched;
 mod store;
 
 pub use backend::{
-    load_backends, set_batch_invariant_matmul, Backend, Buffer, BufferType, Device, DeviceKind,
+    load_backends, set_cuda_matmul, Backend, Buffer, BufferType, CudaMatmul, Device, DeviceKind,
 };
 pub use context::{Context, Element, OwnedGraph, Tensor};
 pub use sched::{Input, Output, Scheduler};
