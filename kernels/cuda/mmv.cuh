@@ -189,6 +189,12 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
     }
 }
 
+// The lane's B fragment of block kb, n-tile nt.
+template <int NT>
+static __device__ __forceinline__ int2 b_frag(const Acts & y, int kb, int nt, int lane) {
+    return y.q[((int64_t) kb * NT + nt) * 32 + lane];
+}
+
 // Two columns' (2t, 2t+1 of n-tile nt) entries of a per-column array.
 template <int NT, typename E, typename E2>
 static __device__ __forceinline__ E2 col_pair(const E * v, int i, int nt, int t) {
@@ -249,7 +255,7 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
             q4_K_scale_min(sb, j, scb, mnb);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-                const int2 b = y.q[((int64_t) kb * NT + nt) * 32 + lane];
+                const int2 b = b_frag<NT>(y, kb, nt, lane);
                 const int2 qs = col_pair<NT, int, int2>(y.qsum, kb, nt, t);
                 int c[4] = {0, 0, 0, 0};
                 mma_k32(c, a0, a1, a2, a3, b.x, b.y);
@@ -305,7 +311,7 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
             int2 b[NT];
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-                b[nt] = y.q[((int64_t) kb * NT + nt) * 32 + lane];
+                b[nt] = b_frag<NT>(y, kb, nt, lane);
             }
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -354,7 +360,7 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
         const float db = __half2float(xb->d);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-            const int2 b = y.q[((int64_t) kb * NT + nt) * 32 + lane];
+            const int2 b = b_frag<NT>(y, kb, nt, lane);
             const float2 d = col_pair<NT, float, float2>(y.d, kb, nt, t);
             int c[4] = {0, 0, 0, 0};
             mma_k32(c, a0, a1, a2, a3, b.x, b.y);
