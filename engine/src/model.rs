@@ -33,6 +33,16 @@ pub enum Stacked<const N: usize> {
     Apart([StoreId; N]),
 }
 
+impl<const N: usize> Stacked<N> {
+    /// The tensors: the one matrix, or the parts.
+    fn ids(&self) -> Vec<StoreId> {
+        match self {
+            Stacked::Fused(id) => vec![*id],
+            Stacked::Apart(parts) => parts.to_vec(),
+        }
+    }
+}
+
 /// The attention projections of one view of one layer.
 #[derive(Clone, Copy, Debug)]
 pub struct Attention {
@@ -327,20 +337,13 @@ impl Model {
     /// takes every weight product: all of Q4_K, Q6_K and Q8_0, rows a
     /// multiple of 256 values.
     pub fn matmuls_batch_invariant(&self) -> bool {
-        let stacked = |s: &Stacked<3>| match s {
-            Stacked::Fused(id) => vec![*id],
-            Stacked::Apart(ids) => ids.to_vec(),
-        };
         let mut ids = vec![self.output];
         for l in &self.layers {
             for a in std::iter::once(&l.ar).chain(l.diffusion.as_ref()) {
-                ids.extend(stacked(&a.qkv));
+                ids.extend(a.qkv.ids());
                 ids.push(a.o);
             }
-            match l.ffn_gate_up {
-                Stacked::Fused(id) => ids.push(id),
-                Stacked::Apart(parts) => ids.extend(parts),
-            }
+            ids.extend(l.ffn_gate_up.ids());
             ids.push(l.ffn_down);
         }
         ids.iter().all(|&id| {

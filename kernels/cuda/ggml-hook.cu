@@ -84,7 +84,7 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
     // Mode 2 takes up to 64 columns, 16 at a time (a verify pass of a larger
     // block stays batch-invariant; a prompt's chunks go to ggml's MMQ).
     const int64_t max_cols = mode == 2 ? 4 * orthrus_mmv::MAX_COLS : orthrus_mmv::MAX_COLS;
-    if (!orthrus_mmv::supported(k, 1) || ncols < 1 || ncols > max_cols ||
+    if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
         (mode == 1 && (ncols < 3 || type == orthrus_mmv::WType::Q8_0))) {
         return false;
     }

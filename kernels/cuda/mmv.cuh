@@ -451,9 +451,10 @@ static void launch_type(const void * w, const void * acts, float * dst, int64_t 
     }
 }
 
-// Whether the kernel takes this product: K a multiple of 256, 1..16 columns.
-static inline bool supported(int64_t k, int64_t ncols) {
-    return k > 0 && k % UNIT == 0 && ncols >= 1 && ncols <= MAX_COLS;
+// Whether the kernel takes rows of k values: whole units of 256 (a launch
+// then takes 1..MAX_COLS columns).
+static inline bool supported(int64_t k) {
+    return k > 0 && k % UNIT == 0;
 }
 
 template <WType T>

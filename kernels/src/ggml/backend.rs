@@ -84,6 +84,19 @@ impl Device {
             .expect("ggml has no CPU device")
     }
 
+    /// A function the device's registry exports under `name`, if any.
+    ///
+    /// # Safety
+    /// The caller transmutes the pointer to the signature ggml documents for `name`.
+    unsafe fn proc_address(&self, name: &CStr) -> Option<*mut std::ffi::c_void> {
+        // SAFETY: registry lookups on a live device.
+        let f = unsafe {
+            let reg = sys::ggml_backend_dev_backend_reg(self.ptr);
+            sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr())
+        };
+        (!f.is_null()).then_some(f)
+    }
+
     pub fn name(&self) -> String {
         // SAFETY: registry strings live for the process.
         unsafe { CStr::from_ptr(sys::ggml_backend_dev_name(self.ptr)) }
@@ -183,14 +196,10 @@ impl Backend {
     /// A function the backend's registry exports under `name`, if any.
     ///
     /// # Safety
-    /// The caller transmutes the pointer to the signature ggml documents for `name`.
-    unsafe fn proc_address(&self, name: &std::ffi::CStr) -> Option<*mut std::ffi::c_void> {
-        // SAFETY: registry lookups on a live device.
-        let f = unsafe {
-            let reg = sys::ggml_backend_dev_backend_reg(self.device.ptr);
-            sys::ggml_backend_reg_get_proc_address(reg, name.as_ptr())
-        };
-        (!f.is_null()).then_some(f)
+    /// As [`Device::proc_address`].
+    unsafe fn proc_address(&self, name: &CStr) -> Option<*mut std::ffi::c_void> {
+        // SAFETY: the caller's.
+        unsafe { self.device.proc_address(name) }
     }
 }
 
@@ -219,18 +228,8 @@ pub fn set_cuda_matmul(devices: &[Device], want: CudaMatmul) -> Option<CudaMatmu
         .iter()
         .filter(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
     {
-        // SAFETY: registry lookups on a live device.
-        let f = unsafe {
-            let reg = sys::ggml_backend_dev_backend_reg(d.ptr);
-            sys::ggml_backend_reg_get_proc_address(
-                reg,
-                c"ggml_backend_cuda_orthrus_set_mmv_mode".as_ptr(),
-            )
-        };
-        if f.is_null() {
-            return None;
-        }
         // SAFETY: exported by kernels/cuda/ggml-hook.cu as `int (int)`.
+        let f = unsafe { d.proc_address(c"ggml_backend_cuda_orthrus_set_mmv_mode") }?;
         let f: unsafe extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(f) };
         // SAFETY: sets an atomic in the loaded ggml-cuda.
         let mode = match unsafe { f(want as i32) } {
