@@ -8,15 +8,19 @@
 # launches, for our engine and for the llama.cpp we compare with alike.
 # CUDA_FA=OFF leaves out flash attention's kernels (most of the build's time):
 # enough for --exact with its f32 cache, whose passes do not use them.
+# The build tree /tmp/ggml-build stays while the machine is warm: ninja then
+# recompiles only what changed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=$PWD/gpu-carry/bin
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 [ "$arch" = 90 ] && arch=90a
 t0=$(date +%s)
+mkdir -p "$bin"
 cmake -S gpu-carry/ggml -B /tmp/ggml-build -G Ninja -DGGML_CUDA=ON -DGGML_BACKEND_DL=ON \
     -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_CUDA_GRAPHS=ON -DGGML_CUDA_FA="${CUDA_FA:-ON}" -DGGML_BUILD_TESTS=OFF -DGGML_BUILD_EXAMPLES=OFF \
     -DCMAKE_CUDA_ARCHITECTURES=$arch -DCMAKE_BUILD_TYPE=Release >/tmp/cmake.log 2>&1
 nice -n 19 cmake --build /tmp/ggml-build --target ggml-cuda -j"$(nproc)" >>/tmp/cmake.log 2>&1
 cp /tmp/ggml-build/bin/libggml-cuda.so "$bin/" 2>/dev/null || cp "$(find /tmp/ggml-build -name 'libggml-cuda.so' | head -1)" "$bin/"
+echo "ninja: $(grep -c '^\[' /tmp/cmake.log || true) steps logged"
 echo "ggml-cuda built in $(( $(date +%s) - t0 )) s"

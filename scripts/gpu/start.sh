@@ -2,21 +2,23 @@
 # MACHINE (bench.sh, train.sh, variants.sh): unpacks gpu-carry.tar.xz,
 # sets OUT, bin and LD_LIBRARY_PATH, records the GPU, and starts building
 # libggml-cuda.so on the CPU in the background; wait_for_cuda waits for it.
-# A later call on the same (still warm) machine finds both done and skips them.
-if [ -f gpu-carry.tar.xz ] && [ ! -x gpu-carry/bin/orthrus ]; then
-    rm -rf gpu-carry
-    tar -xJf gpu-carry.tar.xz
+# On a machine still warm from an earlier call, an archive unchanged since is
+# not unpacked again, and the build (its tree in /tmp/ggml-build) recompiles
+# only the ggml-cuda files that changed (patch-ggml.py keeps their times): a
+# kernel edit costs a minute or two, not four.
+if [ -f gpu-carry.tar.xz ]; then
+    sum=$(md5sum gpu-carry.tar.xz | cut -d' ' -f1)
+    if [ ! -x gpu-carry/bin/orthrus ] || [ "$(cat /tmp/gpu-carry.md5 2>/dev/null)" != "$sum" ]; then
+        rm -rf gpu-carry
+        tar -xJf gpu-carry.tar.xz
+        echo "$sum" > /tmp/gpu-carry.md5
+    fi
 fi
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 bin=$PWD/gpu-carry/bin
 export LD_LIBRARY_PATH=$bin
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
-if [ -f "$bin/libggml-cuda.so" ]; then
-    echo "libggml-cuda.so already built" > "$OUT/build.txt"
-    true &
-else
-    bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
-fi
+bash scripts/gpu/build-cuda.sh > "$OUT/build.txt" 2>&1 &
 cuda_build=$!
 
 wait_for_cuda() {

@@ -17,7 +17,9 @@
 #   CHECK     prompts x 128 tokens of the greedy orthrus == ar check per
 #             variant, on the first type (default 20; 0: none)
 #   TINY=1    also the bundled trained model under each variant
-#   MMV_TEST=1  first the test of our matmul alone (mmv-test.sh); stop if it fails
+#   LLAMA=0   no llama.cpp runs (e.g. with CUDA_FA=OFF, whose build has no
+#             flash-attention kernels: enough for --exact variants only)
+#   KERNEL_TEST=1  first the tests of our CUDA kernels alone (kernel-test.sh); stop if one fails
 #   DEADLINE  a time (seconds since the epoch) after which no further run starts,
 #             so that what was measured comes back within the device call's limit
 #
@@ -32,8 +34,8 @@ variants=(${VARIANTS:-ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=
 # The archive is written on any exit, whatever was measured by then.
 pack() { tar -czf "$OUT/variants-$preset.tgz" -C "$res" . 2>/dev/null || true; }
 trap pack EXIT
-# MMV_TEST=1: first our matmul's own test (kernels/cuda/mmv-test.cu); stop if it fails.
-[ -z "${MMV_TEST:-}" ] || bash scripts/gpu/mmv-test.sh || { kill $cuda_build 2>/dev/null; exit 1; }
+# KERNEL_TEST=1: first our kernels' own tests (kernels/cuda/*-test.cu); stop if one fails.
+[ -z "${KERNEL_TEST:-}" ] || bash scripts/gpu/kernel-test.sh || { kill $cuda_build 2>/dev/null; exit 1; }
 bash scripts/gpu/models.sh "$preset" "${types[@]}"
 wait_for_cuda
 # llama.cpp's own llama-bench (build-llama.sh), when it was built on this machine;
@@ -49,8 +51,8 @@ for r in $(seq "${ROUNDS:-2}"); do
     for t in "${types[@]}"; do
         m="$work/$preset-$t.gguf"
         late "round $r $t" && continue
-        "$bin/llama_bench" "$m" 2 > "$res/llama-$t-r$r.json" 2>> "$work/err.txt" || true
-        [ -z "$lb" ] || LD_LIBRARY_PATH=/tmp/lb/bin "$lb" -m "$m" -p 512 -n 128 -d 0,512 -ngl 99 -fa 1 -r 3 -o json > "$res/llamabench-$t-r$r.json" 2>> "$work/err.txt" || true
+        [ "${LLAMA:-1}" = 0 ] || "$bin/llama_bench" "$m" 2 > "$res/llama-$t-r$r.json" 2>> "$work/err.txt" || true
+        [ -z "$lb" ] || [ "${LLAMA:-1}" = 0 ] || LD_LIBRARY_PATH=/tmp/lb/bin "$lb" -m "$m" -p 512 -n 128 -d 0,512 -ngl 99 -fa 1 -r 3 -o json > "$res/llamabench-$t-r$r.json" 2>> "$work/err.txt" || true
         for v in "${variants[@]}"; do
             late "round $r $t $v" && continue
             env $(envs "$v") "$bin/orthrus" bench $(flags "$v") -m "$m" --head "$work/$preset-$t.head.gguf" --random-prompt-len "${PROMPT_LEN:-512}" \

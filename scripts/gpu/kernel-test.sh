@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE: compiles and runs the tests of our CUDA kernels
+# without ggml (kernels/cuda/NAME-test.cu for each NAME given, default: mmv
+# attn; ~30 s each): checks and timings into $OUT/NAME-test.txt, ptxas's
+# register counts into $OUT/NAME-ptxas.txt. The NAME-test.cu builds run side
+# by side. Exit status 1 when one does not compile or a check fails.
+# PROFILE=1: then Nsight Compute's view of a few of the timed calls, into
+# $OUT/NAME-ncu.txt, when ncu is there.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
+[ "$arch" = 90 ] && arch=90a
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+names=("$@"); [ ${#names[@]} -gt 0 ] || names=(mmv attn)
+t0=$(date +%s)
+for n in "${names[@]}"; do
+    rm -f "/tmp/$n-test"
+    "$nvcc" -O3 -std=c++17 -arch=sm_$arch -Xptxas -v -o "/tmp/$n-test" "kernels/cuda/$n-test.cu" > "/tmp/$n-nvcc.txt" 2>&1 &
+done
+wait || true
+failed=0
+for n in "${names[@]}"; do
+    if [ ! -x "/tmp/$n-test" ]; then
+        cp "/tmp/$n-nvcc.txt" "$OUT/$n-test.txt"; cat "/tmp/$n-nvcc.txt"; failed=1; continue
+    fi
+    grep -E "entry function|registers|spill" "/tmp/$n-nvcc.txt" > "$OUT/$n-ptxas.txt" || true
+    echo "compiled in $(( $(date +%s) - t0 )) s" > "$OUT/$n-test.txt"
+    "/tmp/$n-test" 2>&1 | tee -a "$OUT/$n-test.txt" || failed=1
+    if [ -n "${PROFILE:-}" ]; then
+        ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
+        if [ -n "$ncu" ]; then
+            "$ncu" --kernel-name regex:"_kernel" --section SpeedOfLight --section Occupancy --section LaunchStats \
+                --section WarpStateStats --section MemoryWorkloadAnalysis "/tmp/$n-test" profile > "$OUT/$n-ncu.txt" 2>&1 || true
+        else
+            echo "no ncu on this machine" > "$OUT/$n-ncu.txt"
+        fi
+    fi
+done
+exit $failed
