@@ -1,10 +1,14 @@
-// kernels/cuda/mmv.cuh inside ggml-cuda: scripts/gpu/patch-ggml.py copies this
-// file and mmv.cuh into ggml/src/ggml-cuda/ (whose CMake globs *.cu) and calls
-// ggml_cuda_orthrus_mul_mat at the top of ggml_cuda_mul_mat.
+// kernels/cuda/ inside ggml-cuda: scripts/gpu/patch-ggml.py copies this file,
+// mmv.cuh and attn.cuh into ggml/src/ggml-cuda/ (whose CMake globs *.cu) and
+// calls
+//   - ggml_cuda_orthrus_mul_mat at the top of ggml_cuda_mul_mat;
+//   - ggml_cuda_orthrus_mul_mat_add from ggml-cuda's fusion loop, for a
+//     MUL_MAT whose one use is an ADD (the residual connections);
+//   - ggml_cuda_orthrus_flash_attn at the top of GGML_OP_FLASH_ATTN_EXT.
 //
-// The mode: ORTHRUS_MMV in the environment, else what the engine set through
-// ggml_cuda_orthrus_set_mmv_mode, else 1.
-//   0: off, ggml's own kernels everywhere.
+// The matmul's mode: ORTHRUS_MMV in the environment, else what the engine set
+// through ggml_cuda_orthrus_set_mmv_mode, else 1.
+//   0: off, ggml's own kernels everywhere (attention too).
 //   1: Q4_K and Q6_K products of 3..16 columns. Measured on the H200,
 //      2026-12-01: for 2 columns ggml's matrix-vector kernel is quicker, and
 //      for Q8_0 ggml's kernels are at every count (ours pays 2-byte loads and
@@ -12,13 +16,17 @@
 //   2: Q4_K, Q6_K and Q8_0 products of 1..64 columns (16 at a time), and no
 //      fused one-column matrix-vector products of ggml's: every product of a
 //      decoding pass then sums each column as it would alone (exact decoding).
+// Our attention (attn.cuh) takes blocks of 2..16 queries over an f16 cache in
+// modes 1 and 2, unless ORTHRUS_FA=0.
 #include "common.cuh"
 
+#include "orthrus-attn.cuh"
 #include "orthrus-mmv.cuh"
 
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 
 // The mode; ORTHRUS_MMV, when set, wins over ggml_cuda_orthrus_set_mmv_mode.
 static std::atomic<int> g_mmv_mode{-1};
@@ -47,8 +55,9 @@ int ggml_cuda_orthrus_set_mmv_mode(int mode) {
     return ggml_cuda_orthrus_mmv_mode();
 }
 
-bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                               ggml_tensor * dst) {
+// dst = src0 src1 (+ add, laid out as dst, when not null).
+static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                         const float * add, ggml_tensor * dst) {
     const int mode = ggml_cuda_orthrus_mmv_mode();
     if (mode <= 0) {
         return false;
@@ -96,9 +105,113 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
         const int n = (int) std::min<int64_t>(ncols - c0, orthrus_mmv::MAX_COLS);
         orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) c0, n, src1->ne[1], src1->ne[2],
                               src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
-        orthrus_mmv::launch(type, src0->data, acts.get(), (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1],
-                            nrows, stream);
+        orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
+                            (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream);
     }
+    CUDA_CHECK(cudaGetLastError());
+    return true;
+}
+
+bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                               ggml_tensor * dst) {
+    return mul_mat_into(ctx, src0, src1, nullptr, dst);
+}
+
+// dst = src0 src1 + add, for ggml-cuda's fusion loop: a MUL_MAT whose one use
+// is the ADD dst (add its other operand; false: not fused, ggml goes on).
+// The add's f32 values are read where dst is written: in place (ggml's
+// allocator reuses x for x = x + W h) or apart, not partly overlapping.
+bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                                   const ggml_tensor * add, ggml_tensor * dst) {
+    if (add->type != GGML_TYPE_F32 || !ggml_is_contiguous(add) || !ggml_are_same_shape(add, dst)) {
+        return false;
+    }
+    const char * a = (const char *) add->data, * d = (const char *) dst->data;
+    const size_t n = ggml_nbytes(dst);
+    if (a != d && a < d + n && d < a + n) {
+        return false;
+    }
+    return mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
+}
+
+static bool attn_off() {
+    const char * e = getenv("ORTHRUS_FA");
+    return e && strcmp(e, "0") == 0;
+}
+
+// GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:
+// ggml's kernels compute it).
+bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+    static const bool off = attn_off();
+    if (off || ggml_cuda_orthrus_mmv_mode() <= 0) {
+        return false;
+    }
+    const ggml_tensor * q = dst->src[0];
+    const ggml_tensor * k = dst->src[1];
+    const ggml_tensor * v = dst->src[2];
+    const ggml_tensor * mask = dst->src[3];
+    float scale, max_bias, softcap;
+    memcpy(&scale, (const float *) dst->op_params + 0, sizeof(float));
+    memcpy(&max_bias, (const float *) dst->op_params + 1, sizeof(float));
+    memcpy(&softcap, (const float *) dst->op_params + 2, sizeof(float));
+    if (max_bias != 0.0f || softcap != 0.0f || dst->src[4] || !mask) {
+        return false;
+    }
+    const int cc = ggml_cuda_info().devices[ctx.device].cc;
+    if (!GGML_CUDA_CC_IS_NVIDIA(cc) || cc < GGML_CUDA_CC_AMPERE) {
+        return false;
+    }
+    if (q->type != GGML_TYPE_F32 || k->type != GGML_TYPE_F16 || v->type != GGML_TYPE_F16 ||
+        mask->type != GGML_TYPE_F16 || dst->type != GGML_TYPE_F32) {
+        return false;
+    }
+    const int64_t nq = q->ne[1], nh = q->ne[2], nkv = k->ne[2], n_kv = k->ne[1];
+    if (!orthrus_attn::supported(q->ne[0], nq, nh, nkv) || k->ne[0] != orthrus_attn::D ||
+        v->ne[0] != orthrus_attn::D || v->ne[1] != n_kv || v->ne[2] != nkv || q->ne[3] != 1 || k->ne[3] != 1 ||
+        v->ne[3] != 1 || n_kv < 1 || n_kv > INT32_MAX) {
+        return false;
+    }
+    // The mask read 16 bytes at a time, in rows of whole pieces.
+    if (mask->ne[0] < n_kv || mask->ne[0] % 8 || mask->ne[1] < nq || mask->ne[2] != 1 || mask->ne[3] != 1 ||
+        mask->nb[0] != sizeof(half) || mask->nb[1] % 16 || (uintptr_t) mask->data % 16) {
+        return false;
+    }
+    // Queries read 8 bytes at a time, K and V 16.
+    if (q->nb[0] != sizeof(float) || q->nb[1] % 8 || q->nb[2] % 8 || (uintptr_t) q->data % 8) {
+        return false;
+    }
+    for (const ggml_tensor * c : {k, v}) {
+        if (c->nb[0] != sizeof(half) || c->nb[1] % 16 || c->nb[2] % 16 || (uintptr_t) c->data % 16) {
+            return false;
+        }
+    }
+    if (!ggml_is_contiguous(dst) || dst->ne[0] != orthrus_attn::D || dst->ne[1] != nh || dst->ne[2] != nq) {
+        return false;
+    }
+    orthrus_attn::Params p{};
+    p.q = (const float *) q->data;
+    p.k = (const half *) k->data;
+    p.v = (const half *) v->data;
+    p.mask = (const half *) mask->data;
+    p.dst = (float *) dst->data;
+    p.q_s1 = q->nb[1] / sizeof(float);
+    p.q_s2 = q->nb[2] / sizeof(float);
+    p.k_s1 = k->nb[1] / sizeof(half);
+    p.k_s2 = k->nb[2] / sizeof(half);
+    p.v_s1 = v->nb[1] / sizeof(half);
+    p.v_s2 = v->nb[2] / sizeof(half);
+    p.mask_s1 = mask->nb[1] / sizeof(half);
+    p.nq = (int) nq;
+    p.nh = (int) nh;
+    p.nkv = (int) nkv;
+    p.n_kv = (int) n_kv;
+    p.scale = scale;
+    orthrus_attn::plan(p, ggml_cuda_info().devices[ctx.device].nsm);
+    ggml_cuda_pool_alloc<char> scratch(ctx.pool());
+    if (orthrus_attn::scratch_bytes(p) > 0) {
+        scratch.alloc(orthrus_attn::scratch_bytes(p));
+    }
+    orthrus_attn::launch(p, scratch.get(), ctx.stream());
     CUDA_CHECK(cudaGetLastError());
     return true;
 }

@@ -3,9 +3,11 @@
 // Random weight blocks of each type, random activations quantized by quantize();
 // the reference dequantizes the weights as ggml-quants.c does and sums in
 // double. Checks, for 1..16 columns: the error against the reference, and that
-// each column equals the same column multiplied alone, bit for bit. Then times
+// each column equals the same column multiplied alone, bit for bit (and plus a
+// residual added in place, that plus the residual). Then times
 // the model's shapes. Exit status 1 on any failed check.
 #include "mmv.cuh"
+#include "test-util.cuh"
 
 #include <cmath>
 #include <cstdio>
@@ -15,15 +17,6 @@
 #include <vector>
 
 using namespace orthrus_mmv;
-
-#define CHECK(x)                                                                             \
-    do {                                                                                     \
-        cudaError_t e_ = (x);                                                                \
-        if (e_ != cudaSuccess) {                                                             \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(2);                                                                         \
-        }                                                                                    \
-    } while (0)
 
 static std::mt19937 rng(1234);
 static float urand(float a, float b) { return std::uniform_real_distribution<float>(a, b)(rng); }
@@ -121,10 +114,10 @@ static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> &
 // x: ncols columns of k floats on the device, k apart; split as n1 x n2 when
 // ncols allows, to take quantize()'s 3-D column order too.
 static void product(WType t, const void * w, const float * x, void * acts, float * dst, int64_t k, int64_t nrows,
-                    int ncols, int64_t row_bytes, int64_t dst_col_stride) {
+                    int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream = 0) {
     const int64_t n1 = ncols % 4 == 0 ? 4 : ncols, n2 = ncols / n1;
-    quantize(t, x, k, 0, ncols, n1, n2, k, n1 * k, n1 * n2 * k, acts, 0);
-    launch(t, w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, 0);
+    quantize(t, x, k, 0, ncols, n1, n2, k, n1 * k, n1 * n2 * k, acts, stream);
+    launch(t, w, acts, nullptr, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream);
 }
 
 int main(int argc, char ** argv) {
@@ -191,22 +184,40 @@ int main(int argc, char ** argv) {
             {
                 const int c0 = 10, n = MAX_COLS - c0;
                 quantize(t, (const float *) dy, k, c0, n, 4, 4, k, 4 * k, 16 * k, da, 0);
-                launch(t, dw, da, dd, k, nrows, n, row_bytes, nrows, 0);
+                launch(t, dw, da, nullptr, dd, k, nrows, n, row_bytes, nrows, 0);
                 std::vector<float> out(nrows * n);
                 CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * n, cudaMemcpyDeviceToHost));
                 differ += memcmp(out.data(), &alone[c0 * nrows], sizeof(float) * nrows * n) != 0;
             }
+            // A residual added in place (the add is dst itself, as ggml's
+            // allocator lays out x = x + W h): each value is the product's
+            // plus the residual's, one f32 addition.
+            int add_differ = 0;
+            {
+                std::vector<float> res(nrows * MAX_COLS);
+                for (auto & v : res) v = urand(-4.0f, 4.0f);
+                CHECK(cudaMemcpy(dd, res.data(), sizeof(float) * nrows * MAX_COLS, cudaMemcpyHostToDevice));
+                quantize(t, (const float *) dy, k, 0, MAX_COLS, MAX_COLS, 1, k, MAX_COLS * k, MAX_COLS * k, da, 0);
+                launch(t, dw, da, dd, dd, k, nrows, MAX_COLS, row_bytes, nrows, 0);
+                std::vector<float> out(nrows * MAX_COLS);
+                CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
+                for (int64_t i = 0; i < nrows * MAX_COLS; ++i) {
+                    const float want = alone[i] + res[i];
+                    add_differ += memcmp(&out[i], &want, 4) != 0;
+                }
+            }
             CHECK(cudaGetLastError());
-            const bool ok = worst < 2e-3 && differ == 0;
+            const bool ok = worst < 2e-3 && differ == 0 && add_differ == 0;
             failures += !ok;
-            printf("%s k=%lld rows=%lld: error / sum|w x| %.2e, values unlike the column alone %d: %s\n", name(t),
-                   (long long) k, (long long) nrows, worst, differ, ok ? "ok" : "FAILED");
+            printf("%s k=%lld rows=%lld: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
+                   name(t), (long long) k, (long long) nrows, worst, differ, add_differ, ok ? "ok" : "FAILED");
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
         }
     }
 
-    // Timing on the models' shapes (rows x K): microseconds per product, and
-    // the 16-column product's cost over the one-column one's.
+    // Timing on the models' shapes (rows x K): microseconds per product
+    // (quantize and matmul) inside a CUDA graph, and the 16-column product's
+    // cost over the one-column one's.
     struct Shape { const char * what; int64_t nrows, k; };
     const Shape shapes[] = {
         {"1.7B q", 2048, 2048}, {"1.7B kv", 1024, 2048}, {"1.7B gate/up", 6144, 2048}, {"1.7B down", 2048, 6144},
@@ -236,21 +247,16 @@ int main(int argc, char ** argv) {
             printf("%-4s %-13s %6lld x %5lld:", name(t), s.what, (long long) s.nrows, (long long) s.k);
             float us1 = 0.0f;
             for (int n : {1, 2, 4, 8, 16}) {
-                cudaEvent_t a, b;
-                cudaEventCreate(&a); cudaEventCreate(&b);
-                const int reps = profile ? 1 : 200;
-                for (int i = 0; i < (profile ? 0 : 10); ++i) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
-                cudaEventRecord(a);
-                for (int i = 0; i < reps; ++i) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
-                cudaEventRecord(b);
-                CHECK(cudaEventSynchronize(b));
-                float ms = 0.0f;
-                cudaEventElapsedTime(&ms, a, b);
-                const float us = 1000.0f * ms / reps;
+                if (profile) {
+                    product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
+                    continue;
+                }
+                const float us = graph_us([&](cudaStream_t st) {
+                    product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, st);
+                });
                 if (n == 1) us1 = us;
                 printf(" %d: %6.2f", n, us);
                 if (n == 16) printf("  (16/1 %.2f, %.0f GB/s at 1)", us / us1, wbytes.size() / (us1 * 1e3));
-                cudaEventDestroy(a); cudaEventDestroy(b);
             }
             printf("\n");
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);

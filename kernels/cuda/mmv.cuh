@@ -372,11 +372,12 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
     }
 }
 
-// dst[col * dst_col_stride + row] = sum_k w[row][k] * x[col][k] for rows < nrows,
-// cols < ncols; w rows of row_bytes; the activations as quantize_kernel left them.
+// dst[col * dst_col_stride + row] = sum_k w[row][k] * x[col][k] (+ add[the
+// same index], when add is not null; add may be dst) for rows < nrows, cols <
+// ncols; w rows of row_bytes; the activations as quantize_kernel left them.
 template <WType T, int NT>
 __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
-        const char * __restrict__ w, const void * __restrict__ acts, float * __restrict__ dst,
+        const char * __restrict__ w, const void * __restrict__ acts, const float * add, float * dst,
         const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
     const int lane = threadIdx.x;
     const int warp = threadIdx.y;
@@ -430,23 +431,24 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
             const int row = row0 + g + 8 * (i / 2);
             const int col = 8 * nt + 2 * t + (i % 2);
             if (row < nrows && col < ncols) {
-                dst[(int64_t) col * dst_col_stride + row] = v;
+                const int64_t at = (int64_t) col * dst_col_stride + row;
+                dst[at] = add ? v + add[at] : v;
             }
         }
     }
 }
 
 template <WType T>
-static void launch_type(const void * w, const void * acts, float * dst, int64_t k, int64_t nrows, int ncols,
-                        int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
+static void launch_type(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
+                        int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
     const dim3 block(32, WARPS);
     const dim3 grid((unsigned) ((nrows + ROWS - 1) / ROWS));
     const int units = (int) (k / UNIT);
     if (n_tiles(ncols) == 1) {
-        mmv_kernel<T, 1><<<grid, block, 0, stream>>>((const char *) w, acts, dst, units, (int) nrows, ncols, row_bytes,
+        mmv_kernel<T, 1><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols, row_bytes,
                                                      dst_col_stride);
     } else {
-        mmv_kernel<T, 2><<<grid, block, 0, stream>>>((const char *) w, acts, dst, units, (int) nrows, ncols, row_bytes,
+        mmv_kernel<T, 2><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols, row_bytes,
                                                      dst_col_stride);
     }
 }
@@ -488,13 +490,14 @@ static inline void quantize(WType type, const float * x, int64_t k, int c0, int 
 
 // w: nrows rows of k values of type `type` (row_bytes apart); acts: what
 // quantize() wrote for these ncols columns; dst: ncols columns of nrows floats
-// (dst_col_stride apart). Asynchronous on `stream`.
-static inline void launch(WType type, const void * w, const void * acts, float * dst, int64_t k, int64_t nrows, int ncols,
-                          int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
+// (dst_col_stride apart); add: null, or what to add to dst, laid out as dst
+// (a residual connection; it may be dst itself). Asynchronous on `stream`.
+static inline void launch(WType type, const void * w, const void * acts, const float * add, float * dst, int64_t k,
+                          int64_t nrows, int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
     switch (type) {
-        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
     }
 }
 

@@ -1,16 +1,24 @@
 #!/usr/bin/env python3
-"""Puts our CUDA matmul (kernels/cuda/) into a copy of ggml's source.
+"""Puts our CUDA kernels (kernels/cuda/) into a copy of ggml's source.
 
     scripts/gpu/patch-ggml.py GGML_DIR
 
 GGML_DIR is a copy of ggml (prepare.sh stages one in gpu-carry/ggml): copies
-kernels/cuda/mmv.cuh and ggml-hook.cu into src/ggml-cuda/ (its CMake compiles
-every *.cu there) and edits src/ggml-cuda/ggml-cuda.cu in four places, each
-of which must match exactly once: the hook's declarations after the includes,
-the mode's setter among the registry's exported functions, a call at the top
-of ggml_cuda_mul_mat, and (mode 2) no fused one-column matrix-vector products. Running it again on a patched copy changes
-nothing. Fails, changing nothing, when ggml's source no longer matches.
+kernels/cuda/mmv.cuh, attn.cuh and ggml-hook.cu into src/ggml-cuda/ (its
+CMake compiles every *.cu there) and edits src/ggml-cuda/ggml-cuda.cu in six
+places, each of which must match exactly once: the hook's declarations after
+the includes, the mode's setter among the registry's exported functions, a
+call at the top of ggml_cuda_mul_mat, (mode 2) no fused one-column
+matrix-vector products, our matmul with the residual add in the fusion loop's
+mul_mat + add, and our attention before ggml's. It only adds lines. Running
+it again on a patched copy changes nothing. Fails, changing nothing, when
+ggml's source no longer matches.
+
+Each file it writes gets the newest modification time of what it was made
+from, so that a rebuild on the GPU machine (ninja compares times) recompiles
+only what changed.
 """
+import os
 import pathlib
 import shutil
 import sys
@@ -26,7 +34,10 @@ EDITS = [
         "int ggml_cuda_orthrus_mmv_mode();\n"
         "bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tensor * src0,\n"
         "                               const ggml_tensor * src1, ggml_tensor * dst);\n"
-        "int ggml_cuda_orthrus_set_mmv_mode(int mode);\n",
+        "int ggml_cuda_orthrus_set_mmv_mode(int mode);\n"
+        "bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0,\n"
+        "                                   const ggml_tensor * src1, const ggml_tensor * add, ggml_tensor * dst);\n"
+        "bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst);\n",
     ),
     (
         "    if (strcmp(name, \"ggml_backend_get_features\") == 0) {\n",
@@ -51,7 +62,32 @@ EDITS = [
         "        return false;\n"
         "    }\n",
     ),
+    (
+        "        fusion_data.x_bias = bias_tensor;\n",
+        "        fusion_data.x_bias = bias_tensor;\n"
+        "        if (op == GGML_OP_MUL_MAT && ggml_cuda_orthrus_mul_mat_add(*cuda_ctx, src0, src1, bias_tensor, bias_node)) {\n"
+        "            fused_mul_mat_vec = true;\n"
+        "            fused_node_count  = 2;\n"
+        "            break;\n"
+        "        }\n",
+    ),
+    (
+        "        case GGML_OP_FLASH_ATTN_EXT:\n"
+        "            ggml_cuda_flash_attn_ext(ctx, dst);\n",
+        "        case GGML_OP_FLASH_ATTN_EXT:\n"
+        "            if (ggml_cuda_orthrus_flash_attn(ctx, dst)) {\n"
+        "                break;\n"
+        "            }\n"
+        "            ggml_cuda_flash_attn_ext(ctx, dst);\n",
+    ),
 ]
+
+COPIES = [("mmv.cuh", "orthrus-mmv.cuh"), ("attn.cuh", "orthrus-attn.cuh"), ("ggml-hook.cu", "orthrus-mmv.cu")]
+
+
+def stamp(path: pathlib.Path, *sources: pathlib.Path) -> None:
+    t = max(src.stat().st_mtime_ns for src in sources)
+    os.utime(path, ns=(t, t))
 
 
 def main() -> int:
@@ -65,6 +101,7 @@ def main() -> int:
         return 1
     text = target.read_text()
     if MARK not in text:
+        original = target.stat().st_mtime_ns
         for old, new in EDITS:
             if text.count(old) != 1:
                 print(f"patch-ggml: ggml-cuda.cu has {text.count(old)} copies of:\n{old}", file=sys.stderr)
@@ -72,10 +109,13 @@ def main() -> int:
             text = text.replace(old, new)
         tmp = target.with_suffix(".cu.tmp")
         tmp.write_text(text)
+        t = max(original, pathlib.Path(__file__).stat().st_mtime_ns)
+        os.utime(tmp, ns=(t, t))
         tmp.replace(target)
-    shutil.copyfile(ROOT / "kernels/cuda/mmv.cuh", cuda / "orthrus-mmv.cuh")
-    shutil.copyfile(ROOT / "kernels/cuda/ggml-hook.cu", cuda / "orthrus-mmv.cu")
-    print(f"patch-ggml: {cuda} has the orthrus matmul")
+    for src, dst in COPIES:
+        shutil.copyfile(ROOT / "kernels/cuda" / src, cuda / dst)
+        stamp(cuda / dst, ROOT / "kernels/cuda" / src)
+    print(f"patch-ggml: {cuda} has the orthrus kernels")
     return 0
 
 

@@ -29,7 +29,7 @@ cp -a "$src"/CMakeLists.txt "$src"/cmake "$src"/include gpu-carry/ggml/
 find "$src/src" -maxdepth 1 -type f -exec cp {} gpu-carry/ggml/src/ \;
 cp -a "$src"/src/ggml-cuda "$src"/src/ggml-cpu gpu-carry/ggml/src/
 touch gpu-carry/ggml/ggml.pc.in
-# Our tensor-core matmul for 1..16 columns (kernels/cuda/) goes into ggml-cuda.
+# Our CUDA kernels (kernels/cuda/: the matmul for 1..16 columns, attention for a block) go into ggml-cuda.
 python3 scripts/gpu/patch-ggml.py gpu-carry/ggml
 du -sh gpu-carry gpu-carry/*
 tar -cf - gpu-carry | xz -9e -T0 > gpu-carry.tar.xz.tmp && mv gpu-carry.tar.xz.tmp gpu-carry.tar.xz

@@ -1,5 +1,5 @@
 """kernels/cuda/ compiles only on the GPU machine (nvcc). Here g++ parses and type-checks
-mmv.cuh and mmv-test.cu against host-only stand-ins for the CUDA headers (cuda_stub/),
+its kernels and their tests (mmv, attn) against host-only stand-ins for the CUDA headers (cuda_stub/),
 with the kernel launches' <<<...>>> taken out, so that an edit that breaks them shows in
 CI and not only after a GPU machine's cold start.
 """
@@ -28,19 +28,20 @@ def compiler() -> str:
     return cxx
 
 
-def check(tmp_path: Path) -> subprocess.CompletedProcess:
-    for name in ("mmv.cuh", "mmv-test.cu"):
+def check(tmp_path: Path, kernel: str) -> subprocess.CompletedProcess:
+    for name in (f"{kernel}.cuh", f"{kernel}-test.cu", "test-util.cuh"):
         (tmp_path / name).write_text(host_source(REPO / "kernels" / "cuda" / name))
     cxx = compiler()
     return subprocess.run(
         [cxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-Wno-unknown-pragmas",
-         "-Wno-unused-parameter", "-I", str(STUB), "-x", "c++", str(tmp_path / "mmv-test.cu")],
+         "-Wno-unused-parameter", "-I", str(STUB), "-x", "c++", str(tmp_path / f"{kernel}-test.cu")],
         capture_output=True, text=True,
     )
 
 
-def test_kernels_parse_and_type_check(tmp_path: Path) -> None:
-    r = check(tmp_path)
+@pytest.mark.parametrize("kernel", ["mmv", "attn"])
+def test_kernels_parse_and_type_check(tmp_path: Path, kernel: str) -> None:
+    r = check(tmp_path, kernel)
     assert r.returncode == 0, r.stderr
 
 
@@ -52,7 +53,8 @@ def test_a_broken_kernel_fails(tmp_path: Path) -> None:
     bad.mkdir()
     (bad / "mmv.cuh").write_text(re.sub(r"<<<[^>]*>>>", "", good.replace(
         "mma_k16(c, va, vb, h == 0 ? b[nt].x : b[nt].y);", "mma_k16(c, va, h == 0 ? b[nt].x : b[nt].y);")))
-    (bad / "mmv-test.cu").write_text(host_source(REPO / "kernels" / "cuda" / "mmv-test.cu"))
+    for name in ("mmv-test.cu", "test-util.cuh"):
+        (bad / name).write_text(host_source(REPO / "kernels" / "cuda" / name))
     r = subprocess.run([compiler(), "-std=c++17", "-fsyntax-only", "-I", str(STUB), "-x", "c++", str(bad / "mmv-test.cu")],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "mma_k16" in r.stderr

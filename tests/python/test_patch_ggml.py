@@ -1,4 +1,4 @@
-"""Tests of scripts/gpu/patch-ggml.py, which puts our CUDA matmul (kernels/cuda/) into
+"""Tests of scripts/gpu/patch-ggml.py, which puts our CUDA kernels (kernels/cuda/) into
 ggml-cuda. The GPU machine is the only place that compiles it, so here: the patch must
 apply to the ggml-cuda.cu that llama-cpp-sys-2 vendors (each of its anchors found once),
 declare what ggml-hook.cu defines, change nothing when run twice, and refuse, leaving the
@@ -49,6 +49,7 @@ def test_applies_once_and_declares_the_hook(ggml: Path) -> None:
     after = (ggml / "src/ggml-cuda/ggml-cuda.cu").read_text()
     cuda = ggml / "src" / "ggml-cuda"
     assert (cuda / "orthrus-mmv.cuh").read_bytes() == (REPO / "kernels/cuda/mmv.cuh").read_bytes()
+    assert (cuda / "orthrus-attn.cuh").read_bytes() == (REPO / "kernels/cuda/attn.cuh").read_bytes()
     assert (cuda / "orthrus-mmv.cu").read_bytes() == HOOK.read_bytes()
     # The call sits at the top of ggml_cuda_mul_mat, before ggml's own choices.
     body = after[after.index("static void ggml_cuda_mul_mat(ggml_backend_cuda_context & ctx"):]
@@ -56,6 +57,13 @@ def test_applies_once_and_declares_the_hook(ggml: Path) -> None:
     # Mode 2 turns the fused one-column products off.
     fuse = after[after.index("static bool ggml_cuda_should_fuse_mul_mat_vec_q("):]
     assert fuse.index("ggml_cuda_orthrus_mmv_mode() >= 2") < fuse.index("bad_padding_clear")
+    # The residual add fuses into our matmul in ggml's mul_mat + add, before its own kernels.
+    fuse = after[after.index("    // mul_mat + add\n"):]
+    assert fuse.index("ggml_cuda_orthrus_mul_mat_add(*cuda_ctx, src0, src1, bias_tensor, bias_node)") < fuse.index(
+        "ggml_cuda_should_fuse_mul_mat_vec_f(mm_node)")
+    # Our attention comes first for GGML_OP_FLASH_ATTN_EXT.
+    fa = after[after.index("        case GGML_OP_FLASH_ATTN_EXT:\n            if"):]
+    assert fa.index("ggml_cuda_orthrus_flash_attn(ctx, dst)") < fa.index("ggml_cuda_flash_attn_ext(ctx, dst)")
     # The setter is exported by the registry under the name the engine asks for.
     assert '"ggml_backend_cuda_orthrus_set_mmv_mode") == 0' in after
     engine = (REPO / "kernels/src/ggml/backend.rs").read_text()
@@ -63,7 +71,7 @@ def test_applies_once_and_declares_the_hook(ggml: Path) -> None:
     # Every function the patch declares is defined by the hook, with the same signature.
     hook = HOOK.read_text()
     decls = re.findall(r"^(int|bool) (ggml_cuda_orthrus_\w+)\(([^;]*)\);$", after, re.M)
-    assert len(decls) == 3
+    assert len(decls) == 5
     for ret, name, params in decls:
         flat = " ".join(params.split())
         defn = re.search(rf"^{ret} {name}\(([^{{]*)\)\s*{{", hook, re.M)
@@ -72,6 +80,16 @@ def test_applies_once_and_declares_the_hook(ggml: Path) -> None:
     # Only additions: every line of ggml's file is still there, in order.
     kept = iter(after.splitlines())
     assert all(any(line == k for k in kept) for line in before.splitlines())
+
+
+def test_written_files_keep_their_sources_times(ggml: Path) -> None:
+    # A rebuild recompiles only what changed: each file written has the newest time of its sources.
+    original = (ggml / "src/ggml-cuda/ggml-cuda.cu").stat().st_mtime_ns
+    assert run(ggml).returncode == 0
+    cuda = ggml / "src" / "ggml-cuda"
+    for src, dst in [("mmv.cuh", "orthrus-mmv.cuh"), ("attn.cuh", "orthrus-attn.cuh"), ("ggml-hook.cu", "orthrus-mmv.cu")]:
+        assert (cuda / dst).stat().st_mtime_ns == (REPO / "kernels/cuda" / src).stat().st_mtime_ns
+    assert (cuda / "ggml-cuda.cu").stat().st_mtime_ns == max(original, PATCH.stat().st_mtime_ns)
 
 
 def test_twice_changes_nothing(ggml: Path) -> None:

@@ -1,0 +1,53 @@
+// What kernels/cuda/*-test.cu share: CUDA error checks and timing.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#define CHECK(x)                                                                             \
+    do {                                                                                     \
+        cudaError_t e_ = (x);                                                                \
+        if (e_ != cudaSuccess) {                                                             \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+            exit(2);                                                                         \
+        }                                                                                    \
+    } while (0)
+
+// Microseconds per call of launch(stream) as a decoding pass runs it: many
+// calls captured in one CUDA graph, so that the CPU's launch cost (a few
+// microseconds a kernel, more than these kernels take) is not what is timed.
+template <class F>
+static float graph_us(F && launch, int per_graph = 20, int reps = 25) {
+    cudaStream_t s;
+    CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    cudaGraph_t g;
+    cudaGraphExec_t e;
+    CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+    for (int i = 0; i < per_graph; ++i) {
+        launch(s);
+    }
+    CHECK(cudaStreamEndCapture(s, &g));
+    CHECK(cudaGraphInstantiate(&e, g, 0));
+    for (int i = 0; i < 3; ++i) {
+        CHECK(cudaGraphLaunch(e, s));
+    }
+    cudaEvent_t a, b;
+    CHECK(cudaEventCreate(&a));
+    CHECK(cudaEventCreate(&b));
+    CHECK(cudaEventRecord(a, s));
+    for (int i = 0; i < reps; ++i) {
+        CHECK(cudaGraphLaunch(e, s));
+    }
+    CHECK(cudaEventRecord(b, s));
+    CHECK(cudaEventSynchronize(b));
+    float ms = 0.0f;
+    CHECK(cudaEventElapsedTime(&ms, a, b));
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    cudaGraphExecDestroy(e);
+    cudaGraphDestroy(g);
+    cudaStreamDestroy(s);
+    return 1000.0f * ms / (reps * per_graph);
+}
