@@ -17,7 +17,8 @@
 //      fused one-column matrix-vector products of ggml's: every product of a
 //      decoding pass then sums each column as it would alone (exact decoding).
 // Our attention (attn.cuh) takes blocks of 2..16 queries over an f16 cache in
-// modes 1 and 2, unless ORTHRUS_FA=0.
+// modes 1 and 2, unless ORTHRUS_FA=0. ORTHRUS_FUSE_ADD=0 leaves the residual
+// adds to ggml (for comparisons: the sums are the same either way).
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
@@ -117,13 +118,20 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
     return mul_mat_into(ctx, src0, src1, nullptr, dst);
 }
 
+// Whether the environment variable `name` is "0" (a switch for comparisons).
+static bool env_off(const char * name) {
+    const char * e = getenv(name);
+    return e && strcmp(e, "0") == 0;
+}
+
 // dst = src0 src1 + add, for ggml-cuda's fusion loop: a MUL_MAT whose one use
 // is the ADD dst (add its other operand; false: not fused, ggml goes on).
 // The add's f32 values are read where dst is written: in place (ggml's
 // allocator reuses x for x = x + W h) or apart, not partly overlapping.
 bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
                                    const ggml_tensor * add, ggml_tensor * dst) {
-    if (add->type != GGML_TYPE_F32 || !ggml_is_contiguous(add) || !ggml_are_same_shape(add, dst)) {
+    static const bool off = env_off("ORTHRUS_FUSE_ADD");
+    if (off || add->type != GGML_TYPE_F32 || !ggml_is_contiguous(add) || !ggml_are_same_shape(add, dst)) {
         return false;
     }
     const char * a = (const char *) add->data, * d = (const char *) dst->data;
@@ -134,15 +142,11 @@ bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_t
     return mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
 }
 
-static bool attn_off() {
-    const char * e = getenv("ORTHRUS_FA");
-    return e && strcmp(e, "0") == 0;
-}
 
 // GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:
 // ggml's kernels compute it).
 bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
-    static const bool off = attn_off();
+    static const bool off = env_off("ORTHRUS_FA");
     if (off || ggml_cuda_orthrus_mmv_mode() <= 0) {
         return false;
     }
