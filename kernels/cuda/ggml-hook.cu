@@ -107,7 +107,8 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) c0, n, src1->ne[1], src1->ne[2],
                               src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
-                            (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream);
+                            (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
+                            orthrus_mmv::row_tiles(nrows));
     }
     CUDA_CHECK(cudaGetLastError());
     return true;

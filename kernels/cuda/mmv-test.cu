@@ -114,10 +114,10 @@ static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> &
 // x: ncols columns of k floats on the device, k apart; split as n1 x n2 when
 // ncols allows, to take quantize()'s 3-D column order too.
 static void product(WType t, const void * w, const float * x, void * acts, float * dst, int64_t k, int64_t nrows,
-                    int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream = 0) {
+                    int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt = 1, cudaStream_t stream = 0) {
     const int64_t n1 = ncols % 4 == 0 ? 4 : ncols, n2 = ncols / n1;
     quantize(t, x, k, 0, ncols, n1, n2, k, n1 * k, n1 * n2 * k, acts, stream);
-    launch(t, w, acts, nullptr, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream);
+    launch(t, w, acts, nullptr, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream, rt);
 }
 
 int main(int argc, char ** argv) {
@@ -130,7 +130,8 @@ int main(int argc, char ** argv) {
     printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 
     // Correctness: every type, 1..16 columns, a K of 2 and of 3 units per warp
-    // and one unit not shared by all warps; rows not a multiple of 16.
+    // and one unit not shared by all warps; rows not a multiple of 16; 1, 2
+    // and 4 row tiles a block.
     const int64_t ks[] = {2048, 256 * 12, 6144};
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
         for (int64_t k : ks) {
@@ -147,70 +148,72 @@ int main(int argc, char ** argv) {
             CHECK(cudaMalloc(&dd, sizeof(float) * nrows * MAX_COLS));
             CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(float), cudaMemcpyHostToDevice));
-            // Each column alone.
-            std::vector<float> alone(nrows * MAX_COLS);
-            for (int c = 0; c < MAX_COLS; ++c) {
-                product(t, dw, (const float *) dy + c * k, da, dd + c * nrows, k, nrows, 1, row_bytes, nrows);
-            }
-            CHECK(cudaMemcpy(alone.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
-            double worst = 0.0;
-            for (int c = 0; c < MAX_COLS; ++c) {
-                for (int64_t r = 0; r < nrows; ++r) {
-                    double ref = 0.0, mag = 0.0;
-                    for (int64_t i = 0; i < k; ++i) {
-                        ref += (double) W[r * k + i] * X[c * k + i];
-                        mag += fabs((double) W[r * k + i] * X[c * k + i]);
-                    }
-                    worst = fmax(worst, fabs(alone[c * nrows + r] - ref) / mag);
+            for (int rt : {1, 2, 4}) {
+                // Each column alone.
+                std::vector<float> alone(nrows * MAX_COLS);
+                for (int c = 0; c < MAX_COLS; ++c) {
+                    product(t, dw, (const float *) dy + c * k, da, dd + c * nrows, k, nrows, 1, row_bytes, nrows, rt);
                 }
-            }
-            int differ = 0;
-            for (int n = 1; n <= MAX_COLS; ++n) {
-                CHECK(cudaMemset(dd, 0xFF, sizeof(float) * nrows * MAX_COLS));
-                product(t, dw, (const float *) dy, da, dd, k, nrows, n, row_bytes, nrows);
-                std::vector<float> out(nrows * MAX_COLS);
-                CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
+                CHECK(cudaMemcpy(alone.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
+                double worst = 0.0;
                 for (int c = 0; c < MAX_COLS; ++c) {
                     for (int64_t r = 0; r < nrows; ++r) {
-                        uint32_t a, b;
-                        memcpy(&a, &out[c * nrows + r], 4);
-                        memcpy(&b, &alone[c * nrows + r], 4);
-                        if (c < n ? a != b : a != 0xFFFFFFFFu) ++differ;  // columns past n untouched
+                        double ref = 0.0, mag = 0.0;
+                        for (int64_t i = 0; i < k; ++i) {
+                            ref += (double) W[r * k + i] * X[c * k + i];
+                            mag += fabs((double) W[r * k + i] * X[c * k + i]);
+                        }
+                        worst = fmax(worst, fabs(alone[c * nrows + r] - ref) / mag);
                     }
                 }
-            }
-            // A chunk of columns from c0 (as ggml-hook.cu takes more than 16):
-            // columns 10..15 of the 16 read as a 4 x 4 grid.
-            {
-                const int c0 = 10, n = MAX_COLS - c0;
-                quantize(t, (const float *) dy, k, c0, n, 4, 4, k, 4 * k, 16 * k, da, 0);
-                launch(t, dw, da, nullptr, dd, k, nrows, n, row_bytes, nrows, 0);
-                std::vector<float> out(nrows * n);
-                CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * n, cudaMemcpyDeviceToHost));
-                differ += memcmp(out.data(), &alone[c0 * nrows], sizeof(float) * nrows * n) != 0;
-            }
-            // A residual added in place (the add is dst itself, as ggml's
-            // allocator lays out x = x + W h): each value is the product's
-            // plus the residual's, one f32 addition.
-            int add_differ = 0;
-            {
-                std::vector<float> res(nrows * MAX_COLS);
-                for (auto & v : res) v = urand(-4.0f, 4.0f);
-                CHECK(cudaMemcpy(dd, res.data(), sizeof(float) * nrows * MAX_COLS, cudaMemcpyHostToDevice));
-                quantize(t, (const float *) dy, k, 0, MAX_COLS, MAX_COLS, 1, k, MAX_COLS * k, MAX_COLS * k, da, 0);
-                launch(t, dw, da, dd, dd, k, nrows, MAX_COLS, row_bytes, nrows, 0);
-                std::vector<float> out(nrows * MAX_COLS);
-                CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
-                for (int64_t i = 0; i < nrows * MAX_COLS; ++i) {
-                    const float want = alone[i] + res[i];
-                    add_differ += memcmp(&out[i], &want, 4) != 0;
+                int differ = 0;
+                for (int n = 1; n <= MAX_COLS; ++n) {
+                    CHECK(cudaMemset(dd, 0xFF, sizeof(float) * nrows * MAX_COLS));
+                    product(t, dw, (const float *) dy, da, dd, k, nrows, n, row_bytes, nrows, rt);
+                    std::vector<float> out(nrows * MAX_COLS);
+                    CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
+                    for (int c = 0; c < MAX_COLS; ++c) {
+                        for (int64_t r = 0; r < nrows; ++r) {
+                            uint32_t a, b;
+                            memcpy(&a, &out[c * nrows + r], 4);
+                            memcpy(&b, &alone[c * nrows + r], 4);
+                            if (c < n ? a != b : a != 0xFFFFFFFFu) ++differ;  // columns past n untouched
+                        }
+                    }
                 }
+                // A chunk of columns from c0 (as ggml-hook.cu takes more than 16):
+                // columns 10..15 of the 16 read as a 4 x 4 grid.
+                {
+                    const int c0 = 10, n = MAX_COLS - c0;
+                    quantize(t, (const float *) dy, k, c0, n, 4, 4, k, 4 * k, 16 * k, da, 0);
+                    launch(t, dw, da, nullptr, dd, k, nrows, n, row_bytes, nrows, 0, rt);
+                    std::vector<float> out(nrows * n);
+                    CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * n, cudaMemcpyDeviceToHost));
+                    differ += memcmp(out.data(), &alone[c0 * nrows], sizeof(float) * nrows * n) != 0;
+                }
+                // A residual added in place (the add is dst itself, as ggml's
+                // allocator lays out x = x + W h): each value is the product's
+                // plus the residual's, one f32 addition.
+                int add_differ = 0;
+                {
+                    std::vector<float> res(nrows * MAX_COLS);
+                    for (auto & v : res) v = urand(-4.0f, 4.0f);
+                    CHECK(cudaMemcpy(dd, res.data(), sizeof(float) * nrows * MAX_COLS, cudaMemcpyHostToDevice));
+                    quantize(t, (const float *) dy, k, 0, MAX_COLS, MAX_COLS, 1, k, MAX_COLS * k, MAX_COLS * k, da, 0);
+                    launch(t, dw, da, dd, dd, k, nrows, MAX_COLS, row_bytes, nrows, 0, rt);
+                    std::vector<float> out(nrows * MAX_COLS);
+                    CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
+                    for (int64_t i = 0; i < nrows * MAX_COLS; ++i) {
+                        const float want = alone[i] + res[i];
+                        add_differ += memcmp(&out[i], &want, 4) != 0;
+                    }
+                }
+                CHECK(cudaGetLastError());
+                const bool ok = worst < 2e-3 && differ == 0 && add_differ == 0;
+                failures += !ok;
+                printf("%s k=%lld rows=%lld, %d row tiles a block: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
+                       name(t), (long long) k, (long long) nrows, rt, worst, differ, add_differ, ok ? "ok" : "FAILED");
             }
-            CHECK(cudaGetLastError());
-            const bool ok = worst < 2e-3 && differ == 0 && add_differ == 0;
-            failures += !ok;
-            printf("%s k=%lld rows=%lld: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
-                   name(t), (long long) k, (long long) nrows, worst, differ, add_differ, ok ? "ok" : "FAILED");
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
         }
     }
@@ -220,8 +223,10 @@ int main(int argc, char ** argv) {
     // cost over the one-column one's.
     struct Shape { const char * what; int64_t nrows, k; };
     const Shape shapes[] = {
-        {"1.7B q", 2048, 2048}, {"1.7B kv", 1024, 2048}, {"1.7B gate/up", 6144, 2048}, {"1.7B down", 2048, 6144},
-        {"8B q", 4096, 4096}, {"8B gate/up", 12288, 4096}, {"8B down", 4096, 12288}, {"lm head", 151936, 2048},
+        {"1.7B q", 2048, 2048}, {"1.7B kv", 1024, 2048}, {"1.7B qkv", 4096, 2048}, {"1.7B gate/up", 6144, 2048},
+        {"1.7B gate+up", 12288, 2048}, {"1.7B down", 2048, 6144}, {"8B q", 4096, 4096}, {"8B qkv", 6144, 4096},
+        {"8B gate/up", 12288, 4096}, {"8B gate+up", 24576, 4096}, {"8B down", 4096, 12288},
+        {"lm head", 151936, 2048}, {"8B lm head", 151936, 4096},
     };
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
         for (const Shape & s : shapes) {
@@ -245,18 +250,21 @@ int main(int argc, char ** argv) {
             CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(float), cudaMemcpyHostToDevice));
             printf("%-4s %-13s %6lld x %5lld:", name(t), s.what, (long long) s.nrows, (long long) s.k);
-            float us1 = 0.0f;
-            for (int n : {1, 2, 4, 8, 16}) {
-                if (profile) {
-                    product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
-                    continue;
+            for (int rt : {1, 2, 4}) {
+                float us1 = 0.0f;
+                printf(" | %d row tiles", rt);
+                for (int n : {1, 8, 16}) {
+                    if (profile) {
+                        if (rt == 1) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
+                        continue;
+                    }
+                    const float us = graph_us([&](cudaStream_t st) {
+                        product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, rt, st);
+                    });
+                    if (n == 1) us1 = us;
+                    printf(" %d: %6.2f", n, us);
+                    if (n == 16) printf(" (16/1 %.2f)", us / us1);
                 }
-                const float us = graph_us([&](cudaStream_t st) {
-                    product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, st);
-                });
-                if (n == 1) us1 = us;
-                printf(" %d: %6.2f", n, us);
-                if (n == 16) printf("  (16/1 %.2f, %.0f GB/s at 1)", us / us1, wbytes.size() / (us1 * 1e3));
             }
             printf("\n");
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);

@@ -30,7 +30,7 @@ namespace orthrus_mmv {
 enum class WType { Q4_K, Q6_K, Q8_0 };
 
 constexpr int ROWS = 16;      // rows per warp (the mma's M)
-constexpr int WARPS = 8;      // warps per block, splitting K
+constexpr int WARPS = 8;      // warps per block: RT row tiles, each split over K by WARPS / RT
 constexpr int MAX_COLS = 16;  // two n-tiles of 8
 constexpr int UNIT = 256;     // values of K per unit of work
 
@@ -375,7 +375,9 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
 // dst[col * dst_col_stride + row] = sum_k w[row][k] * x[col][k] (+ add[the
 // same index], when add is not null; add may be dst) for rows < nrows, cols <
 // ncols; w rows of row_bytes; the activations as quantize_kernel left them.
-template <WType T, int NT>
+// A block has RT tiles of 16 rows, which read the same activations (through
+// L1); the WARPS / RT warps of a tile split K.
+template <WType T, int NT, int RT>
 __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
         const char * __restrict__ w, const void * __restrict__ acts, const float * add, float * dst,
         const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
@@ -383,7 +385,9 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
     const int warp = threadIdx.y;
     const int g = lane / 4;
     const int t = lane % 4;
-    const int row0 = blockIdx.x * ROWS;
+    constexpr int KS = WARPS / RT;  // warps per row tile
+    const int rt = warp % RT, ks = warp / RT;
+    const int row0 = (blockIdx.x * RT + rt) * ROWS;
 
     const char * wa = w + (int64_t) min(row0 + g, nrows - 1) * row_bytes;
     const char * wb = w + (int64_t) min(row0 + g + 8, nrows - 1) * row_bytes;
@@ -394,7 +398,7 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
     for (int nt = 0; nt < NT; ++nt) {
         acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     }
-    for (int u = warp; u < units; u += WARPS) {
+    for (int u = ks; u < units; u += KS) {
         if (T == WType::Q4_K) {
             unit_q4_K<NT>(wa, wb, u, y, acc, lane, t);
         } else if (T == WType::Q6_K) {
@@ -404,19 +408,19 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
         }
     }
 
-    // The warps' partial sums, added in warp order.
-    __shared__ float part[WARPS - 1][NT * 4][32];
-    if (warp > 0) {
+    // A tile's partial sums, added in the order of its warps' K splits.
+    __shared__ float part[WARPS - RT][NT * 4][32];
+    if (ks > 0) {
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                part[warp - 1][nt * 4 + i][lane] = acc[nt][i];
+                part[warp - RT][nt * 4 + i][lane] = acc[nt][i];
             }
         }
     }
     __syncthreads();
-    if (warp > 0) {
+    if (ks > 0) {
         return;
     }
 #pragma unroll
@@ -425,8 +429,8 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
         for (int i = 0; i < 4; ++i) {
             float v = acc[nt][i];
 #pragma unroll
-            for (int w2 = 0; w2 < WARPS - 1; ++w2) {
-                v += part[w2][nt * 4 + i][lane];
+            for (int j = 1; j < KS; ++j) {
+                v += part[j * RT + rt - RT][nt * 4 + i][lane];
             }
             const int row = row0 + g + 8 * (i / 2);
             const int col = 8 * nt + 2 * t + (i % 2);
@@ -438,19 +442,38 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
     }
 }
 
-template <WType T>
-static void launch_type(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
-                        int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
+template <WType T, int RT>
+static void launch_tiles(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
+                         int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
     const dim3 block(32, WARPS);
-    const dim3 grid((unsigned) ((nrows + ROWS - 1) / ROWS));
+    const dim3 grid((unsigned) ((nrows + ROWS * RT - 1) / (ROWS * RT)));
     const int units = (int) (k / UNIT);
     if (n_tiles(ncols) == 1) {
-        mmv_kernel<T, 1><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols, row_bytes,
-                                                     dst_col_stride);
+        mmv_kernel<T, 1, RT><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols,
+                                                         row_bytes, dst_col_stride);
     } else {
-        mmv_kernel<T, 2><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols, row_bytes,
-                                                     dst_col_stride);
+        mmv_kernel<T, 2, RT><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols,
+                                                         row_bytes, dst_col_stride);
     }
+}
+
+template <WType T>
+static void launch_type(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
+                        int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt, cudaStream_t stream) {
+    switch (rt) {
+        case 2: launch_tiles<T, 2>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case 4: launch_tiles<T, 4>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        default: launch_tiles<T, 1>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+    }
+}
+
+// Row tiles a block for a product of nrows rows: 2 from 12288 rows (the
+// gate+up stacks, the LM heads), else 1. Measured on an H200, 2026-12-01
+// (mmv-test.cu, 16 columns): 2 tiles are 4-12% quicker there and 10-45%
+// slower on the qkv, o and down shapes. By rows alone, so that a product's
+// sums do not depend on its columns.
+static inline int row_tiles(int64_t nrows) {
+    return nrows >= 12288 ? 2 : 1;
 }
 
 // Whether the kernel takes rows of k values: whole units of 256 (a launch
@@ -491,13 +514,17 @@ static inline void quantize(WType type, const float * x, int64_t k, int c0, int 
 // w: nrows rows of k values of type `type` (row_bytes apart); acts: what
 // quantize() wrote for these ncols columns; dst: ncols columns of nrows floats
 // (dst_col_stride apart); add: null, or what to add to dst, laid out as dst
-// (a residual connection; it may be dst itself). Asynchronous on `stream`.
+// (a residual connection; it may be dst itself). rt: row tiles of 16 per
+// block (1, 2 or 4), which share the activations' reads; a product's sums
+// depend on it (its tiles split K in WARPS / rt), not on ncols. Asynchronous
+// on `stream`.
 static inline void launch(WType type, const void * w, const void * acts, const float * add, float * dst, int64_t k,
-                          int64_t nrows, int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
+                          int64_t nrows, int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream,
+                          int rt = 1) {
     switch (type) {
-        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream); break;
+        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream); break;
+        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream); break;
     }
 }
 
