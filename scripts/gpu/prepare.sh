@@ -10,6 +10,12 @@
 #   carry: ["gpu-carry.tar.xz", "llama-src.tar.xz"], command: "bash scripts/gpu/variants.sh"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# Our CUDA code type-checked here first (scripts/cuda-check.py): an error found
+# now costs seconds, on the GPU machine a build. Status 2 (it could not set
+# itself up, e.g. offline) only warns.
+rc=0; python3 scripts/cuda-check.py || rc=$?
+[ "$rc" = 0 ] || [ "$rc" = 2 ] || { echo "prepare: scripts/cuda-check.py found errors" >&2; exit 1; }
+[ "$rc" = 0 ] || echo "prepare: scripts/cuda-check.py could not run; going on unchecked" >&2
 cargo build --release -p orthrus-engine -p orthrus-convert -p orthrus-tests --example llama_bench --bin orthrus --bin orthrus-convert --features orthrus-engine/dynamic-backends --target-dir target-gpu
 rm -rf gpu-carry && mkdir -p gpu-carry/bin
 cp target-gpu/release/orthrus target-gpu/release/orthrus-convert target-gpu/release/examples/llama_bench gpu-carry/bin/
