@@ -18,7 +18,8 @@
 //      decoding pass then sums each column as it would alone (exact decoding).
 // Our attention (attn.cuh) takes blocks of 2..16 queries over an f16 cache in
 // modes 1 and 2, unless ORTHRUS_FA=0. ORTHRUS_FUSE_ADD=0 leaves the residual
-// adds to ggml (for comparisons: the sums are the same either way).
+// adds to ggml (for comparisons: the sums are the same either way), and
+// ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles.
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
@@ -54,6 +55,17 @@ int ggml_cuda_orthrus_set_mmv_mode(int mode) {
         g_mmv_mode.store(mode, std::memory_order_relaxed);
     }
     return ggml_cuda_orthrus_mmv_mode();
+}
+
+// Row tiles a block of our matmul takes: ORTHRUS_ROW_TILES (1, 2 or 4) for
+// every product, for comparisons; else orthrus_mmv::row_tiles's choice.
+static int row_tiles(int64_t nrows) {
+    static const int forced = [] {
+        const char * e = getenv("ORTHRUS_ROW_TILES");
+        const int n = e ? atoi(e) : 0;
+        return n == 1 || n == 2 || n == 4 ? n : 0;
+    }();
+    return forced ? forced : orthrus_mmv::row_tiles(nrows);
 }
 
 // dst = src0 src1 (+ add, laid out as dst, when not null).
@@ -108,7 +120,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
                               src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
-                            orthrus_mmv::row_tiles(nrows));
+                            row_tiles(nrows));
     }
     CUDA_CHECK(cudaGetLastError());
     return true;
