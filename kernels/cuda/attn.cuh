@@ -104,8 +104,9 @@ static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
 // A query row r of a KV head's block: head h_local = r / nq of the group, query r % nq.
 static __device__ __forceinline__ int row_query(int r, int nq) { return r % nq; }
 
-// Block (g, s): KV head g, slots [s * split_len, min((s + 1) * split_len, n_kv)).
-// Warps: one per 16 of the rows = (nh / nkv) * nq. Shared: K and V chunks, the mask's chunk.
+// Block (kvh, split): KV head kvh over the slots [split * split_len, min((split + 1)
+// * split_len, n_kv)). Warps: one per 16 of the rows = (nh / nkv) * nq. Shared: K
+// and V chunks, the mask's chunk.
 __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
     __shared__ __align__(16) half ks[CHUNK * LD];
     __shared__ __align__(16) half vs[CHUNK * LD];
