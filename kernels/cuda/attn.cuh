@@ -101,8 +101,14 @@ static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
     return *(const uint32_t *) &h;
 }
 
-// A query row r of a KV head's block: head h_local = r / nq of the group, query r % nq.
+// The rows of a KV head's block: its query heads times the queries.
+static __host__ __device__ __forceinline__ int block_rows(const Params & p) { return (p.nh / p.nkv) * p.nq; }
+
+// Row r of KV head kvh's block: query r % nq of query head kvh * (nh / nkv) + r / nq.
 static __device__ __forceinline__ int row_query(int r, int nq) { return r % nq; }
+static __device__ __forceinline__ int row_head(const Params & p, int kvh, int r) {
+    return kvh * (p.nh / p.nkv) + r / p.nq;
+}
 
 // Block (kvh, split): KV head kvh over the slots [split * split_len, min((split + 1)
 // * split_len, n_kv)). Warps: one per 16 of the rows = (nh / nkv) * nq. Shared: K
@@ -116,8 +122,7 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
     const int g = lane / 4, t = lane % 4;
     const int tid = warp * 32 + lane, nthreads = 32 * blockDim.y;
     const int kvh = blockIdx.x, split = blockIdx.y, nsplit = p.nsplit;
-    const int gqa = p.nh / p.nkv;
-    const int rows = gqa * p.nq;
+    const int rows = block_rows(p);
     const int j0 = split * p.split_len;
     const int j1 = min(j0 + p.split_len, p.n_kv);
     constexpr float LOG2E = 1.4426950408889634f;
@@ -127,8 +132,8 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
     const int r0 = 16 * warp + g, r1 = r0 + 8;
     uint32_t qa[D / 16][4];
     {
-        const float * q0 = p.q + (int64_t) row_query(r0, p.nq) * p.q_s1 + (int64_t) (kvh * gqa + r0 / p.nq) * p.q_s2;
-        const float * q1 = p.q + (int64_t) row_query(r1, p.nq) * p.q_s1 + (int64_t) (kvh * gqa + r1 / p.nq) * p.q_s2;
+        const float * q0 = p.q + (int64_t) row_query(r0, p.nq) * p.q_s1 + (int64_t) row_head(p, kvh, r0) * p.q_s2;
+        const float * q1 = p.q + (int64_t) row_query(r1, p.nq) * p.q_s1 + (int64_t) row_head(p, kvh, r1) * p.q_s2;
         const bool ok0 = r0 < rows, ok1 = r1 < rows;
 #pragma unroll
         for (int s = 0; s < D / 16; ++s) {
@@ -254,8 +259,7 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
             continue;
         }
         if (nsplit == 1) {
-            const int h = kvh * gqa + r / p.nq, tq = row_query(r, p.nq);
-            float * out = p.dst + ((int64_t) tq * p.nh + h) * D;
+            float * out = p.dst + ((int64_t) row_query(r, p.nq) * p.nh + row_head(p, kvh, r)) * D;
             const float inv = sum[i] > 0.0f ? 1.0f / sum[i] : 0.0f;
 #pragma unroll
             for (int n = 0; n < D / 8; ++n) {
@@ -280,7 +284,7 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
 __global__ void __launch_bounds__(THREADS_COMBINE) combine_kernel(const Params p) {
     const int d = threadIdx.x;
     const int kvh = blockIdx.x, r = blockIdx.y, nsplit = p.nsplit;
-    const int gqa = p.nh / p.nkv, rows = gqa * p.nq;
+    const int rows = block_rows(p);
     const int64_t at0 = (int64_t) kvh * nsplit * rows + r;
     float m = -INFINITY;
     for (int s = 0; s < nsplit; ++s) {
@@ -295,8 +299,7 @@ __global__ void __launch_bounds__(THREADS_COMBINE) combine_kernel(const Params p
         l += w * ml.y;
         acc += w * p.part_o[at * D + d];
     }
-    const int h = kvh * gqa + r / p.nq, tq = row_query(r, p.nq);
-    p.dst[((int64_t) tq * p.nh + h) * D + d] = l > 0.0f ? acc / l : 0.0f;
+    p.dst[((int64_t) row_query(r, p.nq) * p.nh + row_head(p, kvh, r)) * D + d] = l > 0.0f ? acc / l : 0.0f;
 }
 
 // Whether the kernel takes this shape: head size D, 2..MAX_Q queries, query
@@ -322,13 +325,12 @@ static inline size_t scratch_bytes(const Params & p) {
     if (p.nsplit <= 1) {
         return 0;
     }
-    const size_t rows = (size_t) (p.nh / p.nkv) * p.nq;
-    return (size_t) p.nkv * p.nsplit * rows * (D * sizeof(float) + sizeof(float2));
+    return (size_t) p.nkv * p.nsplit * block_rows(p) * (D * sizeof(float) + sizeof(float2));
 }
 
 // After plan(), with scratch_bytes() of 8-byte aligned scratch. Asynchronous on `stream`.
 static inline void launch(Params p, void * scratch, cudaStream_t stream) {
-    const int rows = (p.nh / p.nkv) * p.nq;
+    const int rows = block_rows(p);
     if (p.nsplit > 1) {
         p.part_o = (float *) scratch;
         p.part_ml = (float2 *) (p.part_o + (size_t) p.nkv * p.nsplit * rows * D);

@@ -57,6 +57,12 @@ int ggml_cuda_orthrus_set_mmv_mode(int mode) {
     return ggml_cuda_orthrus_mmv_mode();
 }
 
+// Whether the context's GPU has the mma instructions our kernels use (NVIDIA, Ampere on).
+static bool has_mma(const ggml_backend_cuda_context & ctx) {
+    const int cc = ggml_cuda_info().devices[ctx.device].cc;
+    return GGML_CUDA_CC_IS_NVIDIA(cc) && cc >= GGML_CUDA_CC_AMPERE;
+}
+
 // Row tiles a block of our matmul takes: ORTHRUS_ROW_TILES (1, 2 or 4) for
 // every product, for comparisons; else orthrus_mmv::row_tiles's choice.
 static int row_tiles(int64_t nrows) {
@@ -82,8 +88,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         case GGML_TYPE_Q8_0: type = orthrus_mmv::WType::Q8_0; break;
         default: return false;
     }
-    const int cc = ggml_cuda_info().devices[ctx.device].cc;
-    if (!GGML_CUDA_CC_IS_NVIDIA(cc) || cc < GGML_CUDA_CC_AMPERE) {
+    if (!has_mma(ctx)) {
         return false;
     }
     const int64_t k = src0->ne[0];
@@ -155,7 +160,6 @@ bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_t
     return mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
 }
 
-
 // GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:
 // ggml's kernels compute it).
 bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
@@ -174,8 +178,7 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     if (max_bias != 0.0f || softcap != 0.0f || dst->src[4] || !mask) {
         return false;
     }
-    const int cc = ggml_cuda_info().devices[ctx.device].cc;
-    if (!GGML_CUDA_CC_IS_NVIDIA(cc) || cc < GGML_CUDA_CC_AMPERE) {
+    if (!has_mma(ctx)) {
         return false;
     }
     if (q->type != GGML_TYPE_F32 || k->type != GGML_TYPE_F16 || v->type != GGML_TYPE_F16 ||
@@ -225,8 +228,8 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     p.scale = scale;
     orthrus_attn::plan(p, ggml_cuda_info().devices[ctx.device].nsm);
     ggml_cuda_pool_alloc<char> scratch(ctx.pool());
-    if (orthrus_attn::scratch_bytes(p) > 0) {
-        scratch.alloc(orthrus_attn::scratch_bytes(p));
+    if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
+        scratch.alloc(bytes);
     }
     orthrus_attn::launch(p, scratch.get(), ctx.stream());
     CUDA_CHECK(cudaGetLastError());

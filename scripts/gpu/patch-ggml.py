@@ -85,8 +85,9 @@ EDITS = [
 COPIES = [("mmv.cuh", "orthrus-mmv.cuh"), ("attn.cuh", "orthrus-attn.cuh"), ("ggml-hook.cu", "orthrus-mmv.cu")]
 
 
-def stamp(path: pathlib.Path, *sources: pathlib.Path) -> None:
-    t = max(src.stat().st_mtime_ns for src in sources)
+def stamp(path: pathlib.Path, *times_ns: int) -> None:
+    """Gives `path` the newest of `times_ns` (its sources' modification times)."""
+    t = max(times_ns)
     os.utime(path, ns=(t, t))
 
 
@@ -109,12 +110,11 @@ def main() -> int:
             text = text.replace(old, new)
         tmp = target.with_suffix(".cu.tmp")
         tmp.write_text(text)
-        t = max(original, pathlib.Path(__file__).stat().st_mtime_ns)
-        os.utime(tmp, ns=(t, t))
+        stamp(tmp, original, pathlib.Path(__file__).stat().st_mtime_ns)
         tmp.replace(target)
     for src, dst in COPIES:
         shutil.copyfile(ROOT / "kernels/cuda" / src, cuda / dst)
-        stamp(cuda / dst, ROOT / "kernels/cuda" / src)
+        stamp(cuda / dst, (ROOT / "kernels/cuda" / src).stat().st_mtime_ns)
     print(f"patch-ggml: {cuda} has the orthrus kernels")
     return 0
 
