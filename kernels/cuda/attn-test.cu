@@ -143,6 +143,9 @@ int main(int argc, char ** argv) {
         {8, 8, 5, 300, 300},     // one head per KV head, a row count not a multiple of 16
         {64, 8, 16, 2000, 2000}, // 8 warps
         {16, 8, 16, 4100, 4100}, // long: several chunks per split
+        {16, 8, 1, 768, 768},    // one query (a one-token pass): 2 rows
+        {32, 8, 1, 640, 600},    // 4 rows, the last splits wholly masked
+        {32, 8, 1, 37, 37},
     };
     for (const Case & c : cases) {
         if (profile) break;
@@ -167,16 +170,17 @@ int main(int argc, char ** argv) {
     // (profile: one plain launch each, for ncu).
     struct Shape { const char * what; int nh, nkv; };
     for (const Shape & s : {Shape{"1.7B", 16, 8}, Shape{"8B", 32, 8}}) {
+        for (int nq : {1, 16})
         for (int n_kv : {768, 1024, 4096}) {
             if (profile && n_kv != 768) continue;
-            Data x = make({s.nh, s.nkv, 16, n_kv, n_kv});
+            Data x = make({s.nh, s.nkv, nq, n_kv, n_kv});
             Params p = params(x, prop.multiProcessorCount);
             if (profile) {
                 launch(p, x.scratch, 0);
             } else {
                 const float us = graph_us([&](cudaStream_t st) { launch(p, x.scratch, st); });
-                printf("%-4s heads %d/%d, 16 queries, %4d slots, %2d splits: %6.2f us\n", s.what, s.nh, s.nkv, n_kv,
-                       p.nsplit, us);
+                printf("%-4s heads %d/%d, %2d queries, %4d slots, %2d splits: %6.2f us\n", s.what, s.nh, s.nkv, nq,
+                       n_kv, p.nsplit, us);
             }
             release(x);
         }

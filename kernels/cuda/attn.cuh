@@ -1,4 +1,4 @@
-// Attention of a block of 2 to 16 queries over an f16 cache, on tensor cores.
+// Attention of 1 to 16 queries over an f16 cache, on tensor cores.
 //
 // ggml-cuda's flash attention takes its vector kernel only for one query of
 // one sequence; a block of 16 (both Orthrus views) goes to its tiled kernel,
@@ -13,6 +13,12 @@
 //     online softmax in between in f32 (S's accumulator fragment is P's A
 //     fragment: no shuffles);
 //   - with more than one split, the splits' (O, max, sum) meet in combine().
+//
+// One query (a one-token pass) is the same with 2 or 4 of a warp's 16 rows.
+// Measured on the H200, 2026-12-01, with blocks of at least 4 warps then:
+// 6.8 us at 768 slots on Qwen3-8B's heads, but greedy decoding with it ran
+// no faster than with ggml's vector kernel (1-2% slower), so ggml-hook.cu
+// leaves lone queries to ggml unless ORTHRUS_FA1=1.
 //
 // softmax(scale * q k^T + mask) v with an f16 mask per (query, slot) shared by
 // the heads, as ggml_flash_attn_ext computes it without ALiBi, soft-capping or
@@ -302,10 +308,10 @@ __global__ void __launch_bounds__(THREADS_COMBINE) combine_kernel(const Params p
     p.dst[((int64_t) row_query(r, p.nq) * p.nh + row_head(p, kvh, r)) * D + d] = l > 0.0f ? acc / l : 0.0f;
 }
 
-// Whether the kernel takes this shape: head size D, 2..MAX_Q queries, query
+// Whether the kernel takes this shape: head size D, 1..MAX_Q queries, query
 // heads a multiple of the KV heads with (nh / nkv) * nq rows for 8 warps.
 static inline bool supported(int64_t head_dim, int64_t nq, int64_t nh, int64_t nkv) {
-    return head_dim == D && nq >= 2 && nq <= MAX_Q && nkv > 0 && nh % nkv == 0 &&
+    return head_dim == D && nq >= 1 && nq <= MAX_Q && nkv > 0 && nh % nkv == 0 &&
            (nh / nkv) * nq <= 16 * MAX_WARPS;
 }
 

@@ -17,7 +17,8 @@
 //      fused one-column matrix-vector products of ggml's: every product of a
 //      decoding pass then sums each column as it would alone (exact decoding).
 // Our attention (attn.cuh) takes blocks of 2..16 queries over an f16 cache in
-// modes 1 and 2, unless ORTHRUS_FA=0. ORTHRUS_FUSE_ADD=0 leaves the residual
+// modes 1 and 2, unless ORTHRUS_FA=0; a lone query too with ORTHRUS_FA1=1
+// (ggml's vector kernel is as quick there). ORTHRUS_FUSE_ADD=0 leaves the residual
 // adds to ggml (for comparisons: the sums are the same either way), and
 // ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles.
 #include "common.cuh"
@@ -136,10 +137,14 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
     return mul_mat_into(ctx, src0, src1, nullptr, dst);
 }
 
-// Whether the environment variable `name` is "0" (a switch for comparisons).
-static bool env_off(const char * name) {
+// Whether the environment variable `name` is `value` (a switch for comparisons).
+static bool env_is(const char * name, const char * value) {
     const char * e = getenv(name);
-    return e && strcmp(e, "0") == 0;
+    return e && strcmp(e, value) == 0;
+}
+
+static bool env_off(const char * name) {
+    return env_is(name, "0");
 }
 
 // dst = src0 src1 + add, for ggml-cuda's fusion loop: a MUL_MAT whose one use
@@ -164,7 +169,8 @@ bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_t
 // ggml's kernels compute it).
 bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
     static const bool off = env_off("ORTHRUS_FA");
-    if (off || ggml_cuda_orthrus_mmv_mode() <= 0) {
+    static const bool lone = env_is("ORTHRUS_FA1", "1");
+    if (off || ggml_cuda_orthrus_mmv_mode() <= 0 || (!lone && dst->src[0]->ne[1] == 1)) {
         return false;
     }
     const ggml_tensor * q = dst->src[0];
