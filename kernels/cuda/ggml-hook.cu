@@ -95,8 +95,9 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     const int64_t k = src0->ne[0];
     const int64_t nrows = src0->ne[1];
     const int64_t ncols = src1->ne[1] * src1->ne[2] * src1->ne[3];
-    // Weights: one plain matrix in a weight buffer (no padding to clear).
-    if (src0->ne[2] != 1 || src0->ne[3] != 1 || src0->nb[0] != ggml_type_size(src0->type) ||
+    // Weights: one plain matrix in a weight buffer (no padding to clear),
+    // 16-byte aligned (Q4_K's blocks are read 16 bytes at a time).
+    if ((uintptr_t) src0->data % 16 != 0 || src0->ne[2] != 1 || src0->ne[3] != 1 || src0->nb[0] != ggml_type_size(src0->type) ||
         src0->nb[1] != ggml_row_size(src0->type, k) || !src0->buffer ||
         ggml_backend_buffer_get_usage(src0->buffer) == GGML_BACKEND_BUFFER_USAGE_COMPUTE) {
         return false;

@@ -53,10 +53,6 @@ static __device__ __forceinline__ int load_b2(const void * p) {
     return (int) ((uint32_t) u[0] | ((uint32_t) u[1] << 16));
 }
 
-static __device__ __forceinline__ int load_b4(const void * p) {
-    return *(const int *) p;
-}
-
 // C += A B, A 16x32 s8 (row g: a0 k[0,4), a2 k[16,20); row g+8: a1, a3, in
 // units of the lane's t = lane % 4), B 32x8 s8 (column g: b0, b1), C 16x8 s32
 // (c0, c1: row g, columns 2t, 2t+1; c2, c3: row g+8).
@@ -83,13 +79,19 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 #endif
 }
 
-// The activations, quantized per column, laid out for the mma's B: per
-// 32-value block kb and n-tile nt, lane (g, t)'s two ints of column 8 nt + g
-// (ints 2t, 2t+1 = values 8t..8t+7 for Q4_K and Q8_0, whose A rows a lane
-// reads 8 bytes at a time; ints t, t+4 for Q6_K, whose 16-value groups are
-// then one int each). Then the scales d = max|x|/127 (q = round(x/d)) of the
-// 8 NT columns: per unit of 256 values for the K-quants, per 32 for Q8_0;
-// then, for Q4_K's mins, the sums of q per 32. Columns past the last are zeros.
+// The activations, quantized per column, laid out for the mma's B, in pairs
+// of 32-value blocks (kb = 2 pr, 2 pr + 1) so that a lane reads both blocks'
+// values, sums and scales with one 16-byte load each:
+//   - per pair pr and n-tile nt, lane (g, t)'s int4: block 2 pr's two ints of
+//     column 8 nt + g, then block 2 pr + 1's (ints 2t, 2t+1 = values 8t..8t+7
+//     for Q4_K and Q8_0, whose A rows a lane reads 8 bytes at a time; ints t,
+//     t+4 for Q6_K, whose 16-value groups are then one int each);
+//   - the scales d = max|x|/127 (q = round(x/d)) of the 8 NT columns: per
+//     unit of 256 values for the K-quants ([unit][8 NT]); per 32 for Q8_0,
+//     as the sums below;
+//   - for Q4_K's mins, the sums of q per 32: per pair and n-tile, lane t's
+//     int4: columns 8 nt + 2t, 2t + 1 of block 2 pr, then of block 2 pr + 1.
+// Columns past the last are zeros.
 enum class KOrder { Pairs, Halves };
 
 __host__ __device__ constexpr KOrder korder(WType t) { return t == WType::Q6_K ? KOrder::Halves : KOrder::Pairs; }
@@ -105,16 +107,23 @@ static inline size_t acts_bytes(int64_t k, int ncols) {
 }
 
 struct Acts {
-    const int2 * q;     // [nkb][NT][32 lanes]
-    const float * d;    // [k / span][8 NT]
-    const int * qsum;   // [nkb][8 NT]
+    const int4 * q;     // [nkb / 2][NT][32 lanes]
+    const float * d;    // K-quants: [k / 256][8 NT]; Q8_0: as qsum
+    const int * qsum;   // [nkb / 2][NT][4 t][4]
 };
 
 template <int NT>
 static __device__ __forceinline__ Acts acts_at(const void * buf, int nkb) {
-    const int2 * q = (const int2 *) buf;
-    const float * d = (const float *) (q + (int64_t) nkb * NT * 32);
+    const int4 * q = (const int4 *) buf;
+    const float * d = (const float *) (q + (int64_t) nkb / 2 * NT * 32);
     return {q, d, (const int *) (d + (int64_t) nkb * 8 * NT)};
+}
+
+// Where column c's value of 32-block kb goes in a per-column array laid out
+// as Acts::qsum (an int, or a float for Q8_0's d).
+template <int NT>
+static __device__ __forceinline__ int64_t pair_slot(int kb, int c) {
+    return ((int64_t) (kb / 2) * NT + c / 8) * 16 + (c % 8) / 2 * 4 + 2 * (kb % 2) + c % 2;
 }
 
 // One warp per (span of values, column), a lane holding 8 consecutive values
@@ -174,28 +183,41 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
     const Acts a = acts_at<NT>(buf, nkb);
     const int kb = sp * (SPAN / 32) + lane / 4;
     const int i = 2 * (lane % 4);  // the first of this lane's two ints in the block
-    int2 * block = (int2 *) a.q + ((int64_t) kb * NT + c / 8) * 32 + (c % 8) * 4;
+    // The 4 mma lanes of column c, an int4 each; this block's half of them.
+    int * lanes = (int *) (a.q + ((int64_t) (kb / 2) * NT + c / 8) * 32 + (c % 8) * 4) + 2 * (kb % 2);
     if (korder(T) == KOrder::Pairs) {
-        block[i / 2] = make_int2(w[0], w[1]);
+        lanes[4 * (i / 2)] = w[0];
+        lanes[4 * (i / 2) + 1] = w[1];
     } else {
-        ((int *) (block + (i % 4)))[i / 4] = w[0];
-        ((int *) (block + ((i + 1) % 4)))[(i + 1) / 4] = w[1];
+        lanes[4 * (i % 4) + i / 4] = w[0];
+        lanes[4 * ((i + 1) % 4) + (i + 1) / 4] = w[1];
     }
     if (lane == 0) {
-        ((float *) a.d)[sp * 8 * NT + c] = d;
+        if (SPAN == 32) {
+            ((float *) a.d)[pair_slot<NT>(kb, c)] = d;
+        } else {
+            ((float *) a.d)[sp * 8 * NT + c] = d;
+        }
     }
     if (lane % 4 == 0) {
-        ((int *) a.qsum)[kb * 8 * NT + c] = sum;
+        ((int *) a.qsum)[pair_slot<NT>(kb, c)] = sum;
     }
 }
 
-// The lane's B fragment of block kb, n-tile nt.
+// The lane's B fragments of blocks 2 pr (x, y) and 2 pr + 1 (z, w), n-tile nt.
 template <int NT>
-static __device__ __forceinline__ int2 b_frag(const Acts & y, int kb, int nt, int lane) {
-    return y.q[((int64_t) kb * NT + nt) * 32 + lane];
+static __device__ __forceinline__ int4 b_frags(const Acts & y, int pr, int nt, int lane) {
+    return y.q[((int64_t) pr * NT + nt) * 32 + lane];
 }
 
-// Two columns' (2t, 2t+1 of n-tile nt) entries of a per-column array.
+// Lane t's columns 2t, 2t+1 (of n-tile nt) of blocks 2 pr and 2 pr + 1 in a
+// per-column array laid out as Acts::qsum.
+template <int NT, typename E4, typename E>
+static __device__ __forceinline__ E4 pair_cols(const E * v, int pr, int nt, int t) {
+    return *(const E4 *) (v + (((int64_t) pr * NT + nt) * 4 + t) * 4);
+}
+
+// Two columns' (2t, 2t+1 of n-tile nt) entries of a per-unit array.
 template <int NT, typename E, typename E2>
 static __device__ __forceinline__ E2 col_pair(const E * v, int i, int nt, int t) {
     return *(const E2 *) (v + i * 8 * NT + 8 * nt + 2 * t);
@@ -223,12 +245,12 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
                                                  float acc[NT][4], int lane, int t) {
     const block_q4_K * xa = (const block_q4_K *) wa + u;
     const block_q4_K * xb = (const block_q4_K *) wb + u;
-    int sa[3], sb[3];
-#pragma unroll
-    for (int i = 0; i < 3; ++i) {
-        sa[i] = load_b4(xa->scales + 4 * i);
-        sb[i] = load_b4(xb->scales + 4 * i);
-    }
+    // d, dmin and the 12 scale bytes: a block's first 16 bytes, in one load
+    // (blocks of 144 bytes from 16-byte aligned rows).
+    const int4 ha = *(const int4 *) xa;
+    const int4 hb = *(const int4 *) xb;
+    const int sa[3] = {ha.y, ha.z, ha.w};
+    const int sb[3] = {hb.y, hb.z, hb.w};
     int dot[NT][4], mins[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
@@ -242,10 +264,16 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
     for (int p = 0; p < 4; ++p) {
         const int2 qa = *(const int2 *) (xa->qs + 32 * p + 8 * t);
         const int2 qb = *(const int2 *) (xb->qs + 32 * p + 8 * t);
+        const int pr = 4 * u + p;  // the pair of the unit's blocks 2p and 2p+1
+        int4 b4[NT], qs4[NT];
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            b4[nt] = b_frags<NT>(y, pr, nt, lane);
+            qs4[nt] = pair_cols<NT, int4>(y.qsum, pr, nt, t);
+        }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             const int j = 2 * p + h;
-            const int kb = 8 * u + j;
             const int a0 = (qa.x >> (4 * h)) & 0x0F0F0F0F;
             const int a1 = (qb.x >> (4 * h)) & 0x0F0F0F0F;
             const int a2 = (qa.y >> (4 * h)) & 0x0F0F0F0F;
@@ -255,8 +283,8 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
             q4_K_scale_min(sb, j, scb, mnb);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-                const int2 b = b_frag<NT>(y, kb, nt, lane);
-                const int2 qs = col_pair<NT, int, int2>(y.qsum, kb, nt, t);
+                const int2 b = h == 0 ? make_int2(b4[nt].x, b4[nt].y) : make_int2(b4[nt].z, b4[nt].w);
+                const int2 qs = h == 0 ? make_int2(qs4[nt].x, qs4[nt].y) : make_int2(qs4[nt].z, qs4[nt].w);
                 int c[4] = {0, 0, 0, 0};
                 mma_k32(c, a0, a1, a2, a3, b.x, b.y);
                 dot[nt][0] += sca * c[0]; dot[nt][1] += sca * c[1];
@@ -266,8 +294,8 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
             }
         }
     }
-    const float2 dma = __half22float2(xa->dm);
-    const float2 dmb = __half22float2(xb->dm);
+    const float2 dma = __half22float2(*(const half2 *) &ha.x);
+    const float2 dmb = __half22float2(*(const half2 *) &hb.x);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
         const float2 d = col_pair<NT, float, float2>(y.d, u, nt, t);
@@ -305,13 +333,17 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
         }
         const int sca8 = load_b2(xa->scales + 8 * n), sca8b = load_b2(xa->scales + 8 * n + 4);
         const int scb8 = load_b2(xb->scales + 8 * n), scb8b = load_b2(xb->scales + 8 * n + 4);
+        int4 b4[NT];
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
-            const int kb = 8 * u + 4 * n + q;
+            // Blocks 8u + 4n + q in pairs: q even loads both.
             int2 b[NT];
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-                b[nt] = b_frag<NT>(y, kb, nt, lane);
+                if (q % 2 == 0) {
+                    b4[nt] = b_frags<NT>(y, 4 * u + 2 * n + q / 2, nt, lane);
+                }
+                b[nt] = q % 2 == 0 ? make_int2(b4[nt].x, b4[nt].y) : make_int2(b4[nt].z, b4[nt].w);
             }
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -347,9 +379,18 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
 template <int NT>
 static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * wb, int u, const Acts & y,
                                                  float acc[NT][4], int lane, int t) {
+    int4 b4[NT];
+    float4 d4[NT];
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         const int kb = 8 * u + i;
+        if (i % 2 == 0) {
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                b4[nt] = b_frags<NT>(y, kb / 2, nt, lane);
+                d4[nt] = pair_cols<NT, float4>(y.d, kb / 2, nt, t);
+            }
+        }
         const block_q8_0 * xa = (const block_q8_0 *) wa + kb;
         const block_q8_0 * xb = (const block_q8_0 *) wb + kb;
         const int a0 = load_b2(xa->qs + 8 * t);
@@ -360,8 +401,8 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
         const float db = __half2float(xb->d);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-            const int2 b = b_frag<NT>(y, kb, nt, lane);
-            const float2 d = col_pair<NT, float, float2>(y.d, kb, nt, t);
+            const int2 b = i % 2 == 0 ? make_int2(b4[nt].x, b4[nt].y) : make_int2(b4[nt].z, b4[nt].w);
+            const float2 d = i % 2 == 0 ? make_float2(d4[nt].x, d4[nt].y) : make_float2(d4[nt].z, d4[nt].w);
             int c[4] = {0, 0, 0, 0};
             mma_k32(c, a0, a1, a2, a3, b.x, b.y);
             acc[nt][0] += (da * d.x) * (float) c[0];
