@@ -19,8 +19,10 @@
 // Our attention (attn.cuh) takes blocks of 2..16 queries over an f16 cache in
 // modes 1 and 2, unless ORTHRUS_FA=0; a lone query too with ORTHRUS_FA1=1
 // (ggml's vector kernel is as quick there). ORTHRUS_FUSE_ADD=0 leaves the residual
-// adds to ggml (for comparisons: the sums are the same either way), and
-// ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles.
+// adds to ggml (for comparisons: the sums are the same either way),
+// ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles, and
+// ORTHRUS_MMV_PRELOAD=1 takes its variant that loads a unit's weights first
+// (2 blocks per SM; the same sums), for comparisons.
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
@@ -75,6 +77,14 @@ static int row_tiles(int64_t nrows) {
     return forced ? forced : orthrus_mmv::row_tiles(nrows);
 }
 
+static bool preload() {
+    static const bool on = [] {
+        const char * e = getenv("ORTHRUS_MMV_PRELOAD");
+        return e && strcmp(e, "1") == 0;
+    }();
+    return on;
+}
+
 // dst = src0 src1 (+ add, laid out as dst, when not null).
 static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
                          const float * add, ggml_tensor * dst) {
@@ -127,7 +137,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
                               src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
-                            row_tiles(nrows));
+                            row_tiles(nrows), preload());
     }
     CUDA_CHECK(cudaGetLastError());
     return true;

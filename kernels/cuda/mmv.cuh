@@ -239,8 +239,10 @@ static __device__ __forceinline__ void q4_K_scale_min(const int s[3], int j, int
 // Unit u (values 256u .. 256u+255) of rows wa (row g) and wb (row g+8). A lane
 // holds values 8t..8t+7 of each 32-value sub-block (one 8-byte load of nibbles
 // serves sub-blocks 2p and 2p+1). In integers: sum_j sc_j (q . a)_j and
-// sum_j m_j (sum a)_j; then d, dmin and the column's scale.
-template <int NT>
+// sum_j m_j (sum a)_j; then d, dmin and the column's scale. PRELOAD: all the
+// unit's weight loads are issued before its first product (the registers
+// for that come from fewer blocks per SM; see mmv_kernel).
+template <int NT, bool PRELOAD>
 static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * wb, int u, const Acts & y,
                                                  float acc[NT][4], int lane, int t) {
     const block_q4_K * xa = (const block_q4_K *) wa + u;
@@ -260,10 +262,18 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
             mins[nt][i] = 0;
         }
     }
+    int2 pre_a[4], pre_b[4];
+    if (PRELOAD) {
+#pragma unroll
+        for (int p = 0; p < 4; ++p) {
+            pre_a[p] = *(const int2 *) (xa->qs + 32 * p + 8 * t);
+            pre_b[p] = *(const int2 *) (xb->qs + 32 * p + 8 * t);
+        }
+    }
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
-        const int2 qa = *(const int2 *) (xa->qs + 32 * p + 8 * t);
-        const int2 qb = *(const int2 *) (xb->qs + 32 * p + 8 * t);
+        const int2 qa = PRELOAD ? pre_a[p] : *(const int2 *) (xa->qs + 32 * p + 8 * t);
+        const int2 qb = PRELOAD ? pre_b[p] : *(const int2 *) (xb->qs + 32 * p + 8 * t);
         const int pr = 4 * u + p;  // the pair of the unit's blocks 2p and 2p+1
         int4 b4[NT], qs4[NT];
 #pragma unroll
@@ -418,8 +428,13 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
 // ncols; w rows of row_bytes; the activations as quantize_kernel left them.
 // A block has RT tiles of 16 rows, which read the same activations (through
 // L1); the WARPS / RT warps of a tile split K.
-template <WType T, int NT, int RT>
-__global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
+//
+// PRELOAD (Q4_K, Q6_K): 2 blocks per SM instead of 3 or 4, whose registers
+// let a warp issue a whole unit's weight loads before its first product
+// (Q4_K asks for it explicitly; the compiler may interleave them with the
+// products otherwise, one pair of sub-blocks' loads after the other's use).
+template <WType T, int NT, int RT, bool PRELOAD>
+__global__ void __launch_bounds__(32 * WARPS, PRELOAD ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
         const char * __restrict__ w, const void * __restrict__ acts, const float * add, float * dst,
         const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
     const int lane = threadIdx.x;
@@ -441,7 +456,7 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
     }
     for (int u = ks; u < units; u += KS) {
         if (T == WType::Q4_K) {
-            unit_q4_K<NT>(wa, wb, u, y, acc, lane, t);
+            unit_q4_K<NT, PRELOAD>(wa, wb, u, y, acc, lane, t);
         } else if (T == WType::Q6_K) {
             unit_q6_K<NT>(wa, wb, u, y, acc, lane, t);
         } else {
@@ -483,28 +498,39 @@ __global__ void __launch_bounds__(32 * WARPS, NT == 1 ? 4 : 3) mmv_kernel(
     }
 }
 
-template <WType T, int RT>
+template <WType T, int RT, bool PRELOAD>
 static void launch_tiles(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
                          int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
     const dim3 block(32, WARPS);
     const dim3 grid((unsigned) ((nrows + ROWS * RT - 1) / (ROWS * RT)));
     const int units = (int) (k / UNIT);
     if (n_tiles(ncols) == 1) {
-        mmv_kernel<T, 1, RT><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols,
-                                                         row_bytes, dst_col_stride);
+        mmv_kernel<T, 1, RT, PRELOAD><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows,
+                                                                  ncols, row_bytes, dst_col_stride);
     } else {
-        mmv_kernel<T, 2, RT><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows, ncols,
-                                                         row_bytes, dst_col_stride);
+        mmv_kernel<T, 2, RT, PRELOAD><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows,
+                                                                  ncols, row_bytes, dst_col_stride);
     }
 }
 
+template <WType T, bool PRELOAD>
+static void launch_rt(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
+                      int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt, cudaStream_t stream) {
+    switch (rt) {
+        case 2: launch_tiles<T, 2, PRELOAD>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        case 4: launch_tiles<T, 4, PRELOAD>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+        default: launch_tiles<T, 1, PRELOAD>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+    }
+}
+
+// Q8_0 has no preloading variant (its loads are 2-byte pieces of 34-byte blocks).
 template <WType T>
 static void launch_type(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
-                        int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt, cudaStream_t stream) {
-    switch (rt) {
-        case 2: launch_tiles<T, 2>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        case 4: launch_tiles<T, 4>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        default: launch_tiles<T, 1>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
+                        int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt, bool preload, cudaStream_t stream) {
+    if (preload && T != WType::Q8_0) {
+        launch_rt<T, T != WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream);
+    } else {
+        launch_rt<T, false>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream);
     }
 }
 
@@ -557,15 +583,16 @@ static inline void quantize(WType type, const float * x, int64_t k, int c0, int 
 // (dst_col_stride apart); add: null, or what to add to dst, laid out as dst
 // (a residual connection; it may be dst itself). rt: row tiles of 16 per
 // block (1, 2 or 4), which share the activations' reads; a product's sums
-// depend on it (its tiles split K in WARPS / rt), not on ncols. Asynchronous
-// on `stream`.
+// depend on it (its tiles split K in WARPS / rt), not on ncols. preload: the
+// variant with 2 blocks per SM that loads a unit's weights first (Q4_K,
+// Q6_K; the same sums). Asynchronous on `stream`.
 static inline void launch(WType type, const void * w, const void * acts, const float * add, float * dst, int64_t k,
                           int64_t nrows, int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream,
-                          int rt = 1) {
+                          int rt = 1, bool preload = false) {
     switch (type) {
-        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream); break;
-        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream); break;
-        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream); break;
+        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, preload, stream); break;
+        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, preload, stream); break;
+        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, preload, stream); break;
     }
 }
 
