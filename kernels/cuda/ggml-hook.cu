@@ -4,6 +4,8 @@
 //   - ggml_cuda_orthrus_mul_mat at the top of ggml_cuda_mul_mat;
 //   - ggml_cuda_orthrus_mul_mat_add from ggml-cuda's fusion loop, for a
 //     MUL_MAT whose one use is an ADD (the residual connections);
+//   - ggml_cuda_orthrus_norm_mul_mat first in that loop, for an RMS_NORM,
+//     MUL, MUL_MAT (ORTHRUS_FUSE_NORM=1);
 //   - ggml_cuda_orthrus_flash_attn at the top of GGML_OP_FLASH_ATTN_EXT.
 //
 // The matmul's mode: ORTHRUS_MMV in the environment, else what the engine set
@@ -22,7 +24,9 @@
 // adds to ggml (for comparisons: the sums are the same either way),
 // ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles, and
 // ORTHRUS_MMV_PRELOAD=1 takes its variant that loads a unit's weights first
-// (2 blocks per SM; the same sums), for comparisons.
+// (2 blocks per SM; the same sums), for comparisons. ORTHRUS_FUSE_NORM=1
+// computes an RMS norm and the quantizing of its result for our matmul in one
+// kernel (not yet measured: off by default).
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
@@ -85,9 +89,17 @@ static bool preload() {
     return on;
 }
 
-// dst = src0 src1 (+ add, laid out as dst, when not null).
+// src1 = rms_norm(x) * w, to be computed with the product (ORTHRUS_FUSE_NORM=1).
+struct NormArgs {
+    const float * x;
+    const float * w;
+    float eps;
+};
+
+// dst = src0 src1 (+ add, laid out as dst, when not null); with norm, src1 is
+// computed on the way (contiguous, as x).
 static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                         const float * add, ggml_tensor * dst) {
+                         const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr) {
     const int mode = ggml_cuda_orthrus_mmv_mode();
     if (mode <= 0) {
         return false;
@@ -133,8 +145,13 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     const int64_t ts = sizeof(float);
     for (int64_t c0 = 0; c0 < ncols; c0 += orthrus_mmv::MAX_COLS) {
         const int n = (int) std::min<int64_t>(ncols - c0, orthrus_mmv::MAX_COLS);
-        orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) c0, n, src1->ne[1], src1->ne[2],
-                              src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
+        if (norm) {
+            orthrus_mmv::norm_quantize(type, norm->x, norm->w, norm->eps, k, (int) c0, n, (float *) src1->data,
+                                       acts.get(), stream);
+        } else {
+            orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) c0, n, src1->ne[1], src1->ne[2],
+                                  src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
+        }
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
                             row_tiles(nrows), preload());
@@ -174,6 +191,36 @@ bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_t
         return false;
     }
     return mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
+}
+
+// Nodes i, i+1, i+2 = RMS_NORM, MUL by its weight, MUL_MAT of the result, for
+// ggml-cuda's fusion loop (ORTHRUS_FUSE_NORM=1; false: not fused, ggml goes
+// on): the norm's result written, for any other use, and quantized for our
+// matmul in one kernel (orthrus_mmv::norm_quantize) instead of ggml's norm and
+// our quantize().
+bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph * cgraph, int i) {
+    static const bool on = env_is("ORTHRUS_FUSE_NORM", "1");
+    if (!on || i + 2 >= cgraph->n_nodes || !ctx.stream_context().concurrent_events.empty() ||
+        !ggml_can_fuse(cgraph, i, {GGML_OP_RMS_NORM, GGML_OP_MUL})) {
+        return false;
+    }
+    const ggml_tensor * rms = cgraph->nodes[i];
+    ggml_tensor * mul = cgraph->nodes[i + 1];
+    ggml_tensor * mm = cgraph->nodes[i + 2];
+    if (mm->op != GGML_OP_MUL_MAT || mm->src[1] != mul || (mm->flags & GGML_TENSOR_FLAG_COMPUTE) == 0) {
+        return false;
+    }
+    const ggml_tensor * x = rms->src[0];
+    const ggml_tensor * w = mul->src[0] == rms ? mul->src[1] : mul->src[0];
+    const int64_t k = x->ne[0];
+    if (x->type != GGML_TYPE_F32 || w->type != GGML_TYPE_F32 || mul->type != GGML_TYPE_F32 || !ggml_is_contiguous(x) ||
+        !ggml_is_contiguous(w) || !ggml_is_contiguous(mul) || w->ne[0] != k || ggml_nelements(w) != k ||
+        (uintptr_t) x->data % 16 || (uintptr_t) w->data % 16 || (uintptr_t) mul->data % 16) {
+        return false;
+    }
+    NormArgs norm{(const float *) x->data, (const float *) w->data, 0.0f};
+    memcpy(&norm.eps, rms->op_params, sizeof(float));
+    return mul_mat_into(ctx, mm->src[0], mul, nullptr, mm, &norm);
 }
 
 // GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:

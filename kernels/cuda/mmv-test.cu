@@ -230,6 +230,88 @@ int main(int argc, char ** argv) {
         }
     }
 
+    // norm_quantize(): h = rms_norm(x) * w against a float64 reference, then
+    // quantized exactly as quantize() quantizes that h; in place (x = h) the
+    // same; and a column the same alone as among 16. Then its time and
+    // quantize()'s for 16 columns of 2048 and 4096.
+    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
+        for (int64_t k : ks) {
+            if (profile) break;
+            const float eps = 1e-6f;
+            std::vector<float> x(MAX_COLS * k), w(k);
+            for (auto & v : x) v = urand(-2.0f, 2.0f);
+            for (auto & v : w) v = urand(0.5f, 1.5f);
+            float *dx, *dw, *dh, *dh2;
+            void *da, *da2;
+            const size_t xb = sizeof(float) * MAX_COLS * k;
+            CHECK(cudaMalloc(&dx, xb));
+            CHECK(cudaMalloc(&dh, xb));
+            CHECK(cudaMalloc(&dh2, xb));
+            CHECK(cudaMalloc(&dw, sizeof(float) * k));
+            CHECK(cudaMalloc(&da, acts_bytes(k, MAX_COLS)));
+            CHECK(cudaMalloc(&da2, acts_bytes(k, MAX_COLS)));
+            CHECK(cudaMemcpy(dx, x.data(), xb, cudaMemcpyHostToDevice));
+            CHECK(cudaMemcpy(dw, w.data(), sizeof(float) * k, cudaMemcpyHostToDevice));
+            for (int n : {1, 7, 16}) {
+                const size_t ab = acts_bytes(k, n);
+                CHECK(cudaMemset(da, 0x55, ab));
+                CHECK(cudaMemset(da2, 0xAA, ab));
+                norm_quantize(t, dx, dw, eps, k, 0, n, dh, da, 0);
+                quantize(t, dh, k, 0, n, n, 1, k, n * k, n * k, da2, 0);
+                std::vector<float> h(n * k), h2(n * k);
+                std::vector<uint8_t> a(ab), a2(ab);
+                CHECK(cudaMemcpy(h.data(), dh, sizeof(float) * n * k, cudaMemcpyDeviceToHost));
+                CHECK(cudaMemcpy(a.data(), da, ab, cudaMemcpyDeviceToHost));
+                CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
+                double worst = 0.0;
+                for (int c = 0; c < n; ++c) {
+                    double ss = 0.0;
+                    for (int64_t i = 0; i < k; ++i) ss += (double) x[c * k + i] * x[c * k + i];
+                    const double scale = 1.0 / sqrt(ss / k + eps);
+                    for (int64_t i = 0; i < k; ++i) {
+                        const double ref = x[c * k + i] * scale * w[i];
+                        worst = fmax(worst, fabs(h[c * k + i] - ref) / fmax(fabs(ref), 1e-3));
+                    }
+                }
+                const bool same_acts = memcmp(a.data(), a2.data(), ab) == 0;
+                // In place.
+                CHECK(cudaMemcpy(dh2, dx, xb, cudaMemcpyDeviceToDevice));
+                norm_quantize(t, dh2, dw, eps, k, 0, n, dh2, da2, 0);
+                CHECK(cudaMemcpy(h2.data(), dh2, sizeof(float) * n * k, cudaMemcpyDeviceToHost));
+                CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
+                const bool in_place = memcmp(h.data(), h2.data(), sizeof(float) * n * k) == 0 && memcmp(a.data(), a2.data(), ab) == 0;
+                // The last column alone (c0 = n - 1), as among the n.
+                norm_quantize(t, dx, dw, eps, k, n - 1, 1, dh2, da2, 0);
+                CHECK(cudaMemcpy(h2.data(), dh2 + (n - 1) * k, sizeof(float) * k, cudaMemcpyDeviceToHost));
+                const bool alone = memcmp(h2.data(), &h[(n - 1) * k], sizeof(float) * k) == 0;
+                CHECK(cudaGetLastError());
+                const bool ok = worst < 1e-5 && same_acts && in_place && alone;
+                failures += !ok;
+                printf("%s norm_quantize k=%lld, %2d columns: error %.1e, as quantize() of its h %s, in place %s, a column alone %s: %s\n",
+                       name(t), (long long) k, n, worst, same_acts ? "yes" : "NO", in_place ? "yes" : "NO",
+                       alone ? "the same" : "DIFFERS", ok ? "ok" : "FAILED");
+            }
+            cudaFree(dx); cudaFree(dh); cudaFree(dh2); cudaFree(dw); cudaFree(da); cudaFree(da2);
+        }
+    }
+    for (int64_t k : {2048, 4096}) {
+        if (profile) break;
+        float *dx, *dw, *dh;
+        void * da;
+        CHECK(cudaMalloc(&dx, sizeof(float) * MAX_COLS * k));
+        CHECK(cudaMalloc(&dh, sizeof(float) * MAX_COLS * k));
+        CHECK(cudaMalloc(&dw, sizeof(float) * k));
+        CHECK(cudaMalloc(&da, acts_bytes(k, MAX_COLS)));
+        CHECK(cudaMemset(dx, 0, sizeof(float) * MAX_COLS * k));
+        CHECK(cudaMemset(dw, 0, sizeof(float) * k));
+        const float fused = graph_us([&](cudaStream_t st) { norm_quantize(WType::Q4_K, dx, dw, 1e-6f, k, 0, MAX_COLS, dh, da, st); });
+        const float alone = graph_us([&](cudaStream_t st) {
+            quantize(WType::Q4_K, dh, k, 0, MAX_COLS, MAX_COLS, 1, k, MAX_COLS * k, MAX_COLS * k, da, st);
+        });
+        printf("q4_K 16 columns of %lld: norm_quantize %.2f us, quantize alone %.2f us\n", (long long) k, fused, alone);
+        cudaFree(dx); cudaFree(dh); cudaFree(dw); cudaFree(da);
+    }
+
     // Timing on the models' shapes (rows x K): microseconds per product
     // (quantize and matmul) inside a CUDA graph, and the 16-column product's
     // cost over the one-column one's.

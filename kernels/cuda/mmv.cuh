@@ -126,34 +126,23 @@ static __device__ __forceinline__ int64_t pair_slot(int kb, int c) {
     return ((int64_t) (kb / 2) * NT + c / 8) * 16 + (c % 8) / 2 * 4 + 2 * (kb % 2) + c % 2;
 }
 
-// One warp per (span of values, column), a lane holding 8 consecutive values
-// (32 for a 256 span, 4 lanes a 32 block, of which lanes 1..3 hold nothing for
-// a span of 32). Column c (of ncols, from c0) of x is x + i1*s1 + i2*s2 + i3*s3,
-// c0 + c = i1 + n1*(i2 + n2*i3).
+// Span sp of column c (of the 8 NT) into buf, by one warp: span points at the
+// span's values (null: a column past the last, zeros); a lane holds 8
+// consecutive values (32 for a 256 span, 4 lanes a 32 block, of which lanes
+// 1..3 hold nothing for a span of 32).
 template <WType T, int NT>
-__global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict__ x, void * __restrict__ buf, const int nkb,
-                                                       const int c0, const int ncols, const int n1, const int n2,
-                                                       const int64_t s1, const int64_t s2, const int64_t s3) {
+static __device__ __forceinline__ void quantize_span(const float * span, void * buf, const int nkb, const int sp,
+                                                     const int c, const int lane) {
     constexpr int SPAN = scale_span(T);
     constexpr int LANES = SPAN / 8;  // lanes with values
-    const int lane = threadIdx.x;
-    const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
-    const int nspan = nkb * 32 / SPAN;
-    if (item >= (int64_t) nspan * 8 * NT) {
-        return;
-    }
-    const int sp = (int) (item / (8 * NT));
-    const int c = (int) (item % (8 * NT));
     float v[8];
     float amax = 0.0f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
         v[e] = 0.0f;
     }
-    if (c < ncols && lane < LANES) {
-        const int cg = c0 + c;
-        const int i1 = cg % n1, i2 = (cg / n1) % n2, i3 = cg / (n1 * n2);
-        const float4 * src = (const float4 *) (x + i1 * s1 + i2 * s2 + i3 * s3 + (int64_t) SPAN * sp + 8 * lane);
+    if (span && lane < LANES) {
+        const float4 * src = (const float4 *) (span + 8 * lane);
         const float4 a = src[0], b = src[1];
         v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 #pragma unroll
@@ -201,6 +190,76 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
     }
     if (lane % 4 == 0) {
         ((int *) a.qsum)[pair_slot<NT>(kb, c)] = sum;
+    }
+}
+
+// One warp per (span of values, column). Column c (of ncols, from c0) of x is
+// x + i1*s1 + i2*s2 + i3*s3, c0 + c = i1 + n1*(i2 + n2*i3).
+template <WType T, int NT>
+__global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict__ x, void * __restrict__ buf, const int nkb,
+                                                       const int c0, const int ncols, const int n1, const int n2,
+                                                       const int64_t s1, const int64_t s2, const int64_t s3) {
+    constexpr int SPAN = scale_span(T);
+    const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
+    const int nspan = nkb * 32 / SPAN;
+    if (item >= (int64_t) nspan * 8 * NT) {
+        return;
+    }
+    const int sp = (int) (item / (8 * NT));
+    const int c = (int) (item % (8 * NT));
+    const float * span = nullptr;
+    if (c < ncols) {
+        const int cg = c0 + c;
+        const int i1 = cg % n1, i2 = (cg / n1) % n2, i3 = cg / (n1 * n2);
+        span = x + i1 * s1 + i2 * s2 + i3 * s3 + (int64_t) SPAN * sp;
+    }
+    quantize_span<T, NT>(span, buf, nkb, sp, c, threadIdx.x);
+}
+
+// RMS norm, its weight and quantize() in one: a block per column c of the 8 NT
+// (columns c0 + c of x and h, k = 32 nkb floats each, contiguous): h = x /
+// sqrt(mean(x^2) + eps) * w, then h's spans quantized by its 8 warps as
+// quantize() would quantize h. x may be h.
+template <WType T, int NT>
+__global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, const float * __restrict__ w, const float eps,
+                                                            float * h, void * buf, const int nkb, const int c0,
+                                                            const int ncols) {
+    constexpr int SPAN = scale_span(T);
+    const int c = blockIdx.x;
+    const int lane = threadIdx.x, warp = threadIdx.y, tid = 32 * warp + lane;
+    const int k = 32 * nkb;
+    float * hc = h + (int64_t) (c0 + c) * k;
+    if (c < ncols) {
+        const float4 * xs = (const float4 *) (x + (int64_t) (c0 + c) * k);
+        float ss = 0.0f;
+        for (int i = tid; i < k / 4; i += 256) {
+            const float4 v = xs[i];
+            ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            ss += __shfl_xor_sync(0xFFFFFFFF, ss, o);
+        }
+        __shared__ float part[8];
+        if (lane == 0) {
+            part[warp] = ss;
+        }
+        __syncthreads();
+        float total = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            total += part[j];
+        }
+        const float scale = rsqrtf(total / (float) k + eps);
+        const float4 * ws = (const float4 *) w;
+        for (int i = tid; i < k / 4; i += 256) {
+            const float4 v = xs[i], g = ws[i];
+            ((float4 *) hc)[i] = make_float4(v.x * scale * g.x, v.y * scale * g.y, v.z * scale * g.z, v.w * scale * g.w);
+        }
+        __syncthreads();  // the block's writes of h, read back below
+    }
+    for (int sp = warp; sp < k / SPAN; sp += 8) {
+        quantize_span<T, NT>(c < ncols ? hc + (int64_t) SPAN * sp : nullptr, buf, nkb, sp, c, lane);
     }
 }
 
@@ -561,6 +620,34 @@ static void quantize_type(const float * x, int64_t k, int c0, int ncols, int n1,
         quantize_kernel<T, 1><<<grid, block, 0, stream>>>(x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
     } else {
         quantize_kernel<T, 2><<<grid, block, 0, stream>>>(x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
+    }
+}
+
+template <WType T>
+static void norm_quantize_type(const float * x, const float * w, float eps, int64_t k, int c0, int ncols, float * h,
+                               void * buf, cudaStream_t stream) {
+    const int nkb = (int) (k / 32);
+    const int nt = n_tiles(ncols);
+    const dim3 block(32, 8);
+    const dim3 grid((unsigned) (8 * nt));
+    if (nt == 1) {
+        norm_quantize_kernel<T, 1><<<grid, block, 0, stream>>>(x, w, eps, h, buf, nkb, c0, ncols);
+    } else {
+        norm_quantize_kernel<T, 2><<<grid, block, 0, stream>>>(x, w, eps, h, buf, nkb, c0, ncols);
+    }
+}
+
+// h = x / sqrt(mean(x^2) + eps) * w for columns c0 .. c0 + ncols - 1 (1 to
+// MAX_COLS) of x and h, k floats each (whole units), contiguous; then h
+// quantized into buf as quantize() would quantize it, for a product with
+// weights of `type`. x, w and h 16-byte aligned; x may be h. Asynchronous on
+// `stream`.
+static inline void norm_quantize(WType type, const float * x, const float * w, float eps, int64_t k, int c0, int ncols,
+                                 float * h, void * buf, cudaStream_t stream) {
+    switch (type) {
+        case WType::Q4_K: norm_quantize_type<WType::Q4_K>(x, w, eps, k, c0, ncols, h, buf, stream); break;
+        case WType::Q6_K: norm_quantize_type<WType::Q6_K>(x, w, eps, k, c0, ncols, h, buf, stream); break;
+        case WType::Q8_0: norm_quantize_type<WType::Q8_0>(x, w, eps, k, c0, ncols, h, buf, stream); break;
     }
 }
 

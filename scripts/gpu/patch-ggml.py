@@ -5,12 +5,13 @@
 
 GGML_DIR is a copy of ggml (prepare.sh stages one in gpu-carry/ggml): copies
 kernels/cuda/mmv.cuh, attn.cuh and ggml-hook.cu into src/ggml-cuda/ (its
-CMake compiles every *.cu there) and edits src/ggml-cuda/ggml-cuda.cu in six
+CMake compiles every *.cu there) and edits src/ggml-cuda/ggml-cuda.cu in seven
 places, each of which must match exactly once: the hook's declarations after
 the includes, the mode's setter among the registry's exported functions, a
 call at the top of ggml_cuda_mul_mat, (mode 2) no fused one-column
 matrix-vector products, our matmul with the residual add in the fusion loop's
-mul_mat + add, and our attention before ggml's. It only adds lines. Running
+mul_mat + add, our attention before ggml's, and our RMS norm + matmul first in
+the fusion loop. It only adds lines. Running
 it again on a patched copy changes nothing. Fails, changing nothing, when
 ggml's source no longer matches.
 
@@ -37,7 +38,8 @@ EDITS = [
         "int ggml_cuda_orthrus_set_mmv_mode(int mode);\n"
         "bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0,\n"
         "                                   const ggml_tensor * src1, const ggml_tensor * add, ggml_tensor * dst);\n"
-        "bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst);\n",
+        "bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst);\n"
+        "bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph * cgraph, int i);\n",
     ),
     (
         "    if (strcmp(name, \"ggml_backend_get_features\") == 0) {\n",
@@ -79,6 +81,15 @@ EDITS = [
         "                break;\n"
         "            }\n"
         "            ggml_cuda_flash_attn_ext(ctx, dst);\n",
+    ),
+    (
+        "    ggml_tensor * node = cgraph->nodes[i];\n\n"
+        "    if (node->op == GGML_OP_MUL_MAT_ID && cuda_ctx->stream_context().concurrent_events.empty() &&\n",
+        "    ggml_tensor * node = cgraph->nodes[i];\n\n"
+        "    if (node->op == GGML_OP_RMS_NORM && ggml_cuda_orthrus_norm_mul_mat(*cuda_ctx, cgraph, i)) {\n"
+        "        return 2;\n"
+        "    }\n"
+        "    if (node->op == GGML_OP_MUL_MAT_ID && cuda_ctx->stream_context().concurrent_events.empty() &&\n",
     ),
 ]
 

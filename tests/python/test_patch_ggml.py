@@ -64,6 +64,10 @@ def test_applies_once_and_declares_the_hook(ggml: Path) -> None:
     # Our attention comes first for GGML_OP_FLASH_ATTN_EXT.
     fa = after[after.index("        case GGML_OP_FLASH_ATTN_EXT:\n            if"):]
     assert fa.index("ggml_cuda_orthrus_flash_attn(ctx, dst)") < fa.index("ggml_cuda_flash_attn_ext(ctx, dst)")
+    # Our RMS norm + matmul comes first in the fusion loop, before ggml's own fusions.
+    loop = after[after.index("static int ggml_cuda_try_fuse("):]
+    assert loop.index("ggml_cuda_orthrus_norm_mul_mat(*cuda_ctx, cgraph, i)") < loop.index("GGML_OP_MUL_MAT_ID")
+    assert loop.index("ggml_cuda_orthrus_norm_mul_mat(*cuda_ctx, cgraph, i)") < loop.index("GGML_OP_RMS_NORM, GGML_OP_MUL")
     # The setter is exported by the registry under the name the engine asks for.
     assert '"ggml_backend_cuda_orthrus_set_mmv_mode") == 0' in after
     engine = (REPO / "kernels/src/ggml/backend.rs").read_text()
@@ -71,7 +75,7 @@ def test_applies_once_and_declares_the_hook(ggml: Path) -> None:
     # Every function the patch declares is defined by the hook, with the same signature.
     hook = HOOK.read_text()
     decls = re.findall(r"^(int|bool) (ggml_cuda_orthrus_\w+)\(([^;]*)\);$", after, re.M)
-    assert len(decls) == 5
+    assert len(decls) == 6
     for ret, name, params in decls:
         flat = " ".join(params.split())
         defn = re.search(rf"^{ret} {name}\(([^{{]*)\)\s*{{", hook, re.M)
