@@ -64,6 +64,16 @@ int ggml_cuda_orthrus_set_mmv_mode(int mode) {
     return ggml_cuda_orthrus_mmv_mode();
 }
 
+// Whether the environment variable `name` is `value` (a switch for comparisons).
+static bool env_is(const char * name, const char * value) {
+    const char * e = getenv(name);
+    return e && strcmp(e, value) == 0;
+}
+
+static bool env_off(const char * name) {
+    return env_is(name, "0");
+}
+
 // Whether the context's GPU has the mma instructions our kernels use (NVIDIA, Ampere on).
 static bool has_mma(const ggml_backend_cuda_context & ctx) {
     const int cc = ggml_cuda_info().devices[ctx.device].cc;
@@ -82,10 +92,7 @@ static int row_tiles(int64_t nrows) {
 }
 
 static bool preload() {
-    static const bool on = [] {
-        const char * e = getenv("ORTHRUS_MMV_PRELOAD");
-        return e && strcmp(e, "1") == 0;
-    }();
+    static const bool on = env_is("ORTHRUS_MMV_PRELOAD", "1");
     return on;
 }
 
@@ -163,16 +170,6 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
 bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
                                ggml_tensor * dst) {
     return mul_mat_into(ctx, src0, src1, nullptr, dst);
-}
-
-// Whether the environment variable `name` is `value` (a switch for comparisons).
-static bool env_is(const char * name, const char * value) {
-    const char * e = getenv(name);
-    return e && strcmp(e, value) == 0;
-}
-
-static bool env_off(const char * name) {
-    return env_is(name, "0");
 }
 
 // dst = src0 src1 + add, for ggml-cuda's fusion loop: a MUL_MAT whose one use
