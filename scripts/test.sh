@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 
 cargo test --workspace 2>&1
 # The Python tests drive the binaries (converter, server), built with the test
-# profile (the dev profile's settings) so that they reuse every crate `cargo
-# test` just compiled: under `dev` the same crates hash apart, and llama.cpp is
-# compiled a second time (3.7 of CI's 25 minutes).
-cargo build --workspace --bins --profile test 2>&1
+# profile (the dev profile's settings) and the tests' dependencies' features
+# (--tests), so that they reuse every crate `cargo test` just compiled: under
+# `dev`, or without the tests' features (bitflags' `std`, which reaches
+# llama.cpp's bindgen), llama.cpp is compiled a second time (3-3.5 minutes of
+# CI's 24).
+cargo build --workspace --bins --tests --profile test 2>&1
 python3 -m pytest -q tests/python
 bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
