@@ -276,6 +276,15 @@ static __device__ __forceinline__ E4 pair_cols(const E * v, int pr, int nt, int 
     return *(const E4 *) (v + (((int64_t) pr * NT + nt) * 4 + t) * 4);
 }
 
+// Half h of a pair's int4 / float4 (as b_frags and pair_cols load them):
+// block 2 pr's (x, y) for h = 0, block 2 pr + 1's (z, w) for h = 1.
+static __device__ __forceinline__ int2 pair_half(const int4 & v, int h) {
+    return h == 0 ? make_int2(v.x, v.y) : make_int2(v.z, v.w);
+}
+static __device__ __forceinline__ float2 pair_half(const float4 & v, int h) {
+    return h == 0 ? make_float2(v.x, v.y) : make_float2(v.z, v.w);
+}
+
 // Two columns' (2t, 2t+1 of n-tile nt) entries of a per-unit array.
 template <int NT, typename E, typename E2>
 static __device__ __forceinline__ E2 col_pair(const E * v, int i, int nt, int t) {
@@ -352,8 +361,8 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
             q4_K_scale_min(sb, j, scb, mnb);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
-                const int2 b = h == 0 ? make_int2(b4[nt].x, b4[nt].y) : make_int2(b4[nt].z, b4[nt].w);
-                const int2 qs = h == 0 ? make_int2(qs4[nt].x, qs4[nt].y) : make_int2(qs4[nt].z, qs4[nt].w);
+                const int2 b = pair_half(b4[nt], h);
+                const int2 qs = pair_half(qs4[nt], h);
                 int c[4] = {0, 0, 0, 0};
                 mma_k32(c, a0, a1, a2, a3, b.x, b.y);
                 dot[nt][0] += sca * c[0]; dot[nt][1] += sca * c[1];
@@ -412,7 +421,7 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
                 if (q % 2 == 0) {
                     b4[nt] = b_frags<NT>(y, 4 * u + 2 * n + q / 2, nt, lane);
                 }
-                b[nt] = q % 2 == 0 ? make_int2(b4[nt].x, b4[nt].y) : make_int2(b4[nt].z, b4[nt].w);
+                b[nt] = pair_half(b4[nt], q % 2);
             }
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -470,8 +479,8 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
         const float db = __half2float(xb->d);
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
-            const int2 b = i % 2 == 0 ? make_int2(b4[nt].x, b4[nt].y) : make_int2(b4[nt].z, b4[nt].w);
-            const float2 d = i % 2 == 0 ? make_float2(d4[nt].x, d4[nt].y) : make_float2(d4[nt].z, d4[nt].w);
+            const int2 b = pair_half(b4[nt], i % 2);
+            const float2 d = pair_half(d4[nt], i % 2);
             int c[4] = {0, 0, 0, 0};
             mma_k32(c, a0, a1, a2, a3, b.x, b.y);
             acc[nt][0] += (da * d.x) * (float) c[0];
@@ -586,8 +595,9 @@ static void launch_rt(const void * w, const void * acts, const float * add, floa
 template <WType T>
 static void launch_type(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
                         int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt, bool preload, cudaStream_t stream) {
-    if (preload && T != WType::Q8_0) {
-        launch_rt<T, T != WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream);
+    constexpr bool has_preload = T != WType::Q8_0;
+    if (has_preload && preload) {
+        launch_rt<T, has_preload>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream);
     } else {
         launch_rt<T, false>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream);
     }
