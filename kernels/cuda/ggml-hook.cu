@@ -5,7 +5,7 @@
 //   - ggml_cuda_orthrus_mul_mat_add from ggml-cuda's fusion loop, for a
 //     MUL_MAT whose one use is an ADD (the residual connections);
 //   - ggml_cuda_orthrus_norm_mul_mat first in that loop, for an RMS_NORM,
-//     MUL, MUL_MAT (ORTHRUS_FUSE_NORM=1);
+//     MUL, MUL_MAT;
 //   - ggml_cuda_orthrus_flash_attn at the top of GGML_OP_FLASH_ATTN_EXT.
 //
 // The matmul's mode: ORTHRUS_MMV in the environment, else what the engine set
@@ -23,10 +23,11 @@
 // (ggml's vector kernel is as quick there). ORTHRUS_FUSE_ADD=0 leaves the residual
 // adds to ggml (for comparisons: the sums are the same either way),
 // ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles, and
-// ORTHRUS_MMV_PRELOAD=1 takes its variant that loads a unit's weights first
-// (2 blocks per SM; the same sums), for comparisons. ORTHRUS_FUSE_NORM=1
-// computes an RMS norm and the quantizing of its result for our matmul in one
-// kernel (not yet measured: off by default).
+// ORTHRUS_MMV_VARIANT=plain|preload picks its variant (the same sums;
+// see variant()), for comparisons. An RMS norm whose result goes to our
+// matmul is computed with the quantizing of that result in one kernel, unless
+// ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
+// pass 4.80 -> 4.67 ms).
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
@@ -91,12 +92,25 @@ static int row_tiles(int64_t nrows) {
     return forced ? forced : orthrus_mmv::row_tiles(nrows);
 }
 
-static bool preload() {
-    static const bool on = env_is("ORTHRUS_MMV_PRELOAD", "1");
-    return on;
+// The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
+// (plain or preload) where the type has it, for comparisons; else
+// Q4_K preloading, Q6_K and Q8_0 plain. Measured on the H200, 2026-12-01
+// (mmv-test.cu, 16 columns): preloading makes Q4_K 8-17% quicker on the 8B's
+// shapes and Q6_K 5-15% slower.
+static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
+    using orthrus_mmv::Variant;
+    static const int forced = [] {
+        const char * e = getenv("ORTHRUS_MMV_VARIANT");
+        if (!e) return -1;
+        return strcmp(e, "plain") == 0 ? (int) Variant::Plain : strcmp(e, "preload") == 0 ? (int) Variant::Preload : -1;
+    }();
+    if (forced >= 0) {
+        return orthrus_mmv::has_variant(t, (Variant) forced) ? (Variant) forced : Variant::Plain;
+    }
+    return t == orthrus_mmv::WType::Q4_K ? Variant::Preload : Variant::Plain;
 }
 
-// src1 = rms_norm(x) * w, to be computed with the product (ORTHRUS_FUSE_NORM=1).
+// src1 = rms_norm(x) * w, to be computed with the product.
 struct NormArgs {
     const float * x;
     const float * w;
@@ -142,8 +156,12 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     // Mode 2 takes up to 64 columns, 16 at a time (a verify pass of a larger
     // block stays batch-invariant; a prompt's chunks go to ggml's MMQ).
     const int64_t max_cols = mode == 2 ? 4 * orthrus_mmv::MAX_COLS : orthrus_mmv::MAX_COLS;
+    // ORTHRUS_MMV_ONE=1: mode 1 takes Q4_K products of 1 and 2 columns too
+    // (the one-token pass; not yet measured end to end: off by default).
+    static const bool one = env_is("ORTHRUS_MMV_ONE", "1");
+    const bool few = ncols < 3 && !(one && type == orthrus_mmv::WType::Q4_K);
     if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
-        (mode == 1 && (ncols < 3 || type == orthrus_mmv::WType::Q8_0))) {
+        (mode == 1 && (few || type == orthrus_mmv::WType::Q8_0))) {
         return false;
     }
 
@@ -161,7 +179,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         }
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
-                            row_tiles(nrows), preload());
+                            {row_tiles(nrows), variant(type)});
     }
     CUDA_CHECK(cudaGetLastError());
     return true;
@@ -191,13 +209,13 @@ bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_t
 }
 
 // Nodes i, i+1, i+2 = RMS_NORM, MUL by its weight, MUL_MAT of the result, for
-// ggml-cuda's fusion loop (ORTHRUS_FUSE_NORM=1; false: not fused, ggml goes
+// ggml-cuda's fusion loop (unless ORTHRUS_FUSE_NORM=0; false: not fused, ggml goes
 // on): the norm's result written, for any other use, and quantized for our
 // matmul in one kernel (orthrus_mmv::norm_quantize) instead of ggml's norm and
 // our quantize().
 bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph * cgraph, int i) {
-    static const bool on = env_is("ORTHRUS_FUSE_NORM", "1");
-    if (!on || i + 2 >= cgraph->n_nodes || !ctx.stream_context().concurrent_events.empty() ||
+    static const bool off = env_off("ORTHRUS_FUSE_NORM");
+    if (off || i + 2 >= cgraph->n_nodes || !ctx.stream_context().concurrent_events.empty() ||
         !ggml_can_fuse(cgraph, i, {GGML_OP_RMS_NORM, GGML_OP_MUL})) {
         return false;
     }

@@ -114,11 +114,11 @@ static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> &
 // x: ncols columns of k floats on the device, k apart; split as n1 x n2 when
 // ncols allows, to take quantize()'s 3-D column order too.
 static void product(WType t, const void * w, const float * x, void * acts, float * dst, int64_t k, int64_t nrows,
-                    int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt = 1, cudaStream_t stream = 0,
-                    bool preload = false) {
+                    int ncols, int64_t row_bytes, int64_t dst_col_stride, const Plan & plan = Plan(),
+                    cudaStream_t stream = 0) {
     const int64_t n1 = ncols % 4 == 0 ? 4 : ncols, n2 = ncols / n1;
     quantize(t, x, k, 0, ncols, n1, n2, k, n1 * k, n1 * n2 * k, acts, stream);
-    launch(t, w, acts, nullptr, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream, rt, preload);
+    launch(t, w, acts, nullptr, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream, plan);
 }
 
 int main(int argc, char ** argv) {
@@ -130,11 +130,19 @@ int main(int argc, char ** argv) {
     CHECK(cudaGetDeviceProperties(&prop, dev));
     printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 
-    // Correctness: every type, 1..16 columns, a K of 2 and of 3 units per warp
-    // and one unit not shared by all warps; rows not a multiple of 16; 1, 2
-    // and 4 row tiles a block; plain and preloading (which must give the
-    // plain kernel's values bit for bit).
-    const int64_t ks[] = {2048, 256 * 12, 6144};
+    // Correctness: every type, 1..16 columns, a K of 2 and of 3 units per warp,
+    // one unit not shared by all warps and fewer units than warps; rows not a
+    // multiple of 16; 1, 2 and 4 row tiles a block; plain, and preloading
+    // where the type has it (which must give the plain kernel's values bit
+    // for bit).
+    const int64_t ks[] = {2048, 256 * 12, 6144, 1024};
+    struct Pass { Variant v; int rt; };
+    std::vector<Pass> passes;
+    for (Variant v : {Variant::Plain, Variant::Preload}) {
+        for (int rt : {1, 2, 4}) {
+            passes.push_back({v, rt});
+        }
+    }
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
         for (int64_t k : ks) {
             if (profile) break;
@@ -151,14 +159,15 @@ int main(int argc, char ** argv) {
             CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(float), cudaMemcpyHostToDevice));
             std::vector<float> plain[5];  // the plain kernel's columns alone, by row tiles
-            for (int pass = 0; pass < 6; ++pass) {
-                const int rt = pass % 3 == 0 ? 1 : pass % 3 == 1 ? 2 : 4;
-                const bool pre = pass >= 3;
+            for (const Pass & pass : passes) {
+                if (!has_variant(t, pass.v)) continue;
+                const int rt = pass.rt;
+                const Plan plan{rt, pass.v};
+                const bool pre = pass.v != Variant::Plain;
                 // Each column alone.
                 std::vector<float> alone(nrows * MAX_COLS);
                 for (int c = 0; c < MAX_COLS; ++c) {
-                    product(t, dw, (const float *) dy + c * k, da, dd + c * nrows, k, nrows, 1, row_bytes, nrows, rt,
-                            0, pre);
+                    product(t, dw, (const float *) dy + c * k, da, dd + c * nrows, k, nrows, 1, row_bytes, nrows, plan);
                 }
                 CHECK(cudaMemcpy(alone.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
                 double worst = 0.0;
@@ -180,7 +189,7 @@ int main(int argc, char ** argv) {
                 }
                 for (int n = 1; n <= MAX_COLS; ++n) {
                     CHECK(cudaMemset(dd, 0xFF, sizeof(float) * nrows * MAX_COLS));
-                    product(t, dw, (const float *) dy, da, dd, k, nrows, n, row_bytes, nrows, rt, 0, pre);
+                    product(t, dw, (const float *) dy, da, dd, k, nrows, n, row_bytes, nrows, plan);
                     std::vector<float> out(nrows * MAX_COLS);
                     CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
                     for (int c = 0; c < MAX_COLS; ++c) {
@@ -197,7 +206,7 @@ int main(int argc, char ** argv) {
                 {
                     const int c0 = 10, n = MAX_COLS - c0;
                     quantize(t, (const float *) dy, k, c0, n, 4, 4, k, 4 * k, 16 * k, da, 0);
-                    launch(t, dw, da, nullptr, dd, k, nrows, n, row_bytes, nrows, 0, rt, pre);
+                    launch(t, dw, da, nullptr, dd, k, nrows, n, row_bytes, nrows, 0, plan);
                     std::vector<float> out(nrows * n);
                     CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * n, cudaMemcpyDeviceToHost));
                     differ += memcmp(out.data(), &alone[c0 * nrows], sizeof(float) * nrows * n) != 0;
@@ -211,7 +220,7 @@ int main(int argc, char ** argv) {
                     for (auto & v : res) v = urand(-4.0f, 4.0f);
                     CHECK(cudaMemcpy(dd, res.data(), sizeof(float) * nrows * MAX_COLS, cudaMemcpyHostToDevice));
                     quantize(t, (const float *) dy, k, 0, MAX_COLS, MAX_COLS, 1, k, MAX_COLS * k, MAX_COLS * k, da, 0);
-                    launch(t, dw, da, dd, dd, k, nrows, MAX_COLS, row_bytes, nrows, 0, rt, pre);
+                    launch(t, dw, da, dd, dd, k, nrows, MAX_COLS, row_bytes, nrows, 0, plan);
                     std::vector<float> out(nrows * MAX_COLS);
                     CHECK(cudaMemcpy(out.data(), dd, sizeof(float) * nrows * MAX_COLS, cudaMemcpyDeviceToHost));
                     for (int64_t i = 0; i < nrows * MAX_COLS; ++i) {
@@ -223,8 +232,8 @@ int main(int argc, char ** argv) {
                 const bool ok = worst < 2e-3 && differ == 0 && add_differ == 0;
                 failures += !ok;
                 printf("%s k=%lld rows=%lld, %d row tiles a block%s: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
-                       name(t), (long long) k, (long long) nrows, rt, pre ? ", preloading" : "", worst, differ, add_differ,
-                       ok ? "ok" : "FAILED");
+                       name(t), (long long) k, (long long) nrows, rt, pass.v == Variant::Preload ? ", preloading" : "", worst, differ,
+                       add_differ, ok ? "ok" : "FAILED");
             }
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
         }
@@ -346,19 +355,19 @@ int main(int argc, char ** argv) {
             CHECK(cudaMemcpy(dw, wbytes.data(), wbytes.size(), cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(dy, y.data(), y.size() * sizeof(float), cudaMemcpyHostToDevice));
             printf("%-4s %-13s %6lld x %5lld:", name(t), s.what, (long long) s.nrows, (long long) s.k);
-            // Plain with 1, 2 and 4 row tiles; then preloading with 1 and 2 (not Q8_0, which has no such variant).
-            for (int v = 0; v < (t == WType::Q8_0 ? 3 : 5); ++v) {
-                const int rt = v == 0 || v == 3 ? 1 : v == 1 || v == 4 ? 2 : 4;
-                const bool pre = v >= 3;
+            // Plain with 1, 2 and 4 row tiles; then the type's other variants with 1 and 2.
+            for (const Pass & pass : passes) {
+                if (!has_variant(t, pass.v) || (pass.v != Variant::Plain && pass.rt == 4)) continue;
+                const Plan plan{pass.rt, pass.v};
                 float us1 = 0.0f;
-                printf(" | %s%d row tiles", pre ? "preloading, " : "", rt);
+                printf(" | %s%d row tiles", pass.v == Variant::Preload ? "preloading, " : "", pass.rt);
                 for (int n : {1, 8, 16}) {
                     if (profile) {
-                        if (rt == 1 && !pre) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
+                        if (pass.rt == 1 && pass.v == Variant::Plain) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
                         continue;
                     }
                     const float us = graph_us([&](cudaStream_t st) {
-                        product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, rt, st, pre);
+                        product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, plan, st);
                     });
                     if (n == 1) us1 = us;
                     printf(" %d: %6.2f", n, us);

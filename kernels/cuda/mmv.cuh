@@ -89,8 +89,10 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 //   - the scales d = max|x|/127 (q = round(x/d)) of the 8 NT columns: per
 //     unit of 256 values for the K-quants ([unit][8 NT]); per 32 for Q8_0,
 //     as the sums below;
-//   - for Q4_K's mins, the sums of q per 32: per pair and n-tile, lane t's
-//     int4: columns 8 nt + 2t, 2t + 1 of block 2 pr, then of block 2 pr + 1.
+//   - for Q4_K's mins, the sums of q per 32, as int16 (|sum| <= 32 * 127):
+//     per unit, n-tile and column, 4 ints, pair p's (block 2p low, 2p + 1
+//     high), so that lane t reads its columns 2t, 2t + 1 with two 16-byte
+//     loads and multiplies them by a row's mins with dp2a.
 // Columns past the last are zeros.
 enum class KOrder { Pairs, Halves };
 
@@ -108,8 +110,8 @@ static inline size_t acts_bytes(int64_t k, int ncols) {
 
 struct Acts {
     const int4 * q;     // [nkb / 2][NT][32 lanes]
-    const float * d;    // K-quants: [k / 256][8 NT]; Q8_0: as qsum
-    const int * qsum;   // [nkb / 2][NT][4 t][4]
+    const float * d;    // K-quants: [k / 256][8 NT]; Q8_0: as pair_slot lays it out
+    const int * qsum;   // Q4_K: [k / 256][NT][8 columns][4 pairs] int16 pairs
 };
 
 template <int NT>
@@ -120,7 +122,8 @@ static __device__ __forceinline__ Acts acts_at(const void * buf, int nkb) {
 }
 
 // Where column c's value of 32-block kb goes in a per-column array laid out
-// as Acts::qsum (an int, or a float for Q8_0's d).
+// as Q8_0's d: per pair and n-tile, lane t's float4 holds columns 8 nt + 2t,
+// 2t + 1 of block 2 pr, then of block 2 pr + 1.
 template <int NT>
 static __device__ __forceinline__ int64_t pair_slot(int kb, int c) {
     return ((int64_t) (kb / 2) * NT + c / 8) * 16 + (c % 8) / 2 * 4 + 2 * (kb % 2) + c % 2;
@@ -188,8 +191,9 @@ static __device__ __forceinline__ void quantize_span(const float * span, void * 
             ((float *) a.d)[sp * 8 * NT + c] = d;
         }
     }
-    if (lane % 4 == 0) {
-        ((int *) a.qsum)[pair_slot<NT>(kb, c)] = sum;
+    if (T == WType::Q4_K && lane % 4 == 0) {
+        const int64_t pair = ((int64_t) (sp * NT + c / 8) * 8 + c % 8) * 4 + lane / 8;
+        ((int16_t *) a.qsum)[2 * pair + (lane / 4) % 2] = (int16_t) sum;
     }
 }
 
@@ -291,45 +295,46 @@ static __device__ __forceinline__ E2 col_pair(const E * v, int i, int nt, int t)
     return *(const E2 *) (v + i * 8 * NT + 8 * nt + 2 * t);
 }
 
-// Q4_K's 6-bit scale and min of sub-block j (get_scale_min_k4 in ggml-quants.c),
-// from its 12 scale bytes as three ints.
-static __device__ __forceinline__ void q4_K_scale_min(const int s[3], int j, int & sc, int & m) {
-    const auto byte = [&](int i) { return (s[i / 4] >> (8 * (i % 4))) & 0xFF; };
-    if (j < 4) {
-        sc = byte(j) & 63;
-        m  = byte(j + 4) & 63;
-    } else {
-        sc = (byte(j + 4) & 0xF) | ((byte(j - 4) >> 6) << 4);
-        m  = (byte(j + 4) >> 4) | ((byte(j) >> 6) << 4);
-    }
+// Q4_K's 6-bit scales and mins of sub-blocks 0..7 (get_scale_min_k4 in
+// ggml-quants.c), a byte each (sc[0]: sub-blocks 0..3, sc[1]: 4..7; m the
+// same), from the block's 12 scale bytes as three ints: for j < 4, sc = s[j]
+// & 63 and m = s[j + 4] & 63; else the low nibbles (sc) or high (m) of s[j +
+// 4] with the top 2 bits of s[j - 4] (sc) or s[j] (m) above them.
+static __device__ __forceinline__ void q4_K_scales_mins(int s0, int s1, int s2, int sc[2], int m[2]) {
+    sc[0] = s0 & 0x3F3F3F3F;
+    m[0] = s1 & 0x3F3F3F3F;
+    sc[1] = (s2 & 0x0F0F0F0F) | ((s0 >> 2) & 0x30303030);
+    m[1] = ((s2 >> 4) & 0x0F0F0F0F) | ((s1 >> 2) & 0x30303030);
 }
 
-// Unit u (values 256u .. 256u+255) of rows wa (row g) and wb (row g+8). A lane
-// holds values 8t..8t+7 of each 32-value sub-block (one 8-byte load of nibbles
-// serves sub-blocks 2p and 2p+1). In integers: sum_j sc_j (q . a)_j and
-// sum_j m_j (sum a)_j; then d, dmin and the column's scale. PRELOAD: all the
-// unit's weight loads are issued before its first product (the registers
-// for that come from fewer blocks per SM; see mmv_kernel).
+// Byte j % 4 of x, as an int.
+static __device__ __forceinline__ int byte_of(int x, int j) {
+    return (int) __byte_perm((unsigned) x, 0u, 0x4440u | (unsigned) (j % 4));
+}
+
+// sum_j m_j s_j over a unit's 8 sub-blocks: m, a row's mins (as
+// q4_K_scales_mins gives them); s, a column's 4 int16 pairs (Acts::qsum).
+static __device__ __forceinline__ int q4_K_mins_dot(const int m[2], const int4 & s) {
+    int r = __dp2a_lo(s.x, m[0], 0);
+    r = __dp2a_hi(s.y, m[0], r);
+    r = __dp2a_lo(s.z, m[1], r);
+    return __dp2a_hi(s.w, m[1], r);
+}
+
+// Unit u (values 256u .. 256u+255) of rows g (its block xa, in global or
+// shared memory) and g+8 (xb). A lane holds values 8t..8t+7 of each 32-value
+// sub-block (one 8-byte load of nibbles serves sub-blocks 2p and 2p+1). In
+// integers: sum_j sc_j (q . a)_j, and sum_j m_j (sum a)_j with dp2a; then d,
+// dmin and the column's scale. PRELOAD: all the unit's weight loads are
+// issued before its first product (the registers for that come from fewer
+// blocks per SM; see mmv_kernel).
 template <int NT, bool PRELOAD>
-static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * wb, int u, const Acts & y,
+static __device__ __forceinline__ void unit_q4_K(const block_q4_K * xa, const block_q4_K * xb, int u, const Acts & y,
                                                  float acc[NT][4], int lane, int t) {
-    const block_q4_K * xa = (const block_q4_K *) wa + u;
-    const block_q4_K * xb = (const block_q4_K *) wb + u;
     // d, dmin and the 12 scale bytes: a block's first 16 bytes, in one load
     // (blocks of 144 bytes from 16-byte aligned rows).
     const int4 ha = *(const int4 *) xa;
     const int4 hb = *(const int4 *) xb;
-    const int sa[3] = {ha.y, ha.z, ha.w};
-    const int sb[3] = {hb.y, hb.z, hb.w};
-    int dot[NT][4], mins[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            dot[nt][i] = 0;
-            mins[nt][i] = 0;
-        }
-    }
     int2 pre_a[4], pre_b[4];
     if (PRELOAD) {
 #pragma unroll
@@ -338,16 +343,23 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
             pre_b[p] = *(const int2 *) (xb->qs + 32 * p + 8 * t);
         }
     }
+    int sca[2], mna[2], scb[2], mnb[2];
+    q4_K_scales_mins(ha.y, ha.z, ha.w, sca, mna);
+    q4_K_scales_mins(hb.y, hb.z, hb.w, scb, mnb);
+    int dot[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        dot[nt][0] = dot[nt][1] = dot[nt][2] = dot[nt][3] = 0;
+    }
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
         const int2 qa = PRELOAD ? pre_a[p] : *(const int2 *) (xa->qs + 32 * p + 8 * t);
         const int2 qb = PRELOAD ? pre_b[p] : *(const int2 *) (xb->qs + 32 * p + 8 * t);
         const int pr = 4 * u + p;  // the pair of the unit's blocks 2p and 2p+1
-        int4 b4[NT], qs4[NT];
+        int4 b4[NT];
 #pragma unroll
         for (int nt = 0; nt < NT; ++nt) {
             b4[nt] = b_frags<NT>(y, pr, nt, lane);
-            qs4[nt] = pair_cols<NT, int4>(y.qsum, pr, nt, t);
         }
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -356,19 +368,14 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
             const int a1 = (qb.x >> (4 * h)) & 0x0F0F0F0F;
             const int a2 = (qa.y >> (4 * h)) & 0x0F0F0F0F;
             const int a3 = (qb.y >> (4 * h)) & 0x0F0F0F0F;
-            int sca, mna, scb, mnb;
-            q4_K_scale_min(sa, j, sca, mna);
-            q4_K_scale_min(sb, j, scb, mnb);
+            const int sa = byte_of(sca[j / 4], j), sb = byte_of(scb[j / 4], j);
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
                 const int2 b = pair_half(b4[nt], h);
-                const int2 qs = pair_half(qs4[nt], h);
                 int c[4] = {0, 0, 0, 0};
                 mma_k32(c, a0, a1, a2, a3, b.x, b.y);
-                dot[nt][0] += sca * c[0]; dot[nt][1] += sca * c[1];
-                dot[nt][2] += scb * c[2]; dot[nt][3] += scb * c[3];
-                mins[nt][0] += mna * qs.x; mins[nt][1] += mna * qs.y;
-                mins[nt][2] += mnb * qs.x; mins[nt][3] += mnb * qs.y;
+                dot[nt][0] += sa * c[0]; dot[nt][1] += sa * c[1];
+                dot[nt][2] += sb * c[2]; dot[nt][3] += sb * c[3];
             }
         }
     }
@@ -376,12 +383,29 @@ static __device__ __forceinline__ void unit_q4_K(const char * wa, const char * w
     const float2 dmb = __half22float2(*(const half2 *) &hb.x);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
+        // Columns 2t and 2t + 1's sums of q, pairs 0..3 each.
+        const int4 * sums = (const int4 *) (y.qsum + ((int64_t) (u * NT + nt) * 8 + 2 * t) * 4);
+        const int4 s0 = sums[0], s1 = sums[1];
         const float2 d = col_pair<NT, float, float2>(y.d, u, nt, t);
-        acc[nt][0] += d.x * (dma.x * (float) dot[nt][0] - dma.y * (float) mins[nt][0]);
-        acc[nt][1] += d.y * (dma.x * (float) dot[nt][1] - dma.y * (float) mins[nt][1]);
-        acc[nt][2] += d.x * (dmb.x * (float) dot[nt][2] - dmb.y * (float) mins[nt][2]);
-        acc[nt][3] += d.y * (dmb.x * (float) dot[nt][3] - dmb.y * (float) mins[nt][3]);
+        acc[nt][0] += d.x * (dma.x * (float) dot[nt][0] - dma.y * (float) q4_K_mins_dot(mna, s0));
+        acc[nt][1] += d.y * (dma.x * (float) dot[nt][1] - dma.y * (float) q4_K_mins_dot(mna, s1));
+        acc[nt][2] += d.x * (dmb.x * (float) dot[nt][2] - dmb.y * (float) q4_K_mins_dot(mnb, s0));
+        acc[nt][3] += d.y * (dmb.x * (float) dot[nt][3] - dmb.y * (float) q4_K_mins_dot(mnb, s1));
     }
+}
+
+// u - 32 in each byte, for bytes u of 0..63 (Q6_K's 6-bit values), as
+// __vsubss4(u, 0x20202020) gives it (no byte saturates) in fewer
+// instructions: bit 5 flipped (u - 32 for u >= 32, u + 32 below), and for u <
+// 32 bits 6 and 7 set too (u + 32 - 64 in two's complement).
+static __device__ __forceinline__ int q6_minus_32(int u) {
+    const unsigned m = ~(unsigned) u & 0x20202020u;
+    return (int) (((unsigned) u ^ 0x20202020u) | (m << 1) | (m << 2));
+}
+
+// Byte j % 4 of x, sign-extended.
+static __device__ __forceinline__ int signed_byte(int x, int j) {
+    return (int) ((unsigned) x << (8 * (3 - j % 4))) >> 24;
 }
 
 // Q6_K: 16 groups of 16 values, each with its own scale, so K = 16 products;
@@ -425,13 +449,13 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
             }
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const int va = __vsubss4(((la[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
-                                         (((ha[h] >> (2 * q)) & 0x03030303) << 4), 0x20202020);
-                const int vb = __vsubss4(((lb[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
-                                         (((hb[h] >> (2 * q)) & 0x03030303) << 4), 0x20202020);
+                const int va = q6_minus_32(((la[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                           (((ha[h] >> (2 * q)) & 0x03030303) << 4));
+                const int vb = q6_minus_32(((lb[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                           (((hb[h] >> (2 * q)) & 0x03030303) << 4));
                 const int si = 2 * q + h;  // the scale's index within this half's 8
-                const int sca = (int) (int8_t) (((si < 4 ? sca8 : sca8b) >> (8 * (si % 4))) & 0xFF);
-                const int scb = (int) (int8_t) (((si < 4 ? scb8 : scb8b) >> (8 * (si % 4))) & 0xFF);
+                const int sca = signed_byte(si < 4 ? sca8 : sca8b, si);
+                const int scb = signed_byte(si < 4 ? scb8 : scb8b, si);
 #pragma unroll
                 for (int nt = 0; nt < NT; ++nt) {
                     int c[4] = {0, 0, 0, 0};
@@ -491,6 +515,48 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
     }
 }
 
+// The sums of a block's row tile (the warps' acc, warp = ks RT + rt) into
+// dst: the K splits' partial sums added in the order of the splits, by the
+// tile's first warp. Every warp of the block calls it (a barrier).
+template <int NT, int RT>
+static __device__ __forceinline__ void store_tile(const float acc[NT][4], float (*part)[NT * 4][32], const float * add,
+                                                  float * dst, int row0, int nrows, int ncols, int64_t dst_col_stride,
+                                                  int warp, int lane) {
+    constexpr int KS = WARPS / RT;
+    const int rt = warp % RT, ks = warp / RT;
+    const int g = lane / 4, t = lane % 4;
+    if (ks > 0) {
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                part[warp - RT][nt * 4 + i][lane] = acc[nt][i];
+            }
+        }
+    }
+    __syncthreads();
+    if (ks > 0) {
+        return;
+    }
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            float v = acc[nt][i];
+#pragma unroll
+            for (int j = 1; j < KS; ++j) {
+                v += part[j * RT + rt - RT][nt * 4 + i][lane];
+            }
+            const int row = row0 + g + 8 * (i / 2);
+            const int col = 8 * nt + 2 * t + (i % 2);
+            if (row < nrows && col < ncols) {
+                const int64_t at = (int64_t) col * dst_col_stride + row;
+                dst[at] = add ? v + add[at] : v;
+            }
+        }
+    }
+}
+
 // dst[col * dst_col_stride + row] = sum_k w[row][k] * x[col][k] (+ add[the
 // same index], when add is not null; add may be dst) for rows < nrows, cols <
 // ncols; w rows of row_bytes; the activations as quantize_kernel left them.
@@ -524,7 +590,7 @@ __global__ void __launch_bounds__(32 * WARPS, PRELOAD ? 2 : NT == 1 ? 4 : 3) mmv
     }
     for (int u = ks; u < units; u += KS) {
         if (T == WType::Q4_K) {
-            unit_q4_K<NT, PRELOAD>(wa, wb, u, y, acc, lane, t);
+            unit_q4_K<NT, PRELOAD>((const block_q4_K *) wa + u, (const block_q4_K *) wb + u, u, y, acc, lane, t);
         } else if (T == WType::Q6_K) {
             unit_q6_K<NT>(wa, wb, u, y, acc, lane, t);
         } else {
@@ -532,74 +598,62 @@ __global__ void __launch_bounds__(32 * WARPS, PRELOAD ? 2 : NT == 1 ? 4 : 3) mmv
         }
     }
 
-    // A tile's partial sums, added in the order of its warps' K splits.
     __shared__ float part[WARPS - RT][NT * 4][32];
-    if (ks > 0) {
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                part[warp - RT][nt * 4 + i][lane] = acc[nt][i];
-            }
-        }
-    }
-    __syncthreads();
-    if (ks > 0) {
-        return;
-    }
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            float v = acc[nt][i];
-#pragma unroll
-            for (int j = 1; j < KS; ++j) {
-                v += part[j * RT + rt - RT][nt * 4 + i][lane];
-            }
-            const int row = row0 + g + 8 * (i / 2);
-            const int col = 8 * nt + 2 * t + (i % 2);
-            if (row < nrows && col < ncols) {
-                const int64_t at = (int64_t) col * dst_col_stride + row;
-                dst[at] = add ? v + add[at] : v;
-            }
-        }
-    }
+    store_tile<NT, RT>(acc, part, add, dst, row0, nrows, ncols, dst_col_stride, warp, lane);
 }
 
-template <WType T, int RT, bool PRELOAD>
-static void launch_tiles(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
-                         int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream) {
+// The kernels' variants (the same sums): Plain; Preload, with 2 blocks per SM
+// and a unit's weights loaded first (Q4_K, Q6_K).
+enum class Variant { Plain, Preload };
+
+__host__ __device__ constexpr bool has_variant(WType t, Variant v) {
+    return v == Variant::Plain || t != WType::Q8_0;
+}
+
+// How a product is launched: rt row tiles of 16 per block (1, 2 or 4, which
+// share the activations' reads; a product's sums depend on it, as its tiles
+// split K in WARPS / rt, not on its columns), and the variant.
+struct Plan {
+    int rt = 1;
+    Variant variant = Variant::Plain;
+};
+
+template <WType T, int RT, int NT>
+static void launch_nt(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
+                      int ncols, int64_t row_bytes, int64_t dst_col_stride, const Plan & plan, cudaStream_t stream) {
     const dim3 block(32, WARPS);
     const dim3 grid((unsigned) ((nrows + ROWS * RT - 1) / (ROWS * RT)));
     const int units = (int) (k / UNIT);
+    const char * wc = (const char *) w;
+    const int nr = (int) nrows;
+    if constexpr (has_variant(T, Variant::Preload)) {
+        if (plan.variant == Variant::Preload) {
+            mmv_kernel<T, NT, RT, true><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols, row_bytes,
+                                                                     dst_col_stride);
+            return;
+        }
+    }
+    mmv_kernel<T, NT, RT, false><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols, row_bytes,
+                                                              dst_col_stride);
+}
+
+template <WType T, int RT>
+static void launch_tiles(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
+                         int ncols, int64_t row_bytes, int64_t dst_col_stride, const Plan & plan, cudaStream_t stream) {
     if (n_tiles(ncols) == 1) {
-        mmv_kernel<T, 1, RT, PRELOAD><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows,
-                                                                  ncols, row_bytes, dst_col_stride);
+        launch_nt<T, RT, 1>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream);
     } else {
-        mmv_kernel<T, 2, RT, PRELOAD><<<grid, block, 0, stream>>>((const char *) w, acts, add, dst, units, (int) nrows,
-                                                                  ncols, row_bytes, dst_col_stride);
+        launch_nt<T, RT, 2>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream);
     }
 }
 
-template <WType T, bool PRELOAD>
-static void launch_rt(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
-                      int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt, cudaStream_t stream) {
-    switch (rt) {
-        case 2: launch_tiles<T, 2, PRELOAD>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        case 4: launch_tiles<T, 4, PRELOAD>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-        default: launch_tiles<T, 1, PRELOAD>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, stream); break;
-    }
-}
-
-// Q8_0 has no preloading variant (its loads are 2-byte pieces of 34-byte blocks).
 template <WType T>
 static void launch_type(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
-                        int ncols, int64_t row_bytes, int64_t dst_col_stride, int rt, bool preload, cudaStream_t stream) {
-    constexpr bool has_preload = T != WType::Q8_0;
-    if (has_preload && preload) {
-        launch_rt<T, has_preload>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream);
-    } else {
-        launch_rt<T, false>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, stream);
+                        int ncols, int64_t row_bytes, int64_t dst_col_stride, const Plan & plan, cudaStream_t stream) {
+    switch (plan.rt) {
+        case 2: launch_tiles<T, 2>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
+        case 4: launch_tiles<T, 4>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
+        default: launch_tiles<T, 1>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
     }
 }
 
@@ -678,18 +732,15 @@ static inline void quantize(WType type, const float * x, int64_t k, int c0, int 
 // w: nrows rows of k values of type `type` (row_bytes apart); acts: what
 // quantize() wrote for these ncols columns; dst: ncols columns of nrows floats
 // (dst_col_stride apart); add: null, or what to add to dst, laid out as dst
-// (a residual connection; it may be dst itself). rt: row tiles of 16 per
-// block (1, 2 or 4), which share the activations' reads; a product's sums
-// depend on it (its tiles split K in WARPS / rt), not on ncols. preload: the
-// variant with 2 blocks per SM that loads a unit's weights first (Q4_K,
-// Q6_K; the same sums). Asynchronous on `stream`.
+// (a residual connection; it may be dst itself). plan: see Plan; a variant the
+// type lacks is Plain. Asynchronous on `stream`.
 static inline void launch(WType type, const void * w, const void * acts, const float * add, float * dst, int64_t k,
                           int64_t nrows, int ncols, int64_t row_bytes, int64_t dst_col_stride, cudaStream_t stream,
-                          int rt = 1, bool preload = false) {
+                          const Plan & plan = Plan()) {
     switch (type) {
-        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, preload, stream); break;
-        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, preload, stream); break;
-        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, rt, preload, stream); break;
+        case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
+        case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
+        case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
     }
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE: builds llama.cpp's own llama-bench with CUDA from
-# llama-src.tar.xz (fetch-llama.sh) into /tmp/lb (about 4 minutes on 16 cores;
-# at low priority, beside training or our ggml-cuda build). CUDA graphs are
-# llama.cpp's default there.
+# llama-src.tar.xz (fetch-llama.sh) into /tmp/lb (about 4 minutes on 16 cores,
+# at low priority). Not beside our ggml-cuda build: on 2026-12-01 the two
+# together took 581 s (ggml-cuda) and 611 s (llama-bench), where ggml-cuda
+# alone takes 300-330 s; build it in a call of its own or after wait_for_cuda.
+# CUDA graphs are llama.cpp's default there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ -x /tmp/lb/bin/llama-bench ] && { echo "llama-bench already built"; exit 0; }

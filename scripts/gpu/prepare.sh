@@ -24,8 +24,14 @@ out=$(dirname "$(ls -t target-gpu/release/build/llama-cpp-sys-2-*/out/build/bin/
 [ -n "$out" ] || { echo "no libggml-base.so under target-gpu; is dynamic-backends on?" >&2; exit 1; }
 cp -a "$out"/libggml-base.so* "$out"/libggml.so* "$out"/libllama.so* gpu-carry/bin/
 # CPU variants for the x86-64 servers GPUs sit in (the working tree that
-# travels is limited to 64 MiB, so not all twenty).
-for v in x64 haswell icelake sapphirerapids zen4; do
+# travels is limited to 64 MiB, so not all twenty). SLIM=1 leaves room for
+# llama-src.tar.xz beside this archive: only x64 and haswell (ggml falls back
+# to those; the GPU runs hardly use the CPU backend), and without the
+# llama_bench example and its libllama.so (variants.sh's LLAMA runs then
+# have llama.cpp's own llama-bench only).
+variants="x64 haswell icelake sapphirerapids zen4"
+[ -z "${SLIM:-}" ] || { variants="x64 haswell"; rm -f gpu-carry/bin/llama_bench gpu-carry/bin/libllama.so*; }
+for v in $variants; do
     cp "$out/libggml-cpu-$v.so" gpu-carry/bin/
 done
 strip gpu-carry/bin/*.so* 2>/dev/null || true
