@@ -23,7 +23,7 @@
 // (ggml's vector kernel is as quick there). ORTHRUS_FUSE_ADD=0 leaves the residual
 // adds to ggml (for comparisons: the sums are the same either way),
 // ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles, and
-// ORTHRUS_MMV_VARIANT=plain|preload picks its variant (the same sums;
+// ORTHRUS_MMV_VARIANT=plain|preload|words picks its variant (the same sums;
 // see variant()), for comparisons. An RMS norm whose result goes to our
 // matmul is computed with the quantizing of that result in one kernel, unless
 // ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
@@ -93,20 +93,22 @@ static int row_tiles(int64_t nrows) {
 }
 
 // The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
-// (plain or preload) where the type has it, for comparisons; else
-// Q4_K preloading, Q6_K and Q8_0 plain. Measured on the H200, 2026-12-01
+// (plain, preload or words) for the types that have it, for comparisons;
+// else Q4_K preloading, Q6_K and Q8_0 plain. Measured on the H200, 2026-12-01
 // (mmv-test.cu, 16 columns): preloading makes Q4_K 8-17% quicker on the 8B's
 // shapes and Q6_K up to 14% slower; end to end (8B Q4_K_M) the step ratio
-// 2.21 plain, 2.06 with Q4_K preloading.
+// 2.21 plain, 2.06 with Q4_K preloading. Q8_0's words (aligned loads) were
+// written after the last GPU run: not yet measured.
 static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
     using orthrus_mmv::Variant;
     static const int forced = [] {
         const char * e = getenv("ORTHRUS_MMV_VARIANT");
         if (!e) return -1;
-        return strcmp(e, "plain") == 0 ? (int) Variant::Plain : strcmp(e, "preload") == 0 ? (int) Variant::Preload : -1;
+        return strcmp(e, "plain") == 0 ? (int) Variant::Plain : strcmp(e, "preload") == 0 ? (int) Variant::Preload :
+               strcmp(e, "words") == 0 ? (int) Variant::Words : -1;
     }();
-    if (forced >= 0) {
-        return orthrus_mmv::has_variant(t, (Variant) forced) ? (Variant) forced : Variant::Plain;
+    if (forced >= 0 && orthrus_mmv::has_variant(t, (Variant) forced)) {
+        return (Variant) forced;
     }
     return t == orthrus_mmv::WType::Q4_K ? Variant::Preload : Variant::Plain;
 }
@@ -157,12 +159,15 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     // Mode 2 takes up to 64 columns, 16 at a time (a verify pass of a larger
     // block stays batch-invariant; a prompt's chunks go to ggml's MMQ).
     const int64_t max_cols = mode == 2 ? 4 * orthrus_mmv::MAX_COLS : orthrus_mmv::MAX_COLS;
-    // ORTHRUS_MMV_ONE=1: mode 1 takes Q4_K products of 1 and 2 columns too
-    // (the one-token pass; not yet measured end to end: off by default).
+    // Written after the last GPU run, not yet measured end to end (off by
+    // default): ORTHRUS_MMV_ONE=1, mode 1 takes Q4_K products of 1 and 2
+    // columns too (the one-token pass); ORTHRUS_MMV_Q8=1, Q8_0 products of 3
+    // to 16 columns.
     static const bool one = env_is("ORTHRUS_MMV_ONE", "1");
+    static const bool q8 = env_is("ORTHRUS_MMV_Q8", "1");
     const bool few = ncols < 3 && !(one && type == orthrus_mmv::WType::Q4_K);
     if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
-        (mode == 1 && (few || type == orthrus_mmv::WType::Q8_0))) {
+        (mode == 1 && (few || (type == orthrus_mmv::WType::Q8_0 && !q8)))) {
         return false;
     }
 

@@ -22,6 +22,10 @@ static std::mt19937 rng(1234);
 static float urand(float a, float b) { return std::uniform_real_distribution<float>(a, b)(rng); }
 static uint8_t ubyte() { return (uint8_t) (rng() & 0xFF); }
 
+static const char * variant_name(Variant v) {
+    return v == Variant::Preload ? ", preloading" : v == Variant::Words ? ", in words" : "";
+}
+
 static const char * name(WType t) { return t == WType::Q4_K ? "q4_K" : t == WType::Q6_K ? "q6_K" : "q8_0"; }
 
 // Random rows of blocks; W (nrows x k floats) gets their dequantized values.
@@ -132,13 +136,13 @@ int main(int argc, char ** argv) {
 
     // Correctness: every type, 1..16 columns, a K of 2 and of 3 units per warp,
     // one unit not shared by all warps and fewer units than warps; rows not a
-    // multiple of 16; 1, 2 and 4 row tiles a block; plain, and preloading
-    // where the type has it (which must give the plain kernel's values bit
-    // for bit).
+    // multiple of 16; 1, 2 and 4 row tiles a block; plain, and the type's
+    // other variants (preloading, Q8_0's aligned words), which must give the
+    // plain kernel's values bit for bit.
     const int64_t ks[] = {2048, 256 * 12, 6144, 1024};
     struct Pass { Variant v; int rt; };
     std::vector<Pass> passes;
-    for (Variant v : {Variant::Plain, Variant::Preload}) {
+    for (Variant v : {Variant::Plain, Variant::Preload, Variant::Words}) {
         for (int rt : {1, 2, 4}) {
             passes.push_back({v, rt});
         }
@@ -232,7 +236,7 @@ int main(int argc, char ** argv) {
                 const bool ok = worst < 2e-3 && differ == 0 && add_differ == 0;
                 failures += !ok;
                 printf("%s k=%lld rows=%lld, %d row tiles a block%s: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
-                       name(t), (long long) k, (long long) nrows, rt, pass.v == Variant::Preload ? ", preloading" : "", worst, differ,
+                       name(t), (long long) k, (long long) nrows, rt, variant_name(pass.v), worst, differ,
                        add_differ, ok ? "ok" : "FAILED");
             }
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
@@ -360,7 +364,8 @@ int main(int argc, char ** argv) {
                 if (!has_variant(t, pass.v) || (pass.v != Variant::Plain && pass.rt == 4)) continue;
                 const Plan plan{pass.rt, pass.v};
                 float us1 = 0.0f;
-                printf(" | %s%d row tiles", pass.v == Variant::Preload ? "preloading, " : "", pass.rt);
+                printf(" | %s%d row tiles",
+                       pass.v == Variant::Preload ? "preloading, " : pass.v == Variant::Words ? "in words, " : "", pass.rt);
                 for (int n : {1, 8, 16}) {
                     if (profile) {
                         if (pass.rt == 1 && pass.v == Variant::Plain) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);

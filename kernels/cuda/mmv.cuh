@@ -29,6 +29,15 @@ namespace orthrus_mmv {
 
 enum class WType { Q4_K, Q6_K, Q8_0 };
 
+// The kernels' variants (the same sums): Plain; Preload, with 2 blocks per SM
+// and a unit's weights loaded first (Q4_K, Q6_K); Words, Q8_0's blocks read
+// in aligned 4- and 8-byte words instead of 2-byte pieces.
+enum class Variant { Plain, Preload, Words };
+
+__host__ __device__ constexpr bool has_variant(WType t, Variant v) {
+    return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0);
+}
+
 constexpr int ROWS = 16;      // rows per warp (the mma's M)
 constexpr int WARPS = 8;      // warps per block: RT row tiles, each split over K by WARPS / RT
 constexpr int MAX_COLS = 16;  // two n-tiles of 8
@@ -477,8 +486,29 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
     }
 }
 
-// Q8_0: 8 blocks of 32 per unit, 2-byte aligned; a scale per 32 on both sides.
-template <int NT>
+// The 8 bytes at p + o of a Q8_0 unit p (8 blocks, 272 bytes, 16-byte
+// aligned), o = 34 i + 2 + 8 t (block i's values 8t..8t+7), in aligned words:
+// for odd i one 8-byte load (o % 8 == 0, i = 3, 7) or two 4-byte ones; for
+// even i (o % 4 == 2) three 4-byte ones and two funnel shifts. (i is known at
+// compile time where the caller's loop is unrolled.)
+static __device__ __forceinline__ int2 q8_0_words(const char * p, int i, int o) {
+    if (i % 2 == 1) {
+        if ((34 * i + 2) % 8 == 0) {
+            return *(const int2 *) (p + o);
+        }
+        const int * w = (const int *) (p + o);
+        return make_int2(w[0], w[1]);
+    }
+    const int * w = (const int *) (p + o - 2);
+    const int w0 = w[0], w1 = w[1], w2 = w[2];
+    return make_int2((int) __funnelshift_r((unsigned) w0, (unsigned) w1, 16),
+                     (int) __funnelshift_r((unsigned) w1, (unsigned) w2, 16));
+}
+
+// Q8_0: 8 blocks of 32 per unit, 2-byte aligned (a unit 16-byte aligned: rows
+// of whole units from 16-byte aligned weights); a scale per 32 on both sides.
+// WORDS: the values read by q8_0_words, else 2 bytes at a time.
+template <int NT, bool WORDS>
 static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * wb, int u, const Acts & y,
                                                  float acc[NT][4], int lane, int t) {
     int4 b4[NT];
@@ -495,10 +525,17 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
         }
         const block_q8_0 * xa = (const block_q8_0 *) wa + kb;
         const block_q8_0 * xb = (const block_q8_0 *) wb + kb;
-        const int a0 = load_b2(xa->qs + 8 * t);
-        const int a2 = load_b2(xa->qs + 8 * t + 4);
-        const int a1 = load_b2(xb->qs + 8 * t);
-        const int a3 = load_b2(xb->qs + 8 * t + 4);
+        int a0, a1, a2, a3;
+        if (WORDS) {
+            const int o = 34 * i + 2 + 8 * t;
+            const int2 qa = q8_0_words(wa + 272 * u, i, o), qb = q8_0_words(wb + 272 * u, i, o);
+            a0 = qa.x; a2 = qa.y; a1 = qb.x; a3 = qb.y;
+        } else {
+            a0 = load_b2(xa->qs + 8 * t);
+            a2 = load_b2(xa->qs + 8 * t + 4);
+            a1 = load_b2(xb->qs + 8 * t);
+            a3 = load_b2(xb->qs + 8 * t + 4);
+        }
         const float da = __half2float(xa->d);
         const float db = __half2float(xb->d);
 #pragma unroll
@@ -563,12 +600,12 @@ static __device__ __forceinline__ void store_tile(const float acc[NT][4], float 
 // A block has RT tiles of 16 rows, which read the same activations (through
 // L1); the WARPS / RT warps of a tile split K.
 //
-// PRELOAD (Q4_K, Q6_K): 2 blocks per SM instead of 3 or 4, whose registers
+// V == Preload (Q4_K, Q6_K): 2 blocks per SM instead of 3 or 4, whose registers
 // let a warp issue a whole unit's weight loads before its first product
 // (Q4_K asks for it explicitly; the compiler may interleave them with the
 // products otherwise, one pair of sub-blocks' loads after the other's use).
-template <WType T, int NT, int RT, bool PRELOAD>
-__global__ void __launch_bounds__(32 * WARPS, PRELOAD ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
+template <WType T, int NT, int RT, Variant V>
+__global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
         const char * __restrict__ w, const void * __restrict__ acts, const float * add, float * dst,
         const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
     const int lane = threadIdx.x;
@@ -590,24 +627,17 @@ __global__ void __launch_bounds__(32 * WARPS, PRELOAD ? 2 : NT == 1 ? 4 : 3) mmv
     }
     for (int u = ks; u < units; u += KS) {
         if (T == WType::Q4_K) {
-            unit_q4_K<NT, PRELOAD>((const block_q4_K *) wa + u, (const block_q4_K *) wb + u, u, y, acc, lane, t);
+            unit_q4_K<NT, V == Variant::Preload>((const block_q4_K *) wa + u, (const block_q4_K *) wb + u, u, y, acc,
+                                                 lane, t);
         } else if (T == WType::Q6_K) {
             unit_q6_K<NT>(wa, wb, u, y, acc, lane, t);
         } else {
-            unit_q8_0<NT>(wa, wb, u, y, acc, lane, t);
+            unit_q8_0<NT, V == Variant::Words>(wa, wb, u, y, acc, lane, t);
         }
     }
 
     __shared__ float part[WARPS - RT][NT * 4][32];
     store_tile<NT, RT>(acc, part, add, dst, row0, nrows, ncols, dst_col_stride, warp, lane);
-}
-
-// The kernels' variants (the same sums): Plain; Preload, with 2 blocks per SM
-// and a unit's weights loaded first (Q4_K, Q6_K).
-enum class Variant { Plain, Preload };
-
-__host__ __device__ constexpr bool has_variant(WType t, Variant v) {
-    return v == Variant::Plain || t != WType::Q8_0;
 }
 
 // How a product is launched: rt row tiles of 16 per block (1, 2 or 4, which
@@ -628,13 +658,20 @@ static void launch_nt(const void * w, const void * acts, const float * add, floa
     const int nr = (int) nrows;
     if constexpr (has_variant(T, Variant::Preload)) {
         if (plan.variant == Variant::Preload) {
-            mmv_kernel<T, NT, RT, true><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols, row_bytes,
-                                                                     dst_col_stride);
+            mmv_kernel<T, NT, RT, Variant::Preload><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
+                                                                                 row_bytes, dst_col_stride);
             return;
         }
     }
-    mmv_kernel<T, NT, RT, false><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols, row_bytes,
-                                                              dst_col_stride);
+    if constexpr (has_variant(T, Variant::Words)) {
+        if (plan.variant == Variant::Words) {
+            mmv_kernel<T, NT, RT, Variant::Words><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
+                                                                               row_bytes, dst_col_stride);
+            return;
+        }
+    }
+    mmv_kernel<T, NT, RT, Variant::Plain><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols, row_bytes,
+                                                                       dst_col_stride);
 }
 
 template <WType T, int RT>

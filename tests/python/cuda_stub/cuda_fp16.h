@@ -38,6 +38,7 @@ float rsqrtf(float);
 size_t __cvta_generic_to_shared(const void *);
 unsigned __byte_perm(unsigned, unsigned, unsigned);
 int __dp2a_lo(int, int, int);
+unsigned __funnelshift_r(unsigned, unsigned, unsigned);
 int __dp2a_hi(int, int, int);
 float __shfl_xor_sync(unsigned, float, int);
 int __shfl_xor_sync(unsigned, int, int);
