@@ -22,13 +22,17 @@
 #   KERNEL_TEST=1  first the tests of our CUDA kernels alone (kernel-test.sh); stop if one fails
 #   DEADLINE  a time (seconds since the epoch) after which no further run starts,
 #             so that what was measured comes back within the device call's limit
+#   KEEP=1    keep the results of earlier calls on a machine still warm (by
+#             default they are cleared, so that the table shows this call's only)
 #
 # Results go to $OUT/variants-PRESET.tgz, a table last.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/gpu/start.sh
 preset=${PRESET:-qwen3-1.7b}
-work=/tmp/orthrus-gpu; res=/tmp/variants-$preset; mkdir -p "$work" "$res"
+work=/tmp/orthrus-gpu; res=/tmp/variants-$preset
+[ -n "${KEEP:-}" ] || rm -rf "$res"
+mkdir -p "$work" "$res"
 types=(${TYPES:-q4_k_m q8_0})
 variants=(${VARIANTS:-ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8})
 # The archive is written on any exit, whatever was measured by then.
