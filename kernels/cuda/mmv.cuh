@@ -330,8 +330,7 @@ static __device__ __forceinline__ int q4_K_mins_dot(const int m[2], const int4 &
     return __dp2a_hi(s.w, m[1], r);
 }
 
-// Unit u (values 256u .. 256u+255) of rows g (its block xa, in global or
-// shared memory) and g+8 (xb). A lane holds values 8t..8t+7 of each 32-value
+// Unit u (values 256u .. 256u+255) of rows g (its block xa) and g+8 (xb). A lane holds values 8t..8t+7 of each 32-value
 // sub-block (one 8-byte load of nibbles serves sub-blocks 2p and 2p+1). In
 // integers: sum_j sc_j (q . a)_j, and sum_j m_j (sum a)_j with dp2a; then d,
 // dmin and the column's scale. PRELOAD: all the unit's weight loads are
