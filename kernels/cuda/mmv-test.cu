@@ -23,7 +23,7 @@ static float urand(float a, float b) { return std::uniform_real_distribution<flo
 static uint8_t ubyte() { return (uint8_t) (rng() & 0xFF); }
 
 static const char * variant_name(Variant v) {
-    return v == Variant::Preload ? ", preloading" : v == Variant::Words ? ", in words" : "";
+    return v == Variant::Preload ? "preloading" : v == Variant::Words ? "in words" : "plain";
 }
 
 static const char * name(WType t) { return t == WType::Q4_K ? "q4_K" : t == WType::Q6_K ? "q6_K" : "q8_0"; }
@@ -167,7 +167,6 @@ int main(int argc, char ** argv) {
                 if (!has_variant(t, pass.v)) continue;
                 const int rt = pass.rt;
                 const Plan plan{rt, pass.v};
-                const bool pre = pass.v != Variant::Plain;
                 // Each column alone.
                 std::vector<float> alone(nrows * MAX_COLS);
                 for (int c = 0; c < MAX_COLS; ++c) {
@@ -186,7 +185,7 @@ int main(int argc, char ** argv) {
                     }
                 }
                 int differ = 0;
-                if (!pre) {
+                if (pass.v == Variant::Plain) {
                     plain[rt] = alone;
                 } else {
                     differ += memcmp(alone.data(), plain[rt].data(), sizeof(float) * nrows * MAX_COLS) != 0;
@@ -235,8 +234,9 @@ int main(int argc, char ** argv) {
                 CHECK(cudaGetLastError());
                 const bool ok = worst < 2e-3 && differ == 0 && add_differ == 0;
                 failures += !ok;
-                printf("%s k=%lld rows=%lld, %d row tiles a block%s: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
-                       name(t), (long long) k, (long long) nrows, rt, variant_name(pass.v), worst, differ,
+                printf("%s k=%lld rows=%lld, %d row tiles a block%s%s: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
+                       name(t), (long long) k, (long long) nrows, rt, pass.v == Variant::Plain ? "" : ", ",
+                       pass.v == Variant::Plain ? "" : variant_name(pass.v), worst, differ,
                        add_differ, ok ? "ok" : "FAILED");
             }
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
@@ -364,8 +364,8 @@ int main(int argc, char ** argv) {
                 if (!has_variant(t, pass.v) || (pass.v != Variant::Plain && pass.rt == 4)) continue;
                 const Plan plan{pass.rt, pass.v};
                 float us1 = 0.0f;
-                printf(" | %s%d row tiles",
-                       pass.v == Variant::Preload ? "preloading, " : pass.v == Variant::Words ? "in words, " : "", pass.rt);
+                printf(" | %s%s%d row tiles", pass.v == Variant::Plain ? "" : variant_name(pass.v),
+                       pass.v == Variant::Plain ? "" : ", ", pass.rt);
                 for (int n : {1, 8, 16}) {
                     if (profile) {
                         if (pass.rt == 1 && pass.v == Variant::Plain) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);

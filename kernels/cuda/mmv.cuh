@@ -283,7 +283,7 @@ static __device__ __forceinline__ int4 b_frags(const Acts & y, int pr, int nt, i
 }
 
 // Lane t's columns 2t, 2t+1 (of n-tile nt) of blocks 2 pr and 2 pr + 1 in a
-// per-column array laid out as Acts::qsum.
+// per-column array laid out as pair_slot lays it out (Q8_0's d).
 template <int NT, typename E4, typename E>
 static __device__ __forceinline__ E4 pair_cols(const E * v, int pr, int nt, int t) {
     return *(const E4 *) (v + (((int64_t) pr * NT + nt) * 4 + t) * 4);
@@ -330,10 +330,10 @@ static __device__ __forceinline__ int q4_K_mins_dot(const int m[2], const int4 &
     return __dp2a_hi(s.w, m[1], r);
 }
 
-// Unit u (values 256u .. 256u+255) of rows g (its block xa) and g+8 (xb). A lane holds values 8t..8t+7 of each 32-value
-// sub-block (one 8-byte load of nibbles serves sub-blocks 2p and 2p+1). In
-// integers: sum_j sc_j (q . a)_j, and sum_j m_j (sum a)_j with dp2a; then d,
-// dmin and the column's scale. PRELOAD: all the unit's weight loads are
+// Unit u (values 256u .. 256u+255) of rows g (its block xa) and g+8 (xb). A
+// lane holds values 8t..8t+7 of each 32-value sub-block (one 8-byte load of
+// nibbles serves sub-blocks 2p and 2p+1). In integers: sum_j sc_j (q . a)_j,
+// and sum_j m_j (sum a)_j with dp2a; then d, dmin and the column's scale. PRELOAD: all the unit's weight loads are
 // issued before its first product (the registers for that come from fewer
 // blocks per SM; see mmv_kernel).
 template <int NT, bool PRELOAD>
