@@ -17,20 +17,26 @@ rc=0; python3 scripts/cuda-check.py || rc=$?
 [ "$rc" = 0 ] || [ "$rc" = 2 ] || { echo "prepare: scripts/cuda-check.py found errors" >&2; exit 1; }
 [ "$rc" = 0 ] || echo "prepare: scripts/cuda-check.py could not run; going on unchecked" >&2
 cargo build --release -p orthrus-engine -p orthrus-convert -p orthrus-tests --example llama_bench --bin orthrus --bin orthrus-convert --features orthrus-engine/dynamic-backends --target-dir target-gpu
+# What travels: the binaries, ggml's libraries and CPU variants for the x86-64
+# servers GPUs sit in (the working tree that travels is limited to 64 MiB, so
+# not all twenty). SLIM=1 leaves room for llama-src.tar.xz beside this
+# archive: only x64 and haswell (ggml falls back to those; the GPU runs hardly
+# use the CPU backend), and without the llama_bench example and its
+# libllama.so (variants.sh's LLAMA runs then have llama.cpp's own llama-bench
+# only).
+bins="orthrus orthrus-convert examples/llama_bench" libs="libggml-base.so* libggml.so* libllama.so*"
+variants="x64 haswell icelake sapphirerapids zen4"
+[ -z "${SLIM:-}" ] || { bins="orthrus orthrus-convert"; libs="libggml-base.so* libggml.so*"; variants="x64 haswell"; }
 rm -rf gpu-carry && mkdir -p gpu-carry/bin
-cp target-gpu/release/orthrus target-gpu/release/orthrus-convert target-gpu/release/examples/llama_bench gpu-carry/bin/
-strip gpu-carry/bin/orthrus gpu-carry/bin/orthrus-convert gpu-carry/bin/llama_bench
+for b in $bins; do
+    cp "target-gpu/release/$b" gpu-carry/bin/
+    strip "gpu-carry/bin/$(basename "$b")"
+done
 out=$(dirname "$(ls -t target-gpu/release/build/llama-cpp-sys-2-*/out/build/bin/libggml-base.so 2>/dev/null | head -1)")
 [ -n "$out" ] || { echo "no libggml-base.so under target-gpu; is dynamic-backends on?" >&2; exit 1; }
-cp -a "$out"/libggml-base.so* "$out"/libggml.so* "$out"/libllama.so* gpu-carry/bin/
-# CPU variants for the x86-64 servers GPUs sit in (the working tree that
-# travels is limited to 64 MiB, so not all twenty). SLIM=1 leaves room for
-# llama-src.tar.xz beside this archive: only x64 and haswell (ggml falls back
-# to those; the GPU runs hardly use the CPU backend), and without the
-# llama_bench example and its libllama.so (variants.sh's LLAMA runs then
-# have llama.cpp's own llama-bench only).
-variants="x64 haswell icelake sapphirerapids zen4"
-[ -z "${SLIM:-}" ] || { variants="x64 haswell"; rm -f gpu-carry/bin/llama_bench gpu-carry/bin/libllama.so*; }
+for l in $libs; do
+    cp -a "$out"/$l gpu-carry/bin/
+done
 for v in $variants; do
     cp "$out/libggml-cpu-$v.so" gpu-carry/bin/
 done
