@@ -93,7 +93,7 @@ static int row_tiles(int64_t nrows) {
 }
 
 // The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
-// (plain, preload, words or wide) for the types that have it, for comparisons;
+// (plain, preload or words) for the types that have it, for comparisons;
 // else Q4_K preloading, Q6_K and Q8_0 plain. Measured on the H200, 2026-12-01
 // (mmv-test.cu, 16 columns): preloading makes Q4_K 8-17% quicker on the 8B's
 // shapes and Q6_K up to 14% slower; end to end (8B Q4_K_M) the step ratio
@@ -105,7 +105,7 @@ static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
         const char * e = getenv("ORTHRUS_MMV_VARIANT");
         if (!e) return -1;
         return strcmp(e, "plain") == 0 ? (int) Variant::Plain : strcmp(e, "preload") == 0 ? (int) Variant::Preload :
-               strcmp(e, "words") == 0 ? (int) Variant::Words : strcmp(e, "wide") == 0 ? (int) Variant::Wide : -1;
+               strcmp(e, "words") == 0 ? (int) Variant::Words : -1;
     }();
     if (forced >= 0 && orthrus_mmv::has_variant(t, (Variant) forced)) {
         return (Variant) forced;

@@ -31,19 +31,12 @@ enum class WType { Q4_K, Q6_K, Q8_0 };
 
 // The kernels' variants (the same sums): Plain; Preload, with 2 blocks per SM
 // and a unit's weights loaded first (Q4_K, Q6_K); Words, Q8_0's blocks read
-// in aligned 4- and 8-byte words instead of 2-byte pieces; Wide (Q4_K, Q6_K),
-// two m-tiles (32 rows) a warp, with Preload's 2 blocks per SM, which share each load of the
-// activations' fragments (at 16 columns a lane reads 2 bytes of them for
-// each byte of weights).
-enum class Variant { Plain, Preload, Words, Wide };
+// in aligned 4- and 8-byte words instead of 2-byte pieces.
+enum class Variant { Plain, Preload, Words };
 
 __host__ __device__ constexpr bool has_variant(WType t, Variant v) {
-    return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0) ||
-           (v == Variant::Wide && t != WType::Q8_0);
+    return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0);
 }
-
-// m-tiles (16 rows each) a warp.
-__host__ __device__ constexpr int m_tiles(Variant v) { return v == Variant::Wide ? 2 : 1; }
 
 constexpr int ROWS = 16;      // rows per warp (the mma's M)
 constexpr int WARPS = 8;      // warps per block: RT row tiles, each split over K by WARPS / RT
@@ -337,46 +330,39 @@ static __device__ __forceinline__ int q4_K_mins_dot(const int m[2], const int4 &
     return __dp2a_hi(s.w, m[1], r);
 }
 
-// Unit u (values 256u .. 256u+255) of rows g (its block xa[m]) and g+8
-// (xb[m]) of each of the warp's MT m-tiles (16 rows each; the activations'
-// fragments are loaded once for all MT). A lane holds values 8t..8t+7 of each
-// 32-value sub-block (one 8-byte load of nibbles serves sub-blocks 2p and
-// 2p+1). In integers: sum_j sc_j (q . a)_j, and sum_j m_j (sum a)_j with
-// dp2a; then d, dmin and the column's scale. PRELOAD: all the unit's weight
-// loads are issued before its first product (the registers for that come
-// from fewer blocks per SM; see mmv_kernel).
-template <int NT, bool PRELOAD, int MT>
-static __device__ __forceinline__ void unit_q4_K(const block_q4_K * const xa[MT], const block_q4_K * const xb[MT],
-                                                 int u, const Acts & y, float acc[MT][NT][4], int lane, int t) {
+// Unit u (values 256u .. 256u+255) of rows g (its block xa) and g+8 (xb). A
+// lane holds values 8t..8t+7 of each 32-value sub-block (one 8-byte load of
+// nibbles serves sub-blocks 2p and 2p+1). In integers: sum_j sc_j (q . a)_j,
+// and sum_j m_j (sum a)_j with dp2a; then d, dmin and the column's scale. PRELOAD: all the unit's weight loads are
+// issued before its first product (the registers for that come from fewer
+// blocks per SM; see mmv_kernel).
+template <int NT, bool PRELOAD>
+static __device__ __forceinline__ void unit_q4_K(const block_q4_K * xa, const block_q4_K * xb, int u, const Acts & y,
+                                                 float acc[NT][4], int lane, int t) {
     // d, dmin and the 12 scale bytes: a block's first 16 bytes, in one load
     // (blocks of 144 bytes from 16-byte aligned rows).
-    int4 ha[MT], hb[MT];
-    int2 pre_a[MT][4], pre_b[MT][4];
+    const int4 ha = *(const int4 *) xa;
+    const int4 hb = *(const int4 *) xb;
+    int2 pre_a[4], pre_b[4];
+    if (PRELOAD) {
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-        ha[m] = *(const int4 *) xa[m];
-        hb[m] = *(const int4 *) xb[m];
-        if (PRELOAD) {
-#pragma unroll
-            for (int p = 0; p < 4; ++p) {
-                pre_a[m][p] = *(const int2 *) (xa[m]->qs + 32 * p + 8 * t);
-                pre_b[m][p] = *(const int2 *) (xb[m]->qs + 32 * p + 8 * t);
-            }
+        for (int p = 0; p < 4; ++p) {
+            pre_a[p] = *(const int2 *) (xa->qs + 32 * p + 8 * t);
+            pre_b[p] = *(const int2 *) (xb->qs + 32 * p + 8 * t);
         }
     }
-    int sca[MT][2], mna[MT][2], scb[MT][2], mnb[MT][2];
-    int dot[MT][NT][4];
+    int sca[2], mna[2], scb[2], mnb[2];
+    q4_K_scales_mins(ha.y, ha.z, ha.w, sca, mna);
+    q4_K_scales_mins(hb.y, hb.z, hb.w, scb, mnb);
+    int dot[NT][4];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-        q4_K_scales_mins(ha[m].y, ha[m].z, ha[m].w, sca[m], mna[m]);
-        q4_K_scales_mins(hb[m].y, hb[m].z, hb[m].w, scb[m], mnb[m]);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            dot[m][nt][0] = dot[m][nt][1] = dot[m][nt][2] = dot[m][nt][3] = 0;
-        }
+    for (int nt = 0; nt < NT; ++nt) {
+        dot[nt][0] = dot[nt][1] = dot[nt][2] = dot[nt][3] = 0;
     }
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
+        const int2 qa = PRELOAD ? pre_a[p] : *(const int2 *) (xa->qs + 32 * p + 8 * t);
+        const int2 qb = PRELOAD ? pre_b[p] : *(const int2 *) (xb->qs + 32 * p + 8 * t);
         const int pr = 4 * u + p;  // the pair of the unit's blocks 2p and 2p+1
         int4 b4[NT];
 #pragma unroll
@@ -384,43 +370,35 @@ static __device__ __forceinline__ void unit_q4_K(const block_q4_K * const xa[MT]
             b4[nt] = b_frags<NT>(y, pr, nt, lane);
         }
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-            const int2 qa = PRELOAD ? pre_a[m][p] : *(const int2 *) (xa[m]->qs + 32 * p + 8 * t);
-            const int2 qb = PRELOAD ? pre_b[m][p] : *(const int2 *) (xb[m]->qs + 32 * p + 8 * t);
+        for (int h = 0; h < 2; ++h) {
+            const int j = 2 * p + h;
+            const int a0 = (qa.x >> (4 * h)) & 0x0F0F0F0F;
+            const int a1 = (qb.x >> (4 * h)) & 0x0F0F0F0F;
+            const int a2 = (qa.y >> (4 * h)) & 0x0F0F0F0F;
+            const int a3 = (qb.y >> (4 * h)) & 0x0F0F0F0F;
+            const int sa = byte_of(sca[j / 4], j), sb = byte_of(scb[j / 4], j);
 #pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int j = 2 * p + h;
-                const int a0 = (qa.x >> (4 * h)) & 0x0F0F0F0F;
-                const int a1 = (qb.x >> (4 * h)) & 0x0F0F0F0F;
-                const int a2 = (qa.y >> (4 * h)) & 0x0F0F0F0F;
-                const int a3 = (qb.y >> (4 * h)) & 0x0F0F0F0F;
-                const int sa = byte_of(sca[m][j / 4], j), sb = byte_of(scb[m][j / 4], j);
-#pragma unroll
-                for (int nt = 0; nt < NT; ++nt) {
-                    const int2 b = pair_half(b4[nt], h);
-                    int c[4] = {0, 0, 0, 0};
-                    mma_k32(c, a0, a1, a2, a3, b.x, b.y);
-                    dot[m][nt][0] += sa * c[0]; dot[m][nt][1] += sa * c[1];
-                    dot[m][nt][2] += sb * c[2]; dot[m][nt][3] += sb * c[3];
-                }
+            for (int nt = 0; nt < NT; ++nt) {
+                const int2 b = pair_half(b4[nt], h);
+                int c[4] = {0, 0, 0, 0};
+                mma_k32(c, a0, a1, a2, a3, b.x, b.y);
+                dot[nt][0] += sa * c[0]; dot[nt][1] += sa * c[1];
+                dot[nt][2] += sb * c[2]; dot[nt][3] += sb * c[3];
             }
         }
     }
+    const float2 dma = __half22float2(*(const half2 *) &ha.x);
+    const float2 dmb = __half22float2(*(const half2 *) &hb.x);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
         // Columns 2t and 2t + 1's sums of q, pairs 0..3 each.
         const int4 * sums = (const int4 *) (y.qsum + ((int64_t) (u * NT + nt) * 8 + 2 * t) * 4);
         const int4 s0 = sums[0], s1 = sums[1];
         const float2 d = col_pair<NT, float, float2>(y.d, u, nt, t);
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-            const float2 dma = __half22float2(*(const half2 *) &ha[m].x);
-            const float2 dmb = __half22float2(*(const half2 *) &hb[m].x);
-            acc[m][nt][0] += d.x * (dma.x * (float) dot[m][nt][0] - dma.y * (float) q4_K_mins_dot(mna[m], s0));
-            acc[m][nt][1] += d.y * (dma.x * (float) dot[m][nt][1] - dma.y * (float) q4_K_mins_dot(mna[m], s1));
-            acc[m][nt][2] += d.x * (dmb.x * (float) dot[m][nt][2] - dmb.y * (float) q4_K_mins_dot(mnb[m], s0));
-            acc[m][nt][3] += d.y * (dmb.x * (float) dot[m][nt][3] - dmb.y * (float) q4_K_mins_dot(mnb[m], s1));
-        }
+        acc[nt][0] += d.x * (dma.x * (float) dot[nt][0] - dma.y * (float) q4_K_mins_dot(mna, s0));
+        acc[nt][1] += d.y * (dma.x * (float) dot[nt][1] - dma.y * (float) q4_K_mins_dot(mna, s1));
+        acc[nt][2] += d.x * (dmb.x * (float) dot[nt][2] - dmb.y * (float) q4_K_mins_dot(mnb, s0));
+        acc[nt][3] += d.y * (dmb.x * (float) dot[nt][3] - dmb.y * (float) q4_K_mins_dot(mnb, s1));
     }
 }
 
@@ -440,42 +418,31 @@ static __device__ __forceinline__ int signed_byte(int x, int j) {
 
 // Q6_K: 16 groups of 16 values, each with its own scale, so K = 16 products;
 // a lane holds values 4t..4t+3 of each group. In integers: sum_g sc_g (q . a)_g.
-// Rows g (wa[m]) and g + 8 (wb[m]) of each of the warp's MT m-tiles, which
-// share the activations' fragments.
-template <int NT, int MT>
-static __device__ __forceinline__ void unit_q6_K(const char * const wa[MT], const char * const wb[MT], int u,
-                                                 const Acts & y, float acc[MT][NT][4], int lane, int t) {
-    const block_q6_K * xa[MT];
-    const block_q6_K * xb[MT];
-    int dot[MT][NT][4];
+template <int NT>
+static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * wb, int u, const Acts & y,
+                                                 float acc[NT][4], int lane, int t) {
+    const block_q6_K * xa = (const block_q6_K *) wa + u;
+    const block_q6_K * xb = (const block_q6_K *) wb + u;
+    int dot[NT][4];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-        xa[m] = (const block_q6_K *) wa[m] + u;
-        xb[m] = (const block_q6_K *) wb[m] + u;
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            dot[m][nt][0] = dot[m][nt][1] = dot[m][nt][2] = dot[m][nt][3] = 0;
-        }
+    for (int nt = 0; nt < NT; ++nt) {
+        dot[nt][0] = dot[nt][1] = dot[nt][2] = dot[nt][3] = 0;
     }
 #pragma unroll
     for (int n = 0; n < 2; ++n) {
-        int la[MT][2][2], lb[MT][2][2], ha[MT][2], hb[MT][2];  // [m][h][ql half]
-        int sca8[MT], sca8b[MT], scb8[MT], scb8b[MT];
+        int la[2][2], lb[2][2], ha[2], hb[2];  // [h][ql half]
 #pragma unroll
-        for (int m = 0; m < MT; ++m) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-                const int off = 16 * h + 4 * t;
-                la[m][h][0] = load_b2(xa[m]->ql + 64 * n + off);
-                la[m][h][1] = load_b2(xa[m]->ql + 64 * n + 32 + off);
-                lb[m][h][0] = load_b2(xb[m]->ql + 64 * n + off);
-                lb[m][h][1] = load_b2(xb[m]->ql + 64 * n + 32 + off);
-                ha[m][h] = load_b2(xa[m]->qh + 32 * n + off);
-                hb[m][h] = load_b2(xb[m]->qh + 32 * n + off);
-            }
-            sca8[m] = load_b2(xa[m]->scales + 8 * n), sca8b[m] = load_b2(xa[m]->scales + 8 * n + 4);
-            scb8[m] = load_b2(xb[m]->scales + 8 * n), scb8b[m] = load_b2(xb[m]->scales + 8 * n + 4);
+        for (int h = 0; h < 2; ++h) {
+            const int off = 16 * h + 4 * t;
+            la[h][0] = load_b2(xa->ql + 64 * n + off);
+            la[h][1] = load_b2(xa->ql + 64 * n + 32 + off);
+            lb[h][0] = load_b2(xb->ql + 64 * n + off);
+            lb[h][1] = load_b2(xb->ql + 64 * n + 32 + off);
+            ha[h] = load_b2(xa->qh + 32 * n + off);
+            hb[h] = load_b2(xb->qh + 32 * n + off);
         }
+        const int sca8 = load_b2(xa->scales + 8 * n), sca8b = load_b2(xa->scales + 8 * n + 4);
+        const int scb8 = load_b2(xb->scales + 8 * n), scb8b = load_b2(xb->scales + 8 * n + 4);
         int4 b4[NT];
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
@@ -489,38 +456,32 @@ static __device__ __forceinline__ void unit_q6_K(const char * const wa[MT], cons
                 b[nt] = pair_half(b4[nt], q % 2);
             }
 #pragma unroll
-            for (int m = 0; m < MT; ++m) {
+            for (int h = 0; h < 2; ++h) {
+                const int va = q6_minus_32(((la[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                           (((ha[h] >> (2 * q)) & 0x03030303) << 4));
+                const int vb = q6_minus_32(((lb[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                           (((hb[h] >> (2 * q)) & 0x03030303) << 4));
+                const int si = 2 * q + h;  // the scale's index within this half's 8
+                const int sca = signed_byte(si < 4 ? sca8 : sca8b, si);
+                const int scb = signed_byte(si < 4 ? scb8 : scb8b, si);
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const int va = q6_minus_32(((la[m][h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
-                                               (((ha[m][h] >> (2 * q)) & 0x03030303) << 4));
-                    const int vb = q6_minus_32(((lb[m][h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
-                                               (((hb[m][h] >> (2 * q)) & 0x03030303) << 4));
-                    const int si = 2 * q + h;  // the scale's index within this half's 8
-                    const int sca = signed_byte(si < 4 ? sca8[m] : sca8b[m], si);
-                    const int scb = signed_byte(si < 4 ? scb8[m] : scb8b[m], si);
-#pragma unroll
-                    for (int nt = 0; nt < NT; ++nt) {
-                        int c[4] = {0, 0, 0, 0};
-                        mma_k16(c, va, vb, h == 0 ? b[nt].x : b[nt].y);
-                        dot[m][nt][0] += sca * c[0]; dot[m][nt][1] += sca * c[1];
-                        dot[m][nt][2] += scb * c[2]; dot[m][nt][3] += scb * c[3];
-                    }
+                for (int nt = 0; nt < NT; ++nt) {
+                    int c[4] = {0, 0, 0, 0};
+                    mma_k16(c, va, vb, h == 0 ? b[nt].x : b[nt].y);
+                    dot[nt][0] += sca * c[0]; dot[nt][1] += sca * c[1];
+                    dot[nt][2] += scb * c[2]; dot[nt][3] += scb * c[3];
                 }
             }
         }
     }
+    const float da = __half2float(xa->d), db = __half2float(xb->d);
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
         const float2 d = col_pair<NT, float, float2>(y.d, u, nt, t);
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-            const float da = __half2float(xa[m]->d), db = __half2float(xb[m]->d);
-            acc[m][nt][0] += d.x * (da * (float) dot[m][nt][0]);
-            acc[m][nt][1] += d.y * (da * (float) dot[m][nt][1]);
-            acc[m][nt][2] += d.x * (db * (float) dot[m][nt][2]);
-            acc[m][nt][3] += d.y * (db * (float) dot[m][nt][3]);
-        }
+        acc[nt][0] += d.x * (da * (float) dot[nt][0]);
+        acc[nt][1] += d.y * (da * (float) dot[nt][1]);
+        acc[nt][2] += d.x * (db * (float) dot[nt][2]);
+        acc[nt][3] += d.y * (db * (float) dot[nt][3]);
     }
 }
 
@@ -635,16 +596,15 @@ static __device__ __forceinline__ void store_tile(const float acc[NT][4], float 
 // dst[col * dst_col_stride + row] = sum_k w[row][k] * x[col][k] (+ add[the
 // same index], when add is not null; add may be dst) for rows < nrows, cols <
 // ncols; w rows of row_bytes; the activations as quantize_kernel left them.
-// A block has RT tiles of 16 MT rows (MT = m_tiles(V)), which read the same
-// activations (through L1); the WARPS / RT warps of a tile split K.
+// A block has RT tiles of 16 rows, which read the same activations (through
+// L1); the WARPS / RT warps of a tile split K.
 //
 // V == Preload (Q4_K, Q6_K): 2 blocks per SM instead of 3 or 4, whose registers
 // let a warp issue a whole unit's weight loads before its first product
 // (Q4_K asks for it explicitly; the compiler may interleave them with the
 // products otherwise, one pair of sub-blocks' loads after the other's use).
-// V == Wide: as Preload, for two m-tiles a warp.
 template <WType T, int NT, int RT, Variant V>
-__global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || V == Variant::Wide ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
+__global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
         const char * __restrict__ w, const void * __restrict__ acts, const float * add, float * dst,
         const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
     const int lane = threadIdx.x;
@@ -653,51 +613,30 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || V == Vari
     const int t = lane % 4;
     constexpr int KS = WARPS / RT;  // warps per row tile
     const int rt = warp % RT, ks = warp / RT;
-    constexpr int MT = m_tiles(V);
-    const int row0 = (blockIdx.x * RT + rt) * ROWS * MT;
+    const int row0 = (blockIdx.x * RT + rt) * ROWS;
 
-    const char * wa[MT];
-    const char * wb[MT];
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-        wa[m] = w + (int64_t) min(row0 + ROWS * m + g, nrows - 1) * row_bytes;
-        wb[m] = w + (int64_t) min(row0 + ROWS * m + g + 8, nrows - 1) * row_bytes;
-    }
+    const char * wa = w + (int64_t) min(row0 + g, nrows - 1) * row_bytes;
+    const char * wb = w + (int64_t) min(row0 + g + 8, nrows - 1) * row_bytes;
     const Acts y = acts_at<NT>(acts, units * (UNIT / 32));
 
-    float acc[MT][NT][4];
+    float acc[NT][4];
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            acc[m][nt][0] = acc[m][nt][1] = acc[m][nt][2] = acc[m][nt][3] = 0.0f;
-        }
+    for (int nt = 0; nt < NT; ++nt) {
+        acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     }
     for (int u = ks; u < units; u += KS) {
-        if constexpr (T == WType::Q4_K) {
-            const block_q4_K * xa[MT];
-            const block_q4_K * xb[MT];
-#pragma unroll
-            for (int m = 0; m < MT; ++m) {
-                xa[m] = (const block_q4_K *) wa[m] + u;
-                xb[m] = (const block_q4_K *) wb[m] + u;
-            }
-            unit_q4_K<NT, V == Variant::Preload || V == Variant::Wide, MT>(xa, xb, u, y, acc, lane, t);
-        } else if constexpr (T == WType::Q6_K) {
-            unit_q6_K<NT, MT>(wa, wb, u, y, acc, lane, t);
+        if (T == WType::Q4_K) {
+            unit_q4_K<NT, V == Variant::Preload>((const block_q4_K *) wa + u, (const block_q4_K *) wb + u, u, y, acc,
+                                                 lane, t);
+        } else if (T == WType::Q6_K) {
+            unit_q6_K<NT>(wa, wb, u, y, acc, lane, t);
         } else {
-            unit_q8_0<NT, V == Variant::Words>(wa[0], wb[0], u, y, acc[0], lane, t);
+            unit_q8_0<NT, V == Variant::Words>(wa, wb, u, y, acc, lane, t);
         }
     }
 
     __shared__ float part[WARPS - RT][NT * 4][32];
-#pragma unroll
-    for (int m = 0; m < MT; ++m) {
-        if (m > 0) {
-            __syncthreads();  // the tile before has read part
-        }
-        store_tile<NT, RT>(acc[m], part, add, dst, row0 + ROWS * m, nrows, ncols, dst_col_stride, warp, lane);
-    }
+    store_tile<NT, RT>(acc, part, add, dst, row0, nrows, ncols, dst_col_stride, warp, lane);
 }
 
 // How a product is launched: rt row tiles of 16 per block (1, 2 or 4, which
@@ -712,29 +651,19 @@ template <WType T, int RT, int NT>
 static void launch_nt(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
                       int ncols, int64_t row_bytes, int64_t dst_col_stride, const Plan & plan, cudaStream_t stream) {
     const dim3 block(32, WARPS);
-    // A variant the type lacks is Plain (whose tiles are 16 rows).
-    const Variant v = has_variant(T, plan.variant) ? plan.variant : Variant::Plain;
-    const int tile = ROWS * RT * m_tiles(v);
-    const dim3 grid((unsigned) ((nrows + tile - 1) / tile));
+    const dim3 grid((unsigned) ((nrows + ROWS * RT - 1) / (ROWS * RT)));
     const int units = (int) (k / UNIT);
     const char * wc = (const char *) w;
     const int nr = (int) nrows;
-    if constexpr (has_variant(T, Variant::Wide)) {
-        if (v == Variant::Wide) {
-            mmv_kernel<T, NT, RT, Variant::Wide><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
-                                                                              row_bytes, dst_col_stride);
-            return;
-        }
-    }
     if constexpr (has_variant(T, Variant::Preload)) {
-        if (v == Variant::Preload) {
+        if (plan.variant == Variant::Preload) {
             mmv_kernel<T, NT, RT, Variant::Preload><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
                                                                                  row_bytes, dst_col_stride);
             return;
         }
     }
     if constexpr (has_variant(T, Variant::Words)) {
-        if (v == Variant::Words) {
+        if (plan.variant == Variant::Words) {
             mmv_kernel<T, NT, RT, Variant::Words><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
                                                                                row_bytes, dst_col_stride);
             return;
