@@ -11,10 +11,10 @@
 // The matmul's mode: ORTHRUS_MMV in the environment, else what the engine set
 // through ggml_cuda_orthrus_set_mmv_mode, else 1.
 //   0: off, ggml's own kernels everywhere (attention too).
-//   1: Q4_K and Q6_K products of 3..16 columns. Measured on the H200,
-//      2026-12-01: for 2 columns ggml's matrix-vector kernel is quicker, and
-//      for Q8_0 ggml's kernels are at every count (ours pays 2-byte loads and
-//      a float scale per 32 values on both sides).
+//   1: Q4_K and Q6_K products of 3..16 columns, and Q4_K's of 1 and 2 too
+//      (ORTHRUS_MMV_ONE, see mul_mat_into). Q8_0 stays with ggml's kernels:
+//      measured on the H200, 2026-12-01 (8B), ours is no quicker at 8 and 16
+//      columns and slower at 4 (a float scale per 32 values on both sides).
 //   2: Q4_K, Q6_K and Q8_0 products of 1..64 columns (16 at a time), and no
 //      fused one-column matrix-vector products of ggml's: every product of a
 //      decoding pass then sums each column as it would alone (exact decoding).
@@ -94,11 +94,12 @@ static int row_tiles(int64_t nrows) {
 
 // The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
 // (plain, preload or words) for the types that have it, for comparisons;
-// else Q4_K preloading, Q6_K and Q8_0 plain. Measured on the H200, 2026-12-01
-// (mmv-test.cu, 16 columns): preloading makes Q4_K 8-17% quicker on the 8B's
-// shapes and Q6_K up to 14% slower; end to end (8B Q4_K_M) the step ratio
-// 2.21 plain, 2.06 with Q4_K preloading. Q8_0's words (aligned loads) were
-// written after the last GPU run: not yet measured.
+// else Q4_K preloading, Q8_0 in words, Q6_K plain. Measured on the H200,
+// 2026-12-01 (mmv-test.cu, 16 columns): preloading makes Q4_K 8-17% quicker
+// on the 8B's shapes and Q6_K up to 14% slower; end to end (8B Q4_K_M) the
+// step ratio 2.21 plain, 2.06 with Q4_K preloading. Q8_0's words (aligned
+// loads) are 11-28% quicker than its 2-byte loads at every shape there (the
+// 8B's LM head 377 against 521 us); Q8_0 takes our matmul in mode 2 only.
 static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
     using orthrus_mmv::Variant;
     static const int forced = [] {
@@ -110,7 +111,7 @@ static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
     if (forced >= 0 && orthrus_mmv::has_variant(t, (Variant) forced)) {
         return (Variant) forced;
     }
-    return t == orthrus_mmv::WType::Q4_K ? Variant::Preload : Variant::Plain;
+    return t == orthrus_mmv::WType::Q4_K ? Variant::Preload : t == orthrus_mmv::WType::Q8_0 ? Variant::Words : Variant::Plain;
 }
 
 // src1 = rms_norm(x) * w, to be computed with the product.
@@ -159,15 +160,23 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     // Mode 2 takes up to 64 columns, 16 at a time (a verify pass of a larger
     // block stays batch-invariant; a prompt's chunks go to ggml's MMQ).
     const int64_t max_cols = mode == 2 ? 4 * orthrus_mmv::MAX_COLS : orthrus_mmv::MAX_COLS;
-    // Written after the last GPU run, not yet measured end to end (off by
-    // default): ORTHRUS_MMV_ONE=1, mode 1 takes Q4_K products of 1 and 2
-    // columns too (the one-token pass); ORTHRUS_MMV_Q8=1, Q8_0 products of 3
-    // to 16 columns.
-    static const bool one = env_is("ORTHRUS_MMV_ONE", "1");
-    static const bool q8 = env_is("ORTHRUS_MMV_Q8", "1");
-    const bool few = ncols < 3 && !(one && type == orthrus_mmv::WType::Q4_K);
+    // Mode 1 and products of 1 or 2 columns (a one-token pass), by
+    // ORTHRUS_MMV_ONE: 0, ggml's; 1 (the default), ours for Q4_K; 2, ours for
+    // Q4_K and Q6_K. Measured on the H200, 2026-12-01 (8B Q4_K_M): 1 makes a
+    // one-token pass 3.99 -> 3.37 ms (1.7B: 1.86 -> 1.66); 2 is not yet
+    // measured end to end (the kernel test's one-column Q6_K products are
+    // quicker than ggml's in the trace of a pass: the 8B's down 21.6 against
+    // 29.5 us). Q8_0 stays with ggml's kernels in mode 1: ours was as quick at
+    // 16 columns (8B: 7.01 against 7.00 ms a pass) and slower at 4 (7.13
+    // against 5.27).
+    static const int one = [] {
+        const char * e = getenv("ORTHRUS_MMV_ONE");
+        return e ? atoi(e) : 1;
+    }();
+    const bool few = ncols < 3 && !((one >= 1 && type == orthrus_mmv::WType::Q4_K) ||
+                                    (one >= 2 && type == orthrus_mmv::WType::Q6_K));
     if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
-        (mode == 1 && (few || (type == orthrus_mmv::WType::Q8_0 && !q8)))) {
+        (mode == 1 && (few || type == orthrus_mmv::WType::Q8_0))) {
         return false;
     }
 
