@@ -94,12 +94,8 @@ static int row_tiles(int64_t nrows) {
 
 // The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
 // (plain, preload or words) for the types that have it, for comparisons;
-// else Q4_K preloading, Q8_0 in words, Q6_K plain. Measured on the H200,
-// 2026-12-01 (mmv-test.cu, 16 columns): preloading makes Q4_K 8-17% quicker
-// on the 8B's shapes and Q6_K up to 14% slower; end to end (8B Q4_K_M) the
-// step ratio 2.21 plain, 2.06 with Q4_K preloading. Q8_0's words (aligned
-// loads) are 11-28% quicker than its 2-byte loads at every shape there (the
-// 8B's LM head 377 against 521 us); Q8_0 takes our matmul in mode 2 only.
+// else orthrus_mmv::default_variant (Q4_K preloading, Q8_0 in words, Q6_K
+// plain; Q8_0 takes our matmul in mode 2 only).
 static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
     using orthrus_mmv::Variant;
     static const int forced = [] {
@@ -111,7 +107,7 @@ static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
     if (forced >= 0 && orthrus_mmv::has_variant(t, (Variant) forced)) {
         return (Variant) forced;
     }
-    return t == orthrus_mmv::WType::Q4_K ? Variant::Preload : t == orthrus_mmv::WType::Q8_0 ? Variant::Words : Variant::Plain;
+    return orthrus_mmv::default_variant(t);
 }
 
 // src1 = rms_norm(x) * w, to be computed with the product.

@@ -339,7 +339,10 @@ int main(int argc, char ** argv) {
     };
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
         for (const Shape & s : shapes) {
-            if (profile && (t != WType::Q4_K || (s.nrows != 6144 && s.nrows != 151936))) continue;
+            // Profiling (kernel-test.sh PROFILE=1, under Nsight Compute): the
+            // 8B's Q4_K and Q6_K shapes, 1 and 16 columns, as ggml-hook.cu
+            // launches them (row_tiles, default_variant).
+            if (profile && (t == WType::Q8_0 || s.k == 2048 || s.nrows == 12288)) continue;
             std::vector<float> W, X;
             const int64_t row_bytes = (s.k / UNIT) * unit_bytes(t);
             std::vector<uint8_t> wbytes(row_bytes * s.nrows);
@@ -368,7 +371,9 @@ int main(int argc, char ** argv) {
                        pass.v == Variant::Plain ? "" : ", ", pass.rt);
                 for (int n : {1, 8, 16}) {
                     if (profile) {
-                        if (pass.rt == 1 && pass.v == Variant::Plain) product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows);
+                        if (n != 8 && pass.rt == row_tiles(s.nrows) && pass.v == default_variant(t)) {
+                            product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, plan);
+                        }
                         continue;
                     }
                     const float us = graph_us([&](cudaStream_t st) {

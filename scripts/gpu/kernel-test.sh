@@ -4,8 +4,10 @@
 # attn; ~30 s each): checks and timings into $OUT/NAME-test.txt, ptxas's
 # register counts into $OUT/NAME-ptxas.txt. The NAME-test.cu builds run side
 # by side. Exit status 1 when one does not compile or a check fails.
-# PROFILE=1: then Nsight Compute's view of a few of the timed calls, into
-# $OUT/NAME-ncu.txt, when ncu is there.
+# PROFILE=1: then Nsight Compute's view of a few of the timed calls (for mmv,
+# the 8B's Q4_K and Q6_K shapes at 1 and 16 columns as ggml-hook.cu launches
+# them), into $OUT/NAME-ncu.txt, when ncu is there; PROFILE_KERNELS, a regex
+# of the kernels' names (default _kernel; e.g. mmv_kernel).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
@@ -30,8 +32,10 @@ for n in "${names[@]}"; do
     if [ -n "${PROFILE:-}" ]; then
         ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null || true)
         if [ -n "$ncu" ]; then
-            "$ncu" --kernel-name regex:"_kernel" --section SpeedOfLight --section Occupancy --section LaunchStats \
-                --section WarpStateStats --section MemoryWorkloadAnalysis "/tmp/$n-test" profile > "$OUT/$n-ncu.txt" 2>&1 || true
+            "$ncu" --kernel-name regex:"${PROFILE_KERNELS:-_kernel}" --section SpeedOfLight --section Occupancy \
+                --section LaunchStats --section WarpStateStats --section SchedulerStats --section InstructionStats \
+                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis "/tmp/$n-test" profile \
+                > "$OUT/$n-ncu.txt" 2>&1 || true
         else
             echo "no ncu on this machine" > "$OUT/$n-ncu.txt"
         fi
