@@ -5,8 +5,10 @@
 //! - [`quant`]: ggml's own quantizers and dequantizers, rows split across cores.
 //! - [`schema`]: the metadata keys and tensor names of Qwen3 / Orthrus GGUF files.
 
+#[cfg(feature = "ggml")]
 pub mod ggml;
 pub mod gguf;
+#[cfg(feature = "ggml")]
 pub mod quant;
 pub mod schema;
 pub mod types;
