@@ -31,7 +31,8 @@ for seed in "$fuzz_dir"/seeds/*.gguf; do
 done
 
 cd "$fuzz_dir"
-# The first run compiles llama.cpp (a dependency of orthrus-kernels): minutes.
+# orthrus-kernels without its ggml feature (kernels/fuzz/Cargo.toml), so no
+# llama.cpp: about a minute the first time.
 cargo fuzz build gguf_reader
 # -rss_limit_mb / -malloc_limit_mb turn an allocation driven by a hostile
 # count into a reported crash instead of a slow swap.
