@@ -75,6 +75,12 @@ static bool env_off(const char * name) {
     return env_is(name, "0");
 }
 
+// The environment variable `name` as an int (atoi), or `unset` when it is not set.
+static int env_int(const char * name, int unset) {
+    const char * e = getenv(name);
+    return e ? atoi(e) : unset;
+}
+
 // Whether the context's GPU has the mma instructions our kernels use (NVIDIA, Ampere on).
 static bool has_mma(const ggml_backend_cuda_context & ctx) {
     const int cc = ggml_cuda_info().devices[ctx.device].cc;
@@ -85,8 +91,7 @@ static bool has_mma(const ggml_backend_cuda_context & ctx) {
 // every product, for comparisons; else orthrus_mmv::row_tiles's choice.
 static int row_tiles(int64_t nrows) {
     static const int forced = [] {
-        const char * e = getenv("ORTHRUS_ROW_TILES");
-        const int n = e ? atoi(e) : 0;
+        const int n = env_int("ORTHRUS_ROW_TILES", 0);
         return n == 1 || n == 2 || n == 4 ? n : 0;
     }();
     return forced ? forced : orthrus_mmv::row_tiles(nrows);
@@ -165,10 +170,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     // 29.5 us). Q8_0 stays with ggml's kernels in mode 1: ours was as quick at
     // 16 columns (8B: 7.01 against 7.00 ms a pass) and slower at 4 (7.13
     // against 5.27).
-    static const int one = [] {
-        const char * e = getenv("ORTHRUS_MMV_ONE");
-        return e ? atoi(e) : 1;
-    }();
+    static const int one = env_int("ORTHRUS_MMV_ONE", 1);
     const bool few = ncols < 3 && !((one >= 1 && type == orthrus_mmv::WType::Q4_K) ||
                                     (one >= 2 && type == orthrus_mmv::WType::Q6_K));
     if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||

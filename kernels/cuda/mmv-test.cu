@@ -340,8 +340,9 @@ int main(int argc, char ** argv) {
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
         for (const Shape & s : shapes) {
             // Profiling (kernel-test.sh PROFILE=1, under Nsight Compute): the
-            // 8B's Q4_K and Q6_K shapes, 1 and 16 columns, as ggml-hook.cu
-            // launches them (row_tiles, default_variant).
+            // 8B's Q4_K and Q6_K shapes (K 4096 or 12288; not gate/up alone,
+            // 12288 rows, which the engine stacks into gate+up), 1 and 16
+            // columns, as ggml-hook.cu launches them (row_tiles, default_variant).
             if (profile && (t == WType::Q8_0 || s.k == 2048 || s.nrows == 12288)) continue;
             std::vector<float> W, X;
             const int64_t row_bytes = (s.k / UNIT) * unit_bytes(t);
