@@ -23,7 +23,7 @@
 // (ggml's vector kernel is as quick there). ORTHRUS_FUSE_ADD=0 leaves the residual
 // adds to ggml (for comparisons: the sums are the same either way),
 // ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles, and
-// ORTHRUS_MMV_VARIANT=plain|preload|words|biased picks its variant (the same sums;
+// ORTHRUS_MMV_VARIANT=plain|preload|words picks its variant (the same sums;
 // see variant()), for comparisons. An RMS norm whose result goes to our
 // matmul is computed with the quantizing of that result in one kernel, unless
 // ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
@@ -98,7 +98,7 @@ static int row_tiles(int64_t nrows) {
 }
 
 // The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
-// (plain, preload, words or biased) for the types that have it, for comparisons;
+// (plain, preload or words) for the types that have it, for comparisons;
 // else orthrus_mmv::default_variant (Q4_K preloading, Q8_0 in words, Q6_K
 // plain; Q8_0 takes our matmul in mode 2 only).
 static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
@@ -107,7 +107,7 @@ static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
         const char * e = getenv("ORTHRUS_MMV_VARIANT");
         if (!e) return -1;
         return strcmp(e, "plain") == 0 ? (int) Variant::Plain : strcmp(e, "preload") == 0 ? (int) Variant::Preload :
-               strcmp(e, "words") == 0 ? (int) Variant::Words : strcmp(e, "biased") == 0 ? (int) Variant::Biased : -1;
+               strcmp(e, "words") == 0 ? (int) Variant::Words : -1;
     }();
     if (forced >= 0 && orthrus_mmv::has_variant(t, (Variant) forced)) {
         return (Variant) forced;

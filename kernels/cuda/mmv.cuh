@@ -31,15 +31,11 @@ enum class WType { Q4_K, Q6_K, Q8_0 };
 
 // The kernels' variants (the same sums): Plain; Preload, with 2 blocks per SM
 // and a unit's weights loaded first (Q4_K, Q6_K); Words, Q8_0's blocks read
-// in aligned 4- and 8-byte words instead of 2-byte pieces; Biased (Q6_K),
-// the 6-bit values u multiplied as they are, each product's accumulator
-// starting from -32 times its activations' sum (quantize() stores it), so
-// that the sum is of (u - 32) a without a subtraction per weight byte.
-enum class Variant { Plain, Preload, Words, Biased };
+// in aligned 4- and 8-byte words instead of 2-byte pieces.
+enum class Variant { Plain, Preload, Words };
 
 __host__ __device__ constexpr bool has_variant(WType t, Variant v) {
-    return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0) ||
-           (v == Variant::Biased && t == WType::Q6_K);
+    return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0);
 }
 
 // The variant a product takes unless told otherwise: Q4_K preloading, Q8_0
@@ -115,10 +111,7 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 //   - for Q4_K's mins, the sums of q per 32, as int16 (|sum| <= 32 * 127):
 //     per unit, n-tile and column, 4 ints, pair p's (block 2p low, 2p + 1
 //     high), so that lane t reads its columns 2t, 2t + 1 with two 16-byte
-//     loads and multiplies them by a row's mins with dp2a;
-//   - for Q6_K (Variant::Biased), -32 times the sums of q per 16-value group,
-//     as int32: per 32-block kb and n-tile, lane t's int4 holds columns 2t,
-//     2t + 1 of group 2 kb, then of group 2 kb + 1 (sums_slot).
+//     loads and multiplies them by a row's mins with dp2a.
 // Columns past the last are zeros.
 enum class KOrder { Pairs, Halves };
 
@@ -131,13 +124,13 @@ __host__ __device__ constexpr int n_tiles(int ncols) { return ncols <= 8 ? 1 : 2
 
 static inline size_t acts_bytes(int64_t k, int ncols) {
     const int64_t nkb = k / 32, nt = n_tiles(ncols);
-    return (size_t) (nkb * nt * 32 * sizeof(int2) + nkb * 8 * nt * sizeof(float) + nkb * 16 * nt * sizeof(int));
+    return (size_t) (nkb * nt * 32 * sizeof(int2) + 2 * nkb * 8 * nt * sizeof(float));
 }
 
 struct Acts {
     const int4 * q;     // [nkb / 2][NT][32 lanes]
     const float * d;    // K-quants: [k / 256][8 NT]; Q8_0: as pair_slot lays it out
-    const int * qsum;   // Q4_K: [k / 256][NT][8 columns][4 pairs] int16 pairs; Q6_K: as sums_slot ([nkb][NT][16])
+    const int * qsum;   // Q4_K: [k / 256][NT][8 columns][4 pairs] int16 pairs
 };
 
 template <int NT>
@@ -153,14 +146,6 @@ static __device__ __forceinline__ Acts acts_at(const void * buf, int nkb) {
 template <int NT>
 static __device__ __forceinline__ int64_t pair_slot(int kb, int c) {
     return ((int64_t) (kb / 2) * NT + c / 8) * 16 + (c % 8) / 2 * 4 + 2 * (kb % 2) + c % 2;
-}
-
-// Where -32 times column c's sum over 16-value group h (0, 1) of 32-block kb
-// goes among Acts::qsum's ints for Q6_K: per block and n-tile, lane t's int4
-// holds columns 8 nt + 2t, 2t + 1 of group 0, then of group 1.
-template <int NT>
-static __device__ __forceinline__ int64_t sums_slot(int kb, int h, int c) {
-    return (((int64_t) kb * NT + c / 8) * 4 + (c % 8) / 2) * 4 + 2 * h + c % 2;
 }
 
 // Span sp of column c (of the 8 NT) into buf, by one warp: span points at the
@@ -200,9 +185,8 @@ static __device__ __forceinline__ void quantize_span(const float * span, void * 
         w[e / 4] |= (q & 0xFF) << (8 * (e % 4));
         sum += q;
     }
-    // The 16-value group's sum of q (its 2 lanes'), then the 32-block's (its 4 lanes').
+    // The 32-block's sum of q: its 4 lanes'.
     sum += __shfl_xor_sync(0xFFFFFFFF, sum, 1);
-    const int sum16 = sum;
     sum += __shfl_xor_sync(0xFFFFFFFF, sum, 2);
     if (lane >= LANES) {
         return;
@@ -229,9 +213,6 @@ static __device__ __forceinline__ void quantize_span(const float * span, void * 
     if (T == WType::Q4_K && lane % 4 == 0) {
         const int64_t pair = ((int64_t) (sp * NT + c / 8) * 8 + c % 8) * 4 + lane / 8;
         ((int16_t *) a.qsum)[2 * pair + (lane / 4) % 2] = (int16_t) sum;
-    }
-    if (T == WType::Q6_K && lane % 2 == 0) {
-        ((int *) a.qsum)[sums_slot<NT>(kb, (lane / 2) % 2, c)] = -32 * sum16;
     }
 }
 
@@ -447,9 +428,7 @@ static __device__ __forceinline__ int signed_byte(int x, int j) {
 
 // Q6_K: 16 groups of 16 values, each with its own scale, so K = 16 products;
 // a lane holds values 4t..4t+3 of each group. In integers: sum_g sc_g (q . a)_g.
-// BIASED: q . a as u . a + (-32 sum a), the mma's accumulator starting from
-// the second term (the same integers).
-template <int NT, bool BIASED>
+template <int NT>
 static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * wb, int u, const Acts & y,
                                                  float acc[NT][4], int lane, int t) {
     const block_q6_K * xa = (const block_q6_K *) wa + u;
@@ -478,32 +457,26 @@ static __device__ __forceinline__ void unit_q6_K(const char * wa, const char * w
 #pragma unroll
         for (int q = 0; q < 4; ++q) {
             // Blocks 8u + 4n + q in pairs: q even loads both.
-            const int kb = 8 * u + 4 * n + q;
             int2 b[NT];
-            int4 s4[NT];  // BIASED: -32 sum a of groups 2 kb, 2 kb + 1 (columns 2t, 2t + 1)
 #pragma unroll
             for (int nt = 0; nt < NT; ++nt) {
                 if (q % 2 == 0) {
                     b4[nt] = b_frags<NT>(y, 4 * u + 2 * n + q / 2, nt, lane);
                 }
                 b[nt] = pair_half(b4[nt], q % 2);
-                if (BIASED) {
-                    s4[nt] = *(const int4 *) (y.qsum + sums_slot<NT>(kb, 0, 8 * nt + 2 * t));
-                }
             }
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                const int ua = ((la[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) | (((ha[h] >> (2 * q)) & 0x03030303) << 4);
-                const int ub = ((lb[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) | (((hb[h] >> (2 * q)) & 0x03030303) << 4);
-                const int va = BIASED ? ua : q6_minus_32(ua);
-                const int vb = BIASED ? ub : q6_minus_32(ub);
+                const int va = q6_minus_32(((la[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                           (((ha[h] >> (2 * q)) & 0x03030303) << 4));
+                const int vb = q6_minus_32(((lb[h][q & 1] >> (4 * (q >> 1))) & 0x0F0F0F0F) |
+                                           (((hb[h] >> (2 * q)) & 0x03030303) << 4));
                 const int si = 2 * q + h;  // the scale's index within this half's 8
                 const int sca = signed_byte(si < 4 ? sca8 : sca8b, si);
                 const int scb = signed_byte(si < 4 ? scb8 : scb8b, si);
 #pragma unroll
                 for (int nt = 0; nt < NT; ++nt) {
-                    const int2 s = BIASED ? pair_half(s4[nt], h) : make_int2(0, 0);
-                    int c[4] = {s.x, s.y, s.x, s.y};
+                    int c[4] = {0, 0, 0, 0};
                     mma_k16(c, va, vb, h == 0 ? b[nt].x : b[nt].y);
                     dot[nt][0] += sca * c[0]; dot[nt][1] += sca * c[1];
                     dot[nt][2] += scb * c[2]; dot[nt][3] += scb * c[3];
@@ -666,7 +639,7 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 
             unit_q4_K<NT, V == Variant::Preload>((const block_q4_K *) wa + u, (const block_q4_K *) wb + u, u, y, acc,
                                                  lane, t);
         } else if (T == WType::Q6_K) {
-            unit_q6_K<NT, V == Variant::Biased>(wa, wb, u, y, acc, lane, t);
+            unit_q6_K<NT>(wa, wb, u, y, acc, lane, t);
         } else {
             unit_q8_0<NT, V == Variant::Words>(wa, wb, u, y, acc, lane, t);
         }
@@ -696,13 +669,6 @@ static void launch_nt(const void * w, const void * acts, const float * add, floa
         if (plan.variant == Variant::Preload) {
             mmv_kernel<T, NT, RT, Variant::Preload><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
                                                                                  row_bytes, dst_col_stride);
-            return;
-        }
-    }
-    if constexpr (has_variant(T, Variant::Biased)) {
-        if (plan.variant == Variant::Biased) {
-            mmv_kernel<T, NT, RT, Variant::Biased><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
-                                                                                row_bytes, dst_col_stride);
             return;
         }
     }
