@@ -23,7 +23,7 @@
 // (ggml's vector kernel is as quick there). ORTHRUS_FUSE_ADD=0 leaves the residual
 // adds to ggml (for comparisons: the sums are the same either way),
 // ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles, and
-// ORTHRUS_MMV_VARIANT=plain|preload|words|staged picks its variant (the same sums;
+// ORTHRUS_MMV_VARIANT=plain|preload|words picks its variant (the same sums;
 // see variant()), for comparisons. An RMS norm whose result goes to our
 // matmul is computed with the quantizing of that result in one kernel, unless
 // ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
@@ -98,7 +98,7 @@ static int row_tiles(int64_t nrows) {
 }
 
 // The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
-// (plain, preload, words or staged) for the types that have it, for comparisons;
+// (plain, preload or words) for the types that have it, for comparisons;
 // else orthrus_mmv::default_variant (Q4_K preloading, Q8_0 in words, Q6_K
 // plain; Q8_0 takes our matmul in mode 2 only).
 static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
@@ -107,18 +107,12 @@ static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
         const char * e = getenv("ORTHRUS_MMV_VARIANT");
         if (!e) return -1;
         return strcmp(e, "plain") == 0 ? (int) Variant::Plain : strcmp(e, "preload") == 0 ? (int) Variant::Preload :
-               strcmp(e, "words") == 0 ? (int) Variant::Words : strcmp(e, "staged") == 0 ? (int) Variant::Staged : -1;
+               strcmp(e, "words") == 0 ? (int) Variant::Words : -1;
     }();
     if (forced >= 0 && orthrus_mmv::has_variant(t, (Variant) forced)) {
         return (Variant) forced;
     }
     return orthrus_mmv::default_variant(t);
-}
-
-// Stages of the staged variant: ORTHRUS_MMV_STAGES (2 to 4), else Plan's.
-static int stages() {
-    static const int n = env_int("ORTHRUS_MMV_STAGES", orthrus_mmv::Plan().stages);
-    return std::min(4, std::max(2, n));
 }
 
 // src1 = rms_norm(x) * w, to be computed with the product.
@@ -198,7 +192,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         }
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
-                            {row_tiles(nrows), variant(type), stages()});
+                            {row_tiles(nrows), variant(type)});
     }
     CUDA_CHECK(cudaGetLastError());
     return true;

@@ -14,7 +14,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <string>
 #include <vector>
 
 using namespace orthrus_mmv;
@@ -24,15 +23,7 @@ static float urand(float a, float b) { return std::uniform_real_distribution<flo
 static uint8_t ubyte() { return (uint8_t) (rng() & 0xFF); }
 
 static const char * variant_name(Variant v) {
-    return v == Variant::Preload ? "preloading" : v == Variant::Words ? "in words" : v == Variant::Staged ? "staged" : "plain";
-}
-
-// ", <variant>" for a variant other than plain, with its stages when staged.
-static std::string pass_name(Variant v, int stages) {
-    if (v == Variant::Plain) return "";
-    std::string s = std::string(", ") + variant_name(v);
-    if (v == Variant::Staged) s += " " + std::to_string(stages);
-    return s;
+    return v == Variant::Preload ? "preloading" : v == Variant::Words ? "in words" : "plain";
 }
 
 static const char * name(WType t) { return t == WType::Q4_K ? "q4_K" : t == WType::Q6_K ? "q6_K" : "q8_0"; }
@@ -149,16 +140,11 @@ int main(int argc, char ** argv) {
     // other variants (preloading, Q8_0's aligned words), which must give the
     // plain kernel's values bit for bit.
     const int64_t ks[] = {2048, 256 * 12, 6144, 1024};
-    struct Pass { Variant v; int rt; int stages = 3; };
+    struct Pass { Variant v; int rt; };
     std::vector<Pass> passes;
     for (Variant v : {Variant::Plain, Variant::Preload, Variant::Words}) {
         for (int rt : {1, 2, 4}) {
             passes.push_back({v, rt});
-        }
-    }
-    for (int stages : {2, 3, 4}) {
-        for (int rt : {1, 2, 4}) {
-            passes.push_back({Variant::Staged, rt, stages});
         }
     }
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
@@ -180,7 +166,7 @@ int main(int argc, char ** argv) {
             for (const Pass & pass : passes) {
                 if (!has_variant(t, pass.v)) continue;
                 const int rt = pass.rt;
-                const Plan plan{rt, pass.v, pass.stages};
+                const Plan plan{rt, pass.v};
                 // Each column alone.
                 std::vector<float> alone(nrows * MAX_COLS);
                 for (int c = 0; c < MAX_COLS; ++c) {
@@ -248,8 +234,9 @@ int main(int argc, char ** argv) {
                 CHECK(cudaGetLastError());
                 const bool ok = worst < 2e-3 && differ == 0 && add_differ == 0;
                 failures += !ok;
-                printf("%s k=%lld rows=%lld, %d row tiles a block%s: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
-                       name(t), (long long) k, (long long) nrows, rt, pass_name(pass.v, pass.stages).c_str(), worst, differ,
+                printf("%s k=%lld rows=%lld, %d row tiles a block%s%s: error / sum|w x| %.2e, values unlike the column alone %d, unlike it plus the residual %d: %s\n",
+                       name(t), (long long) k, (long long) nrows, rt, pass.v == Variant::Plain ? "" : ", ",
+                       pass.v == Variant::Plain ? "" : variant_name(pass.v), worst, differ,
                        add_differ, ok ? "ok" : "FAILED");
             }
             cudaFree(dw); cudaFree(dy); cudaFree(da); cudaFree(dd);
@@ -379,14 +366,13 @@ int main(int argc, char ** argv) {
             // Plain with 1, 2 and 4 row tiles; then the type's other variants with 1 and 2.
             for (const Pass & pass : passes) {
                 if (!has_variant(t, pass.v) || (pass.v != Variant::Plain && pass.rt == 4)) continue;
-                const Plan plan{pass.rt, pass.v, pass.stages};
+                const Plan plan{pass.rt, pass.v};
                 float us1 = 0.0f;
-                printf(" | %d row tiles%s", pass.rt, pass_name(pass.v, pass.stages).c_str());
+                printf(" | %s%s%d row tiles", pass.v == Variant::Plain ? "" : variant_name(pass.v),
+                       pass.v == Variant::Plain ? "" : ", ", pass.rt);
                 for (int n : {1, 8, 16}) {
                     if (profile) {
-                        // and, for comparison, Q4_K staged in 3 stages.
-                        const bool staged3 = pass.v == Variant::Staged && pass.stages == 3;
-                        if (n != 8 && pass.rt == row_tiles(s.nrows) && (pass.v == default_variant(t) || staged3)) {
+                        if (n != 8 && pass.rt == row_tiles(s.nrows) && pass.v == default_variant(t)) {
                             product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, plan);
                         }
                         continue;

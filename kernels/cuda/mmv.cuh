@@ -31,18 +31,11 @@ enum class WType { Q4_K, Q6_K, Q8_0 };
 
 // The kernels' variants (the same sums): Plain; Preload, with 2 blocks per SM
 // and a unit's weights loaded first (Q4_K, Q6_K); Words, Q8_0's blocks read
-// in aligned 4- and 8-byte words instead of 2-byte pieces; Staged (Q4_K), a
-// warp's 16 rows of a unit copied whole into shared memory by cp.async, 16
-// bytes a lane, several units ahead (Plan::stages), and read from there in
-// the mma's layout. (A load of the mma's layout straight from memory reads 8
-// bytes of each of 8 rows: 8 of L1's 128-byte lines for 256 bytes. A 16-byte
-// copy per lane reads whole runs of a row; at 16 columns Nsight Compute shows
-// L1 76% busy and L1TEX waits half the stalls.)
-enum class Variant { Plain, Preload, Words, Staged };
+// in aligned 4- and 8-byte words instead of 2-byte pieces.
+enum class Variant { Plain, Preload, Words };
 
 __host__ __device__ constexpr bool has_variant(WType t, Variant v) {
-    return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0) ||
-           (v == Variant::Staged && t == WType::Q4_K);
+    return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0);
 }
 
 // The variant a product takes unless told otherwise: Q4_K preloading, Q8_0
@@ -59,13 +52,6 @@ constexpr int ROWS = 16;      // rows per warp (the mma's M)
 constexpr int WARPS = 8;      // warps per block: RT row tiles, each split over K by WARPS / RT
 constexpr int MAX_COLS = 16;  // two n-tiles of 8
 constexpr int UNIT = 256;     // values of K per unit of work
-// Bytes of a row's unit in a stage of shared memory (Variant::Staged): a
-// Q4_K block and 16 bytes more, so that the mma layout's 8-byte reads of 8
-// rows x 4 lanes fall in distinct banks.
-constexpr int STAGE_ROW = 160;
-
-// Dynamic shared memory of a staged block of S stages.
-__host__ __device__ constexpr int stage_bytes(int s) { return s * WARPS * ROWS * STAGE_ROW; }
 
 // ggml's block layouts (ggml-common.h).
 struct block_q8_0 { half d; int8_t qs[32]; };
@@ -109,30 +95,6 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 #else
     (void) c; (void) a0; (void) a1; (void) b0;
     __trap();
-#endif
-}
-
-// 16 bytes from global to shared memory, asynchronously (through L2 only),
-// and the group and wait that order such copies.
-static __device__ __forceinline__ void cp_async16(void * smem, const void * gmem) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    const unsigned s = (unsigned) __cvta_generic_to_shared(smem);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(s), "l"(gmem) : "memory");
-#else
-    (void) smem; (void) gmem;
-    __trap();
-#endif
-}
-static __device__ __forceinline__ void cp_async_commit() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-// Waits until at most N of this thread's groups are in flight.
-template <int N>
-static __device__ __forceinline__ void cp_async_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
 
@@ -651,12 +613,8 @@ static __device__ __forceinline__ void store_tile(const float acc[NT][4], float 
 // let a warp issue a whole unit's weight loads before its first product
 // (Q4_K asks for it explicitly; the compiler may interleave them with the
 // products otherwise, one pair of sub-blocks' loads after the other's use).
-//
-// V == Staged (Q4_K): each warp copies its rows' units into its own S stages
-// of shared memory (dynamic, stage_bytes(S) a block), S - 1 units ahead of
-// the one it multiplies, which it reads from there as Preload reads memory.
-template <WType T, int NT, int RT, Variant V, int S = 1>
-__global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || V == Variant::Staged ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
+template <WType T, int NT, int RT, Variant V>
+__global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
         const char * __restrict__ w, const void * __restrict__ acts, const float * add, float * dst,
         const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
     const int lane = threadIdx.x;
@@ -676,53 +634,7 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || V == Vari
     for (int nt = 0; nt < NT; ++nt) {
         acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.0f;
     }
-    if constexpr (V == Variant::Staged) {
-        static_assert(T == WType::Q4_K && S >= 2, "staged: Q4_K, 2 or more stages");
-        extern __shared__ int4 stage_mem[];
-        char * mine = (char *) stage_mem + (int64_t) warp * S * ROWS * STAGE_ROW;
-        // This lane's pieces of 16 bytes (of a unit's 16 rows x 9): piece c =
-        // lane + 32 i, row c / 9, bytes 16 (c % 9) of the row's block.
-        constexpr int PIECES = ROWS * 144 / 16, PER_LANE = (PIECES + 31) / 32;
-        const char * src[PER_LANE];
-        int dst_off[PER_LANE];
-#pragma unroll
-        for (int i = 0; i < PER_LANE; ++i) {
-            const int c = min(lane + 32 * i, PIECES - 1), r = c / 9, j = c % 9;
-            src[i] = w + (int64_t) min(row0 + r, nrows - 1) * row_bytes + 16 * j;
-            dst_off[i] = r * STAGE_ROW + 16 * j;
-        }
-        const int n = units > ks ? (units - ks + KS - 1) / KS : 0;  // this warp's units, ks + KS i
-        auto issue = [&](int i) {
-            char * stage = mine + (i % S) * ROWS * STAGE_ROW;
-            const int64_t at = (int64_t) (ks + KS * i) * 144;
-#pragma unroll
-            for (int p = 0; p < PER_LANE; ++p) {
-                if (lane + 32 * p < PIECES) {
-                    cp_async16(stage + dst_off[p], src[p] + at);
-                }
-            }
-        };
-#pragma unroll
-        for (int i = 0; i < S; ++i) {
-            if (i < n) {
-                issue(i);
-            }
-            cp_async_commit();
-        }
-        for (int i = 0; i < n; ++i) {
-            cp_async_wait<S - 1>();  // unit i's group (one a unit, empty ones past the last)
-            __syncwarp();            // and the other lanes' copies
-            const char * stage = mine + (i % S) * ROWS * STAGE_ROW;
-            unit_q4_K<NT, true>((const block_q4_K *) (stage + g * STAGE_ROW),
-                                (const block_q4_K *) (stage + (g + 8) * STAGE_ROW), ks + KS * i, y, acc, lane, t);
-            __syncwarp();  // every lane done with the stage before it is refilled
-            if (i + S < n) {
-                issue(i + S);
-            }
-            cp_async_commit();
-        }
-    }
-    for (int u = ks; V != Variant::Staged && u < units; u += KS) {
+    for (int u = ks; u < units; u += KS) {
         if (T == WType::Q4_K) {
             unit_q4_K<NT, V == Variant::Preload>((const block_q4_K *) wa + u, (const block_q4_K *) wb + u, u, y, acc,
                                                  lane, t);
@@ -743,21 +655,7 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || V == Vari
 struct Plan {
     int rt = 1;
     Variant variant = Variant::Plain;
-    int stages = 3;  // Variant::Staged: 2, 3 or 4
 };
-
-// A staged kernel with S stages: its dynamic shared memory allowed once.
-template <WType T, int NT, int RT, int S>
-static void launch_staged(const dim3 grid, const dim3 block, const char * w, const void * acts, const float * add,
-                          float * dst, int units, int nrows, int ncols, int64_t row_bytes, int64_t dst_col_stride,
-                          cudaStream_t stream) {
-    static const bool allowed = cudaFuncSetAttribute(mmv_kernel<T, NT, RT, Variant::Staged, S>,
-                                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                     stage_bytes(S)) == cudaSuccess;
-    (void) allowed;  // a refusal shows as the launch's error
-    mmv_kernel<T, NT, RT, Variant::Staged, S><<<grid, block, stage_bytes(S), stream>>>(w, acts, add, dst, units, nrows,
-                                                                                        ncols, row_bytes, dst_col_stride);
-}
 
 template <WType T, int RT, int NT>
 static void launch_nt(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
@@ -771,14 +669,6 @@ static void launch_nt(const void * w, const void * acts, const float * add, floa
         if (plan.variant == Variant::Preload) {
             mmv_kernel<T, NT, RT, Variant::Preload><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
                                                                                  row_bytes, dst_col_stride);
-            return;
-        }
-    }
-    if constexpr (has_variant(T, Variant::Staged)) {
-        if (plan.variant == Variant::Staged) {
-            const auto go = plan.stages <= 2 ? launch_staged<T, NT, RT, 2> : plan.stages == 3 ? launch_staged<T, NT, RT, 3>
-                                                                                              : launch_staged<T, NT, RT, 4>;
-            go(grid, block, wc, acts, add, dst, units, nr, ncols, row_bytes, dst_col_stride, stream);
             return;
         }
     }

@@ -34,7 +34,7 @@ for n in "${names[@]}"; do
         if [ -n "$ncu" ]; then
             "$ncu" --kernel-name regex:"${PROFILE_KERNELS:-_kernel}" --section SpeedOfLight --section Occupancy \
                 --section LaunchStats --section WarpStateStats --section SchedulerStats --section InstructionStats \
-                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section MemoryWorkloadAnalysis_Tables --section SourceCounters "/tmp/$n-test" profile \
+                --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section SourceCounters "/tmp/$n-test" profile \
                 > "$OUT/$n-ncu.txt" 2>&1 || true
         else
             echo "no ncu on this machine" > "$OUT/$n-ncu.txt"

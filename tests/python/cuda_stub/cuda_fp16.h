@@ -10,7 +10,7 @@
 #define __host__
 #define __forceinline__ inline
 #define __restrict__
-#define __shared__
+#define __shared__ static
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 struct half { uint16_t x; };
@@ -44,7 +44,6 @@ float __shfl_xor_sync(unsigned, float, int);
 int __shfl_xor_sync(unsigned, int, int);
 int __shfl_down_sync(unsigned, int, int);
 void __syncthreads();
-void __syncwarp(unsigned mask = 0xFFFFFFFFu);
 void __trap();
 template <class T> T min(T a, T b) { return a < b ? a : b; }
 struct cudaDeviceProp { char name[256]; int major, minor, multiProcessorCount; };
@@ -53,8 +52,6 @@ template <class T> cudaError_t cudaMalloc(T **, size_t);
 cudaError_t cudaMemcpy(void *, const void *, size_t, int);
 cudaError_t cudaMemset(void *, int, size_t);
 cudaError_t cudaGetLastError();
-enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-template <class F> cudaError_t cudaFuncSetAttribute(F, cudaFuncAttribute, int);
 const char * cudaGetErrorString(cudaError_t);
 cudaError_t cudaFree(void *);
 cudaError_t cudaEventCreate(cudaEvent_t *);
