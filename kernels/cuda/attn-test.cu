@@ -185,6 +185,22 @@ int main(int argc, char ** argv) {
             release(x);
         }
     }
+    // The 16-query blocks at 768 and 1024 slots against the blocks plan()
+    // aims at in all (ggml-hook.cu's ORTHRUS_ATTN_BLOCKS; default: the SMs).
+    for (const Shape & s : {Shape{"1.7B", 16, 8}, Shape{"8B", 32, 8}}) {
+        for (int n_kv : {768, 1024}) {
+            if (profile) break;
+            Data x = make({s.nh, s.nkv, 16, n_kv, n_kv});
+            printf("%-4s heads %d/%d, 16 queries, %4d slots, by blocks aimed at:", s.what, s.nh, s.nkv, n_kv);
+            for (int blocks : {8, 16, 24, 32, 48, 64, 96, prop.multiProcessorCount, 2 * prop.multiProcessorCount}) {
+                Params p = params(x, blocks);
+                const float us = graph_us([&](cudaStream_t st) { launch(p, x.scratch, st); });
+                printf(" %d (%d splits) %.2f us;", blocks, p.nsplit, us);
+            }
+            printf("\n");
+            release(x);
+        }
+    }
     CHECK(cudaGetLastError());
     printf("%s\n", failures ? "FAILED" : "all checks passed");
     return failures ? 1 : 0;

@@ -318,7 +318,10 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     p.nkv = (int) nkv;
     p.n_kv = (int) n_kv;
     p.scale = scale;
-    orthrus_attn::plan(p, ggml_cuda_info().devices[ctx.device].nsm);
+    // Blocks the cached slots are split over in all: ORTHRUS_ATTN_BLOCKS, else
+    // one an SM (for comparisons; attn-test.cu times a range of them).
+    static const int blocks = env_int("ORTHRUS_ATTN_BLOCKS", 0);
+    orthrus_attn::plan(p, blocks > 0 ? blocks : ggml_cuda_info().devices[ctx.device].nsm);
     ggml_cuda_pool_alloc<char> scratch(ctx.pool());
     if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
         scratch.alloc(bytes);
