@@ -162,6 +162,17 @@ int main(int argc, char ** argv) {
             failures += !ok;
             printf("heads %2d/%d, %2d queries, %4d slots (masked from %4d), %2d splits of %4d: error / max|out| %.2e: %s\n",
                    c.nh, c.nkv, c.nq, c.n_kv, c.masked_from, p.nsplit, p.split_len, e, ok ? "ok" : "FAILED");
+            // The splits combined in a cluster: combine_kernel's values bit for bit.
+            if (prop.major >= 9 && cluster_fits(p)) {
+                CHECK(cudaMemset(x.ddst, 0xFF, sizeof(float) * D * c.nh * c.nq));
+                launch(p, x.scratch, 0, true);
+                CHECK(cudaGetLastError());
+                std::vector<float> cl(out.size());
+                CHECK(cudaMemcpy(cl.data(), x.ddst, cl.size() * sizeof(float), cudaMemcpyDeviceToHost));
+                const bool same = memcmp(cl.data(), out.data(), cl.size() * sizeof(float)) == 0;
+                failures += !same;
+                printf("    the same in a cluster: %s\n", same ? "ok" : "FAILED");
+            }
         }
         release(x);
     }
@@ -179,8 +190,12 @@ int main(int argc, char ** argv) {
                 launch(p, x.scratch, 0);
             } else {
                 const float us = graph_us([&](cudaStream_t st) { launch(p, x.scratch, st); });
-                printf("%-4s heads %d/%d, %2d queries, %4d slots, %2d splits: %6.2f us\n", s.what, s.nh, s.nkv, nq,
+                printf("%-4s heads %d/%d, %2d queries, %4d slots, %2d splits: %6.2f us", s.what, s.nh, s.nkv, nq,
                        n_kv, p.nsplit, us);
+                if (prop.major >= 9 && cluster_fits(p)) {
+                    printf(", in a cluster %6.2f us", graph_us([&](cudaStream_t st) { launch(p, x.scratch, st, true); }));
+                }
+                printf("\n");
             }
             release(x);
         }

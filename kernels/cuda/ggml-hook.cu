@@ -178,6 +178,10 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         return false;
     }
 
+    // ORTHRUS_PDL=1: our matmul's kernels with programmatic dependent launch
+    // (sm_90 and later), as ggml-cuda launches its own there.
+    static const bool pdl = env_int("ORTHRUS_PDL", 0) == 1;
+    orthrus_mmv::use_pdl() = pdl && ggml_cuda_info().devices[ctx.device].cc >= GGML_CUDA_CC_HOPPER;
     cudaStream_t stream = ctx.stream();
     ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) std::min<int64_t>(ncols, orthrus_mmv::MAX_COLS)));
     const int64_t ts = sizeof(float);
@@ -326,7 +330,11 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
         scratch.alloc(bytes);
     }
-    orthrus_attn::launch(p, scratch.get(), ctx.stream());
+    // ORTHRUS_ATTN_CLUSTER=1: a KV head's splits combined in a thread block
+    // cluster (sm_90 and later) instead of by a second kernel.
+    static const bool clusters = env_int("ORTHRUS_ATTN_CLUSTER", 0) == 1;
+    const int cc = ggml_cuda_info().devices[ctx.device].cc;
+    orthrus_attn::launch(p, scratch.get(), ctx.stream(), clusters && GGML_CUDA_CC_IS_NVIDIA(cc) && cc >= GGML_CUDA_CC_HOPPER);
     CUDA_CHECK(cudaGetLastError());
     return true;
 }

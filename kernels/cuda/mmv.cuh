@@ -98,6 +98,58 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 #endif
 }
 
+// Programmatic dependent launch (sm_90; see use_pdl()): grid_wait() waits
+// for the kernels before this one on its stream to complete (at once without
+// PDL), grid_release() lets the next one start its blocks early, and
+// prefetch_l2() warms L2 with memory no earlier kernel writes (weights).
+static __device__ __forceinline__ void grid_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void grid_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+static __device__ __forceinline__ void prefetch_l2(const void * p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+    (void) p;
+#endif
+}
+
+// Whether this file's kernels are launched with programmatic dependent
+// launch (cudaLaunchAttributeProgrammaticStreamSerialization): each may then
+// start while the kernel before it on the stream finishes, as ggml-cuda's
+// own kernels do on sm_90; each waits (grid_wait) before it reads what an
+// earlier kernel wrote. Off by default; ggml-hook.cu sets it from ORTHRUS_PDL.
+static inline bool & use_pdl() {
+    static bool on = false;
+    return on;
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with PDL when use_pdl().
+template <typename... P, typename... A>
+static void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A... args) {
+    if (!use_pdl()) {
+        kernel<<<grid, block, smem, stream>>>(args...);
+        return;
+    }
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 // The activations, quantized per column, laid out for the mma's B, in pairs
 // of 32-value blocks (kb = 2 pr, 2 pr + 1) so that a lane reads both blocks'
 // values, sums and scales with one 16-byte load each:
@@ -223,6 +275,8 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
                                                        const int c0, const int ncols, const int n1, const int n2,
                                                        const int64_t s1, const int64_t s2, const int64_t s3) {
     constexpr int SPAN = scale_span(T);
+    grid_release();
+    grid_wait();
     const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
     const int nspan = nkb * 32 / SPAN;
     if (item >= (int64_t) nspan * 8 * NT) {
@@ -248,6 +302,8 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
                                                             float * h, void * buf, const int nkb, const int c0,
                                                             const int ncols) {
     constexpr int SPAN = scale_span(T);
+    grid_release();
+    grid_wait();
     const int c = blockIdx.x;
     const int lane = threadIdx.x, warp = threadIdx.y, tid = 32 * warp + lane;
     const int k = 32 * nkb;
@@ -628,6 +684,14 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 
     const char * wa = w + (int64_t) min(row0 + g, nrows - 1) * row_bytes;
     const char * wb = w + (int64_t) min(row0 + g + 8, nrows - 1) * row_bytes;
     const Acts y = acts_at<NT>(acts, units * (UNIT / 32));
+    // The first unit's weights into L2 while the kernel before finishes
+    // (PDL), then the wait for the activations it wrote.
+    if (ks < units) {
+        const int64_t at = (int64_t) ks * unit_bytes(T) + min(96 * t, unit_bytes(T) - 1);
+        prefetch_l2(wa + at);
+        prefetch_l2(wb + at);
+    }
+    grid_wait();
 
     float acc[NT][4];
 #pragma unroll
@@ -645,6 +709,7 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 
         }
     }
 
+    grid_release();
     __shared__ float part[WARPS - RT][NT * 4][32];
     store_tile<NT, RT>(acc, part, add, dst, row0, nrows, ncols, dst_col_stride, warp, lane);
 }
@@ -667,20 +732,20 @@ static void launch_nt(const void * w, const void * acts, const float * add, floa
     const int nr = (int) nrows;
     if constexpr (has_variant(T, Variant::Preload)) {
         if (plan.variant == Variant::Preload) {
-            mmv_kernel<T, NT, RT, Variant::Preload><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
-                                                                                 row_bytes, dst_col_stride);
+            launch_kernel(mmv_kernel<T, NT, RT, Variant::Preload>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
+                          ncols, row_bytes, dst_col_stride);
             return;
         }
     }
     if constexpr (has_variant(T, Variant::Words)) {
         if (plan.variant == Variant::Words) {
-            mmv_kernel<T, NT, RT, Variant::Words><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols,
-                                                                               row_bytes, dst_col_stride);
+            launch_kernel(mmv_kernel<T, NT, RT, Variant::Words>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
+                          ncols, row_bytes, dst_col_stride);
             return;
         }
     }
-    mmv_kernel<T, NT, RT, Variant::Plain><<<grid, block, 0, stream>>>(wc, acts, add, dst, units, nr, ncols, row_bytes,
-                                                                       dst_col_stride);
+    launch_kernel(mmv_kernel<T, NT, RT, Variant::Plain>, grid, block, 0, stream, wc, acts, add, dst, units, nr, ncols,
+                  row_bytes, dst_col_stride);
 }
 
 template <WType T, int RT>
@@ -727,9 +792,9 @@ static void quantize_type(const float * x, int64_t k, int c0, int ncols, int n1,
     const dim3 block(32, 8);
     const dim3 grid((unsigned) ((items + 7) / 8));
     if (nt == 1) {
-        quantize_kernel<T, 1><<<grid, block, 0, stream>>>(x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
+        launch_kernel(quantize_kernel<T, 1>, grid, block, 0, stream, x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
     } else {
-        quantize_kernel<T, 2><<<grid, block, 0, stream>>>(x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
+        launch_kernel(quantize_kernel<T, 2>, grid, block, 0, stream, x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
     }
 }
 
@@ -741,9 +806,9 @@ static void norm_quantize_type(const float * x, const float * w, float eps, int6
     const dim3 block(32, 8);
     const dim3 grid((unsigned) (8 * nt));
     if (nt == 1) {
-        norm_quantize_kernel<T, 1><<<grid, block, 0, stream>>>(x, w, eps, h, buf, nkb, c0, ncols);
+        launch_kernel(norm_quantize_kernel<T, 1>, grid, block, 0, stream, x, w, eps, h, buf, nkb, c0, ncols);
     } else {
-        norm_quantize_kernel<T, 2><<<grid, block, 0, stream>>>(x, w, eps, h, buf, nkb, c0, ncols);
+        launch_kernel(norm_quantize_kernel<T, 2>, grid, block, 0, stream, x, w, eps, h, buf, nkb, c0, ncols);
     }
 }
 
