@@ -162,17 +162,6 @@ int main(int argc, char ** argv) {
             failures += !ok;
             printf("heads %2d/%d, %2d queries, %4d slots (masked from %4d), %2d splits of %4d: error / max|out| %.2e: %s\n",
                    c.nh, c.nkv, c.nq, c.n_kv, c.masked_from, p.nsplit, p.split_len, e, ok ? "ok" : "FAILED");
-            // The splits combined in a cluster: combine_kernel's values bit for bit.
-            if (prop.major >= 9 && cluster_fits(p)) {
-                CHECK(cudaMemset(x.ddst, 0xFF, sizeof(float) * D * c.nh * c.nq));
-                launch(p, x.scratch, 0, true);
-                CHECK(cudaGetLastError());
-                std::vector<float> cl(out.size());
-                CHECK(cudaMemcpy(cl.data(), x.ddst, cl.size() * sizeof(float), cudaMemcpyDeviceToHost));
-                const bool same = memcmp(cl.data(), out.data(), cl.size() * sizeof(float)) == 0;
-                failures += !same;
-                printf("    the same in a cluster: %s\n", same ? "ok" : "FAILED");
-            }
         }
         release(x);
     }
@@ -190,29 +179,9 @@ int main(int argc, char ** argv) {
                 launch(p, x.scratch, 0);
             } else {
                 const float us = graph_us([&](cudaStream_t st) { launch(p, x.scratch, st); });
-                printf("%-4s heads %d/%d, %2d queries, %4d slots, %2d splits: %6.2f us", s.what, s.nh, s.nkv, nq,
+                printf("%-4s heads %d/%d, %2d queries, %4d slots, %2d splits: %6.2f us\n", s.what, s.nh, s.nkv, nq,
                        n_kv, p.nsplit, us);
-                if (prop.major >= 9 && cluster_fits(p)) {
-                    printf(", in a cluster %6.2f us", graph_us([&](cudaStream_t st) { launch(p, x.scratch, st, true); }));
-                }
-                printf("\n");
             }
-            release(x);
-        }
-    }
-    // The 16-query blocks at 768 and 1024 slots against the blocks plan()
-    // aims at in all (ggml-hook.cu's ORTHRUS_ATTN_BLOCKS; default: the SMs).
-    for (const Shape & s : {Shape{"1.7B", 16, 8}, Shape{"8B", 32, 8}}) {
-        for (int n_kv : {768, 1024}) {
-            if (profile) break;
-            Data x = make({s.nh, s.nkv, 16, n_kv, n_kv});
-            printf("%-4s heads %d/%d, 16 queries, %4d slots, by blocks aimed at:", s.what, s.nh, s.nkv, n_kv);
-            for (int blocks : {8, 16, 24, 32, 48, 64, 96, prop.multiProcessorCount, 2 * prop.multiProcessorCount}) {
-                Params p = params(x, blocks);
-                const float us = graph_us([&](cudaStream_t st) { launch(p, x.scratch, st); });
-                printf(" %d (%d splits) %.2f us;", blocks, p.nsplit, us);
-            }
-            printf("\n");
             release(x);
         }
     }

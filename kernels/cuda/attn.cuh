@@ -51,16 +51,7 @@ struct Params {
     int nq, nh, nkv, n_kv;
     int split_len, nsplit;  // set by plan(): slots per block (whole chunks), blocks per KV head
     float scale;
-    // A KV head's splits as one thread block cluster (sm_90), which combine
-    // their results through each other's shared memory instead of part_o,
-    // part_ml and combine_kernel: set by launch() where cluster_fits().
-    bool cluster;
 };
-
-// Splits of a cluster at most (a non-portable size on sm_90) and the rows
-// whose partial results fit in a block's shared memory (the K/V chunks').
-constexpr int MAX_CLUSTER = 16;
-constexpr int MAX_CLUSTER_ROWS = 64;
 
 // D += A B: A 16x16 f16 (a0 row g, k 2t..2t+1; a1 row g+8; a2, a3 the same at
 // k + 8), B 16x8 f16 (b0: k 2t..2t+1 of column g; b1 at k + 8), D 16x8 f32
@@ -111,47 +102,6 @@ static __device__ __forceinline__ void copies_done() {
 #endif
 }
 
-// Thread block clusters (sm_90): the address of p in the shared memory of
-// the cluster's block `rank`, loads from there, and a barrier of all the
-// cluster's threads that also orders their shared-memory writes before it
-// against the reads after it.
-static __device__ __forceinline__ uint32_t cluster_addr(const void * p, int rank) {
-    uint32_t r = 0;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    const uint32_t a = (uint32_t) __cvta_generic_to_shared(p);
-    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(rank));
-#else
-    (void) p; (void) rank;
-    __trap();
-#endif
-    return r;
-}
-static __device__ __forceinline__ float cluster_load(uint32_t a) {
-    float v = 0.0f;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(v) : "r"(a));
-#else
-    (void) a;
-#endif
-    return v;
-}
-static __device__ __forceinline__ float2 cluster_load2(uint32_t a) {
-    float2 v = make_float2(0.0f, 0.0f);
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("ld.shared::cluster.v2.f32 {%0, %1}, [%2];" : "=f"(v.x), "=f"(v.y) : "r"(a));
-#else
-    (void) a;
-#endif
-    return v;
-}
-static __device__ __forceinline__ void cluster_sync() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
-#else
-    __trap();
-#endif
-}
-
 static __device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
     const half2 h = __floats2half2_rn(lo, hi);
     return *(const uint32_t *) &h;
@@ -169,14 +119,10 @@ static __device__ __forceinline__ int row_head(const Params & p, int kvh, int r)
 // Block (kvh, split): KV head kvh over the slots [split * split_len, min((split + 1)
 // * split_len, n_kv)). Warps: one per 16 of the rows = (nh / nkv) * nq. Shared: K
 // and V chunks, the mask's chunk.
-// With p.cluster, the blocks of a KV head are a cluster, of which block
-// `split` combines rows split, split + nsplit, ... from all of them.
 __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
-    __shared__ __align__(16) half kv[2 * CHUNK * LD];  // K's chunk, then V's; then the partial O
+    __shared__ __align__(16) half ks[CHUNK * LD];
+    __shared__ __align__(16) half vs[CHUNK * LD];
     __shared__ __align__(16) half ms[MAX_Q][CHUNK];
-    __shared__ float2 ml_s[MAX_CLUSTER_ROWS];            // p.cluster: the rows' (max, sum)
-    half * const ks = kv;
-    half * const vs = kv + CHUNK * LD;
 
     const int lane = threadIdx.x, warp = threadIdx.y;
     const int g = lane / 4, t = lane % 4;
@@ -312,58 +258,6 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
         sum[i] += __shfl_xor_sync(0xFFFFFFFF, sum[i], 1);
         sum[i] += __shfl_xor_sync(0xFFFFFFFF, sum[i], 2);
     }
-    if (p.cluster) {
-        static_assert(MAX_CLUSTER_ROWS * D * sizeof(float) <= sizeof(kv), "the partial O in the K/V chunks' memory");
-        float * const os = (float *) kv;  // [rows][D], not yet divided by the sums
-        __syncthreads();                  // every warp is done with the last chunk
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            const int r = i == 0 ? r0 : r1;
-            if (r < rows) {
-#pragma unroll
-                for (int n = 0; n < D / 8; ++n) {
-                    *(float2 *) (os + r * D + 8 * n + 2 * t) = make_float2(o[n][2 * i], o[n][2 * i + 1]);
-                }
-                if (t == 0) {
-                    ml_s[r] = make_float2(mx[i], sum[i]);
-                }
-            }
-        }
-        cluster_sync();
-        // As combine_kernel, each split's values loaded first (all in flight).
-        for (int r = split; r < rows; r += nsplit) {
-            float2 ml[MAX_CLUSTER];
-#pragma unroll
-            for (int sp = 0; sp < MAX_CLUSTER; ++sp) {
-                ml[sp] = sp < nsplit ? cluster_load2(cluster_addr(&ml_s[r], sp)) : make_float2(-INFINITY, 0.0f);
-            }
-            float m = -INFINITY;
-#pragma unroll
-            for (int sp = 0; sp < MAX_CLUSTER; ++sp) {
-                m = sp < nsplit ? fmaxf(m, ml[sp].x) : m;
-            }
-            const float base = m == -INFINITY ? 0.0f : m;
-            for (int d = tid; d < D; d += nthreads) {
-                float ov[MAX_CLUSTER];
-#pragma unroll
-                for (int sp = 0; sp < MAX_CLUSTER; ++sp) {
-                    ov[sp] = sp < nsplit ? cluster_load(cluster_addr(os + r * D + d, sp)) : 0.0f;
-                }
-                float l = 0.0f, acc = 0.0f;
-#pragma unroll
-                for (int sp = 0; sp < MAX_CLUSTER; ++sp) {
-                    if (sp < nsplit) {
-                        const float w = exp2f(ml[sp].x - base);
-                        l += w * ml[sp].y;
-                        acc += w * ov[sp];
-                    }
-                }
-                p.dst[((int64_t) row_query(r, p.nq) * p.nh + row_head(p, kvh, r)) * D + d] = l > 0.0f ? acc / l : 0.0f;
-            }
-        }
-        cluster_sync();  // no block's shared memory goes while another reads it
-        return;
-    }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         const int r = i == 0 ? r0 : r1;
@@ -440,44 +334,14 @@ static inline size_t scratch_bytes(const Params & p) {
     return (size_t) p.nkv * p.nsplit * block_rows(p) * (D * sizeof(float) + sizeof(float2));
 }
 
-// Whether a KV head's splits can run as one cluster (see Params::cluster),
-// on a device of compute capability 9.0 or later.
-static inline bool cluster_fits(const Params & p) {
-    return p.nsplit > 1 && p.nsplit <= MAX_CLUSTER && block_rows(p) <= MAX_CLUSTER_ROWS;
-}
-
-// After plan(), with scratch_bytes() of 8-byte aligned scratch (unused by a
-// cluster launch). clusters (on a device of compute capability 9.0 or later
-// only): the splits combined in a cluster where cluster_fits(), else by
-// combine_kernel. Asynchronous on `stream`.
-static inline void launch(Params p, void * scratch, cudaStream_t stream, bool clusters = false) {
+// After plan(), with scratch_bytes() of 8-byte aligned scratch. Asynchronous on `stream`.
+static inline void launch(Params p, void * scratch, cudaStream_t stream) {
     const int rows = block_rows(p);
-    const dim3 grid(p.nkv, p.nsplit), block(32, (rows + 15) / 16);
-    p.cluster = clusters && cluster_fits(p);
-    if (p.cluster) {
-        static const bool large = cudaFuncSetAttribute(attn_kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) ==
-                                  cudaSuccess;
-        (void) large;  // a refusal shows as the launch's error for clusters of more than 8
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeClusterDimension;
-        attr[0].val.clusterDim.x = 1;
-        attr[0].val.clusterDim.y = (unsigned) p.nsplit;
-        attr[0].val.clusterDim.z = 1;
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = grid;
-        cfg.blockDim = block;
-        cfg.dynamicSmemBytes = 0;
-        cfg.stream = stream;
-        cfg.attrs = attr;
-        cfg.numAttrs = 1;
-        cudaLaunchKernelEx(&cfg, attn_kernel, p);
-        return;
-    }
     if (p.nsplit > 1) {
         p.part_o = (float *) scratch;
         p.part_ml = (float2 *) (p.part_o + (size_t) p.nkv * p.nsplit * rows * D);
     }
-    attn_kernel<<<grid, block, 0, stream>>>(p);
+    attn_kernel<<<dim3(p.nkv, p.nsplit), dim3(32, (rows + 15) / 16), 0, stream>>>(p);
     if (p.nsplit > 1) {
         combine_kernel<<<dim3(p.nkv, rows), THREADS_COMBINE, 0, stream>>>(p);
     }

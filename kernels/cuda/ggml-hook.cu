@@ -322,19 +322,12 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     p.nkv = (int) nkv;
     p.n_kv = (int) n_kv;
     p.scale = scale;
-    // Blocks the cached slots are split over in all: ORTHRUS_ATTN_BLOCKS, else
-    // one an SM (for comparisons; attn-test.cu times a range of them).
-    static const int blocks = env_int("ORTHRUS_ATTN_BLOCKS", 0);
-    orthrus_attn::plan(p, blocks > 0 ? blocks : ggml_cuda_info().devices[ctx.device].nsm);
+    orthrus_attn::plan(p, ggml_cuda_info().devices[ctx.device].nsm);
     ggml_cuda_pool_alloc<char> scratch(ctx.pool());
     if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
         scratch.alloc(bytes);
     }
-    // ORTHRUS_ATTN_CLUSTER=1: a KV head's splits combined in a thread block
-    // cluster (sm_90 and later) instead of by a second kernel.
-    static const bool clusters = env_int("ORTHRUS_ATTN_CLUSTER", 0) == 1;
-    const int cc = ggml_cuda_info().devices[ctx.device].cc;
-    orthrus_attn::launch(p, scratch.get(), ctx.stream(), clusters && GGML_CUDA_CC_IS_NVIDIA(cc) && cc >= GGML_CUDA_CC_HOPPER);
+    orthrus_attn::launch(p, scratch.get(), ctx.stream());
     CUDA_CHECK(cudaGetLastError());
     return true;
 }
