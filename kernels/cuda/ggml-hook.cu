@@ -27,7 +27,8 @@
 // see variant()), for comparisons. An RMS norm whose result goes to our
 // matmul is computed with the quantizing of that result in one kernel, unless
 // ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
-// pass 4.80 -> 4.67 ms).
+// pass 4.80 -> 4.67 ms). ORTHRUS_PDL=1 launches the matmul's kernels with
+// programmatic dependent launch on sm_90 (see orthrus_mmv::use_pdl).
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
