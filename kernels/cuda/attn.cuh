@@ -30,7 +30,13 @@
 #include <cuda_runtime.h>
 #include <cstdint>
 
+#include "orthrus-launch.cuh"
+
 namespace orthrus_attn {
+
+using orthrus_launch::grid_release;
+using orthrus_launch::grid_wait;
+using orthrus_launch::launch_kernel;
 
 constexpr int D = 128;         // head size
 constexpr int CHUNK = 64;      // cached slots per pass through shared memory
@@ -133,6 +139,7 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
     const int j1 = min(j0 + p.split_len, p.n_kv);
     constexpr float LOG2E = 1.4426950408889634f;
     const float sc = p.scale * LOG2E;
+    grid_wait();  // q, k, v and the mask are earlier kernels' outputs (PDL)
 
     // This warp's rows g and g+8 (of 16), as the A fragments of Q (8 k-steps of 16).
     const int r0 = 16 * warp + g, r1 = r0 + 8;
@@ -253,6 +260,7 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
         }
     }
 
+    grid_release();
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
         sum[i] += __shfl_xor_sync(0xFFFFFFFF, sum[i], 1);
@@ -288,6 +296,8 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
 // One block per (KV head, row): the splits' partial outputs, weighted by
 // 2^(max_s - max).
 __global__ void __launch_bounds__(THREADS_COMBINE) combine_kernel(const Params p) {
+    grid_release();
+    grid_wait();
     const int d = threadIdx.x;
     const int kvh = blockIdx.x, r = blockIdx.y, nsplit = p.nsplit;
     const int rows = block_rows(p);
@@ -334,16 +344,17 @@ static inline size_t scratch_bytes(const Params & p) {
     return (size_t) p.nkv * p.nsplit * block_rows(p) * (D * sizeof(float) + sizeof(float2));
 }
 
-// After plan(), with scratch_bytes() of 8-byte aligned scratch. Asynchronous on `stream`.
+// After plan(), with scratch_bytes() of 8-byte aligned scratch. Asynchronous on
+// `stream`; with PDL when orthrus_launch::use_pdl().
 static inline void launch(Params p, void * scratch, cudaStream_t stream) {
     const int rows = block_rows(p);
     if (p.nsplit > 1) {
         p.part_o = (float *) scratch;
         p.part_ml = (float2 *) (p.part_o + (size_t) p.nkv * p.nsplit * rows * D);
     }
-    attn_kernel<<<dim3(p.nkv, p.nsplit), dim3(32, (rows + 15) / 16), 0, stream>>>(p);
+    launch_kernel(attn_kernel, dim3(p.nkv, p.nsplit), dim3(32, (rows + 15) / 16), 0, stream, p);
     if (p.nsplit > 1) {
-        combine_kernel<<<dim3(p.nkv, rows), THREADS_COMBINE, 0, stream>>>(p);
+        launch_kernel(combine_kernel, dim3(p.nkv, rows), dim3(THREADS_COMBINE), 0, stream, p);
     }
 }
 

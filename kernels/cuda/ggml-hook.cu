@@ -27,8 +27,8 @@
 // see variant()), for comparisons. An RMS norm whose result goes to our
 // matmul is computed with the quantizing of that result in one kernel, unless
 // ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
-// pass 4.80 -> 4.67 ms). ORTHRUS_PDL=1 launches the matmul's kernels with
-// programmatic dependent launch on sm_90 (see orthrus_mmv::use_pdl).
+// pass 4.80 -> 4.67 ms). ORTHRUS_PDL=1 launches our kernels with
+// programmatic dependent launch on sm_90 (see set_pdl).
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
@@ -116,6 +116,14 @@ static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
     return orthrus_mmv::default_variant(t);
 }
 
+// ORTHRUS_PDL=1: our kernels launched with programmatic dependent launch on
+// sm_90 and later, as ggml-cuda launches its own there (orthrus-launch.cuh).
+static void set_pdl(const ggml_backend_cuda_context & ctx) {
+    static const bool pdl = env_int("ORTHRUS_PDL", 0) == 1;
+    const int cc = ggml_cuda_info().devices[ctx.device].cc;
+    orthrus_launch::use_pdl() = pdl && GGML_CUDA_CC_IS_NVIDIA(cc) && cc >= GGML_CUDA_CC_HOPPER;
+}
+
 // src1 = rms_norm(x) * w, to be computed with the product.
 struct NormArgs {
     const float * x;
@@ -179,10 +187,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         return false;
     }
 
-    // ORTHRUS_PDL=1: our matmul's kernels with programmatic dependent launch
-    // (sm_90 and later), as ggml-cuda launches its own there.
-    static const bool pdl = env_int("ORTHRUS_PDL", 0) == 1;
-    orthrus_mmv::use_pdl() = pdl && ggml_cuda_info().devices[ctx.device].cc >= GGML_CUDA_CC_HOPPER;
+    set_pdl(ctx);
     cudaStream_t stream = ctx.stream();
     ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) std::min<int64_t>(ncols, orthrus_mmv::MAX_COLS)));
     const int64_t ts = sizeof(float);
@@ -328,6 +333,7 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
         scratch.alloc(bytes);
     }
+    set_pdl(ctx);
     orthrus_attn::launch(p, scratch.get(), ctx.stream());
     CUDA_CHECK(cudaGetLastError());
     return true;

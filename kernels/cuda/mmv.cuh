@@ -25,7 +25,15 @@
 #include <cuda_runtime.h>
 #include <cstdint>
 
+#include "orthrus-launch.cuh"
+
 namespace orthrus_mmv {
+
+using orthrus_launch::grid_release;
+using orthrus_launch::grid_wait;
+using orthrus_launch::launch_kernel;
+using orthrus_launch::prefetch_l2;
+using orthrus_launch::use_pdl;
 
 enum class WType { Q4_K, Q6_K, Q8_0 };
 
@@ -96,64 +104,6 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
     (void) c; (void) a0; (void) a1; (void) b0;
     __trap();
 #endif
-}
-
-// Programmatic dependent launch (sm_90; see use_pdl()): grid_wait() waits
-// for the kernels before this one on its stream to complete (at once without
-// PDL), grid_release() lets the next one start its blocks early, and
-// prefetch_l2() warms L2 with memory no earlier kernel writes (weights).
-static __device__ __forceinline__ void grid_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-static __device__ __forceinline__ void grid_release() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-static __device__ __forceinline__ void prefetch_l2(const void * p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
-#else
-    (void) p;
-#endif
-}
-
-// Whether this file's kernels are launched with programmatic dependent
-// launch (cudaLaunchAttributeProgrammaticStreamSerialization): each may then
-// start while the kernel before it on the stream finishes, as ggml-cuda's
-// own kernels do on sm_90; each waits (grid_wait) before it reads what an
-// earlier kernel wrote. Off by default; ggml-hook.cu sets it from ORTHRUS_PDL.
-// Measured on the H200, 2026-12-02 (mmv-test.cu, graphs of 20 quantize +
-// product pairs, the same values bit for bit): Q4_K 0.6-1.1 us quicker a pair
-// at the 1.7B's and 8B's shapes below 12288 rows (8B q at 16 columns 7.77 ->
-// 7.00 us), the same on the LM heads; Q6_K mixed, quicker on the 1.7B's
-// shapes, slower on the 8B's K = 4096 gate/up and down (23.8 -> 29.8 us at
-// 16 columns). Not yet measured end to end.
-static inline bool & use_pdl() {
-    static bool on = false;
-    return on;
-}
-
-// kernel<<<grid, block, smem, stream>>>(args...), with PDL when use_pdl().
-template <typename... P, typename... A>
-static void launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A... args) {
-    if (!use_pdl()) {
-        kernel<<<grid, block, smem, stream>>>(args...);
-        return;
-    }
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 // The activations, quantized per column, laid out for the mma's B, in pairs

@@ -4,7 +4,7 @@
     scripts/gpu/patch-ggml.py GGML_DIR
 
 GGML_DIR is a copy of ggml (prepare.sh stages one in gpu-carry/ggml): copies
-kernels/cuda/mmv.cuh, attn.cuh and ggml-hook.cu into src/ggml-cuda/ (its
+kernels/cuda/mmv.cuh, attn.cuh, orthrus-launch.cuh and ggml-hook.cu into src/ggml-cuda/ (its
 CMake compiles every *.cu there) and edits src/ggml-cuda/ggml-cuda.cu in seven
 places, each of which must match exactly once: the hook's declarations after
 the includes, the mode's setter among the registry's exported functions, a
@@ -93,7 +93,8 @@ EDITS = [
     ),
 ]
 
-COPIES = [("mmv.cuh", "orthrus-mmv.cuh"), ("attn.cuh", "orthrus-attn.cuh"), ("ggml-hook.cu", "orthrus-mmv.cu")]
+COPIES = [("mmv.cuh", "orthrus-mmv.cuh"), ("attn.cuh", "orthrus-attn.cuh"), ("orthrus-launch.cuh", "orthrus-launch.cuh"),
+          ("ggml-hook.cu", "orthrus-mmv.cu")]
 
 
 def stamp(path: pathlib.Path, *times_ns: int) -> None:

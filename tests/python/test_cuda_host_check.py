@@ -29,7 +29,7 @@ def compiler() -> str:
 
 
 def check(tmp_path: Path, kernel: str) -> subprocess.CompletedProcess:
-    for name in (f"{kernel}.cuh", f"{kernel}-test.cu", "test-util.cuh"):
+    for name in (f"{kernel}.cuh", f"{kernel}-test.cu", "test-util.cuh", "orthrus-launch.cuh"):
         (tmp_path / name).write_text(host_source(REPO / "kernels" / "cuda" / name))
     cxx = compiler()
     return subprocess.run(
@@ -53,7 +53,7 @@ def test_a_broken_kernel_fails(tmp_path: Path) -> None:
     bad.mkdir()
     (bad / "mmv.cuh").write_text(re.sub(r"<<<[^>]*>>>", "", good.replace(
         "mma_k16(c, va, vb, h == 0 ? b[nt].x : b[nt].y);", "mma_k16(c, va, h == 0 ? b[nt].x : b[nt].y);")))
-    for name in ("mmv-test.cu", "test-util.cuh"):
+    for name in ("mmv-test.cu", "test-util.cuh", "orthrus-launch.cuh"):
         (bad / name).write_text(host_source(REPO / "kernels" / "cuda" / name))
     r = subprocess.run([compiler(), "-std=c++17", "-fsyntax-only", "-I", str(STUB), "-x", "c++", str(bad / "mmv-test.cu")],
                        capture_output=True, text=True)

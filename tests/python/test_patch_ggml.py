@@ -50,6 +50,7 @@ def test_applies_once_and_declares_the_hook(ggml: Path) -> None:
     cuda = ggml / "src" / "ggml-cuda"
     assert (cuda / "orthrus-mmv.cuh").read_bytes() == (REPO / "kernels/cuda/mmv.cuh").read_bytes()
     assert (cuda / "orthrus-attn.cuh").read_bytes() == (REPO / "kernels/cuda/attn.cuh").read_bytes()
+    assert (cuda / "orthrus-launch.cuh").read_bytes() == (REPO / "kernels/cuda/orthrus-launch.cuh").read_bytes()
     assert (cuda / "orthrus-mmv.cu").read_bytes() == HOOK.read_bytes()
     # The call sits at the top of ggml_cuda_mul_mat, before ggml's own choices.
     body = after[after.index("static void ggml_cuda_mul_mat(ggml_backend_cuda_context & ctx"):]
@@ -91,7 +92,8 @@ def test_written_files_keep_their_sources_times(ggml: Path) -> None:
     original = (ggml / "src/ggml-cuda/ggml-cuda.cu").stat().st_mtime_ns
     assert run(ggml).returncode == 0
     cuda = ggml / "src" / "ggml-cuda"
-    for src, dst in [("mmv.cuh", "orthrus-mmv.cuh"), ("attn.cuh", "orthrus-attn.cuh"), ("ggml-hook.cu", "orthrus-mmv.cu")]:
+    for src, dst in [("mmv.cuh", "orthrus-mmv.cuh"), ("attn.cuh", "orthrus-attn.cuh"),
+                     ("orthrus-launch.cuh", "orthrus-launch.cuh"), ("ggml-hook.cu", "orthrus-mmv.cu")]:
         assert (cuda / dst).stat().st_mtime_ns == (REPO / "kernels/cuda" / src).stat().st_mtime_ns
     assert (cuda / "ggml-cuda.cu").stat().st_mtime_ns == max(original, PATCH.stat().st_mtime_ns)
 
