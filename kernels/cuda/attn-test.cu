@@ -180,16 +180,9 @@ int main(int argc, char ** argv) {
             } else {
                 const float us = graph_us([&](cudaStream_t st) { launch(p, x.scratch, st); });
                 // With programmatic dependent launch: the same values bit for bit, and its time.
-                std::vector<float> off((size_t) D * s.nh * nq), on(off.size());
-                launch(p, x.scratch, 0);
-                CHECK(cudaMemcpy(off.data(), x.ddst, off.size() * sizeof(float), cudaMemcpyDeviceToHost));
-                orthrus_launch::use_pdl() = true;
-                CHECK(cudaMemset(x.ddst, 0, off.size() * sizeof(float)));
-                launch(p, x.scratch, 0);
-                CHECK(cudaMemcpy(on.data(), x.ddst, on.size() * sizeof(float), cudaMemcpyDeviceToHost));
-                const float us_pdl = graph_us([&](cudaStream_t st) { launch(p, x.scratch, st); });
-                orthrus_launch::use_pdl() = false;
-                const bool same = memcmp(off.data(), on.data(), off.size() * sizeof(float)) == 0;
+                const auto run = [&](cudaStream_t st) { launch(p, x.scratch, st); };
+                const bool same = same_with_pdl(run, x.ddst, (size_t) D * s.nh * nq);
+                const float us_pdl = graph_us_with_pdl(run);
                 failures += !same;
                 printf("%-4s heads %d/%d, %2d queries, %4d slots, %2d splits: %6.2f us, with PDL %6.2f us (values %s)\n",
                        s.what, s.nh, s.nkv, nq, n_kv, p.nsplit, us, us_pdl, same ? "the same" : "DIFFER");

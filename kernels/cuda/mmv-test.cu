@@ -389,22 +389,16 @@ int main(int argc, char ** argv) {
             // the same values bit for bit, and its time at 1 and 16 columns.
             if (!profile) {
                 const Plan plan{row_tiles(s.nrows), default_variant(t)};
-                std::vector<float> off(s.nrows * MAX_COLS), on(s.nrows * MAX_COLS);
-                product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, MAX_COLS, row_bytes, s.nrows, plan);
-                CHECK(cudaMemcpy(off.data(), dd, sizeof(float) * off.size(), cudaMemcpyDeviceToHost));
-                use_pdl() = true;
-                CHECK(cudaMemset(dd, 0, sizeof(float) * on.size()));
-                product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, MAX_COLS, row_bytes, s.nrows, plan);
-                CHECK(cudaMemcpy(on.data(), dd, sizeof(float) * on.size(), cudaMemcpyDeviceToHost));
-                const bool same = memcmp(off.data(), on.data(), sizeof(float) * on.size()) == 0;
+                const bool same = same_with_pdl([&](cudaStream_t st) {
+                    product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, MAX_COLS, row_bytes, s.nrows, plan, st);
+                }, dd, (size_t) s.nrows * MAX_COLS);
                 failures += !same;
                 printf(" | default with PDL:");
                 for (int n : {1, 16}) {
-                    printf(" %d: %6.2f", n, graph_us([&](cudaStream_t st) {
+                    printf(" %d: %6.2f", n, graph_us_with_pdl([&](cudaStream_t st) {
                         product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, plan, st);
                     }));
                 }
-                use_pdl() = false;
                 printf(", values %s", same ? "the same" : "DIFFER");
             }
             printf("\n");

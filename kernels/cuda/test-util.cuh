@@ -5,6 +5,10 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "orthrus-launch.cuh"
 
 #define CHECK(x)                                                                             \
     do {                                                                                     \
@@ -50,4 +54,27 @@ static float graph_us(F && launch, int per_graph = 20, int reps = 25) {
     cudaGraphDestroy(g);
     cudaStreamDestroy(s);
     return 1000.0f * ms / (reps * per_graph);
+}
+
+// Whether launch(stream) writes the same n floats at dst with programmatic
+// dependent launch (orthrus_launch::use_pdl) as without; and graph_us() of it
+// with PDL. Both leave PDL off.
+template <class F>
+static bool same_with_pdl(F && launch, float * dst, size_t n) {
+    std::vector<float> off(n), on(n);
+    launch((cudaStream_t) 0);
+    CHECK(cudaMemcpy(off.data(), dst, n * sizeof(float), cudaMemcpyDeviceToHost));
+    orthrus_launch::use_pdl() = true;
+    CHECK(cudaMemset(dst, 0, n * sizeof(float)));
+    launch((cudaStream_t) 0);
+    CHECK(cudaMemcpy(on.data(), dst, n * sizeof(float), cudaMemcpyDeviceToHost));
+    orthrus_launch::use_pdl() = false;
+    return memcmp(off.data(), on.data(), n * sizeof(float)) == 0;
+}
+template <class F>
+static float graph_us_with_pdl(F && launch) {
+    orthrus_launch::use_pdl() = true;
+    const float us = graph_us(launch);
+    orthrus_launch::use_pdl() = false;
+    return us;
 }
