@@ -173,12 +173,11 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     // Mode 1 and products of 1 or 2 columns (a one-token pass), by
     // ORTHRUS_MMV_ONE: 0, ggml's; 1 (the default), ours for Q4_K; 2, ours for
     // Q4_K and Q6_K. Measured on the H200, 2026-12-01 (8B Q4_K_M): 1 makes a
-    // one-token pass 3.99 -> 3.37 ms (1.7B: 1.86 -> 1.66); 2 is not yet
-    // measured end to end (the kernel test's one-column Q6_K products are
-    // quicker than ggml's in the trace of a pass: the 8B's down 21.6 against
-    // 29.5 us). Q8_0 stays with ggml's kernels in mode 1: ours was as quick at
-    // 16 columns (8B: 7.01 against 7.00 ms a pass) and slower at 4 (7.13
-    // against 5.27).
+    // one-token pass 3.99 -> 3.37 ms (1.7B: 1.86 -> 1.66); 2, on 2026-12-02,
+    // was within noise of 1 (one round: 8B ar 303.1 against 301.9 tok/s,
+    // 1.7B 621.0 against 610.0). Q8_0 stays with ggml's kernels in mode 1:
+    // ours was as quick at 16 columns (8B: 7.01 against 7.00 ms a pass) and
+    // slower at 4 (7.13 against 5.27).
     static const int one = env_int("ORTHRUS_MMV_ONE", 1);
     const bool few = ncols < 3 && !((one >= 1 && type == orthrus_mmv::WType::Q4_K) ||
                                     (one >= 2 && type == orthrus_mmv::WType::Q6_K));
