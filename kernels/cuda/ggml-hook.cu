@@ -27,8 +27,8 @@
 // see variant()), for comparisons. An RMS norm whose result goes to our
 // matmul is computed with the quantizing of that result in one kernel, unless
 // ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
-// pass 4.80 -> 4.67 ms). ORTHRUS_PDL=1 launches our kernels with
-// programmatic dependent launch on sm_90 (see set_pdl).
+// pass 4.80 -> 4.67 ms). Our kernels are launched with programmatic
+// dependent launch on sm_90 and later unless ORTHRUS_PDL=0 (see pdl_mode).
 #include "common.cuh"
 
 #include "orthrus-attn.cuh"
@@ -116,12 +116,31 @@ static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
     return orthrus_mmv::default_variant(t);
 }
 
-// ORTHRUS_PDL=1: our kernels launched with programmatic dependent launch on
-// sm_90 and later, as ggml-cuda launches its own there (orthrus-launch.cuh).
-static void set_pdl(const ggml_backend_cuda_context & ctx) {
-    static const bool pdl = env_int("ORTHRUS_PDL", 0) == 1;
+// ORTHRUS_PDL: our kernels launched with programmatic dependent launch on
+// sm_90 and later, as ggml-cuda launches its own there (orthrus-launch.cuh):
+// 1 (the default), all of them; 2, all but the Q6_K products; 3, all but
+// attention's; 0, none. Measured on the H200, 2026-12-02 (one round each,
+// two calls): 1 makes a one-token pass of the 8B Q4_K_M 3.39 -> 3.19 ms
+// (ar 297 -> 316 tok/s) and of the 1.7B 1.65 -> 1.48 (610 -> 682 tok/s), the
+// 1.7B's orthrus step 4.20 -> 3.83-3.89 ms, the 8B's 8.19-8.35 either way;
+// on the Q8_0 models (where ggml's kernels do the products) it is within
+// noise. In the kernel tests Q6_K products and 16-query attention alone got
+// slower with it (8B down 23.8 -> 29.8 us, attention 9.6 -> 10.3 us), hence 2 and 3.
+static int pdl_mode() {
+    static const int mode = [] {
+        const int m = env_int("ORTHRUS_PDL", 1);
+        return m >= 0 && m <= 3 ? m : 1;
+    }();
+    return mode;
+}
+
+// Sets orthrus_launch::use_pdl() for the launches that follow: attention's
+// (attention = true) or the matmul's.
+static void set_pdl(const ggml_backend_cuda_context & ctx, bool attention = false) {
     const int cc = ggml_cuda_info().devices[ctx.device].cc;
-    orthrus_launch::use_pdl() = pdl && GGML_CUDA_CC_IS_NVIDIA(cc) && cc >= GGML_CUDA_CC_HOPPER;
+    const int mode = pdl_mode();
+    orthrus_launch::use_pdl() = mode != 0 && !(attention && mode == 3) && GGML_CUDA_CC_IS_NVIDIA(cc) &&
+                                cc >= GGML_CUDA_CC_HOPPER;
 }
 
 // src1 = rms_norm(x) * w, to be computed with the product.
@@ -201,7 +220,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         }
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
-                            {row_tiles(nrows), variant(type)});
+                            {row_tiles(nrows), variant(type), !(pdl_mode() == 2 && type == orthrus_mmv::WType::Q6_K)});
     }
     CUDA_CHECK(cudaGetLastError());
     return true;
@@ -332,7 +351,7 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
         scratch.alloc(bytes);
     }
-    set_pdl(ctx);
+    set_pdl(ctx, true);
     orthrus_attn::launch(p, scratch.get(), ctx.stream());
     CUDA_CHECK(cudaGetLastError());
     return true;

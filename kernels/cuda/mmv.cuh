@@ -32,6 +32,7 @@ namespace orthrus_mmv {
 using orthrus_launch::grid_release;
 using orthrus_launch::grid_wait;
 using orthrus_launch::launch_kernel;
+using orthrus_launch::launch_kernel_as;
 using orthrus_launch::prefetch_l2;
 using orthrus_launch::use_pdl;
 
@@ -672,10 +673,11 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 
 
 // How a product is launched: rt row tiles of 16 per block (1, 2 or 4, which
 // share the activations' reads; a product's sums depend on it, as its tiles
-// split K in WARPS / rt, not on its columns), and the variant.
+// split K in WARPS / rt, not on its columns), the variant, and whether PDL.
 struct Plan {
     int rt = 1;
     Variant variant = Variant::Plain;
+    bool pdl = true;  // the product itself with PDL when use_pdl() (its quantizing: when use_pdl())
 };
 
 template <WType T, int RT, int NT>
@@ -686,21 +688,22 @@ static void launch_nt(const void * w, const void * acts, const float * add, floa
     const int units = (int) (k / UNIT);
     const char * wc = (const char *) w;
     const int nr = (int) nrows;
+    const bool pdl = use_pdl() && plan.pdl;
     if constexpr (has_variant(T, Variant::Preload)) {
         if (plan.variant == Variant::Preload) {
-            launch_kernel(mmv_kernel<T, NT, RT, Variant::Preload>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
+            launch_kernel_as(pdl, mmv_kernel<T, NT, RT, Variant::Preload>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
                           ncols, row_bytes, dst_col_stride);
             return;
         }
     }
     if constexpr (has_variant(T, Variant::Words)) {
         if (plan.variant == Variant::Words) {
-            launch_kernel(mmv_kernel<T, NT, RT, Variant::Words>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
+            launch_kernel_as(pdl, mmv_kernel<T, NT, RT, Variant::Words>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
                           ncols, row_bytes, dst_col_stride);
             return;
         }
     }
-    launch_kernel(mmv_kernel<T, NT, RT, Variant::Plain>, grid, block, 0, stream, wc, acts, add, dst, units, nr, ncols,
+    launch_kernel_as(pdl, mmv_kernel<T, NT, RT, Variant::Plain>, grid, block, 0, stream, wc, acts, add, dst, units, nr, ncols,
                   row_bytes, dst_col_stride);
 }
 
