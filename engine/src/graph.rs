@@ -71,6 +71,14 @@ pub fn mask_type(cache: &KvCache) -> Type {
     }
 }
 
+/// Whether the graph lays out its nodes for ggml-cuda's fusions (the K cache
+/// write after its RoPE as a view; a lone token's gate and up apart, see
+/// `forward`): the same values either way. `ORTHRUS_GRAPH_FUSE=0` turns it
+/// off, for comparisons.
+fn fusable_order() -> bool {
+    std::env::var("ORTHRUS_GRAPH_FUSE").as_deref() != Ok("0")
+}
+
 /// Upper bound on graph nodes for a model of `n_layer` layers.
 pub fn max_nodes(n_layer: usize) -> usize {
     64 * n_layer + 256
@@ -137,11 +145,14 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         let q = ctx.rope_neox(norm(q, a.q_norm), pos, hp.rope_base);
         let k = ctx.rope_neox(norm(k, a.k_norm), pos, hp.rope_base);
 
-        let k_all = ctx.set_rows(
-            cache.store.get(cache.k[il]),
-            ctx.reshape(k, &[hd * nkv, t]),
-            slots,
-        );
+        // A view, not a reshape, of the roped K into rows: ggml-cuda then
+        // fuses the norm, RoPE and this cache write into one kernel.
+        let k_rows = if fusable_order() {
+            ctx.view(k, [hd * nkv, t, 1], [k.nb()[2], k.nb()[2] * t as usize], 0)
+        } else {
+            ctx.reshape(k, &[hd * nkv, t])
+        };
+        let k_all = ctx.set_rows(cache.store.get(cache.k[il]), k_rows, slots);
         let v_all = store_v(ctx, cache, cache.store.get(cache.v[il]), v, slots);
         let attn = attention(ctx, cache, q, k_all, v_all, mask, s, hp.head_dim, nkv);
         x = ctx.add(x, mm(a.o, attn));
@@ -158,6 +169,19 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         }
         let h = norm(x, layer.ffn_norm);
         let up = match layer.ffn_gate_up {
+            Stacked::Fused(gate_up)
+                if t == 1 && w(gate_up).ty() != GgmlType::Q4_K && fusable_order() =>
+            {
+                // A lone token multiplies the halves of the stack apart:
+                // ggml-cuda's one-column kernel then computes both and the
+                // SwiGLU in one launch. (Q4_K's one-column product is our
+                // CUDA matmul's, which takes the whole stack at once.)
+                let (gate, up) = halves(ctx, w(gate_up));
+                ctx.swiglu(
+                    project(ctx, gate, h, s.col_group),
+                    project(ctx, up, h, s.col_group),
+                )
+            }
             Stacked::Fused(gate_up) => ctx.swiglu_halves(mm(gate_up, h)),
             Stacked::Apart([gate, up]) => ctx.swiglu(mm(gate, h), mm(up, h)),
         };
@@ -188,6 +212,25 @@ fn project<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, col_group: usize)
     }
     let y = ctx.mul_mat(w, ctx.reshape(x, &[k, c, t / c]));
     ctx.reshape(y, &[w.ne()[1], t])
+}
+
+/// The two halves of a row-wise stack of two matrices, as views that come
+/// first in the graph's node order (see [`Context::expand_first`]), so that
+/// the two products of them and what combines them stay consecutive nodes.
+fn halves<'c>(ctx: &'c Context, w: Tensor<'c>) -> (Tensor<'c>, Tensor<'c>) {
+    let [k, n, ..] = w.ne();
+    let row = w.nb()[1];
+    let half = |i: usize| {
+        let v = ctx.view(
+            w,
+            [k, n / 2, 1],
+            [row, row * (n / 2) as usize],
+            i * row * (n / 2) as usize,
+        );
+        ctx.expand_first(v);
+        v
+    };
+    (half(0), half(1))
 }
 
 /// The largest divisor of `n` that is at most `max` (1 when `max` < 1).

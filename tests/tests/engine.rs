@@ -694,3 +694,54 @@ fn our_matmul_takes_the_models_of_its_types_and_widths() {
         assert!(!m.matmuls_batch_invariant(), "{}", path.display());
     }
 }
+
+/// The graph's node order lets ggml-cuda fuse what it can (it fuses only
+/// consecutive nodes): in every layer the K norm, RoPE and cache write
+/// (RMS_NORM, MUL, ROPE, VIEW, SET_ROWS), and in a one-token pass of Q8_0
+/// weights the two halves of the gate/up stack with their SwiGLU (MUL_MAT,
+/// MUL_MAT, GLU); a block's pass multiplies the whole stack (MUL_MAT, GLU).
+#[test]
+fn graphs_put_fusable_nodes_next_to_each_other() {
+    use orthrus_engine::graph::{self, Shape};
+    let (model, _) = trained_model();
+    let cache = KvCache::new(&model, 512, GgmlType::F16).unwrap();
+    let count = |ops: &[String], pattern: &[&str]| {
+        ops.windows(pattern.len())
+            .filter(|w| w.iter().zip(pattern).all(|(a, b)| a == b))
+            .count()
+    };
+    let n_layer = model.hparams.n_layer;
+    for (view, n_tokens) in [(View::Ar, 1), (View::Ar, 16), (View::Diffusion, 16)] {
+        let shape = Shape {
+            view,
+            n_tokens,
+            n_kv: 256,
+            n_out: n_tokens,
+            logits: false,
+            col_group: 0,
+            exact: false,
+        };
+        let ops = graph::build(&model, &cache, shape).ops();
+        let what = format!("{view:?} pass of {n_tokens}");
+        assert_eq!(
+            count(&ops, &["RMS_NORM", "MUL", "ROPE", "VIEW", "SET_ROWS"]),
+            n_layer,
+            "{what}: {ops:?}"
+        );
+        let (stack_apart, stack_whole) = if n_tokens == 1 {
+            (n_layer, 0)
+        } else {
+            (0, n_layer)
+        };
+        assert_eq!(
+            count(&ops, &["MUL_MAT", "MUL_MAT", "GLU"]),
+            stack_apart,
+            "{what}: {ops:?}"
+        );
+        assert_eq!(
+            count(&ops, &["MUL_MAT", "GLU"]) - stack_apart,
+            stack_whole,
+            "{what}: {ops:?}"
+        );
+    }
+}

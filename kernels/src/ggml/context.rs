@@ -1,6 +1,6 @@
 //! Contexts, tensor handles and the graph operations the engine uses.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -16,6 +16,8 @@ pub struct Context {
     ptr: NonNull<sys::ggml_context>,
     capacity: usize,
     used: Cell<usize>,
+    /// Tensors put into a graph before its results (see [`Self::expand_first`]).
+    first: RefCell<Vec<NonNull<sys::ggml_tensor>>>,
 }
 
 impl Context {
@@ -40,6 +42,7 @@ impl Context {
             ptr,
             capacity,
             used: Cell::new(0),
+            first: RefCell::new(Vec::new()),
         }
     }
 
@@ -56,6 +59,15 @@ impl Context {
             self.capacity
         );
         self.used.set(used);
+    }
+
+    /// Puts `t` (and what it is computed from) into the graph [`OwnedGraph::build`]
+    /// builds before the results, so that its node comes before theirs: a
+    /// backend fuses only consecutive nodes, and a view that two sibling
+    /// operations read (e.g. halves of one weight) would otherwise sit between
+    /// them in the node order.
+    pub fn expand_first(&self, t: Tensor<'_>) {
+        self.first.borrow_mut().push(t.ptr);
     }
 
     /// A new tensor of type `ty` and shape `ne` (ggml order, 1 to 4 dims).
@@ -580,6 +592,12 @@ impl<'w> OwnedGraph<'w> {
             NonNull::new(unsafe { sys::ggml_new_graph_custom(ctx.raw(), max_nodes, false) })
                 .expect("ggml_new_graph_custom failed");
         let results = build(&ctx, weights, state);
+        for t in ctx.first.take() {
+            let n = unsafe { sys::ggml_graph_n_nodes(graph.as_ptr()) } as usize;
+            assert!(n < max_nodes, "graph larger than {max_nodes} nodes");
+            // SAFETY: a tensor of this context (or one it views); ggml checks the node count.
+            unsafe { sys::ggml_build_forward_expand(graph.as_ptr(), t.as_ptr()) };
+        }
         for t in results {
             t.output();
             // SAFETY: graph and tensor belong to live contexts; ggml checks the node count.
@@ -607,6 +625,22 @@ impl<'w> OwnedGraph<'w> {
 
     pub(crate) fn raw(&self) -> *mut sys::ggml_cgraph {
         self.graph.as_ptr()
+    }
+
+    /// The graph's nodes' operations in the order a backend computes them
+    /// (ggml's names: "MUL_MAT", "GLU", "SET_ROWS", ...).
+    pub fn ops(&self) -> Vec<String> {
+        // SAFETY: reading the node list of the graph built; ggml's names are static strings.
+        unsafe {
+            (0..sys::ggml_graph_n_nodes(self.graph.as_ptr()))
+                .map(|i| {
+                    let node = sys::ggml_graph_node(self.graph.as_ptr(), i);
+                    CStr::from_ptr(sys::ggml_op_name((*node).op))
+                        .to_string_lossy()
+                        .into_owned()
+                })
+                .collect()
+        }
     }
 
     pub(crate) fn id(&self) -> u64 {
