@@ -104,6 +104,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     let eps = hp.rms_eps;
     let w = |id| m.weights.get(id);
     let mm = |id, x| project(ctx, w(id), x, s.col_group);
+    let fusable = fusable_order();
 
     let tokens = ctx.input(io::TOKENS, Type::I32, &[t]);
     let pos = ctx.input(io::POS, Type::I32, &[t]);
@@ -147,7 +148,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
 
         // A view, not a reshape, of the roped K into rows: ggml-cuda then
         // fuses the norm, RoPE and this cache write into one kernel.
-        let k_rows = if fusable_order() {
+        let k_rows = if fusable {
             ctx.view(k, [hd * nkv, t, 1], [k.nb()[2], k.nb()[2] * t as usize], 0)
         } else {
             ctx.reshape(k, &[hd * nkv, t])
@@ -170,12 +171,16 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         let h = norm(x, layer.ffn_norm);
         let up = match layer.ffn_gate_up {
             Stacked::Fused(gate_up)
-                if t == 1 && w(gate_up).ty() != GgmlType::Q4_K && fusable_order() =>
+                if t == 1 && !s.exact && w(gate_up).ty() != GgmlType::Q4_K && fusable =>
             {
                 // A lone token multiplies the halves of the stack apart:
                 // ggml-cuda's one-column kernel then computes both and the
                 // SwiGLU in one launch. (Q4_K's one-column product is our
-                // CUDA matmul's, which takes the whole stack at once.)
+                // CUDA matmul's, which takes the whole stack at once. An
+                // exact pass keeps the stack too: there our matmul takes
+                // every product, and its sums depend on the rows it is
+                // given, through its row tiles, which must be the verify
+                // pass's.)
                 let (gate, up) = halves(ctx, w(gate_up));
                 ctx.swiglu(
                     project(ctx, gate, h, s.col_group),

@@ -699,7 +699,8 @@ fn our_matmul_takes_the_models_of_its_types_and_widths() {
 /// consecutive nodes): in every layer the K norm, RoPE and cache write
 /// (RMS_NORM, MUL, ROPE, VIEW, SET_ROWS), and in a one-token pass of Q8_0
 /// weights the two halves of the gate/up stack with their SwiGLU (MUL_MAT,
-/// MUL_MAT, GLU); a block's pass multiplies the whole stack (MUL_MAT, GLU).
+/// MUL_MAT, GLU); a block's pass, and an exact one, multiply the whole stack
+/// (MUL_MAT, GLU).
 #[test]
 fn graphs_put_fusable_nodes_next_to_each_other() {
     use orthrus_engine::graph::{self, Shape};
@@ -744,4 +745,23 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
             "{what}: {ops:?}"
         );
     }
+    // An exact one-token pass keeps the stack whole, as its verify pass does
+    // (on a GPU our batch-invariant matmul's sums depend on a product's rows).
+    let cache = KvCache::new(&model, 1024, GgmlType::F32).unwrap();
+    let shape = Shape {
+        view: View::Ar,
+        n_tokens: 1,
+        n_kv: orthrus_engine::kv_cache::SLOT_ALIGN,
+        n_out: 1,
+        logits: false,
+        col_group: 0,
+        exact: true,
+    };
+    let ops = graph::build(&model, &cache, shape).ops();
+    assert_eq!(
+        count(&ops, &["MUL_MAT", "MUL_MAT", "GLU"]),
+        0,
+        "exact: {ops:?}"
+    );
+    assert_eq!(count(&ops, &["MUL_MAT", "GLU"]), n_layer, "exact: {ops:?}");
 }
