@@ -689,22 +689,23 @@ static void launch_nt(const void * w, const void * acts, const float * add, floa
     const char * wc = (const char *) w;
     const int nr = (int) nrows;
     const bool pdl = use_pdl() && plan.pdl;
+    const auto go = [&](auto kernel) {
+        launch_kernel_as(pdl, kernel, grid, block, 0, stream, wc, acts, add, dst, units, nr, ncols, row_bytes,
+                         dst_col_stride);
+    };
     if constexpr (has_variant(T, Variant::Preload)) {
         if (plan.variant == Variant::Preload) {
-            launch_kernel_as(pdl, mmv_kernel<T, NT, RT, Variant::Preload>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
-                          ncols, row_bytes, dst_col_stride);
+            go(mmv_kernel<T, NT, RT, Variant::Preload>);
             return;
         }
     }
     if constexpr (has_variant(T, Variant::Words)) {
         if (plan.variant == Variant::Words) {
-            launch_kernel_as(pdl, mmv_kernel<T, NT, RT, Variant::Words>, grid, block, 0, stream, wc, acts, add, dst, units, nr,
-                          ncols, row_bytes, dst_col_stride);
+            go(mmv_kernel<T, NT, RT, Variant::Words>);
             return;
         }
     }
-    launch_kernel_as(pdl, mmv_kernel<T, NT, RT, Variant::Plain>, grid, block, 0, stream, wc, acts, add, dst, units, nr, ncols,
-                  row_bytes, dst_col_stride);
+    go(mmv_kernel<T, NT, RT, Variant::Plain>);
 }
 
 template <WType T, int RT>
