@@ -2,7 +2,7 @@
 # Run HERE (no GPU needed): builds the release binaries with ggml's
 # dynamic backends and stages what the GPU machine needs under gpu-carry/
 # (git-ignored): the binaries and ggml's shared libraries in gpu-carry/bin,
-# and ggml's source (unpatched, the CUDA backend only) in gpu-carry/ggml, from
+# and ggml's source (unpatched, the CUDA backend and the CPU one's headers) in gpu-carry/ggml, from
 # which build-cuda.sh builds libggml-cuda.so there through
 # kernels/cuda/CMakeLists.txt, the CMake step of `cargo build --features cuda`;
 # packed as gpu-carry.tar.xz (the scripts there unpack it). The working tree that travels is limited to 64 MiB: the tracked files
@@ -48,6 +48,7 @@ mkdir -p gpu-carry/ggml/src
 cp -a "$src"/CMakeLists.txt "$src"/cmake "$src"/include gpu-carry/ggml/
 find "$src/src" -maxdepth 1 -type f -exec cp {} gpu-carry/ggml/src/ \;
 cp -a "$src"/src/ggml-cuda gpu-carry/ggml/src/
+(cd "$src/src" && find ggml-cpu -name '*.h' -exec cp --parents {} "$OLDPWD/gpu-carry/ggml/src/" \;)
 du -sh gpu-carry gpu-carry/*
 tar -cf - gpu-carry | xz -9e -T0 > gpu-carry.tar.xz.tmp && mv gpu-carry.tar.xz.tmp gpu-carry.tar.xz
 du -sh gpu-carry.tar.xz
