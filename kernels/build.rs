@@ -87,7 +87,6 @@ mod cuda {
             "CUDA_PATH",
             "CUDAToolkit_ROOT",
             "CUDACXX",
-            "PATH",
         ] {
             println!("cargo:rerun-if-env-changed={key}");
         }
