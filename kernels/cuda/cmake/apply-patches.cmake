@@ -13,7 +13,11 @@
 # A hunk applies where its old text (context and removed lines) occurs exactly
 # once in the file: the text, not the line numbers, decides, and a ggml whose
 # code moved or changed near a hook fails loudly here instead of compiling
-# something unreviewed. Patches whose files were not created by them only.
+# something unreviewed. Patches may change files, not create or delete them.
+
+# The functions below keep these policies (if() taking quoted strings and
+# booleans as written) whoever includes this file, `cmake -P` scripts too.
+cmake_policy(VERSION 3.18)
 
 # CMake lists split at ';' and keep '[...]' together, so the texts travel
 # with those characters swapped for markers and are restored when written.
