@@ -4,9 +4,10 @@ CUDA front end (the system's libclang, through the `libclang` bindings from
 PyPI) parses, for both the device and the host side,
 
   - kernels/cuda/*-test.cu (each kernel and its test), and
-  - ggml-cuda with our kernels patched in (scripts/gpu/patch-ggml.py on a copy
-    of the ggml that llama-cpp-sys-2 vendors): our hook, orthrus-mmv.cu, and
-    the edited ggml-cuda.cu,
+  - ggml-cuda with our kernels in, as kernels/cuda/CMakeLists.txt builds it
+    from the ggml that llama-cpp-sys-2 vendors: our hook, ggml-hook.cu, and
+    ggml-cuda.cu with kernels/cuda/patches/*.patch applied (by the same CMake
+    code, kernels/cuda/cmake/apply-patches.cmake; needs cmake),
 
 against the CUDA 12.8 headers from NVIDIA's wheels on PyPI. A compile error
 then shows before a GPU machine spends minutes building. It is not a
@@ -167,10 +168,15 @@ def main() -> int:
         for f in pathlib.Path(found[0], "src").glob("*.h"):
             shutil.copy(f, src)
         shutil.copytree(pathlib.Path(found[0]) / "src/ggml-cuda", src / "ggml-cuda")
-        subprocess.run([sys.executable, str(ROOT / "scripts/gpu/patch-ggml.py"), str(ggml)], check=True, stdout=subprocess.DEVNULL)
-        inc = [ggml / "include", src, src / "ggml-cuda"]
-        for name in ("orthrus-mmv.cu", "ggml-cuda.cu"):
-            errors += check(ci, src / "ggml-cuda" / name, inc)
+        cuda = ROOT / "kernels/cuda"
+        patches = " ".join(f'"{p}"' for p in sorted((cuda / "patches").glob("*.patch")))
+        script = pathlib.Path(tmp) / "apply.cmake"
+        script.write_text(f'include("{cuda}/cmake/apply-patches.cmake")\n'
+                          f'orthrus_apply_patches("{found[0]}" "{ggml}" {patches})\n')
+        subprocess.run(["cmake", "-P", str(script)], check=True, stdout=subprocess.DEVNULL)
+        inc = [ggml / "include", src]
+        errors += check(ci, cuda / "ggml-hook.cu", inc)
+        errors += check(ci, src / "ggml-cuda" / "ggml-cuda.cu", inc)
     print("all parsed without errors" if not errors else f"{errors} errors")
     return 1 if errors else 0
 

@@ -1,6 +1,6 @@
-// kernels/cuda/ inside ggml-cuda: scripts/gpu/patch-ggml.py copies this file,
-// mmv.cuh and attn.cuh into ggml/src/ggml-cuda/ (whose CMake globs *.cu) and
-// calls
+// kernels/cuda/ inside ggml-cuda: kernels/cuda/CMakeLists.txt compiles this
+// file into the ggml-cuda target (with mmv.cuh and attn.cuh from beside it),
+// and patches/0001-ggml-cuda-orthrus-hooks.patch makes ggml-cuda.cu call
 //   - ggml_cuda_orthrus_mul_mat at the top of ggml_cuda_mul_mat;
 //   - ggml_cuda_orthrus_mul_mat_add from ggml-cuda's fusion loop, for a
 //     MUL_MAT whose one use is an ADD (the residual connections);
@@ -29,10 +29,12 @@
 // ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
 // pass 4.80 -> 4.67 ms). Our kernels are launched with programmatic
 // dependent launch on sm_90 and later unless ORTHRUS_PDL=0 (see pdl_mode).
-#include "common.cuh"
+#include "ggml-cuda/common.cuh"
 
-#include "orthrus-attn.cuh"
-#include "orthrus-mmv.cuh"
+// From this file's directory: ggml-cuda has an mmv.cuh of its own, which the
+// path above keeps apart.
+#include "attn.cuh"
+#include "mmv.cuh"
 
 #include <algorithm>
 #include <atomic>
@@ -55,7 +57,7 @@ int ggml_cuda_orthrus_mmv_mode() {
     return mode;
 }
 
-// Exported through the CUDA registry's get_proc_address (patch-ggml.py) as
+// Exported through the CUDA registry's get_proc_address (the patch) as
 // "ggml_backend_cuda_orthrus_set_mmv_mode": sets the mode (0, 1 or 2) for
 // the graphs computed from now on, unless ORTHRUS_MMV is set; returns the
 // mode in effect.

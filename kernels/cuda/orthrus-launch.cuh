@@ -1,6 +1,6 @@
 // Kernel launches with programmatic dependent launch (PDL), shared by
-// mmv.cuh and attn.cuh. Named as scripts/gpu/patch-ggml.py names its copy in
-// ggml-cuda, so that both headers include it by one name there and here.
+// mmv.cuh and attn.cuh (the "orthrus-" prefix keeps it apart from ggml-cuda's
+// headers).
 #pragma once
 
 #include <cuda_runtime.h>

@@ -4,8 +4,8 @@
 # libggml-cuda.so on the CPU in the background; wait_for_cuda waits for it.
 # On a machine still warm from an earlier call, an archive unchanged since is
 # not unpacked again, and the build (its tree in /tmp/ggml-build) recompiles
-# only the ggml-cuda files that changed (patch-ggml.py keeps their times): a
-# kernel edit costs a minute or two, not four.
+# only what changed (kernels/cuda/CMakeLists.txt rewrites a patched ggml file
+# only when its content changes): a kernel edit costs a minute or two, not four.
 if [ -f gpu-carry.tar.xz ]; then
     sum=$(md5sum gpu-carry.tar.xz | cut -d' ' -f1)
     if [ ! -x gpu-carry/bin/orthrus ] || [ "$(cat /tmp/gpu-carry.md5 2>/dev/null)" != "$sum" ]; then

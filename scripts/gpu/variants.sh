@@ -19,7 +19,8 @@
 #   TINY=1    also the bundled trained model under each variant
 #   LLAMA=0   no llama.cpp runs (e.g. with CUDA_FA=OFF, whose build has no
 #             flash-attention kernels: enough for --exact variants only)
-#   KERNEL_TEST=1  first the tests of our CUDA kernels alone (kernel-test.sh); stop if one fails
+#   KERNEL_TEST=1  first the tests of our CUDA kernels alone (kernel-test.sh) and
+#             arch-check.sh, for every default architecture; stop if one fails
 #   DEADLINE  a time (seconds since the epoch) after which no further run starts,
 #             so that what was measured comes back within the device call's limit
 #   KEEP=1    keep the results of earlier calls on a machine still warm (by
@@ -38,8 +39,14 @@ variants=(${VARIANTS:-ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=
 # The archive is written on any exit, whatever was measured by then.
 pack() { tar -czf "$OUT/variants-$preset.tgz" -C "$res" . 2>/dev/null || true; }
 trap pack EXIT
-# KERNEL_TEST=1: first our kernels' own tests (kernels/cuda/*-test.cu); stop if one fails.
-[ -z "${KERNEL_TEST:-}" ] || bash scripts/gpu/kernel-test.sh || { kill $cuda_build 2>/dev/null; exit 1; }
+# KERNEL_TEST=1: first our kernels' own tests (kernels/cuda/*-test.cu, compiled for every
+# default architecture) and, beside them, arch-check.sh (our hook inside ggml-cuda for
+# every default architecture); stop if one fails.
+if [ -n "${KERNEL_TEST:-}" ]; then
+    bash scripts/gpu/arch-check.sh > /dev/null 2>&1 & arch_check=$!
+    bash scripts/gpu/kernel-test.sh || { kill $cuda_build $arch_check 2>/dev/null; exit 1; }
+    wait $arch_check || { cat "$OUT/arch-check.txt"; kill $cuda_build 2>/dev/null; exit 1; }
+fi
 bash scripts/gpu/models.sh "$preset" "${types[@]}"
 wait_for_cuda
 # llama.cpp's own llama-bench (build-llama.sh), when it was built on this machine;

@@ -12,6 +12,7 @@ use super::GgmlError;
 /// `dir` in builds with the `dynamic-backends` feature; built-in backends need
 /// no loading, so elsewhere this does nothing. Call once, before [`Device::all`].
 pub fn load_backends(dir: Option<&Path>) {
+    register_linked();
     #[cfg(feature = "dynamic-backends")]
     {
         static ONCE: std::sync::Once = std::sync::Once::new();
@@ -25,6 +26,24 @@ pub fn load_backends(dir: Option<&Path>) {
     }
     #[cfg(not(feature = "dynamic-backends"))]
     let _ = dir;
+}
+
+/// Registers the backends this program links itself rather than through
+/// llama-cpp-sys-2, whose ggml registers only what it was built with: with the
+/// `cuda` feature, ggml-cuda with our kernels (built by build.rs). Once per
+/// process; every way to a device comes through here.
+fn register_linked() {
+    #[cfg(feature = "cuda")]
+    {
+        extern "C" {
+            // ggml-cuda.h; in libggml-cuda.a, which build.rs links.
+            fn ggml_backend_cuda_reg() -> sys::ggml_backend_reg_t;
+        }
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: ggml_backend_cuda_reg returns ggml-cuda's static registry
+        // (it finds no GPU rather than failing), registered once.
+        ONCE.call_once(|| unsafe { sys::ggml_backend_register(ggml_backend_cuda_reg()) });
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +67,7 @@ unsafe impl Sync for Device {}
 impl Device {
     /// Every device ggml knows, in registry order (GPUs before the CPU).
     pub fn all() -> Vec<Device> {
+        register_linked();
         // SAFETY: plain registry queries.
         let n = unsafe { sys::ggml_backend_dev_count() };
         (0..n)
@@ -204,7 +224,7 @@ impl Backend {
 }
 
 /// Which kernels ggml-cuda multiplies quantized weights with, where it is
-/// built with our matmul (`kernels/cuda/`, put in by `scripts/gpu/patch-ggml.py`).
+/// built with our matmul (`kernels/cuda/`, compiled in by kernels/cuda/CMakeLists.txt).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CudaMatmul {
     /// ggml's own kernels everywhere.
