@@ -17,7 +17,7 @@ Commands:
                                   mask_token_id 151662 (an ordinary token), top-level
                                   `rope_theta`, eos list [151645, 151643]
     make_fixtures.py custom OUT_DIR --hidden H --heads N ... (see --help)
-    make_fixtures.py preset {qwen3-1.7b,qwen3-8b} OUT_DIR
+    make_fixtures.py preset {qwen3-0.6b,qwen3-1.7b,qwen3-8b} OUT_DIR
         real sizes (4.1 GB / 18 GB with the diffusion view), sharded at 4 GB like HF
 
 Values are deterministic (byte-identical on every run and machine): each tensor is
@@ -543,6 +543,8 @@ COMMITTED = {
 }
 
 PRESETS = {
+    "qwen3-0.6b": ModelSpec(hidden=1024, heads=16, kv_heads=8, head_dim=128, inter=3072, layers=28, tied=True,
+                            block_size=16, eos_list=True),
     "qwen3-1.7b": ModelSpec(hidden=2048, heads=16, kv_heads=8, head_dim=128, inter=6144, layers=28, tied=True,
                             block_size=16, eos_list=True),
     "qwen3-8b": ModelSpec(hidden=4096, heads=32, kv_heads=8, head_dim=128, inter=12288, layers=36, tied=False,

@@ -171,7 +171,11 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         let h = norm(x, layer.ffn_norm);
         let up = match layer.ffn_gate_up {
             Stacked::Fused(gate_up)
-                if t == 1 && !s.exact && w(gate_up).ty() != GgmlType::Q4_K && fusable =>
+                if t == 1
+                    && !s.exact
+                    && !m.repacked
+                    && w(gate_up).ty() != GgmlType::Q4_K
+                    && fusable =>
             {
                 // A lone token multiplies the halves of the stack apart:
                 // ggml-cuda's one-column kernel then computes both and the
@@ -180,7 +184,8 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
                 // exact pass keeps the stack too: there our matmul takes
                 // every product, and its sums depend on the rows it is
                 // given, through its row tiles, which must be the verify
-                // pass's.)
+                // pass's. Repacked CPU weights are read whole by their
+                // kernels, so they take no views.)
                 let (gate, up) = halves(ctx, w(gate_up));
                 ctx.swiglu(
                     project(ctx, gate, h, s.col_group),

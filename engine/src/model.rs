@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use orthrus_kernels::ggml::{load_backends, Device, DeviceKind, StoreId, TensorStore};
+use orthrus_kernels::ggml::{load_backends, BufferType, Device, DeviceKind, StoreId, TensorStore};
 use orthrus_kernels::gguf::GgufFile;
 use orthrus_kernels::schema::{keys, Kind, TensorId, TYPE_HEAD};
 use orthrus_kernels::GgmlType;
@@ -21,6 +21,10 @@ pub struct LoadOptions {
     pub n_gpu_layers: Option<usize>,
     /// A Qwen3 base file plus this head file holding the diffusion view.
     pub head: Option<std::path::PathBuf>,
+    /// Keep CPU weights in ggml's plain layout: its repacked layouts'
+    /// kernels sum a row differently by batch size, which exact decoding
+    /// cannot have (see [`crate::Session::set_exact`]).
+    pub exact: bool,
 }
 
 /// Projections that read the same input: one matrix whose rows are the
@@ -82,6 +86,10 @@ pub struct Model {
     pub chat_template: Option<String>,
     /// Type of the attention weights (for reports).
     pub weight_type: GgmlType,
+    /// Whether some weights sit in a CPU layout repacked for its SIMD or AMX
+    /// kernels (llama.cpp's "extra buffer types"), as they do unless loaded
+    /// with [`LoadOptions::exact`].
+    pub repacked: bool,
 }
 
 fn open(path: &Path) -> Result<GgufFile, EngineError> {
@@ -258,6 +266,17 @@ impl Model {
             devices: &devices,
             device_of: &device_of,
             fuse: std::env::var("ORTHRUS_FUSE").as_deref() != Ok("0"),
+            extra: devices
+                .iter()
+                .map(|d| {
+                    if opts.exact {
+                        Vec::new()
+                    } else {
+                        d.extra_buffer_types()
+                    }
+                })
+                .collect(),
+            repacked: false,
         };
         let mut layers = Vec::with_capacity(n_layer);
         for il in 0..n_layer {
@@ -298,11 +317,19 @@ impl Model {
             embd
         };
         let Placement {
-            mut store, writes, ..
+            mut store,
+            writes,
+            repacked,
+            ..
         } = l;
         store.allocate(true)?;
-        for (sid, offset, data) in writes {
-            store.write_bytes_at(sid, offset, data);
+        for (sid, parts) in writes {
+            if let [data] = parts[..] {
+                store.write_bytes(sid, data);
+            } else {
+                // A repacking buffer takes a tensor in one write only.
+                store.write_bytes(sid, &parts.concat());
+            }
         }
 
         Ok(Model {
@@ -320,6 +347,7 @@ impl Model {
                 .and_then(|v| v.as_str())
                 .map(str::to_string),
             weight_type,
+            repacked,
             weights: store,
             hparams: hp,
         })
@@ -365,13 +393,17 @@ type Found<'f> = (&'f str, GgmlType, Vec<u64>, &'f [u8]);
 /// into them once the buffers exist.
 struct Placement<'a, 'f> {
     store: TensorStore,
-    /// (tensor, byte offset, bytes).
-    writes: Vec<(StoreId, usize, &'f [u8])>,
+    /// (tensor, its bytes in parts one after the other).
+    writes: Vec<(StoreId, Vec<&'f [u8]>)>,
     found: &'a std::collections::HashMap<TensorId, Found<'f>>,
     devices: &'a [Device],
     device_of: &'a dyn Fn(TensorId) -> usize,
     /// Whether [`Self::stacked`] may fuse (`ORTHRUS_FUSE=0` turns it off, for comparisons).
     fuse: bool,
+    /// Each device's extra buffer types, tried in order for matmul weights.
+    extra: Vec<Vec<BufferType>>,
+    /// Whether a weight went into one of them.
+    repacked: bool,
 }
 
 impl<'f> Placement<'_, 'f> {
@@ -385,11 +417,27 @@ impl<'f> Placement<'_, 'f> {
     fn place(&mut self, name: &str, id: TensorId, dev: usize) -> StoreId {
         let (_, ty, ref dims, data) = self.found[&id];
         let ne: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
-        let sid = self
-            .store
-            .add(name, ty, &ne, self.devices[dev].buffer_type());
-        self.writes.push((sid, 0, data));
+        // Norms are vectors, and the embedding is read by row lookups.
+        let buft = match id.kind.is_norm() || id.kind == Kind::TokenEmbd {
+            false => self.weight_buffer(dev, ty, ne[0], ne[1]),
+            true => self.devices[dev].buffer_type(),
+        };
+        let sid = self.store.add(name, ty, &ne, buft);
+        self.writes.push((sid, vec![data]));
         sid
+    }
+
+    /// Where a weight that only matmuls read goes on device `dev`: the
+    /// first extra buffer type whose kernels take it (as llama.cpp places
+    /// them), else the device's memory.
+    fn weight_buffer(&mut self, dev: usize, ty: GgmlType, k: i64, n: i64) -> BufferType {
+        match self.extra[dev].iter().find(|b| b.takes_matmul(ty, k, n)) {
+            Some(&b) => {
+                self.repacked = true;
+                b
+            }
+            None => self.devices[dev].buffer_type(),
+        }
     }
 
     /// Matrices with the same input, stacked row-wise into one tensor `name`
@@ -401,16 +449,11 @@ impl<'f> Placement<'_, 'f> {
             return Stacked::Apart(parts.map(|p| self.add(p)));
         }
         let rows: u64 = parts.iter().map(|p| self.found[p].2[1]).sum();
-        let dev = self.devices[(self.device_of)(parts[0])].buffer_type();
-        let sid = self
-            .store
-            .add(name, ty, &[dims[0] as i64, rows as i64], dev);
-        let mut offset = 0;
-        for p in parts {
-            let data = self.found[&p].3;
-            self.writes.push((sid, offset, data));
-            offset += data.len();
-        }
+        let ne = [dims[0] as i64, rows as i64];
+        let buft = self.weight_buffer((self.device_of)(parts[0]), ty, ne[0], ne[1]);
+        let sid = self.store.add(name, ty, &ne, buft);
+        let data = parts.iter().map(|p| self.found[p].3).collect();
+        self.writes.push((sid, data));
         Stacked::Fused(sid)
     }
 }

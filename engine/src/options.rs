@@ -22,7 +22,7 @@ pub struct ModelArgs {
     /// Layers on the GPU, counted from the last (layers + 1 includes the output layer).
     #[arg(long = "n-gpu-layers", visible_alias = "ngl")]
     pub n_gpu_layers: Option<usize>,
-    /// CPU threads (default: all cores).
+    /// CPU threads (default: the physical cores; at most the logical ones).
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// Context size in tokens (default: 4096, at most the model's).
@@ -35,8 +35,9 @@ pub struct ModelArgs {
     #[arg(long = "cache-type")]
     pub cache_type: Option<String>,
     /// Exact decoding: AR steps and verify passes run batch-invariant
-    /// kernels, so Orthrus output equals AR output bit for bit on a GPU too
-    /// (on the CPU it always does). Slower on a GPU; needs an f32 cache.
+    /// kernels, so Orthrus output equals AR output bit for bit (without it,
+    /// the two can part where the AR top-2 logits are within the kernels'
+    /// batch-size rounding). Slower; needs an f32 cache.
     #[arg(long)]
     pub exact: bool,
 }
@@ -75,14 +76,22 @@ impl ModelArgs {
             device: self.device.clone(),
             n_gpu_layers: self.n_gpu_layers,
             head: self.head.clone(),
+            exact: self.exact,
         };
         let model = Model::load(&self.model, &opts)?;
         let n_ctx = self
             .ctx_size
             .unwrap_or_else(|| 4096.min(model.hparams.context_length));
-        let threads = self
-            .threads
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(4, |n| n.get()));
+        let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = match self.threads {
+            None => physical_cores().unwrap_or(logical).min(logical),
+            Some(t) if (1..=logical).contains(&t) => t,
+            Some(t) => {
+                return Err(EngineError::Usage(format!(
+                    "-t {t}: use 1 to {logical} threads (the logical cores of this machine)"
+                )))
+            }
+        };
         Ok(Loaded {
             model,
             cache_type,
@@ -92,6 +101,30 @@ impl ModelArgs {
             exact: self.exact,
         })
     }
+}
+
+/// Physical cores (llama.cpp's default thread count: a second hyperthread
+/// of a core adds little to matmuls and makes threads wait at barriers), as
+/// Linux lists them: distinct sets of sibling threads.
+fn physical_cores() -> Option<usize> {
+    let cpus = std::fs::read_dir("/sys/devices/system/cpu").ok()?;
+    let mut cores = std::collections::HashSet::new();
+    for cpu in cpus.flatten() {
+        let name = cpu.file_name();
+        let name = name.to_string_lossy();
+        if !name
+            .strip_prefix("cpu")
+            .is_some_and(|n| n.parse::<u32>().is_ok())
+        {
+            continue;
+        }
+        if let Ok(siblings) =
+            std::fs::read_to_string(cpu.path().join("topology/thread_siblings_list"))
+        {
+            cores.insert(siblings.trim().to_string());
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
 }
 
 /// The command line with llama.cpp's spelling `-ngl N` accepted for `--ngl N`.

@@ -175,6 +175,13 @@ impl<'m> Session<'m> {
                 self.cache.ty.name()
             )));
         }
+        if on && self.model.repacked {
+            return Err(EngineError::Usage(
+                "exact decoding needs the CPU weights in ggml's plain layout: load the model \
+                 with exact on (LoadOptions::exact)"
+                    .into(),
+            ));
+        }
         let ours_take_all = self.model.matmuls_batch_invariant();
         let want = match (on, ours_take_all) {
             (false, _) => CudaMatmul::Default,
@@ -311,8 +318,7 @@ impl<'m> Session<'m> {
                 outputs.push(Output::F32(io::LOGITS, &mut out.logits));
             }
             let sched = &mut self.scheds[view as usize];
-            // Only AR-view decoding passes need them (see `forward`).
-            sched.set_reference_kernels(decoding && view == View::Ar);
+            sched.set_reference_kernels(exact);
             sched.run(graph, &inputs, &mut outputs)?;
         }
         if rows > t {

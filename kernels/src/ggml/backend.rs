@@ -6,12 +6,14 @@ use std::ptr::NonNull;
 
 use llama_cpp_sys_2 as sys;
 
-use super::GgmlError;
+use super::context::Context;
+use super::{GgmlError, Type};
 
 /// Loads ggml's backend modules (`libggml-cuda.so`, CPU variants, ...) from
 /// `dir` in builds with the `dynamic-backends` feature; built-in backends need
 /// no loading, so elsewhere this does nothing. Call once, before [`Device::all`].
 pub fn load_backends(dir: Option<&Path>) {
+    quiet_logs();
     register_linked();
     #[cfg(feature = "dynamic-backends")]
     {
@@ -44,6 +46,35 @@ fn register_linked() {
         // (it finds no GPU rather than failing), registered once.
         ONCE.call_once(|| unsafe { sys::ggml_backend_register(ggml_backend_cuda_reg()) });
     }
+}
+
+/// Sends ggml's warnings and errors to stderr and drops its debug and info
+/// lines (one per repacked tensor, per graph, ...), as llama.cpp's tools do
+/// by default; without a callback ggml prints them all.
+fn quiet_logs() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    // The level a GGML_LOG_LEVEL_CONT line continues.
+    static LAST: AtomicU32 = AtomicU32::new(sys::GGML_LOG_LEVEL_NONE);
+    unsafe extern "C" fn log(
+        level: sys::ggml_log_level,
+        text: *const std::ffi::c_char,
+        _: *mut std::ffi::c_void,
+    ) {
+        let level = match level {
+            sys::GGML_LOG_LEVEL_CONT => LAST.load(Ordering::Relaxed),
+            l => {
+                LAST.store(l, Ordering::Relaxed);
+                l
+            }
+        };
+        if level >= sys::GGML_LOG_LEVEL_WARN && !text.is_null() {
+            // SAFETY: ggml passes a NUL-terminated message.
+            eprint!("{}", unsafe { CStr::from_ptr(text) }.to_string_lossy());
+        }
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // SAFETY: a callback of ggml_log_callback's signature that lives for the process.
+    ONCE.call_once(|| unsafe { sys::ggml_log_set(Some(log), std::ptr::null_mut()) });
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +179,33 @@ impl Device {
         NonNull::new(ptr)
             .map(|ptr| Backend { ptr, device: *self })
             .ok_or_else(|| GgmlError::BackendInit(self.name()))
+    }
+
+    /// The device's extra buffer types, in ggml's order of preference: on the
+    /// CPU, weight layouts repacked for its SIMD or AMX matmul kernels (what
+    /// llama.cpp loads weights into); none on other devices.
+    pub fn extra_buffer_types(&self) -> Vec<BufferType> {
+        // SAFETY: `ggml_backend_dev_get_extra_bufts_t` returns a static,
+        // NULL-terminated array of buffer types.
+        let Some(f) = (unsafe { self.proc_address(c"ggml_backend_dev_get_extra_bufts") }) else {
+            return Vec::new();
+        };
+        let f: unsafe extern "C" fn(
+            sys::ggml_backend_dev_t,
+        ) -> *mut sys::ggml_backend_buffer_type_t = unsafe { std::mem::transmute(f) };
+        let mut out = Vec::new();
+        // SAFETY: walks the array up to its NULL.
+        unsafe {
+            let mut p = f(self.ptr);
+            while !p.is_null() && !(*p).is_null() {
+                out.push(BufferType {
+                    ptr: *p,
+                    device: *self,
+                });
+                p = p.add(1);
+            }
+        }
+        out
     }
 
     /// The device's default buffer type (device memory).
@@ -283,6 +341,32 @@ pub struct BufferType {
 impl BufferType {
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Whether the device multiplies a weight of type `ty` and shape
+    /// `[k, n]` held in this buffer type by f32 activations (an extra buffer
+    /// type's layout serves only some types and shapes).
+    pub fn takes_matmul(&self, ty: Type, k: i64, n: i64) -> bool {
+        if ty.block_size() > 1 && k % ty.block_size() as i64 != 0 {
+            return false;
+        }
+        let ctx = Context::new(3, false);
+        let w = ctx.new_tensor(ty, &[k, n]);
+        let op = ctx.mul_mat(w, ctx.new_tensor(Type::F32, &[k, 1]));
+        // SAFETY: a zero-size buffer of this type stands for where the
+        // weight would live, as llama.cpp probes it; the device only reads the
+        // op's metadata, and the buffer is freed before the tensors' context.
+        unsafe {
+            let buf = sys::ggml_backend_buft_alloc_buffer(self.ptr, 0);
+            if buf.is_null() {
+                return false;
+            }
+            (*w.raw()).buffer = buf;
+            let ok = sys::ggml_backend_dev_supports_op(self.device.ptr, op.raw());
+            (*w.raw()).buffer = std::ptr::null_mut();
+            sys::ggml_backend_buffer_free(buf);
+            ok
+        }
     }
 }
 
