@@ -90,6 +90,8 @@ pub struct Model {
     /// kernels (llama.cpp's "extra buffer types"), as they do unless loaded
     /// with [`LoadOptions::exact`].
     pub repacked: bool,
+    /// Loaded with [`LoadOptions::exact`].
+    pub exact: bool,
 }
 
 fn open(path: &Path) -> Result<GgufFile, EngineError> {
@@ -348,6 +350,7 @@ impl Model {
                 .map(str::to_string),
             weight_type,
             repacked,
+            exact: opts.exact,
             weights: store,
             hparams: hp,
         })

@@ -56,6 +56,8 @@ pub struct Session<'m> {
     /// Whether, in exact mode, the GPU's weight products are our
     /// batch-invariant matmul's, so that they need no column groups.
     exact_matmul: bool,
+    /// Whether a layer sits on a GPU.
+    on_gpu: bool,
 }
 
 impl<'m> Session<'m> {
@@ -99,6 +101,7 @@ impl<'m> Session<'m> {
             col_group,
             exact: false,
             exact_matmul: false,
+            on_gpu,
         })
     }
 
@@ -167,9 +170,13 @@ impl<'m> Session<'m> {
     /// ([`CudaMatmul::BatchInvariant`], then on for the process), else groups
     /// of [`EXACT_COL_GROUP`] columns on ggml's own kernels (ours off: its
     /// 16-column products do not sum as ggml's one-column ones). The diffusion
-    /// pass and the prompt keep the fast kernels. It needs an f32 cache.
+    /// pass and the prompt keep the fast kernels. On a GPU it needs an f32
+    /// cache; on the CPU, whose reference kernels compute each row alike
+    /// whatever the batch, any cache does (with f32, the same exact
+    /// attention path as a GPU's). Either way the model must have been
+    /// loaded with [`crate::LoadOptions::exact`].
     pub fn set_exact(&mut self, on: bool) -> Result<(), EngineError> {
-        if on && self.cache.ty != GgmlType::F32 {
+        if on && self.on_gpu && self.cache.ty != GgmlType::F32 {
             return Err(EngineError::Usage(format!(
                 "exact decoding needs an f32 cache, not {} (--cache-type f32)",
                 self.cache.ty.name()
@@ -246,7 +253,10 @@ impl<'m> Session<'m> {
             )));
         }
         let exact = self.exact && decoding && view == View::Ar;
-        let n_kv = if exact {
+        // The exact attention path reads V transposed, as only an f32 cache
+        // holds it; on the CPU the reference kernels make the rest exact.
+        let exact_path = exact && self.cache.ty == GgmlType::F32;
+        let n_kv = if exact_path {
             // Within the allocation: slots are whole windows of SLOT_ALIGN.
             (pos0 + rows).next_multiple_of(SLOT_ALIGN)
         } else {
@@ -269,7 +279,7 @@ impl<'m> Session<'m> {
             n_out: graph_out,
             logits,
             col_group,
-            exact,
+            exact: exact_path,
         };
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             self.graphs.clear();
