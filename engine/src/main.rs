@@ -160,13 +160,11 @@ fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
 fn run(a: RunArgs) -> Result<()> {
     let l = a.model.load()?;
     // The text of the output is decoded whenever the file has a tokenizer.
-    let tok = tokenizer(&l.model).ok();
+    let tok = tokenizer(&l.model);
     let prompt: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
         (Some(text), None) => {
-            let tok = tok
-                .as_ref()
-                .context("the model has no tokenizer; pass --prompt-ids")?;
+            let tok = tok.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
             let text = if a.chat {
                 let tmpl = l
                     .model
@@ -199,6 +197,7 @@ fn run(a: RunArgs) -> Result<()> {
     let eos = l.model.hparams.eos_ids.clone();
     let mut stream = tok
         .as_ref()
+        .ok()
         .map(|t| TextStream::new(t, a.stop.clone(), eos));
     let mut stdout = std::io::stdout().lock();
     let json = a.json;
