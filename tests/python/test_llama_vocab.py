@@ -89,7 +89,7 @@ def test_server_serves_the_file(pair, tmp_path):
     try:
         msgs = [{"role": "user", "content": "Hi there"}]
         r = s.client().chat.completions.create(
-            model="tiny", messages=msgs, max_tokens=16, temperature=0,
+            model="llama-base", messages=msgs, max_tokens=16, temperature=0,
             extra_body={"ignore_eos": True, "chat_template_kwargs": {"enable_thinking": False}})
         want = run(llama, head, "--prompt-ids", ",".join(map(str, chat_prompt(msgs, False))))
         assert r.usage.prompt_tokens == want["stats"]["prompt_tokens"]

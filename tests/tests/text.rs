@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use orthrus_engine::chat::{ChatTemplate, Message};
+use orthrus_engine::hparams::Hparams;
 use orthrus_engine::tokenizer::{GgmlVocab, StreamDecoder, TextStream, Tokenizer};
-use orthrus_kernels::gguf::GgufFile;
+use orthrus_kernels::gguf::{GgufFile, GgufValue, GgufWriter, TensorSpec};
 use orthrus_tests::{convert_fixture, fixture, repo};
 
 /// The tokenizer and template as a converted file stores them.
@@ -127,6 +128,16 @@ fn tokenizer_from_llama_cpp_arrays_encodes_and_decodes_like_hugging_face() {
     let vocab = GgmlVocab::read(&file).unwrap().unwrap();
     let tok = Tokenizer::from_ggml(&vocab).unwrap();
     assert_encodes_like_hugging_face(&tok, &hf_ids());
+    // Text not in NFC is normalized first, as Hugging Face does.
+    let decomposed = "Cafe\u{301} n\u{303}o Ame\u{301}lie";
+    let tok_json = repo().join("models/qwen3-tokenizer/tokenizer.json");
+    let want: Vec<Vec<u32>> = serde_json::from_value(python(
+        "hf_tokenize.py",
+        &[tok_json.to_str().unwrap(), decomposed],
+        "",
+    ))
+    .unwrap();
+    assert_eq!(tok.encode(decomposed).unwrap(), want[0]);
     // Every id, the added and unused ones included, decodes as Hugging
     // Face's own tokenizer.json decodes it.
     let hf = Tokenizer::from_json(
@@ -289,4 +300,30 @@ fn assert_renders_like_transformers(path: &Path) {
             i += 1;
         }
     }
+}
+
+/// Generation ends on the end-of-turn and end-of-message ids llama.cpp's
+/// converter writes for some chat models, as on EOS.
+#[test]
+fn eot_and_eom_ids_end_generation() {
+    let (dir, path) = converted();
+    let file = GgufFile::open(&path).unwrap();
+    let mut meta = file.metadata().to_vec();
+    meta.push(("tokenizer.ggml.eot_token_id".into(), GgufValue::U32(151643)));
+    meta.push(("tokenizer.ggml.eom_token_id".into(), GgufValue::U32(151668)));
+    // Hyperparameters need the embedding's shape only.
+    let embd = file.tensor("token_embd.weight").unwrap();
+    let spec = TensorSpec {
+        name: embd.name.clone(),
+        dims: embd.dims.clone(),
+        ty: embd.ty,
+    };
+    let out = dir.path().join("eot.gguf");
+    let mut w = GgufWriter::create(&out, &meta, &[spec]).unwrap();
+    w.write_data(file.tensor_data(embd)).unwrap();
+    w.finish().unwrap();
+    let hp = Hparams::read(&GgufFile::open(&out).unwrap(), "eot.gguf").unwrap();
+    let mut eos = hp.eos_ids.clone();
+    eos.sort();
+    assert_eq!(eos, [151643, 151645, 151668]);
 }
