@@ -165,7 +165,7 @@ fn run(a: RunArgs) -> Result<()> {
         (_, Some(ids)) => ids.clone(),
         (Some(text), None) => {
             let tok = tok.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
-            let text = if a.chat {
+            if a.chat {
                 let tmpl = l
                     .model
                     .chat_template
@@ -176,11 +176,12 @@ fn run(a: RunArgs) -> Result<()> {
                     msgs.push(Message::new("system", s));
                 }
                 msgs.push(Message::new("user", text));
-                ChatTemplate::new(tmpl)?.render(&msgs, true, a.think)?
+                // The rendered template is the whole prompt, no BOS added,
+                // as transformers' apply_chat_template tokenizes it.
+                tok.encode(&ChatTemplate::new(tmpl)?.render(&msgs, true, a.think)?)?
             } else {
-                text.clone()
-            };
-            tok.encode(&text)?
+                tok.encode_prompt(text)?
+            }
         }
         (None, None) => bail!("give a prompt with -p TEXT or --prompt-ids 1,2,3"),
     };

@@ -81,6 +81,8 @@ pub struct Model {
     pub tokenizer_json: Option<String>,
     /// The `tokenizer.ggml.*` arrays, used when the file has no tokenizer JSON.
     pub vocab: Option<GgmlVocab>,
+    /// The BOS id, when `tokenizer.ggml.add_bos_token` puts it before prompts.
+    pub bos_prefix: Option<u32>,
     pub chat_template: Option<String>,
     /// Type of the attention weights (for reports).
     pub weight_type: GgmlType,
@@ -317,6 +319,13 @@ impl Model {
                 GgmlVocab::read(&file).map_err(|e| EngineError::Model(format!("{name}: {e}")))?
             }
         };
+        let bos_prefix = match file.get(keys::ADD_BOS).and_then(|v| v.as_bool()) {
+            Some(true) => file
+                .get(keys::BOS_ID)
+                .and_then(|v| v.as_u64())
+                .map(|id| id as u32),
+            _ => None,
+        };
         Ok(Model {
             tok_embd: embd,
             output_norm,
@@ -325,6 +334,7 @@ impl Model {
             devices,
             tokenizer_json,
             vocab,
+            bos_prefix,
             chat_template: file
                 .get(keys::CHAT_TEMPLATE)
                 .and_then(|v| v.as_str())
@@ -338,7 +348,7 @@ impl Model {
     /// The tokenizer stored in the file: its Hugging Face JSON when it has
     /// one (our converter's files), else llama.cpp's `tokenizer.ggml.*` arrays.
     pub fn tokenizer(&self) -> Result<Tokenizer, EngineError> {
-        match (&self.tokenizer_json, &self.vocab) {
+        let tok = match (&self.tokenizer_json, &self.vocab) {
             (Some(json), _) => Tokenizer::from_json(json),
             (None, Some(vocab)) => Tokenizer::from_ggml(vocab),
             (None, None) => Err(EngineError::Tokenizer(format!(
@@ -346,7 +356,8 @@ impl Model {
                 keys::HF_JSON,
                 keys::TOKENS
             ))),
-        }
+        }?;
+        Ok(tok.with_bos_prefix(self.bos_prefix))
     }
 
     /// Whether our batch-invariant CUDA matmul (`CudaMatmul::BatchInvariant`)

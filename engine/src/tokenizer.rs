@@ -15,6 +15,8 @@ use crate::EngineError;
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The BOS id when the file sets `tokenizer.ggml.add_bos_token`.
+    bos_prefix: Option<u32>,
 }
 
 /// llama.cpp's `tokenizer.ggml.token_type` values that matter here.
@@ -113,7 +115,10 @@ impl Tokenizer {
     pub fn from_json(json: &str) -> Result<Tokenizer, EngineError> {
         let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer {
+            inner,
+            bos_prefix: None,
+        })
     }
 
     /// The tokenizer `tokenizers` would load from the model's own
@@ -202,7 +207,29 @@ impl Tokenizer {
                 )));
             }
         }
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer {
+            inner,
+            bos_prefix: None,
+        })
+    }
+
+    /// The same tokenizer, putting `bos` before a prompt ([`Self::encode_prompt`]):
+    /// the BOS id of a file whose `tokenizer.ggml.add_bos_token` is true.
+    pub fn with_bos_prefix(self, bos: Option<u32>) -> Tokenizer {
+        Tokenizer {
+            bos_prefix: bos,
+            ..self
+        }
+    }
+
+    /// The ids of a prompt: [`Self::encode`], after BOS when the file asks
+    /// for it and the text does not already start with it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let ids = self.encode(text)?;
+        Ok(match self.bos_prefix {
+            Some(bos) if ids.first() != Some(&bos) => std::iter::once(bos).chain(ids).collect(),
+            _ => ids,
+        })
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use orthrus_engine::chat::{ChatTemplate, Message};
-use orthrus_engine::hparams::Hparams;
 use orthrus_engine::tokenizer::{GgmlVocab, StreamDecoder, TextStream, Tokenizer};
+use orthrus_engine::{LoadOptions, Model};
 use orthrus_kernels::gguf::{GgufFile, GgufValue, GgufWriter, TensorSpec};
 use orthrus_tests::{convert_fixture, fixture, repo};
 
@@ -302,28 +302,74 @@ fn assert_renders_like_transformers(path: &Path) {
     }
 }
 
+/// `path` rewritten to `out` with `edit` applied to its metadata.
+fn with_metadata(path: &Path, out: &Path, edit: impl FnOnce(&mut Vec<(String, GgufValue)>)) {
+    let file = GgufFile::open(path).unwrap();
+    let mut meta = file.metadata().to_vec();
+    edit(&mut meta);
+    let specs: Vec<TensorSpec> = file
+        .tensors()
+        .iter()
+        .map(|t| TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        })
+        .collect();
+    let mut w = GgufWriter::create(out, &meta, &specs).unwrap();
+    for t in file.tensors() {
+        w.write_data(file.tensor_data(t)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn cpu() -> LoadOptions {
+    LoadOptions {
+        device: Some("CPU".into()),
+        ..Default::default()
+    }
+}
+
 /// Generation ends on the end-of-turn and end-of-message ids llama.cpp's
 /// converter writes for some chat models, as on EOS.
 #[test]
 fn eot_and_eom_ids_end_generation() {
     let (dir, path) = converted();
-    let file = GgufFile::open(&path).unwrap();
-    let mut meta = file.metadata().to_vec();
-    meta.push(("tokenizer.ggml.eot_token_id".into(), GgufValue::U32(151643)));
-    meta.push(("tokenizer.ggml.eom_token_id".into(), GgufValue::U32(151668)));
-    // Hyperparameters need the embedding's shape only.
-    let embd = file.tensor("token_embd.weight").unwrap();
-    let spec = TensorSpec {
-        name: embd.name.clone(),
-        dims: embd.dims.clone(),
-        ty: embd.ty,
-    };
     let out = dir.path().join("eot.gguf");
-    let mut w = GgufWriter::create(&out, &meta, &[spec]).unwrap();
-    w.write_data(file.tensor_data(embd)).unwrap();
-    w.finish().unwrap();
-    let hp = Hparams::read(&GgufFile::open(&out).unwrap(), "eot.gguf").unwrap();
-    let mut eos = hp.eos_ids.clone();
+    with_metadata(&path, &out, |meta| {
+        meta.push(("tokenizer.ggml.eot_token_id".into(), GgufValue::U32(151643)));
+        meta.push(("tokenizer.ggml.eom_token_id".into(), GgufValue::U32(151668)));
+    });
+    let model = Model::load(&out, &cpu()).unwrap();
+    let mut eos = model.hparams.eos_ids.clone();
     eos.sort();
     assert_eq!(eos, [151643, 151645, 151668]);
+}
+
+/// A file whose `add_bos_token` is true gets BOS before a text prompt (once);
+/// Qwen3's files, false, get none.
+#[test]
+fn add_bos_token_puts_bos_before_prompts() {
+    let (dir, path) = converted();
+    let qwen = Model::load(&path, &cpu()).unwrap().tokenizer().unwrap();
+    let hi = qwen.encode("Hi").unwrap();
+    assert_eq!(qwen.encode_prompt("Hi").unwrap(), hi);
+    let out = dir.path().join("bos.gguf");
+    with_metadata(&path, &out, |meta| {
+        for (k, v) in meta.iter_mut() {
+            if k == "tokenizer.ggml.add_bos_token" {
+                *v = GgufValue::Bool(true);
+            }
+        }
+    });
+    let tok = Model::load(&out, &cpu()).unwrap().tokenizer().unwrap();
+    assert_eq!(
+        tok.encode_prompt("Hi").unwrap(),
+        [&[151643][..], &hi].concat()
+    );
+    assert_eq!(
+        tok.encode_prompt("<|endoftext|>Hi").unwrap(),
+        [&[151643][..], &hi].concat()
+    );
+    assert_eq!(tok.encode("Hi").unwrap(), hi);
 }
