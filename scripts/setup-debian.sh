@@ -23,7 +23,7 @@ if ! command -v cargo >/dev/null; then
 fi
 
 req="$(dirname "$0")/../tests/python/requirements.txt"
-if ! python3 -c 'import numpy, gguf, pytest, tokenizers, transformers, openai' 2>/dev/null; then
+if ! python3 -c 'import numpy, gguf, pytest, tokenizers, transformers, openai, sentencepiece' 2>/dev/null; then
     # Debian's own python3 refuses global pip installs (PEP 668); a user install with the override is the least surprising.
     python3 -m pip install -q -r "$req" 2>/dev/null \
         || python3 -m pip install -q --user --break-system-packages -r "$req"

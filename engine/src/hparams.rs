@@ -94,9 +94,11 @@ impl Hparams {
                 .collect(),
             None => Vec::new(),
         };
-        if let Some(id) = file.get(keys::EOS_ID).and_then(|v| v.as_u64()) {
-            if !eos_ids.contains(&(id as u32)) {
-                eos_ids.push(id as u32);
+        for key in [keys::EOS_ID, keys::EOT_ID, keys::EOM_ID] {
+            if let Some(id) = file.get(key).and_then(|v| v.as_u64()) {
+                if !eos_ids.contains(&(id as u32)) {
+                    eos_ids.push(id as u32);
+                }
             }
         }
         let n_vocab = if file.get(keys::TYPE).and_then(|v| v.as_str()) == Some(TYPE_HEAD) {

@@ -160,14 +160,12 @@ fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
 fn run(a: RunArgs) -> Result<()> {
     let l = a.model.load()?;
     // The text of the output is decoded whenever the file has a tokenizer.
-    let tok = tokenizer(&l.model).ok();
+    let tok = tokenizer(&l.model);
     let prompt: Vec<u32> = match (&a.prompt, &a.prompt_ids) {
         (_, Some(ids)) => ids.clone(),
         (Some(text), None) => {
-            let tok = tok
-                .as_ref()
-                .context("the model has no tokenizer; pass --prompt-ids")?;
-            let text = if a.chat {
+            let tok = tok.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?;
+            if a.chat {
                 let tmpl = l
                     .model
                     .chat_template
@@ -178,11 +176,12 @@ fn run(a: RunArgs) -> Result<()> {
                     msgs.push(Message::new("system", s));
                 }
                 msgs.push(Message::new("user", text));
-                ChatTemplate::new(tmpl)?.render(&msgs, true, a.think)?
+                // The rendered template is the whole prompt, no BOS added,
+                // as transformers' apply_chat_template tokenizes it.
+                tok.encode(&ChatTemplate::new(tmpl)?.render(&msgs, true, a.think)?)?
             } else {
-                text.clone()
-            };
-            tok.encode(&text)?
+                tok.encode_prompt(text)?
+            }
         }
         (None, None) => bail!("give a prompt with -p TEXT or --prompt-ids 1,2,3"),
     };
@@ -199,6 +198,7 @@ fn run(a: RunArgs) -> Result<()> {
     let eos = l.model.hparams.eos_ids.clone();
     let mut stream = tok
         .as_ref()
+        .ok()
         .map(|t| TextStream::new(t, a.stop.clone(), eos));
     let mut stdout = std::io::stdout().lock();
     let json = a.json;

@@ -8,7 +8,7 @@ use orthrus_kernels::schema::{keys, Kind, TensorId, TYPE_HEAD};
 use orthrus_kernels::GgmlType;
 
 use crate::hparams::Hparams;
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{GgmlVocab, Tokenizer};
 use crate::EngineError;
 
 /// Where the weights go.
@@ -83,6 +83,10 @@ pub struct Model {
     pub devices: Vec<Device>,
     /// `tokenizer.huggingface.json`, when the file has it.
     pub tokenizer_json: Option<String>,
+    /// The `tokenizer.ggml.*` arrays, used when the file has no tokenizer JSON.
+    pub vocab: Option<GgmlVocab>,
+    /// The BOS id, when `tokenizer.ggml.add_bos_token` puts it before prompts.
+    pub bos_prefix: Option<u32>,
     pub chat_template: Option<String>,
     /// Type of the attention weights (for reports).
     pub weight_type: GgmlType,
@@ -334,16 +338,32 @@ impl Model {
             }
         }
 
+        let tokenizer_json = file
+            .get(keys::HF_JSON)
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        let vocab = match tokenizer_json {
+            Some(_) => None,
+            None => {
+                GgmlVocab::read(&file).map_err(|e| EngineError::Model(format!("{name}: {e}")))?
+            }
+        };
+        let bos_prefix = match file.get(keys::ADD_BOS).and_then(|v| v.as_bool()) {
+            Some(true) => file
+                .get(keys::BOS_ID)
+                .and_then(|v| v.as_u64())
+                .map(|id| id as u32),
+            _ => None,
+        };
         Ok(Model {
             tok_embd: embd,
             output_norm,
             output,
             layers,
             devices,
-            tokenizer_json: file
-                .get(keys::HF_JSON)
-                .and_then(|v| v.as_str())
-                .map(str::to_string),
+            tokenizer_json,
+            vocab,
+            bos_prefix,
             chat_template: file
                 .get(keys::CHAT_TEMPLATE)
                 .and_then(|v| v.as_str())
@@ -356,12 +376,19 @@ impl Model {
         })
     }
 
-    /// The tokenizer stored in the file.
+    /// The tokenizer stored in the file: its Hugging Face JSON when it has
+    /// one (our converter's files), else llama.cpp's `tokenizer.ggml.*` arrays.
     pub fn tokenizer(&self) -> Result<Tokenizer, EngineError> {
-        let json = self.tokenizer_json.as_deref().ok_or_else(|| {
-            EngineError::Tokenizer("the model has no tokenizer.huggingface.json".into())
-        })?;
-        Tokenizer::from_json(json)
+        let tok = match (&self.tokenizer_json, &self.vocab) {
+            (Some(json), _) => Tokenizer::from_json(json),
+            (None, Some(vocab)) => Tokenizer::from_ggml(vocab),
+            (None, None) => Err(EngineError::Tokenizer(format!(
+                "the model has neither {} nor {}",
+                keys::HF_JSON,
+                keys::TOKENS
+            ))),
+        }?;
+        Ok(tok.with_bos_prefix(self.bos_prefix))
     }
 
     /// Whether our batch-invariant CUDA matmul (`CudaMatmul::BatchInvariant`)

@@ -1,17 +1,235 @@
-//! Text <-> token ids, with the Hugging Face tokenizer stored in the GGUF
-//! (`tokenizer.huggingface.json`), so encoding matches `tokenizers` exactly.
+//! Text <-> token ids through Hugging Face `tokenizers`, built either from
+//! the tokenizer JSON our converter stores (`tokenizer.huggingface.json`) or,
+//! in files llama.cpp's converter writes, from the `tokenizer.ggml.*` arrays.
+
+use orthrus_kernels::gguf::{GgufFile, GgufValue};
+use orthrus_kernels::schema::keys;
+use tokenizers::models::bpe::BPE;
+use tokenizers::normalizers::unicode::NFC;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 use crate::EngineError;
 
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The BOS id when the file sets `tokenizer.ggml.add_bos_token`.
+    bos_prefix: Option<u32>,
+}
+
+/// llama.cpp's `tokenizer.ggml.token_type` values that matter here.
+const TYPE_CONTROL: i32 = 3;
+const TYPE_USER_DEFINED: i32 = 4;
+const TYPE_UNUSED: i32 = 5;
+
+/// The split regex of each `tokenizer.ggml.pre` we know, as the model's
+/// Hugging Face `tokenizer.json` writes it (llama.cpp's names). Qwen2's
+/// normalizer is NFC, and it keeps all merges.
+fn pre_tokenizer_regex(pre: &str) -> Option<&'static str> {
+    match pre {
+        "qwen2" => Some(
+            r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+",
+        ),
+        _ => None,
+    }
+}
+
+/// A byte-level BPE tokenizer as llama.cpp's converter stores it in a GGUF:
+/// `tokenizer.ggml.{model,pre,tokens,token_type,merges}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GgmlVocab {
+    /// `tokenizer.ggml.model`; only `gpt2` (byte-level BPE) is built.
+    pub model: String,
+    /// `tokenizer.ggml.pre`, the pre-tokenizer's name.
+    pub pre: Option<String>,
+    pub tokens: Vec<String>,
+    pub token_types: Vec<i32>,
+    /// "left right" pairs, highest priority first.
+    pub merges: Vec<String>,
+}
+
+fn tok_err(msg: String) -> EngineError {
+    EngineError::Tokenizer(msg)
+}
+
+fn strings(v: &GgufValue, key: &str) -> Result<Vec<String>, EngineError> {
+    v.as_array()
+        .and_then(|items| {
+            items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect()
+        })
+        .ok_or_else(|| tok_err(format!("{key} is not an array of strings")))
+}
+
+impl GgmlVocab {
+    /// The `tokenizer.ggml.*` arrays of `file`; `None` when it has no token list.
+    pub fn read(file: &GgufFile) -> Result<Option<GgmlVocab>, EngineError> {
+        let Some(tokens) = file.get(keys::TOKENS) else {
+            return Ok(None);
+        };
+        let tokens = strings(tokens, keys::TOKENS)?;
+        let text = |key: &str| -> Result<Option<String>, EngineError> {
+            file.get(key)
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| tok_err(format!("{key} is not a string")))
+                })
+                .transpose()
+        };
+        let model = text(keys::TOKENIZER_MODEL)?
+            .ok_or_else(|| tok_err(format!("{} is missing", keys::TOKENIZER_MODEL)))?;
+        let token_types = match file.get(keys::TOKEN_TYPE) {
+            Some(v) => v
+                .as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|i| i.as_i64().and_then(|t| i32::try_from(t).ok()))
+                        .collect()
+                })
+                .ok_or_else(|| {
+                    tok_err(format!("{} is not an array of integers", keys::TOKEN_TYPE))
+                })?,
+            None => return Err(tok_err(format!("{} is missing", keys::TOKEN_TYPE))),
+        };
+        let merges = match file.get(keys::MERGES) {
+            Some(v) => strings(v, keys::MERGES)?,
+            None => Vec::new(),
+        };
+        Ok(Some(GgmlVocab {
+            model,
+            pre: text(keys::TOKENIZER_PRE)?,
+            tokens,
+            token_types,
+            merges,
+        }))
+    }
 }
 
 impl Tokenizer {
     pub fn from_json(json: &str) -> Result<Tokenizer, EngineError> {
         let inner = tokenizers::Tokenizer::from_bytes(json.as_bytes())
             .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-        Ok(Tokenizer { inner })
+        Ok(Tokenizer {
+            inner,
+            bos_prefix: None,
+        })
+    }
+
+    /// The tokenizer `tokenizers` would load from the model's own
+    /// `tokenizer.json`, rebuilt from llama.cpp's arrays: byte-level BPE over
+    /// every token but the unused ones, the pre-tokenizer `pre` names, and
+    /// control (special) and user-defined tokens matched whole in the text.
+    pub fn from_ggml(v: &GgmlVocab) -> Result<Tokenizer, EngineError> {
+        if v.model != "gpt2" {
+            return Err(tok_err(format!(
+                "{} = {:?} is not supported (only \"gpt2\", byte-level BPE)",
+                keys::TOKENIZER_MODEL,
+                v.model
+            )));
+        }
+        let pre = v.pre.as_deref().unwrap_or("default");
+        let regex = pre_tokenizer_regex(pre).ok_or_else(|| {
+            tok_err(format!(
+                "{} = {pre:?} is not a pre-tokenizer this build knows (known: \"qwen2\")",
+                keys::TOKENIZER_PRE
+            ))
+        })?;
+        if v.token_types.len() != v.tokens.len() {
+            return Err(tok_err(format!(
+                "{} has {} entries for {} tokens",
+                keys::TOKEN_TYPE,
+                v.token_types.len(),
+                v.tokens.len()
+            )));
+        }
+        if u32::try_from(v.tokens.len()).is_err() {
+            return Err(tok_err(format!(
+                "{} has {} tokens",
+                keys::TOKENS,
+                v.tokens.len()
+            )));
+        }
+        let mut vocab = tokenizers::models::bpe::Vocab::default();
+        let mut added = Vec::new();
+        for (id, (tok, &ty)) in v.tokens.iter().zip(&v.token_types).enumerate() {
+            if ty == TYPE_UNUSED {
+                continue;
+            }
+            // A repeated string keeps its first id, as a vocabulary map must.
+            vocab.entry(tok.clone()).or_insert(id as u32);
+            if ty == TYPE_CONTROL || ty == TYPE_USER_DEFINED {
+                let t = AddedToken::from(tok.clone(), ty == TYPE_CONTROL).normalized(false);
+                added.push((id as u32, t));
+            }
+        }
+        let merges = v
+            .merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| tok_err(format!("merge {m:?} is not two tokens")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| tok_err(format!("the BPE from {}: {e}", keys::TOKENS)))?;
+        let split = Split::new(
+            SplitPattern::Regex(regex.into()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| tok_err(e.to_string()))?;
+        let byte_level = ByteLevel::new(false, false, false);
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner
+            .with_normalizer(Some(NFC))
+            .with_pre_tokenizer(Some(Sequence::new(vec![split.into(), byte_level.into()])))
+            .with_decoder(Some(byte_level));
+        for (id, t) in added {
+            let content = t.content.clone();
+            if t.special {
+                inner.add_special_tokens(&[t]);
+            } else {
+                inner.add_tokens(&[t]);
+            }
+            if inner.token_to_id(&content) != Some(id) {
+                return Err(tok_err(format!(
+                    "token {content:?} (id {id}) appears twice in {}",
+                    keys::TOKENS
+                )));
+            }
+        }
+        Ok(Tokenizer {
+            inner,
+            bos_prefix: None,
+        })
+    }
+
+    /// The same tokenizer, putting `bos` before a prompt ([`Self::encode_prompt`]):
+    /// the BOS id of a file whose `tokenizer.ggml.add_bos_token` is true.
+    pub fn with_bos_prefix(self, bos: Option<u32>) -> Tokenizer {
+        Tokenizer {
+            bos_prefix: bos,
+            ..self
+        }
+    }
+
+    /// The ids of a prompt: [`Self::encode`], after BOS when the file asks
+    /// for it and the text does not already start with it.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let ids = self.encode(text)?;
+        Ok(match self.bos_prefix {
+            Some(bos) if ids.first() != Some(&bos) => std::iter::once(bos).chain(ids).collect(),
+            _ => ids,
+        })
     }
 
     /// Token ids of `text`; special tokens written in the text (`<|im_start|>`) are recognised.

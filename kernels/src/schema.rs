@@ -29,6 +29,10 @@ pub mod keys {
     pub const MERGES: &str = "tokenizer.ggml.merges";
     pub const BOS_ID: &str = "tokenizer.ggml.bos_token_id";
     pub const EOS_ID: &str = "tokenizer.ggml.eos_token_id";
+    /// End of turn and end of message: llama.cpp's converter writes them for
+    /// chat models; generation ends on them as on EOS.
+    pub const EOT_ID: &str = "tokenizer.ggml.eot_token_id";
+    pub const EOM_ID: &str = "tokenizer.ggml.eom_token_id";
     pub const PAD_ID: &str = "tokenizer.ggml.padding_token_id";
     pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
     pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";

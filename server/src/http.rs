@@ -376,6 +376,14 @@ impl Server {
             .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
     }
 
+    /// A completion prompt: BOS first when the model's file asks for it.
+    fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+        self.info
+            .tokenizer
+            .encode_prompt(text)
+            .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
+    }
+
     async fn chat(&self, r: ChatRequest) -> Handled {
         self.check_model(r.model.as_deref())?;
         let messages = r.messages()?;
@@ -402,12 +410,12 @@ impl Server {
         self.check_model(r.model.as_deref())?;
         let prompt = match r.prompt {
             None => return Err(ApiError::invalid("missing_prompt", "prompt is required")),
-            Some(Prompt::Text(t)) => self.encode(&t)?,
+            Some(Prompt::Text(t)) => self.encode_prompt(&t)?,
             Some(Prompt::Ids(ids)) => {
                 self.check_ids(&ids)?;
                 ids
             }
-            Some(Prompt::Texts(t)) if t.len() == 1 => self.encode(&t[0])?,
+            Some(Prompt::Texts(t)) if t.len() == 1 => self.encode_prompt(&t[0])?,
             Some(Prompt::Texts(_)) => {
                 return Err(ApiError::invalid(
                     "unsupported_prompt",
