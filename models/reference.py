@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A plain numpy reference of an Orthrus-Qwen3 model: the ground truth the engine is tested against.
 
-Written from ORTHRUS.md sections 3-5 (the AR view, the diffusion view, greedy decoding),
+Written from docs/design.md §3-§5 (the AR view, the diffusion view, greedy decoding),
 for clarity and exactness, not speed. Weights are read from bf16/f16/f32 safetensors and
 widened exactly; everything is computed in float64 (or float32 with --dtype float32).
 Argmax ties go to the lowest token id (numpy's argmax).
@@ -169,7 +169,7 @@ class Layer:
 
 
 def hf_tensor_names(cfg: Config) -> list[str]:
-    """Every tensor an Orthrus checkpoint of this config holds (ORTHRUS.md section 2)."""
+    """Every tensor an Orthrus checkpoint of this config holds (docs/design.md §2)."""
     names = ["model.embed_tokens.weight", "model.norm.weight"]
     if not cfg.tied:
         names.append("lm_head.weight")
@@ -425,7 +425,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="numpy reference of an Orthrus-Qwen3 model (ORTHRUS.md).")
+    parser = argparse.ArgumentParser(description="numpy reference of an Orthrus-Qwen3 model (docs/design.md).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:

@@ -1,4 +1,4 @@
-"""models/reference.py, the numpy ground truth of ORTHRUS.md: its pieces against hand
+"""models/reference.py, the numpy ground truth of docs/design.md: its pieces against hand
 computations, its cache against itself, and greedy Orthrus decoding against greedy AR."""
 import json
 import math
@@ -44,7 +44,7 @@ def small_config(**kw) -> ref.Config:
 
 
 def random_weights(cfg: ref.Config, seed: int = 0) -> dict:
-    """Every tensor of `cfg` (ORTHRUS.md section 2 shapes), random but O(1) activations."""
+    """Every tensor of `cfg` (docs/design.md §2 shapes), random but O(1) activations."""
     rng = np.random.default_rng(seed)
     q_out, kv_out = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
     shapes = {"q_proj": (q_out, cfg.hidden), "k_proj": (kv_out, cfg.hidden), "v_proj": (kv_out, cfg.hidden),
