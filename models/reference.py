@@ -10,6 +10,8 @@ Commands (all output is deterministic):
 
     reference.py logits HF_DIR --ids 1,2,3 --out X.npy
         AR logits of every prompt position, float32 [T, vocab]
+        with --diffusion-last N --diffusion-out Y.npy [--diffusion-block L], then also what
+        `diffusion` gives for --last N (one process and one weight load for both)
     reference.py diffusion HF_DIR --ids 1,2,3 --last 7 [--block L] --out X.npy
         after an AR prefill of --ids, the diffusion-view logits float32 [L, vocab] of the
         block [last, M, ..., M] at positions len(ids) .. len(ids)+L-1 (L: config block_size)
@@ -438,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logits", help="AR logits of every prompt position -> float32 .npy [T, vocab]")
     common(p)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--diffusion-last", type=int, default=None, metavar="N",
+                   help="then the diffusion logits of [N, M, ...] after the prompt, as `diffusion --last N`")
+    p.add_argument("--diffusion-block", type=_positive, default=None, metavar="L",
+                   help="their block length (default: config block_size)")
+    p.add_argument("--diffusion-out", type=Path, default=None, metavar="NPY")
 
     p = sub.add_parser("diffusion", help="diffusion-view logits of [last, M, ...] after the prompt -> .npy [L, vocab]")
     common(p)
@@ -470,7 +477,12 @@ def run(a: argparse.Namespace) -> int:
         cfg = Config.from_hf(a.hf_dir)
         model = Model(cfg, gguf_weights(a.gguf_weights, cfg), DTYPES[a.dtype])
     if a.command == "logits":
+        if (a.diffusion_last is None) != (a.diffusion_out is None):
+            raise ValueError("--diffusion-last and --diffusion-out go together")
         np.save(a.out, model.ar_forward(a.ids).astype(np.float32))
+        if a.diffusion_last is not None:
+            L = model.cfg.block_size if a.diffusion_block is None else a.diffusion_block
+            np.save(a.diffusion_out, model.diffusion_forward(a.diffusion_last, len(a.ids), L).astype(np.float32))
     elif a.command == "diffusion":
         model.ar_forward(a.ids)
         L = model.cfg.block_size if a.block is None else a.block

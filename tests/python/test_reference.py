@@ -399,6 +399,15 @@ def test_cli_logits_and_diffusion(tied, tmp_path):
     run_cli("diffusion", TIED, *args)
     assert np.abs(np.load(tmp_path / "f.npy") - diff).max() < 1e-3
 
+    # Both from one process, as the engine tests ask for them.
+    run_cli("logits", TIED, "--ids", "9707,11,1879", "--out", tmp_path / "l2.npy", "--diffusion-last", 7,
+            "--diffusion-block", 5, "--diffusion-out", tmp_path / "d2.npy")
+    assert np.array_equal(np.load(tmp_path / "l2.npy"), logits)
+    assert np.array_equal(np.load(tmp_path / "d2.npy"), diff)
+    r = subprocess.run([sys.executable, str(REFERENCE), "logits", str(TIED), "--ids", "1", "--out",
+                        str(tmp_path / "x.npy"), "--diffusion-last", "7"], capture_output=True, text=True)
+    assert r.returncode == 2 and "go together" in r.stderr
+
 
 def test_cli_generate(tied):
     out = json.loads(run_cli("generate", TIED, "--ids", "9707,11,1879", "-n", 12, "--mode", "orthrus",
