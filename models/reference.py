@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A plain numpy reference of an Orthrus-Qwen3 model: the ground truth the engine is tested against.
 
-Written from ORTHRUS.md sections 3-5 (the AR view, the diffusion view, greedy decoding),
+Written from docs/design.md §3-§5 (the AR view, the diffusion view, greedy decoding),
 for clarity and exactness, not speed. Weights are read from bf16/f16/f32 safetensors and
 widened exactly; everything is computed in float64 (or float32 with --dtype float32).
 Argmax ties go to the lowest token id (numpy's argmax).
@@ -10,6 +10,8 @@ Commands (all output is deterministic):
 
     reference.py logits HF_DIR --ids 1,2,3 --out X.npy
         AR logits of every prompt position, float32 [T, vocab]
+        with --diffusion-last N --diffusion-out Y.npy [--diffusion-block L], then also what
+        `diffusion` gives for --last N (one process and one weight load for both)
     reference.py diffusion HF_DIR --ids 1,2,3 --last 7 [--block L] --out X.npy
         after an AR prefill of --ids, the diffusion-view logits float32 [L, vocab] of the
         block [last, M, ..., M] at positions len(ids) .. len(ids)+L-1 (L: config block_size)
@@ -169,7 +171,7 @@ class Layer:
 
 
 def hf_tensor_names(cfg: Config) -> list[str]:
-    """Every tensor an Orthrus checkpoint of this config holds (ORTHRUS.md section 2)."""
+    """Every tensor an Orthrus checkpoint of this config holds (docs/design.md §2)."""
     names = ["model.embed_tokens.weight", "model.norm.weight"]
     if not cfg.tied:
         names.append("lm_head.weight")
@@ -425,7 +427,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="numpy reference of an Orthrus-Qwen3 model (ORTHRUS.md).")
+    parser = argparse.ArgumentParser(description="numpy reference of an Orthrus-Qwen3 model (docs/design.md).")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -438,6 +440,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logits", help="AR logits of every prompt position -> float32 .npy [T, vocab]")
     common(p)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--diffusion-last", type=int, default=None, metavar="N",
+                   help="then the diffusion logits of [N, M, ...] after the prompt, as `diffusion --last N`")
+    p.add_argument("--diffusion-block", type=_positive, default=None, metavar="L",
+                   help="their block length (default: config block_size)")
+    p.add_argument("--diffusion-out", type=Path, default=None, metavar="NPY")
 
     p = sub.add_parser("diffusion", help="diffusion-view logits of [last, M, ...] after the prompt -> .npy [L, vocab]")
     common(p)
@@ -470,7 +477,12 @@ def run(a: argparse.Namespace) -> int:
         cfg = Config.from_hf(a.hf_dir)
         model = Model(cfg, gguf_weights(a.gguf_weights, cfg), DTYPES[a.dtype])
     if a.command == "logits":
+        if (a.diffusion_last is None) != (a.diffusion_out is None):
+            raise ValueError("--diffusion-last and --diffusion-out go together")
         np.save(a.out, model.ar_forward(a.ids).astype(np.float32))
+        if a.diffusion_last is not None:
+            L = model.cfg.block_size if a.diffusion_block is None else a.diffusion_block
+            np.save(a.diffusion_out, model.diffusion_forward(a.diffusion_last, len(a.ids), L).astype(np.float32))
     elif a.command == "diffusion":
         model.ar_forward(a.ids)
         L = model.cfg.block_size if a.block is None else a.block

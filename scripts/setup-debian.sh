@@ -21,9 +21,15 @@ if ! command -v cargo >/dev/null; then
     # shellcheck disable=SC1091
     . "$HOME/.cargo/env"
 fi
+# scripts/test.sh checks formatting and lints; rustup's minimal profile has neither.
+if command -v rustup >/dev/null; then
+    for c in clippy rustfmt; do
+        rustup component list --installed | grep -q "^$c" || rustup component add "$c"
+    done
+fi
 
 req="$(dirname "$0")/../tests/python/requirements.txt"
-if ! python3 -c 'import numpy, gguf, pytest, tokenizers, transformers, openai, sentencepiece' 2>/dev/null; then
+if ! python3 -c 'import numpy, gguf, pytest, xdist, tokenizers, transformers, openai, sentencepiece' 2>/dev/null; then
     # Debian's own python3 refuses global pip installs (PEP 668); a user install with the override is the least surprising.
     python3 -m pip install -q -r "$req" 2>/dev/null \
         || python3 -m pip install -q --user --break-system-packages -r "$req"

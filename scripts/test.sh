@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Runs every test of the project: the Rust workspace (unit, integration and
-# end-to-end tests, which also drive the Python cross-checks), the Python
-# tests of the fixture scripts, and a short fuzzing run of the GGUF reader.
+# Runs every check of the project: formatting and lints, the Rust workspace's
+# tests (unit, integration, end to end), the Python tests of the fixture
+# scripts, the reference and the binaries, and a short fuzzing run of the
+# GGUF reader. Each phase's time goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo test --workspace 2>&1
-# The Python tests drive the binaries (converter, server), built with the test
-# profile (the dev profile's settings) and the tests' dependencies' features
-# (--tests), so that they reuse every crate `cargo test` just compiled: under
-# `dev`, or without the tests' features (bitflags' `std`, which reaches
-# llama.cpp's bindgen), llama.cpp is compiled a second time (3-3.5 minutes of
-# CI's 24).
-cargo build --workspace --bins --tests --profile test 2>&1
-python3 -m pytest -q tests/python
-bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+phase() {
+    local t0=$SECONDS
+    echo "== $*" >&2
+    "$@"
+    echo "== $1 ${2:-}: $((SECONDS - t0)) s" >&2
+}
+
+phase cargo fmt --all --check
+# Everything below builds with the test profile (the dev profile's settings),
+# so that clippy, the tests and the binaries share every compiled crate and
+# llama.cpp is compiled once (see Cargo.toml's build-override).
+phase cargo clippy --workspace --all-targets --profile test -- -D warnings
+phase cargo test --workspace
+# The Python tests drive the binaries (converter, server): built with the tests'
+# profile and features, they reuse every crate `cargo test` just compiled.
+phase cargo build --workspace --bins --tests --profile test
+# Two workers, a test file each at a time (its module fixtures, such as the
+# server, made once): most of the Python tests' time is the gguf package reading
+# whole-model files and the server's subprocesses, which run side by side.
+phase python3 -m pytest -q -n 2 --dist loadfile tests/python
+phase bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"

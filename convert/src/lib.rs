@@ -7,6 +7,8 @@
 //! - [`names`] and [`metadata`]: what the GGUF file calls things.
 //! - [`convert`]: the streaming pipeline.
 
+#![forbid(unsafe_code)]
+
 pub mod convert;
 pub mod error;
 pub mod hf;

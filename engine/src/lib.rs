@@ -9,6 +9,8 @@
 //! - [`tokenizer`], [`chat`]: text in and out.
 //! - [`options`]: the model options of the command-line tools.
 
+#![forbid(unsafe_code)]
+
 pub mod chat;
 pub mod decode;
 pub mod graph;

@@ -1,5 +1,7 @@
 //! `orthrus`: run and benchmark Orthrus (and plain Qwen3) GGUF models.
 
+#![forbid(unsafe_code)]
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;

@@ -12,13 +12,13 @@ with the settings and the measured losses and draft acceptance.
 
 The three stages:
 1. Base: next-token cross-entropy on the training tokens. The architecture is
-   Qwen3's exactly (ORTHRUS.md §3): RMSNorm, q/k norms per head, GQA, NEOX RoPE,
+   Qwen3's exactly (docs/design.md §3): RMSNorm, q/k norms per head, GQA, NEOX RoPE,
    SwiGLU, tied embeddings.
 2. Teacher data: greedy continuations written by the base itself from prompts
    cut out of the training tokens. Every generated token is the base's greedy
    prediction, which is what the diffusion view has to match for its drafts to
    be accepted.
-3. Diffusion view (ORTHRUS.md §4): per-layer q/k/v/o `_diff` projections and
+3. Diffusion view (docs/design.md §4): per-layer q/k/v/o `_diff` projections and
    q/k `_diff` norms, initialised from the AR ones; everything else frozen.
    The objective is the block objective: every sequence is cut into blocks of
    block_size tokens (at a random offset); a block is [first token, M, ..., M]

@@ -7,6 +7,8 @@
 //! - [`http`]: routing, API key, body limits, errors and streaming on hyper.
 //! - [`metrics`]: counters for `GET /metrics`.
 
+#![forbid(unsafe_code)]
+
 pub mod api;
 pub mod error;
 pub mod http;

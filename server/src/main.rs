@@ -1,5 +1,7 @@
 //! `orthrus-server`: serve one Orthrus (or Qwen3) GGUF model over HTTP.
 
+#![forbid(unsafe_code)]
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -185,7 +185,7 @@ def test_bf16_rounds_to_nearest_even() -> None:
 
 
 def ar_logits(d: Path, ids: np.ndarray) -> np.ndarray:
-    """Logits of every position of one sequence: a plain numpy Qwen3 forward (ORTHRUS.md section 3)."""
+    """Logits of every position of one sequence: a plain numpy Qwen3 forward (docs/design.md §3)."""
     cfg = json.loads((d / "config.json").read_text())
     w = {n: mf.load_tensor(r) for n, r in mf.read_checkpoint(d).items()}
     nh, nkv, hd, eps = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]

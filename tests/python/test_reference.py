@@ -1,4 +1,4 @@
-"""models/reference.py, the numpy ground truth of ORTHRUS.md: its pieces against hand
+"""models/reference.py, the numpy ground truth of docs/design.md: its pieces against hand
 computations, its cache against itself, and greedy Orthrus decoding against greedy AR."""
 import json
 import math
@@ -44,7 +44,7 @@ def small_config(**kw) -> ref.Config:
 
 
 def random_weights(cfg: ref.Config, seed: int = 0) -> dict:
-    """Every tensor of `cfg` (ORTHRUS.md section 2 shapes), random but O(1) activations."""
+    """Every tensor of `cfg` (docs/design.md §2 shapes), random but O(1) activations."""
     rng = np.random.default_rng(seed)
     q_out, kv_out = cfg.heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
     shapes = {"q_proj": (q_out, cfg.hidden), "k_proj": (kv_out, cfg.hidden), "v_proj": (kv_out, cfg.hidden),
@@ -398,6 +398,15 @@ def test_cli_logits_and_diffusion(tied, tmp_path):
     args = ("--ids", "9707,11,1879", "--last", 7, "--block", 5, "--dtype", "float32", "--out", tmp_path / "f.npy")
     run_cli("diffusion", TIED, *args)
     assert np.abs(np.load(tmp_path / "f.npy") - diff).max() < 1e-3
+
+    # Both from one process, as the engine tests ask for them.
+    run_cli("logits", TIED, "--ids", "9707,11,1879", "--out", tmp_path / "l2.npy", "--diffusion-last", 7,
+            "--diffusion-block", 5, "--diffusion-out", tmp_path / "d2.npy")
+    assert np.array_equal(np.load(tmp_path / "l2.npy"), logits)
+    assert np.array_equal(np.load(tmp_path / "d2.npy"), diff)
+    r = subprocess.run([sys.executable, str(REFERENCE), "logits", str(TIED), "--ids", "1", "--out",
+                        str(tmp_path / "x.npy"), "--diffusion-last", "7"], capture_output=True, text=True)
+    assert r.returncode == 2 and "go together" in r.stderr
 
 
 def test_cli_generate(tied):
