@@ -105,6 +105,14 @@ impl StepCosts {
             .map(|b| b.base + b.per_position * position as f64)
     }
 
+    /// `(rows, seconds)` of every step size at `position`.
+    pub fn table(&self, position: usize) -> Vec<(usize, f64)> {
+        self.buckets
+            .iter()
+            .map(|b| (b.rows, b.base + b.per_position * position as f64))
+            .collect()
+    }
+
     /// Refines the cost of `rows` from a step that took `seconds` at
     /// `position`: the estimate moves a little towards it, in ratio (the
     /// context slope keeps its share).

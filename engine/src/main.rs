@@ -452,6 +452,18 @@ fn bench(a: BenchArgs) -> Result<()> {
         let compared = prompts.len() * (outputs.len() - 1);
         check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "compared": compared, "identical": compared - divergences.len(), "divergences": divergences });
     }
+    // Auto mode's step costs after the runs (at the first prompt's end).
+    let costs: serde_json::Map<String, serde_json::Value> = if l.model.is_orthrus() {
+        let pos = prompts[0].len();
+        session
+            .step_costs()?
+            .table(pos)
+            .into_iter()
+            .map(|(r, s)| (format!("rows_{r}"), serde_json::json!((s * 1e6).round() / 1e3)))
+            .collect()
+    } else {
+        serde_json::Map::new()
+    };
     let passes = pass_times(&mut session, &prompts[0])?;
     let rate = |m: Mode| {
         results
@@ -469,7 +481,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "pass_ms": passes, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "auto_step_ms": costs, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
@@ -504,6 +516,9 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
         if l.model.is_orthrus() {
             println!("speedup orthrus / ar: {speedup:.2}x; auto / the faster of them: {auto_vs_best:.2}x");
+        }
+        if !costs.is_empty() {
+            println!("auto's step costs, ms by graph rows: {}", serde_json::Value::Object(costs));
         }
         println!("ms per forward pass (greedy, argmax only): {passes}");
         if !check.is_null() {
