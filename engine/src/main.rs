@@ -459,7 +459,12 @@ fn bench(a: BenchArgs) -> Result<()> {
             .step_costs()?
             .table(pos)
             .into_iter()
-            .map(|(r, s)| (format!("rows_{r}"), serde_json::json!((s * 1e6).round() / 1e3)))
+            .map(|(r, s)| {
+                (
+                    format!("rows_{r}"),
+                    serde_json::json!((s * 1e6).round() / 1e3),
+                )
+            })
             .collect()
     } else {
         serde_json::Map::new()
@@ -518,7 +523,10 @@ fn bench(a: BenchArgs) -> Result<()> {
             println!("speedup orthrus / ar: {speedup:.2}x; auto / the faster of them: {auto_vs_best:.2}x");
         }
         if !costs.is_empty() {
-            println!("auto's step costs, ms by graph rows: {}", serde_json::Value::Object(costs));
+            println!(
+                "auto's step costs, ms by graph rows: {}",
+                serde_json::Value::Object(costs)
+            );
         }
         println!("ms per forward pass (greedy, argmax only): {passes}");
         if !check.is_null() {

@@ -82,8 +82,8 @@ fn json_output_and_stop_strings() {
     assert_eq!(or.as_array().unwrap().len(), 16);
     assert_eq!(or, ar);
     assert_eq!(exact("auto"), ar);
-    // --draft-max: every orthrus step drafts that many (the last fewer);
-    // the fixture's block is 8, so 7 at most.
+    // --draft-max: every orthrus step drafts that many; the fixture's block
+    // is 8, so 7 at most.
     let mut args = base.to_vec();
     args.extend(["--mode", "orthrus", "--draft-max", "3"]);
     let three = json(&orthrus(&args));
@@ -94,8 +94,12 @@ fn json_output_and_stop_strings() {
         .iter()
         .map(|s| s["drafts"].as_array().unwrap().len())
         .collect();
-    let (last, most) = drafted.split_last().unwrap();
-    assert!(most.iter().all(|&d| d == 3) && *last <= 3, "{drafted:?}");
+    // Only the last steps draft fewer, as the 16 tokens run out.
+    let whole = drafted.iter().take_while(|&&d| d == 3).count();
+    assert!(
+        whole + 3 >= drafted.len() && drafted.windows(2).all(|w| w[1] <= w[0]),
+        "{drafted:?}"
+    );
     let stats = &three["stats"];
     assert_eq!(stats["draft_tokens"], drafted.iter().sum::<usize>());
     assert_eq!(stats["draft_steps"], drafted.len());
