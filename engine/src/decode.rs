@@ -1,8 +1,11 @@
 //! Generation: plain AR decoding and Orthrus dual-view decoding (greedy
-//! consensus, and lossless speculative sampling), per docs/design.md §5-§6.
+//! consensus, and lossless speculative sampling), per docs/design.md §5-§6,
+//! with a fixed draft length or one chosen before each step
+//! ([`crate::draft_policy`]).
 
 use std::time::Instant;
 
+use crate::draft_policy::{Choice, DraftPolicy};
 use crate::graph::View;
 use crate::sampling::{Distribution, Rng, SamplingParams};
 use crate::session::{PassOutput, Session};
@@ -10,9 +13,25 @@ use crate::EngineError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Mode {
+    /// One token a step, the AR view alone.
     Ar,
-    #[default]
+    /// Every step drafts the same number of tokens (`draft_max`).
     Orthrus,
+    /// Each step drafts the number of tokens that is expected to commit the
+    /// most tokens a second (0: an AR step); a model without a diffusion
+    /// view decodes as in `Ar`.
+    #[default]
+    Auto,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Ar => "ar",
+            Mode::Orthrus => "orthrus",
+            Mode::Auto => "auto",
+        }
+    }
 }
 
 impl std::str::FromStr for Mode {
@@ -21,7 +40,8 @@ impl std::str::FromStr for Mode {
         match s {
             "ar" => Ok(Mode::Ar),
             "orthrus" => Ok(Mode::Orthrus),
-            _ => Err(format!("unknown mode {s:?} (use ar or orthrus)")),
+            "auto" => Ok(Mode::Auto),
+            _ => Err(format!("unknown mode {s:?} (use auto, orthrus or ar)")),
         }
     }
 }
@@ -32,23 +52,26 @@ pub struct GenerateParams {
     pub max_tokens: usize,
     pub ignore_eos: bool,
     pub sampling: SamplingParams,
-    /// Overrides the file's block size (at most it).
-    pub block_size: Option<usize>,
+    /// Tokens a step drafts (orthrus mode), or drafts at most (auto mode),
+    /// each step's block being one token longer: at most the file's
+    /// `block_size - 1`, which is the default. 0 drafts nothing (AR steps).
+    pub draft_max: Option<usize>,
 }
 
 impl Default for GenerateParams {
     fn default() -> Self {
         GenerateParams {
-            mode: Mode::Orthrus,
+            mode: Mode::Auto,
             max_tokens: 128,
             ignore_eos: false,
             sampling: SamplingParams::default(),
-            block_size: None,
+            draft_max: None,
         }
     }
 }
 
-/// One Orthrus step: the drafts proposed and how many were accepted.
+/// One decoding step: the drafts proposed (none in an AR step) and how many
+/// were accepted.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Step {
     pub drafts: Vec<u32>,
@@ -76,6 +99,15 @@ pub struct Stats {
     pub mean_accepted: f64,
     /// `histogram[a]` = steps that accepted `a` drafts.
     pub histogram: Vec<usize>,
+    /// Steps that drafted (vLLM's `num_drafts`), tokens they drafted and
+    /// drafts accepted.
+    pub draft_steps: usize,
+    pub draft_tokens: usize,
+    pub accepted_tokens: usize,
+    /// Per draft position `i` (0-based): steps that drafted a token there,
+    /// and steps whose token there was accepted.
+    pub draft_tokens_per_pos: Vec<usize>,
+    pub accepted_tokens_per_pos: Vec<usize>,
     pub prompt_seconds: f64,
     pub generation_seconds: f64,
     pub prompt_tokens_per_second: f64,
@@ -140,18 +172,32 @@ pub fn generate(
             n_ctx: session.n_ctx(),
         });
     }
-    let block =
+    let max_drafts =
         match (params.mode, hp.orthrus) {
-            (Mode::Ar, _) => 1,
-            (Mode::Orthrus, Some(o)) => params
-                .block_size
-                .unwrap_or(o.block_size)
-                .clamp(1, o.block_size.max(1)),
+            (Mode::Ar, _) | (Mode::Auto, None) => 0,
             (Mode::Orthrus, None) => return Err(EngineError::Usage(
                 "this is a plain Qwen3 file without a diffusion view; use --mode ar or pass --head"
                     .into(),
             )),
+            (_, Some(o)) => {
+                let most = o.block_size.saturating_sub(1);
+                match params.draft_max {
+                    Some(n) if n > most => {
+                        return Err(EngineError::Usage(format!(
+                        "draft-max {n} is beyond this model's block of {} tokens (at most {most})",
+                        o.block_size
+                    )))
+                    }
+                    Some(n) => n,
+                    None => most,
+                }
+            }
         };
+    // Measured before the prefill: measuring writes scratch cache slots.
+    let mut lengths = match params.mode {
+        Mode::Auto if max_drafts > 0 => DraftLengths::Auto(DraftPolicy::new(session.step_costs()?)),
+        _ => DraftLengths::Fixed(max_drafts),
+    };
     let mask = hp.orthrus.map_or(0, |o| o.mask_token);
     let greedy = params.sampling.is_greedy();
     let mut rng = Rng::new(params.sampling.seed);
@@ -172,7 +218,9 @@ pub fn generate(
     let mut steps = Vec::new();
     let mut stats = Stats {
         prompt_tokens: prompt.len(),
-        histogram: vec![0; block],
+        histogram: vec![0; max_drafts + 1],
+        draft_tokens_per_pos: vec![0; max_drafts],
+        accepted_tokens_per_pos: vec![0; max_drafts],
         ..Stats::default()
     };
 
@@ -200,18 +248,22 @@ pub fn generate(
             break;
         }
         // x is already emitted, so a block of remaining + 1 can still fill the budget.
-        let l = block.min(sink.remaining() + 1).min(room).max(1);
+        let limit = sink.remaining().min(room - 1);
+        let choice = lengths.choose(limit, n);
+        let l = choice.drafts + 1;
+        let built = session.graphs_built();
+        let t = Instant::now();
         let (drafts, q) = if l > 1 {
             let mut blk = vec![mask; l];
             blk[0] = x;
-            let d = session.forward_padded(View::Diffusion, &blk, n, l, !greedy, block)?;
+            let d = session.forward_padded(View::Diffusion, &blk, n, l, !greedy, choice.rows)?;
             draft(&d, l - 1, n_vocab, greedy, &dist, &mut rng)
         } else {
             (Vec::new(), Vec::new())
         };
         let mut verify = vec![x];
         verify.extend(&drafts);
-        let v = session.forward_padded(View::Ar, &verify, n, l, !greedy, block)?;
+        let v = session.forward_padded(View::Ar, &verify, n, l, !greedy, choice.rows)?;
         let (accepted, next) = if greedy {
             let a = drafts
                 .iter()
@@ -223,6 +275,8 @@ pub fn generate(
             let p: Vec<Distribution> = v.logits.chunks(n_vocab).map(&dist).collect();
             speculative_accept(&drafts, &q, &p, &mut rng)
         };
+        let seconds = (session.graphs_built() == built).then(|| t.elapsed().as_secs_f64());
+        lengths.report(choice, n, accepted, seconds);
         for &d in &drafts[..accepted] {
             if !sink.push(d) {
                 break;
@@ -230,12 +284,26 @@ pub fn generate(
         }
         stats.histogram[accepted] += 1;
         stats.steps += 1;
-        if params.mode == Mode::Orthrus {
+        if !drafts.is_empty() {
+            stats.draft_steps += 1;
+            stats.draft_tokens += drafts.len();
+            stats.accepted_tokens += accepted;
+            for c in &mut stats.draft_tokens_per_pos[..drafts.len()] {
+                *c += 1;
+            }
+            for c in &mut stats.accepted_tokens_per_pos[..accepted] {
+                *c += 1;
+            }
+        }
+        if params.mode != Mode::Ar {
             steps.push(Step { drafts, accepted });
         }
         n += accepted + 1;
         x = next;
         sink.push(x);
+    }
+    if let DraftLengths::Auto(policy) = lengths {
+        session.set_step_costs(policy.into_costs());
     }
     stats.generation_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = sink.tokens.len();
@@ -259,6 +327,32 @@ pub fn generate(
         finish: sink.finish.unwrap_or(Finish::Length),
         stats,
     })
+}
+
+/// How each step's draft length is set.
+enum DraftLengths {
+    /// Always this many (0: AR steps), through graphs of that many + 1 rows.
+    Fixed(usize),
+    Auto(DraftPolicy),
+}
+
+impl DraftLengths {
+    /// The next step, drafting at most `limit` tokens, at `position`.
+    fn choose(&mut self, limit: usize, position: usize) -> Choice {
+        match self {
+            DraftLengths::Fixed(k) => Choice {
+                drafts: (*k).min(limit),
+                rows: *k + 1,
+            },
+            DraftLengths::Auto(p) => p.choose(limit, position),
+        }
+    }
+
+    fn report(&mut self, choice: Choice, position: usize, accepted: usize, seconds: Option<f64>) {
+        if let DraftLengths::Auto(p) = self {
+            p.report(choice, position, accepted, seconds);
+        }
+    }
 }
 
 /// Drafts from the diffusion pass: rows `0..count` (argmax, or sampled).

@@ -5,7 +5,8 @@
 //! - [`kv_cache`]: the cache both views share.
 //! - [`graph`]: the forward pass of both views, written once.
 //! - [`session`]: forward passes over a model and cache on a scheduler.
-//! - [`decode`]: AR and Orthrus generation, greedy and sampled; [`sampling`].
+//! - [`decode`]: AR and Orthrus generation, greedy and sampled; [`sampling`];
+//!   [`draft_policy`]: the draft length of each step in auto mode.
 //! - [`tokenizer`], [`chat`]: text in and out.
 //! - [`options`]: the model options of the command-line tools.
 
@@ -13,6 +14,7 @@
 
 pub mod chat;
 pub mod decode;
+pub mod draft_policy;
 pub mod graph;
 pub mod hparams;
 pub mod kv_cache;

@@ -28,7 +28,7 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt (text to stdout, statistics to stderr).
     Run(RunArgs),
-    /// Run the same prompts in ar and orthrus mode and compare speeds.
+    /// Run the same prompts in ar, orthrus and auto mode and compare speeds.
     Bench(BenchArgs),
 }
 
@@ -45,6 +45,31 @@ struct SamplingArgs {
     min_p: f32,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+#[derive(Args)]
+struct DraftArgs {
+    /// Tokens an orthrus step drafts, at most in auto mode (a block of N + 1;
+    /// default and largest: the model's block size - 1).
+    #[arg(
+        long = "draft-max",
+        visible_alias = "spec-draft-n-max",
+        value_name = "N"
+    )]
+    draft_max: Option<usize>,
+    /// The block size L, as --draft-max L-1 (kept for scripts that used it).
+    #[arg(long = "block-size", hide = true, conflicts_with = "draft_max")]
+    block_size: Option<usize>,
+}
+
+impl DraftArgs {
+    fn draft_max(&self) -> Result<Option<usize>> {
+        match (self.draft_max, self.block_size) {
+            (_, Some(0)) => bail!("--block-size must be at least 1"),
+            (_, Some(l)) => Ok(Some(l - 1)),
+            (n, None) => Ok(n),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -74,11 +99,12 @@ struct RunArgs {
         default_value_t = 128
     )]
     n_predict: usize,
-    #[arg(long, default_value = "orthrus")]
+    /// auto: each step drafts as many tokens as pay best on this device
+    /// (0: an AR step); orthrus: every step drafts --draft-max; ar: no drafts.
+    #[arg(long, default_value = "auto")]
     mode: Mode,
-    /// Block size (at most the model's).
-    #[arg(long = "block-size")]
-    block_size: Option<usize>,
+    #[command(flatten)]
+    draft: DraftArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
     #[arg(long = "ignore-eos")]
@@ -115,8 +141,11 @@ struct BenchArgs {
     /// How many random prompts (with --random-prompt-len).
     #[arg(long = "random-prompts", default_value_t = 3)]
     random_prompts: usize,
-    /// Also check that greedy orthrus output equals greedy ar output on every
-    /// prompt; a divergence is reported with the AR top-2 logit gap there.
+    #[command(flatten)]
+    draft: DraftArgs,
+    /// Also check that greedy orthrus and auto output equals greedy ar output
+    /// on every prompt; a divergence is reported with the AR top-2 logit gap
+    /// there.
     #[arg(long)]
     check: bool,
     /// Print the results as JSON.
@@ -195,7 +224,7 @@ fn run(a: RunArgs) -> Result<()> {
         max_tokens: a.n_predict,
         ignore_eos: a.ignore_eos,
         sampling: sampling(&a.sampling)?,
-        block_size: a.block_size,
+        draft_max: a.draft.draft_max()?,
     };
     let eos = l.model.hparams.eos_ids.clone();
     let mut stream = tok
@@ -243,7 +272,7 @@ fn run(a: RunArgs) -> Result<()> {
         "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s | {} steps, mean accepted {:.2} | finish: {:?}",
         s.prompt_tokens, s.prompt_tokens_per_second, s.generated_tokens, s.generation_tokens_per_second, s.steps, s.mean_accepted, g.finish
     );
-    if a.mode == Mode::Orthrus {
+    if a.mode != Mode::Ar && l.model.is_orthrus() {
         let hist: Vec<String> = s
             .histogram
             .iter()
@@ -252,6 +281,21 @@ fn run(a: RunArgs) -> Result<()> {
             .map(|(k, c)| format!("{}:{c}", k + 1))
             .collect();
         eprintln!("tokens per step histogram: {}", hist.join(" "));
+        let per_pos: Vec<String> = s
+            .accepted_tokens_per_pos
+            .iter()
+            .zip(&s.draft_tokens_per_pos)
+            .take_while(|(_, &d)| d > 0)
+            .map(|(&a, &d)| format!("{:.2}", a as f64 / d as f64))
+            .collect();
+        eprintln!(
+            "drafts: {} steps of {} drafted {} tokens, {} accepted; acceptance by position: {}",
+            s.draft_steps,
+            s.steps,
+            s.draft_tokens,
+            s.accepted_tokens,
+            per_pos.join(" ")
+        );
     }
     Ok(())
 }
@@ -295,16 +339,18 @@ fn bench(a: BenchArgs) -> Result<()> {
     let mut session = Session::new(&l.model, &cache, l.threads, l.batch)?;
     session.set_exact(l.exact)?;
     let modes: Vec<Mode> = if l.model.is_orthrus() {
-        vec![Mode::Ar, Mode::Orthrus]
+        vec![Mode::Ar, Mode::Orthrus, Mode::Auto]
     } else {
         vec![Mode::Ar]
     };
-    // Warm-up: builds the graphs and wakes the device.
+    let draft_max = a.draft.draft_max()?;
+    // Warm-up: builds the graphs, wakes the device, measures auto's step costs.
     for &mode in &modes {
         let p = GenerateParams {
             mode,
             max_tokens: 8,
             ignore_eos: true,
+            draft_max,
             ..Default::default()
         };
         generate(&mut session, &prompts[0], &p, &mut |_| true)?;
@@ -314,12 +360,14 @@ fn bench(a: BenchArgs) -> Result<()> {
     for &mode in &modes {
         let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) =
             (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
+        let (mut draft_steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize);
         let mut tokens = Vec::new();
         for p in &prompts {
             let params = GenerateParams {
                 mode,
                 max_tokens: a.n_predict,
                 ignore_eos: true,
+                draft_max,
                 ..Default::default()
             };
             let g = generate(&mut session, p, &params, &mut |_| true)?;
@@ -329,21 +377,38 @@ fn bench(a: BenchArgs) -> Result<()> {
             gs += g.stats.generation_seconds;
             steps += g.stats.steps;
             committed += g.stats.mean_accepted * g.stats.steps as f64;
+            draft_steps += g.stats.draft_steps;
+            drafted += g.stats.draft_tokens;
+            accepted += g.stats.accepted_tokens;
             tokens.push(g.tokens);
         }
         outputs.push(tokens);
         results.push(serde_json::json!({
-            "mode": format!("{mode:?}").to_lowercase(),
+            "mode": mode.name(),
             "prompt_tokens_per_second": pt as f64 / ps,
             "generation_tokens_per_second": gt as f64 / gs,
             "mean_accepted": committed / steps.max(1) as f64,
             "step_ms": 1000.0 * gs / steps.max(1) as f64,
+            "draft_steps": draft_steps,
+            "ar_steps": steps - draft_steps,
+            "mean_drafts": drafted as f64 / steps.max(1) as f64,
+            "acceptance": if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
         }));
     }
     let mut check = serde_json::Value::Null;
-    if a.check && outputs.len() == 2 {
+    if a.check && outputs.len() > 1 {
         let mut divergences = Vec::new();
-        for (i, (ar, or)) in outputs[0].iter().zip(&outputs[1]).enumerate() {
+        let pairs = outputs[1..]
+            .iter()
+            .zip(&modes[1..])
+            .flat_map(|(out, mode)| {
+                outputs[0]
+                    .iter()
+                    .zip(out)
+                    .enumerate()
+                    .map(move |(i, p)| (i, *mode, p))
+            });
+        for (i, mode, (ar, or)) in pairs {
             let Some(at) = ar.iter().zip(or).position(|(x, y)| x != y) else {
                 continue;
             };
@@ -382,28 +447,48 @@ fn bench(a: BenchArgs) -> Result<()> {
                 .map(|(x, y)| (x - y).abs())
                 .fold(0.0f32, f32::max);
             divergences.push(serde_json::json!({
-                "prompt": i, "index": at, "ar": ar[at], "orthrus": or[at], "top2_gap": top[0] - top[1],
+                "mode": mode.name(), "prompt": i, "index": at, "ar": ar[at], "orthrus": or[at], "top2_gap": top[0] - top[1],
                 "logit_std": std, "batched_vs_single_rel": diff / norm, "batched_vs_single_max_abs": max_abs,
             }));
         }
-        check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "identical": prompts.len() - divergences.len(), "divergences": divergences });
+        let compared = prompts.len() * (outputs.len() - 1);
+        check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "compared": compared, "identical": compared - divergences.len(), "divergences": divergences });
     }
-    let passes = pass_times(&mut session, &prompts[0])?;
-    let speedup = if results.len() == 2 {
-        results[1]["generation_tokens_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-            / results[0]["generation_tokens_per_second"]
-                .as_f64()
-                .unwrap_or(1.0)
+    // Auto mode's step costs after the runs (at the first prompt's end).
+    let costs: serde_json::Map<String, serde_json::Value> = if l.model.is_orthrus() {
+        let pos = prompts[0].len();
+        session
+            .step_costs()?
+            .table(pos)
+            .into_iter()
+            .map(|(r, s)| {
+                (
+                    format!("rows_{r}"),
+                    serde_json::json!((s * 1e6).round() / 1e3),
+                )
+            })
+            .collect()
     } else {
-        1.0
+        serde_json::Map::new()
+    };
+    let passes = pass_times(&mut session, &prompts[0])?;
+    let rate = |m: Mode| {
+        results
+            .iter()
+            .find(|r| r["mode"] == m.name())
+            .and_then(|r| r["generation_tokens_per_second"].as_f64())
+    };
+    let ar = rate(Mode::Ar).unwrap_or(1.0);
+    let speedup = rate(Mode::Orthrus).map_or(1.0, |o| o / ar);
+    let auto_vs_best = match (rate(Mode::Orthrus), rate(Mode::Auto)) {
+        (Some(o), Some(x)) => x / o.max(ar),
+        _ => 1.0,
     };
     let devices: Vec<String> = l.model.devices.iter().map(|d| d.name()).collect();
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "results": results, "speedup": speedup, "pass_ms": passes, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "auto_step_ms": costs, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
@@ -421,20 +506,30 @@ fn bench(a: BenchArgs) -> Result<()> {
             a.n_predict
         );
         println!(
-            "{:<8} {:>12} {:>12} {:>14} {:>10}",
-            "mode", "prompt t/s", "gen t/s", "mean accepted", "step ms"
+            "{:<8} {:>12} {:>12} {:>14} {:>10} {:>11} {:>10}",
+            "mode", "prompt t/s", "gen t/s", "mean accepted", "step ms", "drafts/step", "accepted"
         );
         for r in &results {
             println!(
-                "{:<8} {:>12.1} {:>12.1} {:>14.2} {:>10.2}",
+                "{:<8} {:>12.1} {:>12.1} {:>14.2} {:>10.2} {:>11.2} {:>9.0}%",
                 r["mode"].as_str().unwrap_or(""),
                 r["prompt_tokens_per_second"].as_f64().unwrap_or(0.0),
                 r["generation_tokens_per_second"].as_f64().unwrap_or(0.0),
                 r["mean_accepted"].as_f64().unwrap_or(0.0),
-                r["step_ms"].as_f64().unwrap_or(0.0)
+                r["step_ms"].as_f64().unwrap_or(0.0),
+                r["mean_drafts"].as_f64().unwrap_or(0.0),
+                100.0 * r["acceptance"].as_f64().unwrap_or(0.0)
             );
         }
-        println!("speedup orthrus / ar: {speedup:.2}x");
+        if l.model.is_orthrus() {
+            println!("speedup orthrus / ar: {speedup:.2}x; auto / the faster of them: {auto_vs_best:.2}x");
+        }
+        if !costs.is_empty() {
+            println!(
+                "auto's step costs, ms by graph rows: {}",
+                serde_json::Value::Object(costs)
+            );
+        }
         println!("ms per forward pass (greedy, argmax only): {passes}");
         if !check.is_null() {
             println!("greedy check: {check}");
@@ -444,9 +539,11 @@ fn bench(a: BenchArgs) -> Result<()> {
 }
 
 /// Where a step's time goes: milliseconds per greedy decoding pass (argmax
-/// rows only, as decoding runs them) of the AR view over 1, 2, 4, 8 and
-/// `block` tokens, and of the diffusion view over a block, each averaged
-/// over repeated passes at the same position after `prompt`.
+/// rows only, as decoding runs them) of the AR view and of the diffusion
+/// view over each of auto mode's graph sizes (`bucket_rows`: 1, 2, 4, ...,
+/// the block), each averaged over repeated passes at the same position after
+/// `prompt`; and the step of N drafts for each of them (`step_N`: both
+/// passes of N + 1 rows).
 fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::Value> {
     use orthrus_engine::View;
     const REPS: usize = 30;
@@ -457,16 +554,17 @@ fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::V
         return Ok(serde_json::Value::Null);
     }
     session.prefill(prompt, 0, false)?;
-    let mut shapes: Vec<(View, usize)> = [1, 2, 4, 8, block]
-        .into_iter()
-        .filter(|&t| t <= block)
-        .map(|t| (View::Ar, t))
-        .collect();
-    shapes.dedup();
-    if model.is_orthrus() && block > 1 {
-        shapes.push((View::Diffusion, block));
+    let rows = orthrus_engine::draft_policy::bucket_rows(block);
+    let mut shapes: Vec<(View, usize)> = rows.iter().map(|&t| (View::Ar, t)).collect();
+    if model.is_orthrus() {
+        shapes.extend(
+            rows.iter()
+                .filter(|&&t| t > 1)
+                .map(|&t| (View::Diffusion, t)),
+        );
     }
     let mut out = serde_json::Map::new();
+    let mut ms_of = std::collections::HashMap::new();
     for (view, t) in shapes {
         let tokens: Vec<u32> = prompt.iter().cycle().take(t).copied().collect();
         session.forward(view, &tokens, pos0, t, false)?; // builds and allocates the graph
@@ -475,11 +573,21 @@ fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::V
             session.forward(view, &tokens, pos0, t, false)?;
         }
         let ms = 1000.0 * t0.elapsed().as_secs_f64() / REPS as f64;
+        ms_of.insert((view, t), ms);
         let name = match view {
             View::Ar => format!("ar_{t}"),
             View::Diffusion => format!("diffusion_{t}"),
         };
         out.insert(name, serde_json::json!((ms * 1000.0).round() / 1000.0));
+    }
+    for &t in rows.iter().filter(|&&t| t > 1) {
+        if let (Some(a), Some(d)) = (ms_of.get(&(View::Ar, t)), ms_of.get(&(View::Diffusion, t))) {
+            let ms = a + d;
+            out.insert(
+                format!("step_{}", t - 1),
+                serde_json::json!((ms * 1000.0).round() / 1000.0),
+            );
+        }
     }
     Ok(serde_json::Value::Object(out))
 }

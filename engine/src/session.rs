@@ -7,6 +7,7 @@ use orthrus_kernels::ggml::{
 };
 use orthrus_kernels::GgmlType;
 
+use crate::draft_policy::{bucket_rows, StepCosts};
 use crate::graph::{self, io, Shape, View};
 use crate::kv_cache::{KvCache, SLOT_ALIGN};
 use crate::model::Model;
@@ -58,6 +59,10 @@ pub struct Session<'m> {
     exact_matmul: bool,
     /// Whether a layer sits on a GPU.
     on_gpu: bool,
+    /// Graphs built so far (a step that built one is no sample of its cost).
+    graphs_built: usize,
+    /// What a step costs by its rows, once measured (see [`Self::step_costs`]).
+    step_costs: Option<StepCosts>,
 }
 
 impl<'m> Session<'m> {
@@ -102,6 +107,8 @@ impl<'m> Session<'m> {
             exact: false,
             exact_matmul: false,
             on_gpu,
+            graphs_built: 0,
+            step_costs: None,
         })
     }
 
@@ -157,6 +164,102 @@ impl<'m> Session<'m> {
     /// else 0).
     pub fn set_col_group(&mut self, col_group: usize) {
         self.col_group = col_group;
+        self.step_costs = None;
+    }
+
+    /// Graphs built so far by this session.
+    pub fn graphs_built(&self) -> usize {
+        self.graphs_built
+    }
+
+    /// What a decoding step costs on this device and model, by the rows of
+    /// its passes (`draft_policy::bucket_rows` of the block) and the
+    /// position: measured on the first call (each graph built, then timed at
+    /// the start of the cache and at up to 2048 positions; this writes
+    /// scratch cache slots, so call it before a prefill, not between a
+    /// prefill and its decoding), then as last given to
+    /// [`Self::set_step_costs`]. Larger steps are measured no further once
+    /// one cannot beat AR steps even if every draft is accepted (a step of r
+    /// rows costs more than r one-token steps) and costs as much a row as
+    /// the one before it.
+    pub fn step_costs(&mut self) -> Result<StepCosts, EngineError> {
+        if let Some(c) = &self.step_costs {
+            return Ok(c.clone());
+        }
+        let costs = self.measure_step_costs()?;
+        self.step_costs = Some(costs.clone());
+        Ok(costs)
+    }
+
+    /// Replaces the step costs (refined by a generation, or given by a test).
+    pub fn set_step_costs(&mut self, costs: StepCosts) {
+        self.step_costs = Some(costs);
+    }
+
+    fn measure_step_costs(&mut self) -> Result<StepCosts, EngineError> {
+        /// Timed steps per sample, at least and at most, and the time after
+        /// which no more are taken.
+        const MIN_REPS: usize = 3;
+        const MAX_REPS: usize = 9;
+        const SAMPLE_SECONDS: f64 = 0.03;
+        let block = self.model.hparams.orthrus.map_or(1, |o| o.block_size);
+        let mask = self.model.hparams.orthrus.map_or(0, |o| o.mask_token);
+        let n_ctx = self.n_ctx();
+        let mut samples = Vec::new();
+        let (mut ar_cost, mut last_per_row) = (f64::INFINITY, f64::INFINITY);
+        for rows in bucket_rows(block) {
+            if rows > n_ctx {
+                break;
+            }
+            let far = n_ctx.min(2048) - rows;
+            let positions = if far >= KV_WINDOW {
+                vec![0, far]
+            } else {
+                vec![0]
+            };
+            let mut at_start = 0.0;
+            for pos in positions {
+                let step = |s: &mut Self| -> Result<(), EngineError> {
+                    if rows > 1 {
+                        let mut blk = vec![mask; rows];
+                        blk[0] = 0;
+                        s.forward(View::Diffusion, &blk, pos, rows, false)?;
+                    }
+                    s.forward(View::Ar, &vec![0; rows], pos, rows, false)?;
+                    Ok(())
+                };
+                step(self)?; // builds the graphs
+                let mut times = Vec::new();
+                let t0 = std::time::Instant::now();
+                while times.len() < MIN_REPS
+                    || (times.len() < MAX_REPS && t0.elapsed().as_secs_f64() < SAMPLE_SECONDS)
+                {
+                    let t = std::time::Instant::now();
+                    step(self)?;
+                    times.push(t.elapsed().as_secs_f64());
+                }
+                times.sort_by(f64::total_cmp);
+                let median = times[times.len() / 2];
+                if pos == 0 {
+                    at_start = median;
+                }
+                samples.push((rows, pos, median));
+            }
+            // A step's cost per row falls with more rows while the passes
+            // are bound by latency (a GPU), and stops falling once they are
+            // bound by arithmetic (a CPU): then larger steps cannot pay if
+            // this one cannot.
+            let per_row = at_start / rows as f64;
+            if rows == 1 {
+                ar_cost = at_start;
+            } else if per_row > ar_cost && per_row > 0.9 * last_per_row {
+                break;
+            }
+            if rows > 1 {
+                last_per_row = per_row;
+            }
+        }
+        Ok(StepCosts::from_samples(&samples))
     }
 
     /// Exact mode: AR-view decoding passes (one-token AR steps and verify
@@ -205,6 +308,7 @@ impl<'m> Session<'m> {
         }
         self.exact_matmul = on && ours_take_all && now == Some(CudaMatmul::BatchInvariant);
         self.exact = on;
+        self.step_costs = None;
         Ok(())
     }
 
@@ -284,10 +388,10 @@ impl<'m> Session<'m> {
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             self.graphs.clear();
         }
-        let graph = self
-            .graphs
-            .entry(shape)
-            .or_insert_with(|| graph::build(self.model, self.cache, shape));
+        let graph = self.graphs.entry(shape).or_insert_with(|| {
+            self.graphs_built += 1;
+            graph::build(self.model, self.cache, shape)
+        });
 
         let ids: Vec<i32> = (0..rows).map(|j| tokens[j.min(t - 1)] as i32).collect();
         let pos: Vec<i32> = (pos0..pos0 + rows).map(|p| p as i32).collect();

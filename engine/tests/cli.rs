@@ -72,7 +72,7 @@ fn json_output_and_stop_strings() {
         "{committed} tokens committed by the steps"
     );
     assert_eq!(full["stats"]["generated_tokens"], 16);
-    // Exact decoding (its f32 cache by default): orthrus and ar agree.
+    // Exact decoding (its f32 cache by default): orthrus, auto and ar agree.
     let exact = |mode| {
         let mut args = base.to_vec();
         args.extend(["--exact", "--mode", mode]);
@@ -81,6 +81,29 @@ fn json_output_and_stop_strings() {
     let (or, ar) = (exact("orthrus"), exact("ar"));
     assert_eq!(or.as_array().unwrap().len(), 16);
     assert_eq!(or, ar);
+    assert_eq!(exact("auto"), ar);
+    // --draft-max: every orthrus step drafts that many; the fixture's block
+    // is 8, so 7 at most.
+    let mut args = base.to_vec();
+    args.extend(["--mode", "orthrus", "--draft-max", "3"]);
+    let three = json(&orthrus(&args));
+    assert_eq!(three["tokens"], full["tokens"]);
+    let drafted: Vec<usize> = three["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["drafts"].as_array().unwrap().len())
+        .collect();
+    // Only the last steps draft fewer, as the 16 tokens run out.
+    let whole = drafted.iter().take_while(|&&d| d == 3).count();
+    assert!(
+        whole + 3 >= drafted.len() && drafted.windows(2).all(|w| w[1] <= w[0]),
+        "{drafted:?}"
+    );
+    let stats = &three["stats"];
+    assert_eq!(stats["draft_tokens"], drafted.iter().sum::<usize>());
+    assert_eq!(stats["draft_steps"], drafted.len());
+    assert_eq!(stats["draft_tokens_per_pos"][0], drafted.len());
     // Stop at a piece of the text: output ends right before it.
     let text = full["text"].as_str().unwrap();
     let chars: Vec<char> = text.chars().collect();
@@ -171,6 +194,20 @@ fn errors_are_one_line() {
                 "f16",
             ],
             "--exact needs --cache-type f32",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--device",
+                "CPU",
+                "-p",
+                "x",
+                "--draft-max",
+                "8",
+            ],
+            "draft-max 8 is beyond this model's block of 8 tokens (at most 7)",
         ),
     ] {
         let out = orthrus(&args);

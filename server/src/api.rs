@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use hyper::StatusCode;
 use orthrus_engine::chat::Message;
-use orthrus_engine::{GenerateParams, Mode, SamplingParams};
+use orthrus_engine::{GenerateParams, Mode, SamplingParams, Stats};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -28,8 +28,13 @@ pub struct GenFields {
     /// Negative or absent: a random seed.
     pub seed: Option<i64>,
     pub stop: Option<Stop>,
-    /// `orthrus` (default for Orthrus models) or `ar`.
+    /// `auto` (the default), `orthrus` or `ar`.
     pub mode: Option<String>,
+    /// Tokens an orthrus step drafts (at most, in auto mode); llama-server
+    /// calls it `speculative.n_max`.
+    pub draft_max: Option<i64>,
+    #[serde(rename = "speculative.n_max")]
+    pub speculative_n_max: Option<i64>,
     pub ignore_eos: Option<bool>,
     pub n: Option<i64>,
     pub stream: Option<bool>,
@@ -259,11 +264,25 @@ impl GenFields {
             ));
         }
         let mode = match self.mode.as_deref() {
-            None if info.is_orthrus => Mode::Orthrus,
+            None if info.is_orthrus => Mode::Auto,
             None => Mode::Ar,
             Some(m) => m
                 .parse::<Mode>()
                 .map_err(|e| ApiError::invalid("invalid_mode", e))?,
+        };
+        let most = info
+            .hparams
+            .orthrus
+            .map_or(0, |o| o.block_size.saturating_sub(1));
+        let draft_max = match self.draft_max.or(self.speculative_n_max) {
+            None => None,
+            Some(n) if (0..=most as i64).contains(&n) => Some(n as usize),
+            Some(n) => {
+                return Err(ApiError::invalid(
+                    "invalid_draft_max",
+                    format!("draft_max (speculative.n_max) {n} is out of range: 0 to {most}, this model's block size - 1"),
+                ))
+            }
         };
         if mode == Mode::Orthrus && !info.is_orthrus {
             return Err(ApiError::invalid(
@@ -283,7 +302,7 @@ impl GenFields {
                     min_p: min_p as f32,
                     seed: seed(self.seed),
                 },
-                block_size: None,
+                draft_max,
             },
             stops,
             stream: self.stream.unwrap_or(false),
@@ -326,12 +345,44 @@ fn finish_reason(f: &FinishReason) -> &'static str {
     }
 }
 
+/// OpenAI's `usage`; drafted tokens as `completion_tokens_details`' accepted
+/// and rejected prediction tokens, and `speculative`, an extension: the
+/// decoding mode, steps, drafts and acceptance by draft position.
 fn usage(o: &Outcome) -> Value {
-    let (p, c) = (o.stats.prompt_tokens, o.tokens.len());
-    json!({ "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c })
+    let s = &o.stats;
+    let (p, c) = (s.prompt_tokens, o.tokens.len());
+    json!({
+        "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c,
+        "completion_tokens_details": {
+            "accepted_prediction_tokens": s.accepted_tokens,
+            "rejected_prediction_tokens": s.draft_tokens - s.accepted_tokens,
+        },
+        "speculative": {
+            "mode": o.mode.name(),
+            "steps": s.steps,
+            "draft_steps": s.draft_steps,
+            "draft_tokens": s.draft_tokens,
+            "accepted_tokens": s.accepted_tokens,
+            "draft_tokens_per_pos": s.draft_tokens_per_pos,
+            "accepted_tokens_per_pos": s.accepted_tokens_per_pos,
+            "acceptance_per_pos": acceptance_per_pos(s),
+        },
+    })
 }
 
-/// llama-server's `timings`, plus Orthrus' steps and accepted tokens per step.
+/// Per draft position, the share of its drafted tokens that were accepted,
+/// up to the last position drafted.
+fn acceptance_per_pos(s: &Stats) -> Vec<f64> {
+    s.accepted_tokens_per_pos
+        .iter()
+        .zip(&s.draft_tokens_per_pos)
+        .take_while(|(_, &d)| d > 0)
+        .map(|(&a, &d)| a as f64 / d as f64)
+        .collect()
+}
+
+/// llama-server's `timings` (with its `draft_n`, `draft_n_accepted`), plus
+/// Orthrus' steps, accepted tokens per step and acceptance by draft position.
 pub fn timings(o: &Outcome) -> Value {
     let s = &o.stats;
     let per = |n: usize, secs: f64| if n > 0 { 1000.0 * secs / n as f64 } else { 0.0 };
@@ -345,12 +396,16 @@ pub fn timings(o: &Outcome) -> Value {
         "predicted_ms": 1000.0 * s.generation_seconds,
         "predicted_per_token_ms": per(s.generated_tokens, s.generation_seconds),
         "predicted_per_second": rate(s.generated_tokens, s.generation_seconds),
-        "mode": format!("{:?}", o.mode).to_lowercase(),
+        "mode": o.mode.name(),
         "steps": s.steps,
         "accepted_per_step": s.mean_accepted,
         "accepted_histogram": s.histogram,
-        "draft_n": o.drafts,
-        "draft_n_accepted": o.drafts_accepted,
+        "draft_steps": s.draft_steps,
+        "draft_n": s.draft_tokens,
+        "draft_n_accepted": s.accepted_tokens,
+        "draft_n_per_pos": s.draft_tokens_per_pos,
+        "draft_n_accepted_per_pos": s.accepted_tokens_per_pos,
+        "draft_acceptance_per_pos": acceptance_per_pos(s),
     })
 }
 

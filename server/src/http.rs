@@ -506,10 +506,10 @@ async fn drain(body: &mut Incoming, limit: usize) {
 /// The log note of a finished generation.
 fn note(o: &Outcome) -> String {
     format!(
-        "{} prompt + {} generated tokens, {:?}, {:.2} tokens/step, {:.1} tok/s",
+        "{} prompt + {} generated tokens, {}, {:.2} tokens/step, {:.1} tok/s",
         o.stats.prompt_tokens,
         o.tokens.len(),
-        o.mode,
+        o.mode.name(),
         o.stats.mean_accepted,
         o.stats.generation_tokens_per_second
     )

@@ -26,9 +26,16 @@ struct Totals {
     generated_tokens: u64,
     prompt_seconds: f64,
     generation_seconds: f64,
-    /// Tokens and steps of Orthrus-mode generations (for the mean accepted length).
+    /// Tokens and steps of Orthrus- and auto-mode generations (for the mean
+    /// accepted length).
     orthrus_tokens: u64,
     orthrus_steps: u64,
+    /// Speculative decoding, under vLLM's names: steps that drafted, tokens
+    /// drafted and accepted, and accepted tokens by draft position.
+    spec_drafts: u64,
+    spec_draft_tokens: u64,
+    spec_accepted_tokens: u64,
+    spec_accepted_per_pos: Vec<u64>,
 }
 
 impl Metrics {
@@ -67,9 +74,23 @@ impl Metrics {
         t.generated_tokens += s.generated_tokens as u64;
         t.prompt_seconds += s.prompt_seconds;
         t.generation_seconds += s.generation_seconds;
-        if o.mode == Mode::Orthrus {
+        if o.mode != Mode::Ar {
             t.orthrus_tokens += (s.mean_accepted * s.steps as f64).round() as u64;
             t.orthrus_steps += s.steps as u64;
+        }
+        t.spec_drafts += s.draft_steps as u64;
+        t.spec_draft_tokens += s.draft_tokens as u64;
+        t.spec_accepted_tokens += s.accepted_tokens as u64;
+        let n = s.accepted_tokens_per_pos.len();
+        if t.spec_accepted_per_pos.len() < n {
+            t.spec_accepted_per_pos.resize(n, 0);
+        }
+        for (sum, &a) in t
+            .spec_accepted_per_pos
+            .iter_mut()
+            .zip(&s.accepted_tokens_per_pos)
+        {
+            *sum += a as u64;
         }
     }
 
@@ -79,6 +100,8 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
+        // Labelled, so written apart from `metric`'s lines and added after them.
+        let mut per_pos = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, value: f64| {
             let _ = writeln!(out, "# HELP orthrus_{name} {help}");
             let _ = writeln!(out, "# TYPE orthrus_{name} {kind}");
@@ -138,15 +161,42 @@ impl Metrics {
             metric(
                 "orthrus_steps_total",
                 "counter",
-                "Orthrus decoding steps.",
+                "Decoding steps of orthrus- and auto-mode generations.",
                 t.orthrus_steps as f64,
             );
             metric(
                 "mean_accepted_tokens",
                 "gauge",
-                "Tokens committed per Orthrus step (accepted drafts + 1).",
+                "Tokens committed per step of orthrus- and auto-mode generations (accepted drafts + 1).",
                 ratio(t.orthrus_tokens as f64, t.orthrus_steps as f64),
             );
+            metric(
+                "spec_decode_num_drafts_total",
+                "counter",
+                "Decoding steps that drafted tokens.",
+                t.spec_drafts as f64,
+            );
+            metric(
+                "spec_decode_num_draft_tokens_total",
+                "counter",
+                "Tokens drafted.",
+                t.spec_draft_tokens as f64,
+            );
+            metric(
+                "spec_decode_num_accepted_tokens_total",
+                "counter",
+                "Drafted tokens accepted.",
+                t.spec_accepted_tokens as f64,
+            );
+            let name = "orthrus_spec_decode_num_accepted_tokens_per_pos_total";
+            let _ = writeln!(
+                per_pos,
+                "# HELP {name} Drafted tokens accepted, by draft position (0: the first draft of a step)."
+            );
+            let _ = writeln!(per_pos, "# TYPE {name} counter");
+            for (i, n) in t.spec_accepted_per_pos.iter().enumerate() {
+                let _ = writeln!(per_pos, "{name}{{position=\"{i}\"}} {n}");
+            }
         }
         metric(
             "requests_queued",
@@ -160,6 +210,7 @@ impl Metrics {
             "Requests being generated.",
             self.processing.load(Ordering::Relaxed) as f64,
         );
+        out.push_str(&per_pos);
         let _ = writeln!(
             out,
             "# HELP orthrus_http_responses_total HTTP responses by status code."

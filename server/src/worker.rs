@@ -65,9 +65,6 @@ pub struct Outcome {
     pub finish: FinishReason,
     pub stats: Stats,
     pub mode: Mode,
-    /// Draft tokens proposed and accepted over all Orthrus steps.
-    pub drafts: usize,
-    pub drafts_accepted: usize,
 }
 
 /// Loads the model on its own thread and starts serving jobs; returns once
@@ -113,6 +110,10 @@ fn load_and_serve(
     let cache = KvCache::new(model, loaded.n_ctx, loaded.cache_type)?;
     let mut session = Session::new(model, &cache, loaded.threads, loaded.batch)?;
     session.set_exact(loaded.exact)?;
+    if model.is_orthrus() {
+        // Auto mode's step costs, measured now rather than in the first request.
+        session.step_costs()?;
+    }
     let info = ModelInfo {
         hparams: model.hparams.clone(),
         n_ctx: loaded.n_ctx,
@@ -188,8 +189,6 @@ fn run(
     };
     Ok(Some(Outcome {
         text: text.text().to_string(),
-        drafts: g.steps.iter().map(|s| s.drafts.len()).sum(),
-        drafts_accepted: g.steps.iter().map(|s| s.accepted).sum(),
         tokens: g.tokens,
         finish,
         stats: g.stats,

@@ -112,6 +112,19 @@ def test_chat_with_the_openai_client(server):
     assert chunks[0].choices[0].delta.role == "assistant"
     assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "length"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 24
+    # usage's extension: drafted tokens as accepted and rejected predictions,
+    # and the speculative decoding of this response.
+    u = r.usage.model_dump()
+    spec, details = u["speculative"], u["completion_tokens_details"]
+    assert spec["mode"] == "auto" and spec["steps"] >= 1
+    assert details["accepted_prediction_tokens"] == spec["accepted_tokens"]
+    assert details["rejected_prediction_tokens"] == spec["draft_tokens"] - spec["accepted_tokens"]
+    assert sum(spec["draft_tokens_per_pos"]) == spec["draft_tokens"]
+    assert sum(spec["accepted_tokens_per_pos"]) == spec["accepted_tokens"]
+    fixed = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=24, **greedy(extra_body={"mode": "orthrus"}))
+    spec = fixed.usage.model_dump()["speculative"]
+    assert fixed.choices[0].message.content == choice.message.content
+    assert spec["mode"] == "orthrus" and spec["draft_steps"] == spec["steps"] and spec["draft_tokens"] > 0
     # Thinking off changes the prompt (the template adds an empty think block).
     off = c.chat.completions.create(model="tiny", messages=msgs, max_tokens=4,
                                     **greedy(extra_body={"chat_template_kwargs": {"enable_thinking": False}}))
@@ -145,10 +158,31 @@ def test_native_routes(server):
     st, _, r = server.call("POST", "/completion", {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True})
     assert st == 200 and r["stop"] is True and r["stop_type"] == "limit"
     t = r["timings"]
-    assert t["predicted_n"] == 16 and t["mode"] == "orthrus"
+    assert t["predicted_n"] == 16 and t["mode"] == "auto"
     assert t["steps"] >= 1 and t["accepted_per_step"] >= 1.0
     assert sum(t["accepted_histogram"]) == t["steps"]
     assert t["draft_n_accepted"] <= t["draft_n"]
+    # A fixed draft length (llama-server's speculative.n_max): every step but
+    # the last drafts 3, and the counts add up position by position.
+    st, _, r3 = server.call("POST", "/completion", {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True,
+                                                     "mode": "orthrus", "speculative.n_max": 3})
+    t3 = r3["timings"]
+    assert st == 200 and r3["content"] == r["content"] and t3["mode"] == "orthrus"
+    assert t3["draft_steps"] == t3["steps"] and 3 * (t3["steps"] - 1) < t3["draft_n"] <= 3 * t3["steps"]
+    assert len(t3["draft_n_per_pos"]) == 3 and sum(t3["draft_n_per_pos"]) == t3["draft_n"]
+    assert sum(t3["draft_n_accepted_per_pos"]) == t3["draft_n_accepted"]
+    assert t3["draft_n_per_pos"][0] == t3["steps"] and len(t3["accepted_histogram"]) == 4
+    assert all(0 <= a <= 1 for a in t3["draft_acceptance_per_pos"])
+    st, _, e = server.call("POST", "/completion", {"prompt": "Hello", "draft_max": 8})
+    assert st == 400 and e["error"]["code"] == "invalid_draft_max"
+    before = server.metric("spec_decode_num_draft_tokens_total")
+    st, _, r3 = server.call("POST", "/completion", {"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True,
+                                                     "mode": "orthrus", "draft_max": 3})
+    assert server.metric("spec_decode_num_draft_tokens_total") - before == r3["timings"]["draft_n"]
+    assert server.metric("spec_decode_num_drafts_total") >= r3["timings"]["draft_steps"]
+    assert server.metric("spec_decode_num_accepted_tokens_total") >= r3["timings"]["draft_n_accepted"]
+    _, _, text = server.call("GET", "/metrics")
+    assert re.search(r'^orthrus_spec_decode_num_accepted_tokens_per_pos_total\{position="2"\} \d+$', text, re.M), text
     # Token ids as the prompt give the same answer; tokenize/detokenize round-trip.
     st, _, tok = server.call("POST", "/tokenize", {"content": "Hello"})
     st2, _, r2 = server.call("POST", "/completion", {"prompt": tok["tokens"], "n_predict": 16, "temperature": 0, "ignore_eos": True})

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use orthrus_convert::FileType;
+use orthrus_engine::draft_policy::StepCosts;
 use orthrus_engine::{
     generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session, View,
 };
@@ -315,6 +316,7 @@ fn greedy_orthrus_equals_greedy_ar_and_the_reference() {
                 let prompt = prompt.as_slice();
                 assert_eq!(case["max_new"], 40);
                 let p = GenerateParams {
+                    mode: Mode::Orthrus,
                     max_tokens: 40,
                     ignore_eos: true,
                     ..Default::default()
@@ -331,6 +333,19 @@ fn greedy_orthrus_equals_greedy_ar_and_the_reference() {
                 let or = run(&model, cache_ty, prompt, &p);
                 assert_eq!(ar.tokens.len(), 40);
                 assert_eq!(or.tokens, ar.tokens, "{name} {ft:?} prompt {prompt:?}");
+                let auto = run(
+                    &model,
+                    cache_ty,
+                    prompt,
+                    &GenerateParams {
+                        mode: Mode::Auto,
+                        ..p.clone()
+                    },
+                );
+                assert_eq!(
+                    auto.tokens, ar.tokens,
+                    "auto: {name} {ft:?} prompt {prompt:?}"
+                );
                 let committed: usize = or.steps.iter().map(|s| s.accepted + 1).sum();
                 assert!(committed >= 39 && or.steps.iter().all(|s| s.accepted <= s.drafts.len()));
                 if ft == FileType::F32 {
@@ -448,33 +463,63 @@ fn a_block_pass_row_is_bit_identical_to_a_one_token_pass() {
     }
 }
 
+/// Step costs under which auto mode's choice moves between AR steps and
+/// every graph size of a 16-token block as the acceptance estimates move
+/// (a step of rows 1, 2, 4, 8, 16 costs 1, 1.4, 2, 3, 5), so that a test
+/// covers steps of many draft lengths whatever this machine measures.
+fn varied_costs() -> StepCosts {
+    StepCosts::from_samples(&[
+        (1, 0, 1.0),
+        (2, 0, 1.4),
+        (4, 0, 2.0),
+        (8, 0, 3.0),
+        (16, 0, 5.0),
+    ])
+}
+
 /// Greedy Orthrus == greedy AR on a model whose drafts are accepted (the
-/// random fixtures' mostly are not), over its held-out prompts, with block
-/// sizes 16 and 2: bit for bit in exact mode, on both attention paths (f16
-/// cache: fused; f32: plain); with the default fast kernels (repacked
-/// weights where the CPU has them), parting only where the AR top-2 logits
-/// are closer than a batched and a one-token pass disagree.
+/// random fixtures' mostly are not), over its held-out prompts, with draft
+/// lengths 15 and 1 and in auto mode (with the costs measured here, and
+/// with [`varied_costs`]): bit for bit in exact mode, on both attention
+/// paths (f16 cache: fused; f32: plain); with the default fast kernels
+/// (its Q8_0 file, and a Q4_0 conversion whose weights ggml repacks),
+/// parting only where the AR top-2 logits are closer than a batched and a
+/// one-token pass disagree.
 #[test]
 fn greedy_orthrus_equals_greedy_ar_on_the_trained_model() {
     let dir = tempfile::tempdir().unwrap();
     let q8_0 = repo().join("models/tiny-orthrus/tiny-orthrus-q8_0.gguf");
     let q4_0 = trained_model_q4_0(dir.path());
     let mut failures = Vec::new();
-    let mut accepted = 0.0;
-    let mut runs = 0.0;
-    for (file, exact, cache_ty) in [
-        (&q8_0, true, GgmlType::F16),
-        (&q8_0, true, GgmlType::F32),
-        (&q8_0, false, GgmlType::F16),
-        (&q4_0, false, GgmlType::F16),
+    let (mut accepted, mut runs) = (0.0, 0.0);
+    let mut lengths = std::collections::BTreeSet::new();
+    for (file, exact, cache_ty, n_prompts) in [
+        (&q8_0, true, GgmlType::F16, 10),
+        (&q8_0, true, GgmlType::F32, 10),
+        (&q8_0, false, GgmlType::F16, 5),
+        (&q4_0, false, GgmlType::F16, 5),
     ] {
         let opts = if exact { cpu_exact() } else { cpu() };
         let (model, prompts) = trained_model_file(file, &opts);
         let cache = KvCache::new(&model, 1024, cache_ty).unwrap();
         let mut s = Session::new(&model, &cache, 1, 512).unwrap();
         s.set_exact(exact).unwrap();
-        for (i, prompt) in prompts.iter().enumerate().take(10) {
+        let modes: &[_] = if exact {
+            &[
+                (Mode::Orthrus, 15, None),
+                (Mode::Orthrus, 1, None),
+                (Mode::Auto, 15, None),
+                (Mode::Auto, 15, Some(varied_costs())),
+            ]
+        } else {
+            &[
+                (Mode::Orthrus, 15, None),
+                (Mode::Auto, 15, Some(varied_costs())),
+            ]
+        };
+        for (i, prompt) in prompts.iter().enumerate().take(n_prompts) {
             let p = GenerateParams {
+                mode: Mode::Orthrus,
                 max_tokens: 256,
                 ignore_eos: true,
                 ..Default::default()
@@ -490,21 +535,28 @@ fn greedy_orthrus_equals_greedy_ar_on_the_trained_model() {
             )
             .unwrap()
             .tokens;
-            for block in [16, 2] {
+            for (mode, draft_max, costs) in modes.iter().cloned() {
                 let p = GenerateParams {
-                    block_size: Some(block),
+                    mode,
+                    draft_max: Some(draft_max),
                     ..p.clone()
                 };
+                if let Some(c) = &costs {
+                    s.set_step_costs(c.clone());
+                }
                 let or = generate(&mut s, prompt, &p, &mut |_| true).unwrap();
-                if block == 16 {
+                if mode == Mode::Orthrus && draft_max == 15 {
                     accepted += or.stats.mean_accepted;
                     runs += 1.0;
+                }
+                if exact && costs.is_some() {
+                    lengths.extend(or.steps.iter().map(|s| s.drafts.len()));
                 }
                 let Some(at) = ar.iter().zip(&or.tokens).position(|(a, o)| a != o) else {
                     continue;
                 };
                 let what = format!(
-                    "{}, exact {exact}, {cache_ty:?} cache, block {block}, prompt {i} ({} tokens): parts from ar at token {at}",
+                    "{}, exact {exact}, {cache_ty:?} cache, {mode:?} draft-max {draft_max}, prompt {i} ({} tokens): parts from ar at token {at}",
                     file.display(),
                     prompt.len()
                 );
@@ -526,6 +578,13 @@ fn greedy_orthrus_equals_greedy_ar_on_the_trained_model() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // The drafts are really accepted, so the comparison covered multi-token commits.
     assert!(accepted / runs > 1.5, "mean accepted {}", accepted / runs);
+    // Auto mode ran AR steps and steps of every graph size.
+    for n in [0, 1, 3, 7, 15] {
+        assert!(
+            lengths.contains(&n),
+            "no step of {n} drafts in auto mode: {lengths:?}"
+        );
+    }
 }
 
 /// At the next token after `prefix`: the gap between the AR view's top two
@@ -575,7 +634,7 @@ fn eos_ends_generation_and_is_emitted() {
     // Pretend the 5th generated token is an end-of-sequence token.
     let mut m = model;
     m.hparams.eos_ids = vec![free.tokens[4]];
-    for mode in [Mode::Ar, Mode::Orthrus] {
+    for mode in [Mode::Ar, Mode::Orthrus, Mode::Auto] {
         let g = run(
             &m,
             GgmlType::F32,
@@ -633,8 +692,8 @@ fn sampled_orthrus_has_the_ar_distribution() {
     // The acceptance rule itself is tested on synthetic distributions with
     // 200,000 steps (decode::tests); this checks the engine's wiring of it.
     let n = 400;
-    let mut hist = |mode: Mode, temperature: f32, seed0: u64| {
-        let mut h = std::collections::HashMap::new();
+    let mut hist = |mode: Mode, temperature: f32, seed0: u64, costs: Option<StepCosts>| {
+        let (mut h, mut drafted) = (std::collections::HashMap::new(), 0);
         for seed in 0..n {
             let sampling = SamplingParams {
                 temperature,
@@ -648,23 +707,39 @@ fn sampled_orthrus_has_the_ar_distribution() {
                 max_tokens: 3,
                 ignore_eos: true,
                 sampling,
-                block_size: None,
+                draft_max: None,
             };
+            if let Some(c) = &costs {
+                s.set_step_costs(c.clone());
+            }
             let g = generate(&mut s, &[1, 2, 3], &p, &mut |_| true).unwrap();
+            drafted += g.stats.draft_tokens;
             *h.entry(g.tokens).or_insert(0) += 1;
         }
-        h
+        (h, drafted)
     };
-    let ar = hist(Mode::Ar, 1.5, 0);
-    let or = hist(Mode::Orthrus, 1.5, 1_000_000);
+    let (ar, _) = hist(Mode::Ar, 1.5, 0, None);
+    let (or, _) = hist(Mode::Orthrus, 1.5, 1_000_000, None);
     let (stat, df) = chi_square(&ar, &or);
     assert!(df >= 5, "too few outcomes ({df}) to test anything");
     assert!(
         stat < chi_square_limit(df),
         "orthrus vs ar: chi2 {stat:.1} with {df} df"
     );
+    // Auto mode, with costs under which drafts pay (as measured here they
+    // may not, and auto would run AR steps only): it drafts 1 or 2 tokens a
+    // step through graphs of 2 or 4 rows, or runs an AR step, by what the
+    // generation's earlier steps accepted.
+    let cheap = StepCosts::from_samples(&[(1, 0, 1.0), (2, 0, 1.1), (4, 0, 1.2), (8, 0, 1.3)]);
+    let (auto, drafted) = hist(Mode::Auto, 1.5, 3_000_000, Some(cheap));
+    assert!(drafted > n as usize, "auto drafted only {drafted} tokens");
+    let (stat, df) = chi_square(&ar, &auto);
+    assert!(
+        stat < chi_square_limit(df),
+        "auto vs ar: chi2 {stat:.1} with {df} df"
+    );
     // The test has power: a different temperature is detected.
-    let cold = hist(Mode::Ar, 0.5, 2_000_000);
+    let (cold, _) = hist(Mode::Ar, 0.5, 2_000_000, None);
     let (stat, df) = chi_square(&ar, &cold);
     assert!(
         stat > chi_square_limit(df),
@@ -699,12 +774,20 @@ fn split_base_plus_head_runs_like_the_whole_file() {
         run(&whole, GgmlType::F16, &PROMPT, &p).tokens,
         run(&paired, GgmlType::F16, &PROMPT, &p).tokens
     );
-    // The base alone is plain Qwen3: AR works, Orthrus mode says what is missing.
+    // The base alone is plain Qwen3: AR works (auto mode runs AR steps),
+    // Orthrus mode says what is missing.
     let plain = Model::load(&base, &cpu()).unwrap();
     assert!(!plain.is_orthrus());
     let cache = KvCache::new(&plain, 64, GgmlType::F16).unwrap();
     let mut s = Session::new(&plain, &cache, 1, 512).unwrap();
-    let err = generate(&mut s, &PROMPT, &p, &mut |_| true)
+    let auto = generate(&mut s, &PROMPT, &p, &mut |_| true).unwrap();
+    assert_eq!(auto.tokens, run(&whole, GgmlType::F16, &PROMPT, &p).tokens);
+    assert_eq!(auto.stats.draft_tokens, 0);
+    let orthrus = GenerateParams {
+        mode: Mode::Orthrus,
+        ..p.clone()
+    };
+    let err = generate(&mut s, &PROMPT, &orthrus, &mut |_| true)
         .unwrap_err()
         .to_string();
     assert!(err.contains("--head"), "{err}");

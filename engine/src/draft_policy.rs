@@ -1,0 +1,473 @@
+//! How many tokens an Orthrus step drafts in `--mode auto`: before each step,
+//! the draft length `n` in `0..=max` (0: a plain AR step) that maximises the
+//! expected committed tokens per second, `(1 + E[accepted(n)]) / cost(n)`.
+//!
+//! - [`StepCosts`]: what a step costs on this device and model, by the rows
+//!   of its passes and the context length; calibrated by the session
+//!   (`Session::step_costs`), refined here from the steps decoding times.
+//! - [`Acceptance`]: running per-position acceptance estimates of one
+//!   generation.
+//! - [`DraftPolicy`]: chooses `n` from both, and now and then re-probes an
+//!   AR stretch with a short draft, so that a bad stretch does not lock
+//!   drafting out for the rest of the generation.
+//!
+//! The choice never changes the output: verification is lossless whatever
+//! the draft length, and the choice depends on past steps only.
+
+/// Rows of the step graphs auto mode uses for a model of `block` tokens per
+/// block: 1 (an AR step), the powers of two below `block`, and `block`. A
+/// step of `n` drafts runs through the smallest of them that holds `n + 1`
+/// rows, the extra rows masked out (`Session::forward_padded`), so that a
+/// few graphs serve every length (building one, and on CUDA capturing it,
+/// costs more than a step).
+pub fn bucket_rows(block: usize) -> Vec<usize> {
+    let mut rows: Vec<usize> = std::iter::successors(Some(1usize), |r| Some(r * 2))
+        .take_while(|&r| r < block)
+        .collect();
+    rows.push(block.max(1));
+    rows.dedup();
+    rows
+}
+
+/// Seconds of one step by graph rows: the diffusion and verify passes of
+/// `rows` rows (rows = 1: the one-token AR pass), linear in the position the
+/// step starts at (attention reads the whole context).
+#[derive(Clone, Debug, Default)]
+pub struct StepCosts {
+    buckets: Vec<BucketCost>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BucketCost {
+    rows: usize,
+    /// Seconds at position 0, and per position of context.
+    base: f64,
+    per_position: f64,
+}
+
+/// How much of the log of a timed step's ratio to its estimate one step
+/// moves the estimate: about 30 steps to follow a lasting change, so that a
+/// burst of load on the machine does not swing the choice.
+const COST_RATE: f64 = 0.03;
+/// A timed step is taken as at most this many times (or at least its
+/// inverse) its estimate: one step stalled by the OS must not count much.
+const COST_CLAMP: f64 = 2.0;
+
+impl StepCosts {
+    /// Costs from timed samples `(rows, position, seconds)`: per rows, a line
+    /// through its samples at the lowest and highest positions (the mean at
+    /// each); the slope is 0 when all of them are at one position.
+    pub fn from_samples(samples: &[(usize, usize, f64)]) -> StepCosts {
+        let mut rows: Vec<usize> = samples.iter().map(|s| s.0).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let buckets = rows
+            .into_iter()
+            .map(|r| {
+                let mine: Vec<(usize, f64)> = samples
+                    .iter()
+                    .filter(|s| s.0 == r)
+                    .map(|s| (s.1, s.2.max(1e-9)))
+                    .collect();
+                let lo = mine.iter().map(|s| s.0).min().unwrap_or(0);
+                let hi = mine.iter().map(|s| s.0).max().unwrap_or(0);
+                let mean_at = |p: usize| {
+                    let at: Vec<f64> = mine.iter().filter(|s| s.0 == p).map(|s| s.1).collect();
+                    at.iter().sum::<f64>() / at.len() as f64
+                };
+                let (y0, y1) = (mean_at(lo), mean_at(hi));
+                let per_position = if hi > lo {
+                    ((y1 - y0) / (hi - lo) as f64).max(0.0)
+                } else {
+                    0.0
+                };
+                BucketCost {
+                    rows: r,
+                    base: (y0 - per_position * lo as f64).max(1e-9),
+                    per_position,
+                }
+            })
+            .collect();
+        StepCosts { buckets }
+    }
+
+    /// The rows that have a cost, ascending.
+    pub fn rows(&self) -> impl Iterator<Item = usize> + '_ {
+        self.buckets.iter().map(|b| b.rows)
+    }
+
+    /// Estimated seconds of a step of `rows` rows at `position`, or None if
+    /// those rows have no cost.
+    pub fn cost(&self, rows: usize, position: usize) -> Option<f64> {
+        self.buckets
+            .iter()
+            .find(|b| b.rows == rows)
+            .map(|b| b.base + b.per_position * position as f64)
+    }
+
+    /// `(rows, seconds)` of every step size at `position`.
+    pub fn table(&self, position: usize) -> Vec<(usize, f64)> {
+        self.buckets
+            .iter()
+            .map(|b| (b.rows, b.base + b.per_position * position as f64))
+            .collect()
+    }
+
+    /// Refines the cost of `rows` from a step that took `seconds` at
+    /// `position`: the estimate moves a little towards it, in ratio (the
+    /// context slope keeps its share).
+    pub fn observe(&mut self, rows: usize, position: usize, seconds: f64) {
+        let Some(b) = self.buckets.iter_mut().find(|b| b.rows == rows) else {
+            return;
+        };
+        let estimate = b.base + b.per_position * position as f64;
+        if !(seconds > 0.0 && estimate > 0.0) {
+            return;
+        }
+        let ratio = (seconds / estimate).clamp(1.0 / COST_CLAMP, COST_CLAMP);
+        let f = ratio.powf(COST_RATE);
+        b.base *= f;
+        b.per_position *= f;
+    }
+}
+
+/// Prior acceptance rate of the first draft position at the start of a
+/// generation: optimistic, so that a model whose drafts are accepted drafts
+/// from its first step, while one rejection is enough to pull it down.
+const PRIOR_RATE: f64 = 0.8;
+/// Weight of the prior, in observations.
+const PRIOR_WEIGHT: f64 = 1.0;
+/// Each drafting step multiplies the earlier observations by this: the
+/// estimates follow about the last 7 steps (code, then prose).
+const DECAY: f64 = 0.85;
+
+/// Running estimates of `rate(i)`: the probability that draft `i` (0-based)
+/// is accepted once drafts `0..i` were. A step that drafted `n` and accepted
+/// `a` observes positions `0..a` accepted and, if `a < n`, position `a`
+/// rejected; later positions are not observed. A position's prior is the
+/// estimate of the one before it, so a long draft is judged by the short
+/// ones until it has data of its own.
+#[derive(Clone, Debug, Default)]
+pub struct Acceptance {
+    accepted: Vec<f64>,
+    rejected: Vec<f64>,
+}
+
+impl Acceptance {
+    pub fn record(&mut self, drafted: usize, accepted: usize) {
+        if drafted == 0 {
+            return;
+        }
+        if self.accepted.len() < drafted {
+            self.accepted.resize(drafted, 0.0);
+            self.rejected.resize(drafted, 0.0);
+        }
+        for (a, r) in self.accepted.iter_mut().zip(&mut self.rejected) {
+            *a *= DECAY;
+            *r *= DECAY;
+        }
+        for a in &mut self.accepted[..accepted.min(drafted)] {
+            *a += 1.0;
+        }
+        if accepted < drafted {
+            self.rejected[accepted] += 1.0;
+        }
+    }
+
+    /// `rate(i)` for `i` in `0..n`.
+    pub fn rates(&self, n: usize) -> Vec<f64> {
+        let mut prior = PRIOR_RATE;
+        (0..n)
+            .map(|i| {
+                let a = self.accepted.get(i).copied().unwrap_or(0.0);
+                let r = self.rejected.get(i).copied().unwrap_or(0.0);
+                prior = (a + PRIOR_WEIGHT * prior) / (a + r + PRIOR_WEIGHT);
+                prior
+            })
+            .collect()
+    }
+
+    /// E[accepted(k)] for k in `0..=n`: the sum over positions of the
+    /// probability that every draft up to it is accepted.
+    pub fn expected_accepted(&self, n: usize) -> Vec<f64> {
+        let mut out = vec![0.0];
+        let mut all = 1.0;
+        for r in self.rates(n) {
+            all *= r;
+            out.push(out.last().copied().unwrap_or(0.0) + all);
+        }
+        out
+    }
+}
+
+/// What one step runs: `drafts` drafted tokens, through graphs of `rows` rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    pub drafts: usize,
+    pub rows: usize,
+}
+
+/// Share of the AR steps' time auto mode may spend re-probing: a probe is a
+/// short draft whose expected loss against an AR step is paid from a budget
+/// that every AR step adds this share of its cost to.
+const PROBE_SHARE: f64 = 0.02;
+
+/// The draft length of every step of one generation in auto mode.
+#[derive(Clone, Debug)]
+pub struct DraftPolicy {
+    costs: StepCosts,
+    acceptance: Acceptance,
+    /// Seconds of expected loss re-probing may still spend.
+    probe_budget: f64,
+}
+
+impl DraftPolicy {
+    pub fn new(costs: StepCosts) -> DraftPolicy {
+        DraftPolicy {
+            costs,
+            acceptance: Acceptance::default(),
+            probe_budget: 0.0,
+        }
+    }
+
+    /// The step to run next, drafting at most `max_drafts` tokens, at
+    /// `position` (tokens in the cache).
+    pub fn choose(&mut self, max_drafts: usize, position: usize) -> Choice {
+        let ar = Choice { drafts: 0, rows: 1 };
+        let Some(ar_cost) = self.costs.cost(1, position) else {
+            return ar;
+        };
+        let expected = self.acceptance.expected_accepted(max_drafts);
+        let candidates: Vec<(Choice, f64)> = self
+            .costs
+            .rows()
+            .filter(|&r| r >= 2 && max_drafts > 0)
+            .filter_map(|rows| {
+                let drafts = (rows - 1).min(max_drafts);
+                let cost = self.costs.cost(rows, position)?;
+                Some((Choice { drafts, rows }, cost))
+            })
+            .collect();
+        let mut best = (ar, 1.0 / ar_cost);
+        for &(c, cost) in &candidates {
+            let rate = (1.0 + expected[c.drafts]) / cost;
+            if rate > best.1 {
+                best = (c, rate);
+            }
+        }
+        if best.0 != ar {
+            return best.0;
+        }
+        // An AR step: it adds to the probe budget; the cheapest draft that
+        // could pay (at full acceptance) is tried once the budget covers its
+        // expected loss against AR steps.
+        self.probe_budget += PROBE_SHARE * ar_cost;
+        let Some(&(probe, cost)) = candidates
+            .iter()
+            .filter(|(c, cost)| *cost < (c.drafts + 1) as f64 * ar_cost)
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.rows.cmp(&b.0.rows)))
+        else {
+            return ar;
+        };
+        let loss = cost - (1.0 + expected[probe.drafts]) * ar_cost;
+        if loss <= self.probe_budget {
+            self.probe_budget -= loss.max(0.0);
+            return probe;
+        }
+        ar
+    }
+
+    /// What the step `choice` accepted, and its time when it was a fair
+    /// sample of the step's cost (None when it also built a graph).
+    pub fn report(
+        &mut self,
+        choice: Choice,
+        position: usize,
+        accepted: usize,
+        seconds: Option<f64>,
+    ) {
+        self.acceptance.record(choice.drafts, accepted);
+        if let Some(s) = seconds {
+            self.costs.observe(choice.rows, position, s);
+        }
+    }
+
+    pub fn acceptance(&self) -> &Acceptance {
+        &self.acceptance
+    }
+
+    /// The costs, as refined by this generation's steps.
+    pub fn into_costs(self) -> StepCosts {
+        self.costs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A device where a step of r rows costs `step(r)` seconds, at any position.
+    fn costs(step: impl Fn(usize) -> f64, block: usize) -> StepCosts {
+        let samples: Vec<(usize, usize, f64)> = bucket_rows(block)
+            .into_iter()
+            .map(|r| (r, 0, step(r)))
+            .collect();
+        StepCosts::from_samples(&samples)
+    }
+
+    /// A GPU-like device: a pass of up to 16 rows costs about one of 1.
+    fn gpu() -> StepCosts {
+        costs(|r| if r == 1 { 1.0 } else { 2.0 + 0.02 * r as f64 }, 16)
+    }
+
+    /// Runs `steps` steps where draft i is accepted with probability
+    /// `accept(step, i)` (given the ones before); returns the chosen lengths
+    /// and the committed tokens per unit of cost.
+    fn simulate(
+        policy: &mut DraftPolicy,
+        steps: usize,
+        accept: impl Fn(usize, usize) -> f64,
+        seed: u64,
+    ) -> (Vec<usize>, f64) {
+        let mut rng = crate::sampling::Rng::new(seed);
+        let (mut tokens, mut time, mut lengths) = (0.0, 0.0, Vec::new());
+        for s in 0..steps {
+            let c = policy.choose(15, 100);
+            let accepted = (0..c.drafts)
+                .take_while(|&i| rng.uniform() < accept(s, i))
+                .count();
+            let cost = policy.costs.cost(c.rows, 100).unwrap();
+            policy.report(c, 100, accepted, None);
+            tokens += 1.0 + accepted as f64;
+            time += cost;
+            lengths.push(c.drafts);
+        }
+        (lengths, tokens / time)
+    }
+
+    #[test]
+    fn bucket_rows_are_powers_of_two_and_the_block() {
+        assert_eq!(bucket_rows(16), [1, 2, 4, 8, 16]);
+        assert_eq!(bucket_rows(32), [1, 2, 4, 8, 16, 32]);
+        assert_eq!(bucket_rows(12), [1, 2, 4, 8, 12]);
+        assert_eq!(bucket_rows(2), [1, 2]);
+        assert_eq!(bucket_rows(1), [1]);
+    }
+
+    #[test]
+    fn costs_fit_the_context_and_follow_timed_steps() {
+        let c =
+            StepCosts::from_samples(&[(1, 0, 1.0), (1, 1000, 2.0), (1, 1000, 2.2), (4, 0, 3.0)]);
+        assert_eq!(c.rows().collect::<Vec<_>>(), [1, 4]);
+        assert!((c.cost(1, 500).unwrap() - 1.55).abs() < 1e-9);
+        assert_eq!(c.cost(4, 5000), Some(3.0));
+        assert_eq!(c.cost(2, 0), None);
+        // A lasting slowdown of 4 rows is followed, one stalled step is not.
+        let mut d = c.clone();
+        d.observe(4, 0, 300.0);
+        assert!(d.cost(4, 0).unwrap() < 3.1);
+        for _ in 0..200 {
+            d.observe(4, 0, 4.5);
+        }
+        assert!((d.cost(4, 0).unwrap() - 4.5).abs() < 0.1);
+        assert_eq!(d.cost(1, 0), c.cost(1, 0));
+    }
+
+    #[test]
+    fn acceptance_is_per_position_and_forgets() {
+        let mut a = Acceptance::default();
+        assert!((a.rates(3)[2] - PRIOR_RATE).abs() < 1e-12);
+        for _ in 0..20 {
+            a.record(4, 2); // 0 and 1 accepted, 2 rejected, 3 not seen
+        }
+        let r = a.rates(4);
+        assert!(r[0] > 0.9 && r[1] > 0.9 && r[2] < 0.2, "{r:?}");
+        // Position 3 was never reached: it takes its prior from position 2.
+        assert!((r[3] - r[2]).abs() < 1e-9);
+        let e = a.expected_accepted(4);
+        assert!((e[2] - r[0] - r[0] * r[1]).abs() < 1e-12 && e[4] < 2.1);
+        // Later rejections at position 0 take over within a few steps.
+        for _ in 0..12 {
+            a.record(4, 0);
+        }
+        assert!(a.rates(1)[0] < 0.3, "{:?}", a.rates(1));
+    }
+
+    #[test]
+    fn good_drafts_on_a_gpu_draft_the_whole_block() {
+        let mut p = DraftPolicy::new(gpu());
+        let (lengths, _) = simulate(&mut p, 200, |_, _| 0.95, 1);
+        let whole = lengths[10..].iter().filter(|&&n| n == 15).count();
+        assert!(whole > 190 * 9 / 10, "{lengths:?}");
+        assert!(lengths.iter().all(|&n| n >= 7), "{lengths:?}");
+    }
+
+    #[test]
+    fn rejected_drafts_give_ar_steps_with_rare_probes() {
+        let mut p = DraftPolicy::new(gpu());
+        let (lengths, rate) = simulate(&mut p, 2000, |_, _| 0.0, 2);
+        let drafting = lengths[20..].iter().filter(|&&n| n > 0).count();
+        // The probes cost at most about PROBE_SHARE of the time.
+        assert!(
+            drafting > 0 && drafting < 2000 / 40,
+            "{drafting} drafting steps"
+        );
+        assert!(rate > 0.97, "{rate} tokens per AR step's cost");
+        // The cheapest probe that could pay: 2 rows cost more than 2 AR steps.
+        assert!(
+            lengths[20..].iter().all(|&n| n == 0 || n == 3),
+            "{lengths:?}"
+        );
+    }
+
+    #[test]
+    fn short_acceptance_runs_give_short_drafts() {
+        // Drafts 0 and 1 are accepted, 2 never: 2 or 3 drafts (rows 4) win.
+        let mut p = DraftPolicy::new(gpu());
+        let (lengths, _) = simulate(&mut p, 100, |_, i| if i < 2 { 0.98 } else { 0.0 }, 3);
+        let tail = &lengths[30..];
+        assert!(
+            tail.iter().filter(|&&n| n == 3).count() > tail.len() * 8 / 10,
+            "{lengths:?}"
+        );
+    }
+
+    #[test]
+    fn a_stretch_of_rejections_then_acceptances_is_followed() {
+        let mut p = DraftPolicy::new(gpu());
+        let accept = |s: usize, _| if (200..400).contains(&s) { 0.0 } else { 0.95 };
+        let (lengths, _) = simulate(&mut p, 1200, accept, 4);
+        assert!(lengths[150..200].iter().all(|&n| n == 15));
+        assert!(lengths[230..400].iter().filter(|&&n| n == 0).count() > 150);
+        // The probes find the good drafts again.
+        let tail = &lengths[1000..];
+        assert!(tail.iter().all(|&n| n >= 3), "{:?}", &lengths[400..]);
+        assert!(tail.iter().filter(|&&n| n == 15).count() > tail.len() * 8 / 10);
+    }
+
+    #[test]
+    fn a_device_where_drafts_cannot_pay_runs_ar_only() {
+        // A CPU-like device: each row of a step costs more than a one-token
+        // step. Even drafts that are always accepted lose, so none is tried.
+        let c = costs(|r| if r == 1 { 2.0 } else { 2.2 * r as f64 }, 16);
+        let mut p = DraftPolicy::new(c);
+        let (lengths, rate) = simulate(&mut p, 500, |_, _| 1.0, 5);
+        assert_eq!(rate, 0.5);
+        assert!(lengths.iter().all(|&n| n == 0), "{lengths:?}");
+    }
+
+    #[test]
+    fn the_draft_limit_is_respected() {
+        let mut p = DraftPolicy::new(gpu());
+        for max in [0, 1, 2, 5, 15] {
+            for _ in 0..20 {
+                let c = p.choose(max, 0);
+                assert!(c.drafts <= max && c.rows > c.drafts, "{c:?} at max {max}");
+                p.report(c, 0, c.drafts, None);
+            }
+        }
+        // Costs without an AR step: AR only (nothing to compare with).
+        let mut q = DraftPolicy::new(StepCosts::from_samples(&[(4, 0, 1.0)]));
+        assert_eq!(q.choose(3, 0), Choice { drafts: 0, rows: 1 });
+    }
+}
