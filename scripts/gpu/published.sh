@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (after scripts/gpu/prepare.sh here, carrying
+# gpu-carry.tar.xz), as one device call: the published Orthrus-Qwen3-1.7B
+# configuration (block 32; random weights, so drafts are rarely accepted) as
+# Q4_K_M --split, against llama.cpp's llama_* code on the same base file:
+#   - bench: ar, orthrus (--draft-max 15, then 31) and auto, with the pass
+#     and step costs of every draft length auto's graphs serve (step_7,
+#     step_15, step_31, ...), after 512-token prompts and after an 8K one;
+#   - the bundled trained model (real acceptance): ar, orthrus and auto.
+# Results go to $OUT as JSON, one file a run.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/gpu/start.sh
+work=/tmp/orthrus-published; mkdir -p "$work"
+name=Orthrus-Qwen3-1.7B
+m=$work/$name-q4_k_m.gguf; h=$work/$name-q4_k_m.head.gguf
+python3 models/make_fixtures.py published "$name" "$work/$name" > "$work/fixture.txt" 2>&1 \
+    || { tail -5 "$work/fixture.txt"; exit 1; }
+"$bin/orthrus-convert" "$work/$name" -o "$m" --type q4_k_m --split > "$work/convert.txt" 2>&1 \
+    || { tail -5 "$work/convert.txt"; exit 1; }
+wait_for_cuda
+run() { # NAME ARGS...: one JSON result, its stderr's tail on failure
+    local out=$1; shift
+    "$@" > "$OUT/$out.json" 2> "$work/$out.err" || { echo "$out failed:"; tail -5 "$work/$out.err"; }
+}
+run llama-q4_k_m "$bin/llama_bench" "$m" 3
+run bench-d15 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 15 --json
+run bench-d31 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 31 --json
+run bench-8k "$bin/orthrus" bench -m "$m" --head "$h" -c 8704 --random-prompt-len 8192 --random-prompts 1 -n 64 --draft-max 15 --json
+run bench-tiny "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+    --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
+python3 - "$OUT" <<'EOF'
+import json, sys, pathlib
+out = pathlib.Path(sys.argv[1])
+for f in sorted(out.glob("*.json")):
+    try:
+        d = json.loads(f.read_text())
+    except ValueError:
+        print(f.name, "unreadable"); continue
+    if "results" not in d:
+        print(f.name, json.dumps(d)); continue
+    modes = {r["mode"]: round(r["generation_tokens_per_second"], 1) for r in d["results"]}
+    p = d.get("pass_ms") or {}
+    steps = {k: v for k, v in p.items() if k.startswith("step_") or k == "ar_1"}
+    print(f.name, "gen tok/s", modes, "ms", steps)
+EOF
