@@ -6,9 +6,11 @@
 //! - [`recipe`]: the ggml type of each tensor for a file type.
 //! - [`names`] and [`metadata`]: what the GGUF file calls things.
 //! - [`convert`]: the streaming pipeline.
+//! - [`files`]: only regular files read, side files size-limited, inputs never overwritten.
 
 pub mod convert;
 pub mod error;
+pub mod files;
 pub mod hf;
 pub mod metadata;
 pub mod names;
