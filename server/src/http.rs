@@ -342,10 +342,14 @@ impl Server {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
+        let mut body = req.into_body();
         if declared.is_some_and(|n| n > max as u64) {
+            // Answered at once; the body is read and dropped for a short
+            // while so that a client still sending reads the 413 rather
+            // than a reset connection.
+            tokio::spawn(linger(body, max));
             return Err(too_large());
         }
-        let mut body = req.into_body();
         let read = async {
             let mut bytes = Vec::new();
             let mut held = self.gates.body_room(declared.unwrap_or(0) as usize).await?;
@@ -355,6 +359,7 @@ impl Server {
                 })?;
                 if let Ok(data) = frame.into_data() {
                     if bytes.len() + data.len() > max {
+                        tokio::spawn(linger(body, max));
                         return Err(too_large());
                     }
                     let need = (bytes.len() + data.len()).saturating_sub(held.num_permits());
@@ -621,6 +626,21 @@ impl Server {
             }
         }
     }
+}
+
+/// Reads and drops what is left of a refused body, for at most 2 s and
+/// 4 times `limit` bytes, after its 413 has been sent.
+async fn linger(mut body: Incoming, limit: usize) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit.saturating_mul(4) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// The log note of a finished generation.
