@@ -185,6 +185,9 @@ pub fn convert(opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec
     } else {
         vec![(FileRole::Whole, opts.output.clone(), planned)]
     };
+    for (_, path, _) in &groups {
+        crate::files::check_output(&opts.input, &ck.paths(), path)?;
+    }
     let mut outputs = Vec::new();
     for (role, path, tensors) in groups {
         let kv = metadata::build(&cfg, &tok, opts.file_type, &name, role);

@@ -6,11 +6,13 @@
 //! - [`recipe`]: the ggml type of each tensor for a file type.
 //! - [`names`] and [`metadata`]: what the GGUF file calls things.
 //! - [`convert`]: the streaming pipeline.
+//! - [`files`]: only regular files read, side files size-limited, inputs never overwritten.
 
 #![forbid(unsafe_code)]
 
 pub mod convert;
 pub mod error;
+pub mod files;
 pub mod hf;
 pub mod metadata;
 pub mod names;

@@ -222,10 +222,10 @@ impl Tokenizer {
         }
     }
 
-    /// The ids of a prompt: [`Self::encode`], after BOS when the file asks
+    /// The ids of a prompt: [`Self::encode_long`], after BOS when the file asks
     /// for it and the text does not already start with it.
     pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let ids = self.encode(text)?;
+        let ids = self.encode_long(text)?;
         Ok(match self.bos_prefix {
             Some(bos) if ids.first() != Some(&bos) => std::iter::once(bos).chain(ids).collect(),
             _ => ids,
@@ -380,4 +380,87 @@ impl<'t> TextStream<'t> {
     pub fn text(&self) -> &str {
         &self.text
     }
+}
+
+/// Special tokens and plain text (chat message content is text).
+impl Tokenizer {
+    /// The strings of the special tokens (`<|im_start|>`, `<|endoftext|>`),
+    /// longest first, so that a scan takes the longest match.
+    pub fn special_tokens(&self) -> Vec<String> {
+        let mut s: Vec<String> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special && !t.content.is_empty())
+            .map(|t| t.content)
+            .collect();
+        s.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+        s.dedup();
+        s
+    }
+
+    /// A copy that tokenizes special-token strings in its input as plain
+    /// text (other added tokens, like `<think>`, are still matched).
+    pub fn text_only(&self) -> Tokenizer {
+        let mut inner = self.inner.clone();
+        inner.set_encode_special_tokens(true);
+        Tokenizer { inner }
+    }
+}
+
+/// Long text is tokenized in pieces of about this many bytes.
+pub const ENCODE_PIECE: usize = 64 << 10;
+
+/// A piece with no split point longer than this is refused.
+pub const MAX_UNSPLIT: usize = 1 << 20;
+
+impl Tokenizer {
+    /// Token ids of `text`, as [`encode`](Self::encode) gives them, with
+    /// memory bounded by the piece size rather than the text's: `tokenizers`
+    /// holds hundreds of bytes per input byte while it works (a 4 MB text
+    /// takes over 1 GB). Text is cut only before a space that follows a
+    /// letter and precedes one, where Qwen's pre-tokenizer always splits, so
+    /// the ids are the same; a stretch of over [`MAX_UNSPLIT`] bytes with no
+    /// such point is refused.
+    pub fn encode_long(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let mut ids = Vec::new();
+        let mut rest = text;
+        while rest.len() > ENCODE_PIECE {
+            let Some(cut) = split_point(rest, ENCODE_PIECE) else {
+                return Err(EngineError::Tokenizer(format!(
+                    "the text has a stretch of over {MAX_UNSPLIT} bytes without a word break"
+                )));
+            };
+            ids.extend(self.encode(&rest[..cut])?);
+            rest = &rest[cut..];
+        }
+        ids.extend(self.encode(rest)?);
+        Ok(ids)
+    }
+}
+
+/// The first byte index at or after `from` (and within [`MAX_UNSPLIT`])
+/// that is a space between two letters, if `text` has one.
+fn split_point(text: &str, from: usize) -> Option<usize> {
+    let mut start = from;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    let end = text.len().min(from + MAX_UNSPLIT);
+    let mut prev = text[..start].chars().next_back()?;
+    let mut chars = text[start..].char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if start + i > end {
+            return None;
+        }
+        if c == ' ' && prev.is_alphabetic() {
+            if let Some(&(_, next)) = chars.peek() {
+                if next.is_alphabetic() {
+                    return Some(start + i);
+                }
+            }
+        }
+        prev = c;
+    }
+    None
 }

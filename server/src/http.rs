@@ -7,18 +7,24 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{
+    HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CONTENT_LENGTH, CONTENT_TYPE, ORIGIN,
+    VARY,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use orthrus_engine::chat::ChatTemplate;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use orthrus_engine::chat::{encode_chat, ChatTemplate};
+use orthrus_engine::tokenizer::Tokenizer;
+use orthrus_engine::EngineError;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -29,6 +35,10 @@ use crate::api::{
     Settings, TokenizeRequest,
 };
 use crate::error::ApiError;
+use crate::guard::{
+    bearer, cors_origin, is_json, same_key, unauthorized, unsupported_media_type, Gates, Limits,
+    SendDeadline,
+};
 use crate::metrics::Metrics;
 use crate::worker::{Event, Job, ModelInfo, Outcome};
 
@@ -37,15 +47,19 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 /// Everything a request handler needs; shared by all connections.
 pub struct Server {
     pub info: ModelInfo,
-    pub template: Option<ChatTemplate>,
+    /// The chat template, or why it cannot be used (only chat requests fail).
+    pub template: Option<Result<Arc<ChatTemplate>, String>>,
+    /// The tokenizer for chat message content, which reads special-token
+    /// strings as text; `None` with `--parse-special`.
+    text_tokenizer: Option<Arc<Tokenizer>>,
     /// The model name clients use (`model` in requests must be this or the file name).
     pub alias: String,
     pub file_name: String,
     pub api_key: Option<String>,
     pub jobs: mpsc::Sender<Job>,
     pub metrics: Arc<Metrics>,
-    /// Largest request body, in bytes.
-    pub max_body: usize,
+    pub limits: Limits,
+    gates: Gates,
     pub started: u64,
     requests: AtomicU64,
 }
@@ -80,6 +94,31 @@ fn error_response(e: &ApiError) -> Response<Body> {
     r
 }
 
+/// The answer to a connection over `--max-connections`.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 113\r\n\r\n{\"error\":{\"message\":\"too many open connections; retry later\",\"type\":\"server_busy\",\"code\":\"too_many_connections\"}}";
+
+/// The answer to a CORS preflight (`OPTIONS`) when `--cors` is set; it
+/// allows the request only if the origin is the one allowed.
+fn preflight(allow_origin: Option<&str>) -> Response<Body> {
+    let mut r = full(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
+    if allow_origin.is_some() {
+        let h = r.headers_mut();
+        h.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST"),
+        );
+        h.insert(
+            ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type"),
+        );
+        h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    }
+    r
+}
+
+/// Bodies up to this size are parsed on the async thread.
+const INLINE_PARSE: usize = 64 << 10;
+
 /// Paths that answer without the API key.
 const PUBLIC: [&str; 2] = ["/health", "/v1/health"];
 
@@ -92,22 +131,27 @@ impl Server {
         api_key: Option<String>,
         jobs: mpsc::Sender<Job>,
         metrics: Arc<Metrics>,
-        max_body: usize,
+        limits: Limits,
+        parse_special: bool,
     ) -> anyhow::Result<Server> {
-        let template = info
-            .chat_template
-            .as_deref()
-            .map(ChatTemplate::new)
-            .transpose()?;
+        let template = info.chat_template.as_deref().map(|t| {
+            ChatTemplate::new(t).map(Arc::new).map_err(|e| {
+                eprintln!("orthrus-server: {e}; chat requests will be refused");
+                e.to_string()
+            })
+        });
+        let text_tokenizer = (!parse_special).then(|| Arc::new(info.tokenizer.text_only()));
         Ok(Server {
             info,
             template,
+            text_tokenizer,
             alias,
             file_name,
             api_key,
             jobs,
             metrics,
-            max_body,
+            gates: Gates::new(&limits),
+            limits,
             started: unix_now(),
             requests: AtomicU64::new(0),
         })
@@ -115,6 +159,7 @@ impl Server {
 
     /// Accepts connections until the listener fails.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) -> std::io::Result<()> {
+        let mut refused_note = Instant::now() - Duration::from_secs(60);
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(c) => c,
@@ -125,14 +170,31 @@ impl Server {
                     continue;
                 }
             };
+            let Ok(permit) = self.gates.connections.clone().try_acquire_owned() else {
+                // Over the cap: a short answer if the socket takes it now, then close.
+                let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+                if refused_note.elapsed() > Duration::from_secs(10) {
+                    refused_note = Instant::now();
+                    eprintln!(
+                        "connections: {} open, the most --max-connections allows; refusing more",
+                        self.limits.max_connections
+                    );
+                }
+                continue;
+            };
             let server = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
+                let io = SendDeadline::new(stream, server.limits.send_timeout);
+                let header_timeout = server.limits.header_timeout;
                 let svc = service_fn(move |req| {
                     let server = server.clone();
                     async move { Ok::<_, Infallible>(server.handle(peer, req).await) }
                 });
                 let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
+                    .serve_connection(TokioIo::new(io), svc)
                     .await;
             });
         }
@@ -142,10 +204,25 @@ impl Server {
     pub async fn handle(&self, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
         let (method, path) = (req.method().clone(), req.uri().path().to_string());
-        let (resp, note) = match self.route(req).await {
-            Ok(r) => r,
-            Err(e) => (error_response(&e), e.message.clone()),
+        let origin = req
+            .headers()
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let allow_origin = cors_origin(self.limits.cors.as_deref(), origin.as_deref());
+        let (mut resp, note) = if method == Method::OPTIONS && self.limits.cors.is_some() {
+            (preflight(allow_origin), String::new())
+        } else {
+            match self.route(req).await {
+                Ok(r) => r,
+                Err(e) => (error_response(&e), e.message.clone()),
+            }
         };
+        if let Some(o) = allow_origin.and_then(|o| HeaderValue::from_str(o).ok()) {
+            let h = resp.headers_mut();
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, o);
+            h.insert(VARY, HeaderValue::from_static("origin"));
+        }
         let status = resp.status().as_u16();
         self.metrics.response(status);
         eprintln!(
@@ -157,6 +234,11 @@ impl Server {
 
     async fn route(&self, req: Request<Incoming>) -> Handled {
         let path = req.uri().path().to_string();
+        // Before anything else, so that without the key every route, known
+        // or not, answers the same 401.
+        if !PUBLIC.contains(&path.as_str()) {
+            self.authorize(&req)?;
+        }
         let allowed = match path.as_str() {
             "/health" | "/v1/health" | "/metrics" | "/models" | "/v1/models" => Method::GET,
             "/v1/chat/completions"
@@ -174,9 +256,6 @@ impl Server {
                 ))
             }
         };
-        if !PUBLIC.contains(&path.as_str()) {
-            self.authorize(&req)?;
-        }
         if req.method() != allowed {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -184,6 +263,9 @@ impl Server {
                 format!("{path} takes {allowed}, not {}", req.method()),
             )
             .with_header("allow", allowed.as_str()));
+        }
+        if allowed == Method::POST && !is_json(req.headers()) {
+            return Err(unsupported_media_type(req.headers()));
         }
         let ok = |v: Value| Ok((json_response(&v), String::new()));
         match path.as_str() {
@@ -208,11 +290,11 @@ impl Server {
             "/models" | "/v1/models" => ok(self.models()),
             "/tokenize" => {
                 let r: TokenizeRequest = self.json(req).await?;
-                ok(self.tokenize(&r)?)
+                ok(self.tokenize(r).await?)
             }
             "/detokenize" => {
                 let r: DetokenizeRequest = self.json(req).await?;
-                ok(self.detokenize(&r)?)
+                ok(self.detokenize(r).await?)
             }
             "/v1/chat/completions" | "/chat/completions" => {
                 let r: ChatRequest = self.json(req).await?;
@@ -233,34 +315,27 @@ impl Server {
         let Some(key) = &self.api_key else {
             return Ok(());
         };
-        let given = req
-            .headers()
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        match given {
-            Some(g) if g.as_bytes() == key.as_bytes() => Ok(()),
-            Some(_) => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_api_key",
-                "invalid API key",
-            )),
-            None => Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_api_key",
-                "missing API key (send Authorization: Bearer KEY)",
-            )),
+        match bearer(req.headers()) {
+            Some(given) if same_key(given, key.as_bytes()) => Ok(()),
+            _ => Err(unauthorized()),
         }
     }
 
-    /// The body as JSON of type `T`, at most `max_body` bytes.
-    async fn json<T: DeserializeOwned>(&self, req: Request<Incoming>) -> Result<T, ApiError> {
+    /// The body as JSON of type `T`: at most `max_body` bytes, read within
+    /// the body timeout, and held within the server's body budget.
+    async fn json<T: DeserializeOwned + Send + 'static>(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<T, ApiError> {
+        let max = self.limits.max_body;
         let too_large = || {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "request_too_large",
-                format!("the request body is over {} bytes", self.max_body),
+                format!("the request body is over {max} bytes"),
             )
+            // The rest of the body is not read: the connection cannot go on.
+            .with_header("connection", "close")
         };
         let declared = req
             .headers()
@@ -268,33 +343,67 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         let mut body = req.into_body();
-        if declared.is_some_and(|n| n > self.max_body as u64) {
-            drain(&mut body, self.max_body).await;
+        if declared.is_some_and(|n| n > max as u64) {
+            // Answered at once; the body is read and dropped for a short
+            // while so that a client still sending reads the 413 rather
+            // than a reset connection.
+            tokio::spawn(linger(body, max));
             return Err(too_large());
         }
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| {
-                ApiError::invalid("bad_body", format!("could not read the request body: {e}"))
-            })?;
-            if let Ok(data) = frame.into_data() {
-                if bytes.len() + data.len() > self.max_body {
-                    drain(&mut body, self.max_body).await;
-                    return Err(too_large());
+        let read = async {
+            let mut bytes = Vec::new();
+            let mut held = self.gates.body_room(declared.unwrap_or(0) as usize).await?;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| {
+                    ApiError::invalid("bad_body", format!("could not read the request body: {e}"))
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    if bytes.len() + data.len() > max {
+                        tokio::spawn(linger(body, max));
+                        return Err(too_large());
+                    }
+                    let need = (bytes.len() + data.len()).saturating_sub(held.num_permits());
+                    if need > 0 {
+                        held.merge(self.gates.body_room(need).await?);
+                    }
+                    bytes.extend_from_slice(&data);
                 }
-                bytes.extend_from_slice(&data);
             }
+            Ok((bytes, held))
+        };
+        let (bytes, held) = tokio::time::timeout(self.limits.body_timeout, read)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request body did not arrive within {} s",
+                        self.limits.body_timeout.as_secs_f64()
+                    ),
+                )
+                .with_header("connection", "close")
+            })??;
+        let bytes_len = bytes.len();
+        let parse = move || {
+            let _held = held;
+            serde_json::from_slice(&bytes).map_err(|e| {
+                use serde_json::error::Category;
+                match e.classify() {
+                    Category::Syntax | Category::Eof => {
+                        ApiError::invalid("invalid_json", format!("malformed JSON: {e}"))
+                    }
+                    _ => ApiError::invalid("invalid_request", format!("invalid request: {e}")),
+                }
+            })
+        };
+        // Parsing a large body is CPU work (4 MB of small numbers is a
+        // million values); a small one is quicker than a thread hop.
+        if bytes_len <= INLINE_PARSE {
+            parse()
+        } else {
+            self.gates.cpu(parse).await?
         }
-        let body = bytes;
-        serde_json::from_slice(&body).map_err(|e| {
-            use serde_json::error::Category;
-            match e.classify() {
-                Category::Syntax | Category::Eof => {
-                    ApiError::invalid("invalid_json", format!("malformed JSON: {e}"))
-                }
-                _ => ApiError::invalid("invalid_request", format!("invalid request: {e}")),
-            }
-        })
     }
 
     fn check_model(&self, model: Option<&str>) -> Result<(), ApiError> {
@@ -329,33 +438,39 @@ impl Server {
         })
     }
 
-    fn tokenize(&self, r: &TokenizeRequest) -> Result<Value, ApiError> {
-        let ids = self
-            .info
-            .tokenizer
-            .encode(&r.content)
-            .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))?;
-        if !r.with_pieces {
-            return Ok(json!({ "tokens": ids }));
-        }
-        let pieces = ids
-            .iter()
-            .map(|&id| {
-                let piece = self.info.tokenizer.decode(&[id]).unwrap_or_default();
-                json!({ "id": id, "piece": piece })
+    async fn tokenize(&self, r: TokenizeRequest) -> Result<Value, ApiError> {
+        let tok = self.info.tokenizer.clone();
+        self.gates
+            .cpu(move || {
+                let ids = tok
+                    .encode_long(&r.content)
+                    .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))?;
+                if !r.with_pieces {
+                    return Ok(json!({ "tokens": ids }));
+                }
+                let pieces = ids
+                    .iter()
+                    .map(|&id| {
+                        let piece = tok.decode(&[id]).unwrap_or_default();
+                        json!({ "id": id, "piece": piece })
+                    })
+                    .collect::<Vec<_>>();
+                Ok(json!({ "tokens": pieces }))
             })
-            .collect::<Vec<_>>();
-        Ok(json!({ "tokens": pieces }))
+            .await?
     }
 
-    fn detokenize(&self, r: &DetokenizeRequest) -> Result<Value, ApiError> {
+    async fn detokenize(&self, r: DetokenizeRequest) -> Result<Value, ApiError> {
         self.check_ids(&r.tokens)?;
-        let text = self
-            .info
-            .tokenizer
-            .decode(&r.tokens)
-            .map_err(|e| ApiError::invalid("detokenize_failed", e.to_string()))?;
-        Ok(json!({ "content": text }))
+        let tok = self.info.tokenizer.clone();
+        self.gates
+            .cpu(move || {
+                let text = tok
+                    .decode(&r.tokens)
+                    .map_err(|e| ApiError::invalid("detokenize_failed", e.to_string()))?;
+                Ok(json!({ "content": text }))
+            })
+            .await?
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<(), ApiError> {
@@ -369,39 +484,73 @@ impl Server {
         }
     }
 
-    fn encode(&self, text: &str) -> Result<Vec<u32>, ApiError> {
-        self.info
-            .tokenizer
-            .encode(text)
-            .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
+    /// Tokenizes `text` on a CPU thread.
+    async fn encode(&self, text: String) -> Result<Vec<u32>, ApiError> {
+        let tok = self.info.tokenizer.clone();
+        self.gates
+            .cpu(move || {
+                tok.encode_long(&text)
+                    .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
+            })
+            .await?
     }
 
     /// A completion prompt: BOS first when the model's file asks for it.
-    fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, ApiError> {
-        self.info
-            .tokenizer
-            .encode_prompt(text)
-            .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
+    async fn encode_prompt(&self, text: String) -> Result<Vec<u32>, ApiError> {
+        let tok = self.info.tokenizer.clone();
+        self.gates
+            .cpu(move || {
+                tok.encode_prompt(&text)
+                    .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
+            })
+            .await?
     }
 
     async fn chat(&self, r: ChatRequest) -> Handled {
         self.check_model(r.model.as_deref())?;
         let messages = r.messages()?;
-        let template = self.template.as_ref().ok_or_else(|| {
-            ApiError::invalid(
-                "no_chat_template",
-                "the model has no chat template; use /v1/completions",
-            )
-        })?;
+        let template = match &self.template {
+            Some(Ok(t)) => t.clone(),
+            Some(Err(e)) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "chat_template_unusable",
+                    format!("the model's chat template cannot be used ({e}); use /v1/completions"),
+                ))
+            }
+            None => {
+                return Err(ApiError::invalid(
+                    "no_chat_template",
+                    "the model has no chat template; use /v1/completions",
+                ))
+            }
+        };
         let thinking = r
             .chat_template_kwargs
             .as_ref()
             .and_then(|k| k.enable_thinking)
             .unwrap_or(true);
-        let text = template
-            .render(&messages, true, thinking)
-            .map_err(|e| ApiError::invalid("chat_template_failed", e.to_string()))?;
-        let prompt = self.encode(&text)?;
+        let (tok, text_tok) = (self.info.tokenizer.clone(), self.text_tokenizer.clone());
+        // Rendering runs a program from the model file: off the async threads.
+        let prompt = self
+            .gates
+            .cpu(move || {
+                encode_chat(
+                    &template,
+                    &tok,
+                    text_tok.as_deref(),
+                    &messages,
+                    true,
+                    thinking,
+                )
+                .map_err(|e| match e {
+                    EngineError::Template(_) => {
+                        ApiError::invalid("chat_template_failed", e.to_string())
+                    }
+                    _ => ApiError::invalid("tokenize_failed", e.to_string()),
+                })
+            })
+            .await??;
         let settings = r.gen.check(prompt.len(), &self.info)?;
         self.generate(Endpoint::Chat, prompt, settings).await
     }
@@ -410,12 +559,12 @@ impl Server {
         self.check_model(r.model.as_deref())?;
         let prompt = match r.prompt {
             None => return Err(ApiError::invalid("missing_prompt", "prompt is required")),
-            Some(Prompt::Text(t)) => self.encode_prompt(&t)?,
+            Some(Prompt::Text(t)) => self.encode_prompt(t).await?,
             Some(Prompt::Ids(ids)) => {
                 self.check_ids(&ids)?;
                 ids
             }
-            Some(Prompt::Texts(t)) if t.len() == 1 => self.encode_prompt(&t[0])?,
+            Some(Prompt::Texts(mut t)) if t.len() == 1 => self.encode_prompt(t.remove(0)).await?,
             Some(Prompt::Texts(_)) => {
                 return Err(ApiError::invalid(
                     "unsupported_prompt",
@@ -490,17 +639,19 @@ impl Server {
     }
 }
 
-/// Reads and drops what is left of a body that is too large (up to 16 times
-/// `limit`), so that a client still sending it reads the 413 instead of a
-/// broken connection.
-async fn drain(body: &mut Incoming, limit: usize) {
-    let mut seen = 0usize;
-    while let Some(Ok(frame)) = body.frame().await {
-        seen += frame.data_ref().map_or(0, |d| d.len());
-        if seen > limit.saturating_mul(16) {
-            break;
+/// Reads and drops what is left of a refused body, for at most 2 s and
+/// 4 times `limit` bytes, after its 413 has been sent.
+async fn linger(mut body: Incoming, limit: usize) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit.saturating_mul(4) {
+                break;
+            }
         }
-    }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }
 
 /// The log note of a finished generation.

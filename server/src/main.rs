@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use orthrus_engine::options::{llama_style_args, ModelArgs};
+use orthrus_server::guard::Limits;
 use orthrus_server::http::Server;
 use orthrus_server::metrics::Metrics;
 use orthrus_server::worker;
@@ -39,6 +41,48 @@ struct Cli {
     /// Largest request body in bytes (larger ones get 413).
     #[arg(long = "max-body", default_value_t = 4 << 20)]
     max_body: usize,
+    #[command(flatten)]
+    guard: GuardArgs,
+}
+
+/// Per-client bounds and request policy.
+#[derive(clap::Args)]
+struct GuardArgs {
+    /// Seconds a connection has to send a whole request head, from its
+    /// opening or its previous answer; idle keep-alive connections close
+    /// after it too.
+    #[arg(long = "header-timeout", default_value_t = 10.0, value_parser = seconds)]
+    header_timeout: f64,
+    /// Seconds a request body has to arrive in whole (else 408).
+    #[arg(long = "body-timeout", default_value_t = 30.0, value_parser = seconds)]
+    body_timeout: f64,
+    /// Seconds a client may read nothing of its answer before it is dropped.
+    #[arg(long = "send-timeout", default_value_t = 60.0, value_parser = seconds)]
+    send_timeout: f64,
+    /// Open connections at most; more are answered 503 and closed.
+    #[arg(long = "max-connections", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    max_connections: u32,
+    /// Requests tokenized or templated at once (on their own threads).
+    #[arg(long = "cpu-threads", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
+    cpu_threads: u32,
+    /// Allow browsers on this origin (`https://app.example`, or `*` for any)
+    /// to call the API; without it no CORS headers are sent.
+    #[arg(long)]
+    cors: Option<String>,
+    /// Read special-token strings (`<|im_start|>`) in chat message content
+    /// as special tokens, as the raw prompt would; by default they are text,
+    /// so message content cannot open a turn of another role.
+    #[arg(long = "parse-special")]
+    parse_special: bool,
+}
+
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 86400.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?}: give seconds, more than 0 and at most 86400"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -75,6 +119,16 @@ fn run(cli: Cli) -> Result<()> {
         .unwrap_or_else(|| file_name.trim_end_matches(".gguf").to_string());
     let metrics = Arc::new(Metrics::default());
     let (info, jobs) = worker::start(cli.model.clone(), cli.queue_size, metrics.clone())?;
+    let g = &cli.guard;
+    let limits = Limits {
+        header_timeout: Duration::from_secs_f64(g.header_timeout),
+        body_timeout: Duration::from_secs_f64(g.body_timeout),
+        send_timeout: Duration::from_secs_f64(g.send_timeout),
+        max_connections: g.max_connections as usize,
+        cpu_threads: g.cpu_threads as usize,
+        cors: g.cors.clone(),
+        ..Limits::new(cli.max_body)
+    };
     let server = Arc::new(Server::new(
         info,
         alias,
@@ -82,7 +136,8 @@ fn run(cli: Cli) -> Result<()> {
         cli.api_key,
         jobs,
         metrics,
-        cli.max_body,
+        limits,
+        g.parse_special,
     )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

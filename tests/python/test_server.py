@@ -193,7 +193,8 @@ def test_native_routes(server):
     assert [x["piece"] for x in p["tokens"]] == ["Hello", " world"]
     # Streamed natively: content chunks, then a last one with stop and timings; no [DONE].
     c = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    c.request("POST", "/completion", body=json.dumps({"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True, "stream": True}))
+    c.request("POST", "/completion", body=json.dumps({"prompt": "Hello", "n_predict": 16, "temperature": 0, "ignore_eos": True, "stream": True}),
+              headers={"Content-Type": "application/json"})
     events = [json.loads(line[6:]) for line in c.getresponse().read().decode().splitlines() if line.startswith("data: ")]
     assert "".join(e["content"] for e in events) == r["content"]
     assert events[-1]["stop"] is True and events[-1]["timings"]["predicted_n"] == 16

@@ -11,7 +11,7 @@ use crate::error::{ConvertError, Result};
 
 /// Reads and parses a JSON file, naming the file in every error.
 pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConvertError::io(path, e))?;
+    let text = crate::files::read_text(path, crate::files::MAX_SIDE_FILE)?;
     serde_json::from_str(&text)
         .map_err(|e| ConvertError::bad_file(path, format!("invalid JSON: {e}")))
 }

@@ -118,7 +118,7 @@ impl Checkpoint {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = File::open(path).map_err(|e| ConvertError::io(path, e))?;
+        let file = crate::files::open_regular(path)?;
         let file_len = file
             .metadata()
             .map_err(|e| ConvertError::io(path, e))?
@@ -196,6 +196,11 @@ impl Checkpoint {
             ));
         }
         Ok(())
+    }
+
+    /// The paths of the weight files.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.files.iter().map(|(p, _)| p.clone()).collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&TensorEntry> {

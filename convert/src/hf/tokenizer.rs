@@ -42,7 +42,7 @@ impl TokenizerInfo {
     /// Reads the tokenizer of `dir` for an embedding of `vocab_size` rows.
     pub fn load(dir: &Path, vocab_size: u64) -> Result<TokenizerInfo> {
         let path = dir.join("tokenizer.json");
-        let json_text = std::fs::read_to_string(&path).map_err(|e| ConvertError::io(&path, e))?;
+        let json_text = crate::files::read_text(&path, crate::files::MAX_TOKENIZER_FILE)?;
         let json: Value = serde_json::from_str(&json_text)
             .map_err(|e| ConvertError::bad_file(&path, format!("invalid JSON: {e}")))?;
         let bad = |msg: String| ConvertError::bad_file(&path, msg);
