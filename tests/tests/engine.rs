@@ -617,6 +617,115 @@ fn split_base_plus_head_runs_like_the_whole_file() {
     assert!(err.contains("--head"), "{err}");
 }
 
+/// `tests/python/write_gguf.py`: fixture `name` as a `layout` file of type
+/// `ty` (f32, q8_0), written by the `gguf` package as other tools write it.
+fn gguf_py(dir: &Path, name: &str, layout: &str, ty: &str) -> PathBuf {
+    let out = dir.join(format!("{name}-{layout}-{ty}.gguf"));
+    let run = Command::new("python3")
+        .arg(repo().join("tests/python/write_gguf.py"))
+        .arg(fixture(name))
+        .arg(&out)
+        .args(["--layout", layout, "--type", ty])
+        .output()
+        .expect("python3 with numpy and gguf is needed (scripts/setup-debian.sh)");
+    assert!(
+        run.status.success(),
+        "write_gguf.py failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// One checkpoint in every layout decodes alike: our conversion (the
+/// community layout), the community layout as the llama.cpp Orthrus fork's
+/// converter writes it, our earlier layout, and a Qwen3 base as llama.cpp's
+/// converter writes it paired with our head file: the same greedy tokens,
+/// and the same drafts step by step.
+#[test]
+fn every_layout_gives_the_same_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = |m: &Path| {
+        orthrus_kernels::gguf::GgufFile::open(m)
+            .unwrap()
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap()
+    };
+    let p = GenerateParams {
+        max_tokens: 24,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    for name in FIXTURES {
+        for (ft, ty) in [(FileType::F32, "f32"), (FileType::Q8_0, "q8_0")] {
+            let cache_ty = GgmlType::F32;
+            let ours_path = gguf(dir.path(), name, ft, false);
+            assert_eq!(arch(&ours_path), "orthrus");
+            let ours = Model::load(&ours_path, &cpu()).unwrap();
+            let want = run(&ours, cache_ty, &PROMPT, &p);
+            let steps = |g: &orthrus_engine::Generation| serde_json::to_value(&g.steps).unwrap();
+            let head = orthrus_convert::convert::head_path(&gguf(dir.path(), name, ft, true));
+            let cases = [
+                ("orthrus", gguf_py(dir.path(), name, "orthrus", ty), None),
+                ("earlier", gguf_py(dir.path(), name, "earlier", ty), None),
+                (
+                    "qwen3 + head",
+                    gguf_py(dir.path(), name, "qwen3", ty),
+                    Some(head),
+                ),
+            ];
+            for (layout, path, head) in cases {
+                let expect_arch = if layout == "orthrus" {
+                    "orthrus"
+                } else {
+                    "qwen3"
+                };
+                assert_eq!(arch(&path), expect_arch, "{layout}");
+                let model = Model::load(&path, &LoadOptions { head, ..cpu() })
+                    .unwrap_or_else(|e| panic!("{name} {ty} {layout}: {e}"));
+                let (a, b) = (&model.hparams, &ours.hparams);
+                assert_eq!(
+                    (
+                        a.n_vocab,
+                        a.n_embd,
+                        a.n_layer,
+                        a.n_head,
+                        a.n_head_kv,
+                        a.head_dim,
+                        a.n_ff
+                    ),
+                    (
+                        b.n_vocab,
+                        b.n_embd,
+                        b.n_layer,
+                        b.n_head,
+                        b.n_head_kv,
+                        b.head_dim,
+                        b.n_ff
+                    ),
+                    "{name} {ty} {layout}"
+                );
+                assert_eq!(
+                    (a.rms_eps, a.rope_base, a.context_length, a.orthrus),
+                    (b.rms_eps, b.rope_base, b.context_length, b.orthrus),
+                    "{name} {ty} {layout}"
+                );
+                // The fork's file lists no end ids: llama.cpp's rule finds
+                // Qwen3's two; the others carry generation_config's list.
+                if layout == "orthrus" {
+                    assert_eq!(a.eos_ids, vec![151645, 151643], "{name} {ty} {layout}");
+                } else {
+                    assert_eq!(a.eos_ids, b.eos_ids, "{name} {ty} {layout}");
+                }
+                let got = run(&model, cache_ty, &PROMPT, &p);
+                assert_eq!(got.tokens, want.tokens, "{name} {ty} {layout}: tokens");
+                assert_eq!(steps(&got), steps(&want), "{name} {ty} {layout}: steps");
+            }
+        }
+    }
+}
+
 #[test]
 fn user_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
@@ -649,7 +758,10 @@ fn user_errors_are_clear() {
         .finish()
         .unwrap();
     let e = err(Model::load(&llama, &cpu()));
-    assert!(e.contains("neither Orthrus nor Qwen3"), "{e}");
+    assert!(
+        e.contains("neither Orthrus nor Qwen3") && e.contains("\"orthrus\""),
+        "{e}"
+    );
     let model = Model::load(&path, &cpu()).unwrap();
     let cache = KvCache::new(&model, 8, GgmlType::F32).unwrap();
     let mut s = Session::new(&model, &cache, 1, 512).unwrap();
