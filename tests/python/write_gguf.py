@@ -17,8 +17,8 @@ layouts other tools write, for the engine to load (tests/tests/engine.rs):
   no `orthrus` keys, no HF JSON): the base users pair with a `--head`.
 
 Tensors: llama.cpp's names, in the checkpoint's order; 1-D ones F32, the others F32 or
-Q8_0 (gguf's numpy quantizer), as llama.cpp's `--outtype q8_0` does and as
-orthrus-convert's q8_0 recipe does.
+Q8_0 (gguf's numpy quantizer; F16 for rows that are no whole Q8_0 blocks), as
+llama.cpp's `--outtype q8_0` does and as orthrus-convert's q8_0 recipe does.
 """
 
 from __future__ import annotations
@@ -138,6 +138,8 @@ def main() -> int:
             continue
         x = mf.load_tensor(ref)
         t = QT.F32 if x.ndim == 1 else qtype
+        if t == QT.Q8_0 and x.shape[-1] % 32:
+            t = QT.F16  # rows that are no whole Q8_0 blocks, as llama.cpp's converter does
         data = gguf.quants.quantize(x, t) if t != QT.F32 else np.ascontiguousarray(x, np.float32)
         w.add_tensor(gguf_name(hf_name), data, raw_dtype=t)
     w.write_header_to_file()

@@ -10,7 +10,7 @@ use orthrus_engine::{
     generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session, View,
 };
 use orthrus_kernels::GgmlType;
-use orthrus_tests::{convert_fixture, fixture, repo};
+use orthrus_tests::{convert_fixture, fixture, repo, BLOCK32};
 
 const FIXTURES: [&str; 2] = ["tiny-tied-bf16", "tiny-untied-f16-sharded"];
 
@@ -264,7 +264,9 @@ fn greedy_orthrus_equals_greedy_ar_and_the_reference() {
         &[1, 2, 3, 4, 5],
         &[151644, 872, 198, 9707, 30, 151645, 198],
     ];
-    for name in FIXTURES {
+    // Blocks of 8, 16 and 32 (the published models'): 40 tokens end in a
+    // padded block, every pass after the first reuses its shape's graph.
+    for name in FIXTURES.into_iter().chain([BLOCK32]) {
         for ft in [
             FileType::F32,
             FileType::F16,
@@ -515,12 +517,15 @@ fn chi_square_limit(df: usize) -> f64 {
 
 #[test]
 fn sampled_orthrus_has_the_ar_distribution() {
+    // Blocks of 8 and 32: 3-token generations draft padded blocks.
+    for name in ["tiny-tied-bf16", BLOCK32] {
+        sampled_orthrus_has_the_ar_distribution_on(name);
+    }
+}
+
+fn sampled_orthrus_has_the_ar_distribution_on(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::load(
-        &gguf(dir.path(), "tiny-tied-bf16", FileType::F32, false),
-        &cpu(),
-    )
-    .unwrap();
+    let model = Model::load(&gguf(dir.path(), name, FileType::F32, false), &cpu()).unwrap();
     let cache = KvCache::new(&model, 64, GgmlType::F32).unwrap();
     let mut s = Session::new(&model, &cache, 1, 512).unwrap();
     let n = 1000;
@@ -552,14 +557,14 @@ fn sampled_orthrus_has_the_ar_distribution() {
     assert!(df >= 5, "too few outcomes ({df}) to test anything");
     assert!(
         stat < chi_square_limit(df),
-        "orthrus vs ar: chi2 {stat:.1} with {df} df"
+        "{name}: orthrus vs ar: chi2 {stat:.1} with {df} df"
     );
     // The test has power: a different temperature is detected.
     let cold = hist(Mode::Ar, 0.5, 2_000_000);
     let (stat, df) = chi_square(&ar, &cold);
     assert!(
         stat > chi_square_limit(df),
-        "temperature 1.5 vs 0.5 not told apart: chi2 {stat:.1} ({df} df)"
+        "{name}: temperature 1.5 vs 0.5 not told apart: chi2 {stat:.1} ({df} df)"
     );
 }
 
@@ -722,6 +727,93 @@ fn every_layout_gives_the_same_greedy_tokens() {
                 assert_eq!(got.tokens, want.tokens, "{name} {ty} {layout}: tokens");
                 assert_eq!(steps(&got), steps(&want), "{name} {ty} {layout}: steps");
             }
+        }
+    }
+}
+
+/// `make_fixtures.py published NAME`: a published model's config.json (block
+/// 32, mask 151669, sharded bf16, tied but on the 8B) with 2 layers, narrow.
+fn published(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    let run = Command::new("python3")
+        .arg(repo().join("models/make_fixtures.py"))
+        .args(["published", name])
+        .arg(&out)
+        .args(["--layers", "2", "--narrow"])
+        .output()
+        .expect("python3 with numpy is needed (scripts/setup-debian.sh)");
+    assert!(
+        run.status.success(),
+        "make_fixtures.py failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// The published configurations convert to every type and run: block 32
+/// (every pass of these 12-token generations pads its block to 32 and reuses
+/// the graph of the first), greedy Orthrus equal to greedy AR.
+#[test]
+fn published_configurations_convert_to_every_type_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, tied) in [
+        ("Orthrus-Qwen3-1.7B", true),
+        ("Orthrus-Qwen3-4B", true),
+        ("Orthrus-Qwen3-8B", false),
+    ] {
+        let hf = published(dir.path(), name);
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (
+                &cfg["model_type"],
+                &cfg["architectures"][0],
+                &cfg["torch_dtype"]
+            ),
+            (&"orthrus".into(), &"OrthrusLM".into(), &"bfloat16".into())
+        );
+        assert!(hf.join("model.safetensors.index.json").exists());
+        for ft in FileType::ALL {
+            let path = dir.path().join(format!("{name}-{ft:?}.gguf"));
+            let opts = orthrus_convert::Options {
+                input: hf.clone(),
+                output: path.clone(),
+                file_type: ft,
+                head_type: None,
+                split: false,
+                name: None,
+            };
+            orthrus_convert::convert(&opts, &mut |_, _| {}).unwrap();
+            let file = orthrus_kernels::gguf::GgufFile::open(&path).unwrap();
+            assert_eq!(file.tensor("output.weight").is_none(), tied, "{name}");
+            drop(file);
+            let model = Model::load(&path, &cpu()).unwrap();
+            let o = model.hparams.orthrus.unwrap();
+            assert_eq!((o.block_size, o.mask_token), (32, 151669), "{name}");
+            let cache_ty = if ft == FileType::F32 {
+                GgmlType::F32
+            } else {
+                GgmlType::F16
+            };
+            let p = GenerateParams {
+                max_tokens: 12,
+                ignore_eos: true,
+                ..Default::default()
+            };
+            let ar = run(
+                &model,
+                cache_ty,
+                &PROMPT,
+                &GenerateParams {
+                    mode: Mode::Ar,
+                    ..p.clone()
+                },
+            );
+            let or = run(&model, cache_ty, &PROMPT, &p);
+            assert_eq!(ar.tokens.len(), 12);
+            assert_eq!(or.tokens, ar.tokens, "{name} {ft:?}");
+            std::fs::remove_file(&path).unwrap();
         }
     }
 }
