@@ -2,7 +2,7 @@
 """Write a GGUF file from a HF checkpoint with the `gguf` package, in one of the
 layouts other tools write, for the engine to load (tests/tests/engine.rs):
 
-    write_gguf.py HF_DIR OUT.gguf --layout {orthrus,earlier,qwen3} --type {f32,q8_0}
+    write_gguf.py HF_DIR OUT.gguf --layout {orthrus,earlier,qwen3} --type {f32,q8_0} [--head]
 
 - orthrus: the community layout, as the llama.cpp Orthrus fork's
   convert_hf_to_gguf.py writes it (its OrthrusModel class, gguf-py's key list):
@@ -15,6 +15,9 @@ layouts other tools write, for the engine to load (tests/tests/engine.rs):
   `orthrus.eos_token_ids` and the HF tokenizer JSON.
 - qwen3: a plain Qwen3 file as llama.cpp's converter writes one (the AR view only,
   no `orthrus` keys, no HF JSON): the base users pair with a `--head`.
+
+--head writes a head file of the layout instead (`general.type = orthrus-head`, the
+`_diff` tensors only, no tokenizer), as orthrus-convert --split wrote them.
 
 Tensors: llama.cpp's names, in the checkpoint's order; 1-D ones F32, the others F32 or
 Q8_0 (gguf's numpy quantizer; F16 for rows that are no whole Q8_0 blocks), as
@@ -89,7 +92,10 @@ def main() -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--layout", choices=["orthrus", "earlier", "qwen3"], required=True)
     p.add_argument("--type", choices=sorted(TYPES), default="f32")
+    p.add_argument("--head", action="store_true", help="a head file: the diffusion view alone")
     a = p.parse_args()
+    if a.head and a.layout == "qwen3":
+        p.error("a qwen3 file has no diffusion view to put in a head file")
     cfg = json.loads((a.hf_dir / "config.json").read_text())
     gen_path = a.hf_dir / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.exists() else {}
@@ -101,7 +107,7 @@ def main() -> int:
 
     w = gguf.GGUFWriter(a.out, arch)
     keys = [
-        ("general.type", VT.STRING, "model", None),
+        ("general.type", VT.STRING, "orthrus-head" if a.head else "model", None),
         ("general.name", VT.STRING, a.hf_dir.name, None),
         ("general.file_type", VT.UINT32, ftype, None),
         ("general.quantization_version", VT.UINT32, 2, None),
@@ -116,7 +122,8 @@ def main() -> int:
         (f"{arch}.rope.freq_base", VT.FLOAT32, float(theta), None),
         (f"{arch}.attention.layer_norm_rms_epsilon", VT.FLOAT32, cfg["rms_norm_eps"], None),
     ]
-    keys += tokenizer_keys(a.hf_dir, cfg)
+    if not a.head:
+        keys += tokenizer_keys(a.hf_dir, cfg)
     if a.layout == "orthrus":
         keys += [
             ("orthrus.diffusion.block_size", VT.UINT32, cfg["block_size"], None),
@@ -124,8 +131,9 @@ def main() -> int:
         ]
     elif a.layout == "earlier":
         eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
+        if not a.head:
+            keys.append(("tokenizer.huggingface.json", VT.STRING, (a.hf_dir / "tokenizer.json").read_text(), None))
         keys += [
-            ("tokenizer.huggingface.json", VT.STRING, (a.hf_dir / "tokenizer.json").read_text(), None),
             ("orthrus.block_size", VT.UINT32, cfg["block_size"], None),
             ("orthrus.mask_token_id", VT.UINT32, cfg["mask_token_id"], None),
             ("orthrus.eos_token_ids", VT.ARRAY, eos if isinstance(eos, list) else [eos], VT.UINT32),
@@ -134,7 +142,8 @@ def main() -> int:
         w.add_key_value(name, value, vtype, sub_type=sub)
 
     for hf_name, ref in mf.read_checkpoint(a.hf_dir).items():
-        if a.layout == "qwen3" and hf_name.endswith("_diff.weight"):
+        diff = hf_name.endswith("_diff.weight")
+        if (a.layout == "qwen3" and diff) or (a.head and not diff):
             continue
         x = mf.load_tensor(ref)
         t = QT.F32 if x.ndim == 1 else qtype

@@ -622,15 +622,18 @@ fn split_base_plus_head_runs_like_the_whole_file() {
     assert!(err.contains("--head"), "{err}");
 }
 
-/// `tests/python/write_gguf.py`: fixture `name` as a `layout` file of type
-/// `ty` (f32, q8_0), written by the `gguf` package as other tools write it.
+/// `tests/python/write_gguf.py`: fixture `name` as a `layout` file (or
+/// `"<layout> head"`: its head file) of type `ty` (f32, q8_0), written by the
+/// `gguf` package as other tools write it.
 fn gguf_py(dir: &Path, name: &str, layout: &str, ty: &str) -> PathBuf {
-    let out = dir.join(format!("{name}-{layout}-{ty}.gguf"));
+    let head = layout.strip_suffix(" head");
+    let out = dir.join(format!("{name}-{layout}-{ty}.gguf").replace(' ', "-"));
     let run = Command::new("python3")
         .arg(repo().join("tests/python/write_gguf.py"))
         .arg(fixture(name))
         .arg(&out)
-        .args(["--layout", layout, "--type", ty])
+        .args(["--layout", head.unwrap_or(layout), "--type", ty])
+        .args(head.map(|_| "--head"))
         .output()
         .expect("python3 with numpy and gguf is needed (scripts/setup-debian.sh)");
     assert!(
@@ -644,8 +647,8 @@ fn gguf_py(dir: &Path, name: &str, layout: &str, ty: &str) -> PathBuf {
 /// One checkpoint in every layout decodes alike: our conversion (the
 /// community layout), the community layout as the llama.cpp Orthrus fork's
 /// converter writes it, our earlier layout, and a Qwen3 base as llama.cpp's
-/// converter writes it paired with our head file: the same greedy tokens,
-/// and the same drafts step by step.
+/// converter writes it paired with our head file and with a head file of our
+/// earlier layout: the same greedy tokens, and the same drafts step by step.
 #[test]
 fn every_layout_gives_the_same_greedy_tokens() {
     let dir = tempfile::tempdir().unwrap();
@@ -678,6 +681,11 @@ fn every_layout_gives_the_same_greedy_tokens() {
                     "qwen3 + head",
                     gguf_py(dir.path(), name, "qwen3", ty),
                     Some(head),
+                ),
+                (
+                    "qwen3 + earlier head",
+                    gguf_py(dir.path(), name, "qwen3", ty),
+                    Some(gguf_py(dir.path(), name, "earlier head", ty)),
                 ),
             ];
             for (layout, path, head) in cases {
