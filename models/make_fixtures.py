@@ -19,6 +19,14 @@ Commands:
     make_fixtures.py custom OUT_DIR --hidden H --heads N ... (see --help)
     make_fixtures.py preset {qwen3-0.6b,qwen3-1.7b,qwen3-8b} OUT_DIR
         real sizes (4.1 GB / 18 GB with the diffusion view), sharded at 4 GB like HF
+    make_fixtures.py published {Orthrus-Qwen3-1.7B,Orthrus-Qwen3-4B,Orthrus-Qwen3-8B} OUT_DIR
+                     [--layers N] [--narrow]
+        the configuration of a published Orthrus model (chiennv/Orthrus-Qwen3-*): its
+        config.json key for key (model_type orthrus, OrthrusLM, block_size 32,
+        mask_token_id 151669, bfloat16; tied embeddings but on the 8B), sharded bf16
+        with the index, random weights; --layers keeps fewer layers, --narrow makes
+        the widths small (head_dim 128 and the query/KV head ratio kept) so tests
+        stay quick; config.json then says so and nothing else changes
 
 Values are deterministic (byte-identical on every run and machine): each tensor is
 generated in fixed row chunks, chunk c of tensor NAME from
@@ -552,6 +560,69 @@ PRESETS = {
 }
 
 
+# config.json of the published Orthrus models (chiennv/Orthrus-Qwen3-1.7B/4B/8B): the
+# Qwen3 base model's configuration plus Orthrus's fields; every key, in the file's order.
+def _published_config(hidden: int, inter: int, layers: int, heads: int, tied: bool) -> dict:
+    return {
+        "architectures": ["OrthrusLM"],
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "auto_map": {"AutoModelForCausalLM": "modeling_orthrus.OrthrusLM"},
+        "block_size": 32,
+        "bos_token_id": BOS_ID,
+        "eos_token_id": EOS_ID,
+        "head_dim": 128,
+        "hidden_act": "silu",
+        "hidden_size": hidden,
+        "initializer_range": 0.02,
+        "intermediate_size": inter,
+        "mask_token_id": UNUSED_ROW_MASK_ID,
+        "max_position_embeddings": MAX_POSITIONS,
+        "max_window_layers": layers,
+        "model_type": "orthrus",
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "num_key_value_heads": 8,
+        "rms_norm_eps": 1e-06,
+        "rope_scaling": None,
+        "rope_theta": ROPE_THETA,
+        "sliding_window": None,
+        "tie_word_embeddings": tied,
+        "torch_dtype": "bfloat16",
+        "transformers_version": "4.51.0",
+        "use_cache": True,
+        "use_sliding_window": False,
+        "vocab_size": QWEN3_VOCAB,
+    }
+
+
+PUBLISHED = {
+    "Orthrus-Qwen3-1.7B": _published_config(2048, 6144, 28, 16, tied=True),
+    "Orthrus-Qwen3-4B": _published_config(2560, 9728, 36, 32, tied=True),
+    "Orthrus-Qwen3-8B": _published_config(4096, 12288, 36, 32, tied=False),
+}
+# --narrow: 256 wide (whole 256-value rows, as the K quants need), head_dim 128, the
+# published query/KV head ratio, the published intermediate/hidden ratio rounded to 256.
+NARROW_HIDDEN = 256
+
+
+def published_checkpoint(name: str, layers: int | None, narrow: bool) -> tuple[dict, ModelSpec]:
+    """The config.json to write and the spec of the tensors it implies."""
+    cfg = dict(PUBLISHED[name])
+    if layers is not None:
+        cfg["num_hidden_layers"] = cfg["max_window_layers"] = layers
+    if narrow:
+        ratio = cfg["num_attention_heads"] // cfg["num_key_value_heads"]
+        inter = round(cfg["intermediate_size"] / cfg["hidden_size"] * NARROW_HIDDEN / 256) * 256
+        cfg.update(hidden_size=NARROW_HIDDEN, intermediate_size=inter, num_key_value_heads=1,
+                   num_attention_heads=ratio)
+    spec = ModelSpec(hidden=cfg["hidden_size"], heads=cfg["num_attention_heads"], kv_heads=cfg["num_key_value_heads"],
+                     head_dim=cfg["head_dim"], inter=cfg["intermediate_size"], layers=cfg["num_hidden_layers"],
+                     dtype="bf16", tied=cfg["tie_word_embeddings"], block_size=cfg["block_size"],
+                     mask_token_id=cfg["mask_token_id"], rope_form="old", eos_list=True, seed=3)
+    return cfg, spec
+
+
 def _positive(text: str) -> int:
     try:
         v = int(text)
@@ -612,6 +683,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--eos-list", action="store_true",
                    help="generation_config eos_token_id as the list [151645, 151643] instead of an int")
     _add_output_options(c)
+
+    pub = sub.add_parser("published", help="a published Orthrus model's configuration, random weights")
+    pub.add_argument("name", choices=sorted(PUBLISHED))
+    pub.add_argument("out_dir", type=Path, metavar="OUT_DIR")
+    pub.add_argument("--layers", type=_positive, default=None, help="keep this many layers")
+    pub.add_argument("--narrow", action="store_true", help="256 wide, 2-4 heads of 128 (see the module doc)")
+    pub.add_argument("--shards", type=_positive, default=2, help="safetensors shards (default 2)")
+    pub.add_argument("--tokenizer-dir", type=Path, default=DEFAULT_TOKENIZER_DIR,
+                     help=f"where tokenizer.json and tokenizer_config.json are (default {DEFAULT_TOKENIZER_DIR})")
 
     p = sub.add_parser("preset", help="a real-size random checkpoint (sharded at 4 GB)")
     p.add_argument("preset", choices=sorted(PRESETS))
@@ -676,6 +756,12 @@ def main(argv: list[str] | None = None) -> int:
 
     _check_tokenizer_dir(parser, a.tokenizer_dir)
     _check_out_dir(parser, a.out_dir)
+    if a.command == "published":
+        cfg, spec = published_checkpoint(a.name, a.layers, a.narrow)
+        write_checkpoint(a.out_dir, spec, n_shards=a.shards, tokenizer_dir=a.tokenizer_dir, tokenizer_mode="copy",
+                         log=log)
+        (a.out_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        return 0
     mode = "copy" if a.copy_tokenizer else "absolute"
     if a.command == "custom":
         spec = _spec_from_custom(parser, a)

@@ -1,7 +1,9 @@
-//! GGUF metadata of a converted file, in llama.cpp's keys plus `orthrus.*`.
+//! GGUF metadata of a converted file, in llama.cpp's keys: an Orthrus
+//! model or head in the community `orthrus` layout (the llama.cpp Orthrus
+//! fork's), a plain Qwen3 model or `--split` base as `qwen3`.
 
 use orthrus_kernels::gguf::GgufValue;
-use orthrus_kernels::schema::{self, keys};
+use orthrus_kernels::schema::{self, keys, Layout};
 
 use crate::hf::config::ModelConfig;
 use crate::hf::tokenizer::TokenizerInfo;
@@ -29,7 +31,15 @@ pub fn build(
     let mut put = |k: &str, v: GgufValue| kv.push((k.to_string(), v));
     let u32v = |n: u64| GgufValue::U32(n as u32);
 
-    put(keys::ARCHITECTURE, GgufValue::String(schema::ARCH.into()));
+    // Whatever carries the diffusion view is an `orthrus` file; the base of
+    // a split is plain Qwen3, which upstream llama.cpp loads.
+    let diffusion = cfg.orthrus.is_some() && role != FileRole::Base;
+    let layout = if diffusion {
+        Layout::ORTHRUS
+    } else {
+        Layout::QWEN3
+    };
+    put(keys::ARCHITECTURE, GgufValue::String(layout.arch().into()));
     let ty = if role == FileRole::Head {
         schema::TYPE_HEAD
     } else {
@@ -42,16 +52,17 @@ pub fn build(
         put(keys::QUANTIZATION_VERSION, GgufValue::U32(2));
     }
 
-    put(keys::CONTEXT_LENGTH, u32v(cfg.context_length));
-    put(keys::EMBEDDING_LENGTH, u32v(cfg.hidden_size));
-    put(keys::FEED_FORWARD_LENGTH, u32v(cfg.intermediate_size));
-    put(keys::BLOCK_COUNT, u32v(cfg.num_layers));
-    put(keys::HEAD_COUNT, u32v(cfg.num_heads));
-    put(keys::HEAD_COUNT_KV, u32v(cfg.num_kv_heads));
-    put(keys::KEY_LENGTH, u32v(cfg.head_dim));
-    put(keys::VALUE_LENGTH, u32v(cfg.head_dim));
-    put(keys::ROPE_FREQ_BASE, GgufValue::F32(cfg.rope_theta));
-    put(keys::RMS_EPS, GgufValue::F32(cfg.rms_norm_eps));
+    let hp = |suffix: &str| layout.key(suffix);
+    put(&hp(keys::CONTEXT_LENGTH), u32v(cfg.context_length));
+    put(&hp(keys::EMBEDDING_LENGTH), u32v(cfg.hidden_size));
+    put(&hp(keys::FEED_FORWARD_LENGTH), u32v(cfg.intermediate_size));
+    put(&hp(keys::BLOCK_COUNT), u32v(cfg.num_layers));
+    put(&hp(keys::HEAD_COUNT), u32v(cfg.num_heads));
+    put(&hp(keys::HEAD_COUNT_KV), u32v(cfg.num_kv_heads));
+    put(&hp(keys::KEY_LENGTH), u32v(cfg.head_dim));
+    put(&hp(keys::VALUE_LENGTH), u32v(cfg.head_dim));
+    put(&hp(keys::ROPE_FREQ_BASE), GgufValue::F32(cfg.rope_theta));
+    put(&hp(keys::RMS_EPS), GgufValue::F32(cfg.rms_norm_eps));
 
     if role != FileRole::Head {
         put(keys::TOKENIZER_MODEL, GgufValue::String("gpt2".into()));
@@ -84,9 +95,11 @@ pub fn build(
         put(keys::HF_JSON, GgufValue::String(tok.json_text.clone()));
     }
 
-    if let (Some(o), true) = (&cfg.orthrus, role != FileRole::Base) {
-        put(keys::BLOCK_SIZE, GgufValue::U32(o.block_size));
-        put(keys::MASK_TOKEN_ID, GgufValue::U32(o.mask_token_id));
+    if let (Some(o), true) = (&cfg.orthrus, diffusion) {
+        put(&layout.block_size_key(), GgufValue::U32(o.block_size));
+        put(layout.mask_token_key(), GgufValue::U32(o.mask_token_id));
+        // Ours, beside llama.cpp's keys: generation_config.json's end ids,
+        // where llama.cpp would guess them from token texts.
         put(
             keys::EOS_IDS,
             GgufValue::u32_array(cfg.eos_token_ids.iter().copied()),

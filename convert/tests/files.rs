@@ -10,7 +10,7 @@ use common::*;
 use orthrus_convert::convert::{convert, head_path, Options};
 use orthrus_convert::FileType;
 use orthrus_kernels::gguf::{GgufFile, GgufValue};
-use orthrus_kernels::schema::keys;
+use orthrus_kernels::schema::{keys, Layout};
 use orthrus_kernels::GgmlType;
 
 fn u64_key(f: &GgufFile, k: &str) -> u64 {
@@ -29,20 +29,26 @@ fn metadata_follows_llama_cpp_and_orthrus_keys() {
         FileType::Q8_0,
     ));
     let f = GgufFile::open(&out).unwrap();
+    // The community layout: every hyperparameter under `orthrus.`.
     assert_eq!(
         f.get(keys::ARCHITECTURE).and_then(GgufValue::as_str),
-        Some("qwen3")
+        Some("orthrus")
     );
+    let hp = |suffix: &str| Layout::ORTHRUS.key(suffix);
     assert_eq!(u64_key(&f, keys::FILE_TYPE), 7);
     assert_eq!(u64_key(&f, keys::QUANTIZATION_VERSION), 2);
-    assert_eq!(u64_key(&f, keys::EMBEDDING_LENGTH), 16);
-    assert_eq!(u64_key(&f, keys::BLOCK_COUNT), 3);
-    assert_eq!(u64_key(&f, keys::HEAD_COUNT), 2);
-    assert_eq!(u64_key(&f, keys::HEAD_COUNT_KV), 1);
-    assert_eq!(u64_key(&f, keys::KEY_LENGTH), 16);
-    assert_eq!(f.get(keys::ROPE_FREQ_BASE), Some(&GgufValue::F32(1e6)));
-    assert_eq!(u64_key(&f, keys::BLOCK_SIZE), 16);
-    assert_eq!(u64_key(&f, keys::MASK_TOKEN_ID), 151662);
+    assert_eq!(u64_key(&f, &hp(keys::EMBEDDING_LENGTH)), 16);
+    assert_eq!(u64_key(&f, "orthrus.block_count"), 3);
+    assert_eq!(u64_key(&f, &hp(keys::HEAD_COUNT)), 2);
+    assert_eq!(u64_key(&f, &hp(keys::HEAD_COUNT_KV)), 1);
+    assert_eq!(u64_key(&f, &hp(keys::KEY_LENGTH)), 16);
+    assert_eq!(f.get(&hp(keys::ROPE_FREQ_BASE)), Some(&GgufValue::F32(1e6)));
+    assert_eq!(u64_key(&f, "orthrus.diffusion.block_size"), 16);
+    assert_eq!(u64_key(&f, "tokenizer.ggml.mask_token_id"), 151662);
+    assert!(
+        f.metadata().iter().all(|(k, _)| !k.starts_with("qwen3.")),
+        "no qwen3.* keys in an orthrus file"
+    );
     let eos: Vec<u64> = f
         .get(keys::EOS_IDS)
         .unwrap()
@@ -121,9 +127,14 @@ fn split_writes_a_plain_base_and_a_head() {
     assert!(
         base.metadata()
             .iter()
-            .all(|(k, _)| !k.starts_with("orthrus.")),
+            .all(|(k, _)| !k.starts_with("orthrus.") && k != keys::MASK_ID),
         "base is plain Qwen3"
     );
+    assert_eq!(
+        base.get(keys::ARCHITECTURE).and_then(GgufValue::as_str),
+        Some("qwen3")
+    );
+    assert_eq!(u64_key(&base, "qwen3.block_count"), 2);
     assert_eq!(base.tensors().len(), 1 + 2 * 11 + 1);
     assert_eq!(head.tensors().len(), 2 * 6);
     assert!(head.tensors().iter().all(|t| t.name.contains("_diff")));
@@ -132,8 +143,13 @@ fn split_writes_a_plain_base_and_a_head() {
         head.get(keys::TYPE).and_then(GgufValue::as_str),
         Some("orthrus-head")
     );
-    assert_eq!(u64_key(&head, keys::BLOCK_SIZE), 8);
-    assert_eq!(u64_key(&head, keys::BLOCK_COUNT), 2);
+    assert_eq!(
+        head.get(keys::ARCHITECTURE).and_then(GgufValue::as_str),
+        Some("orthrus")
+    );
+    assert_eq!(u64_key(&head, "orthrus.diffusion.block_size"), 8);
+    assert_eq!(u64_key(&head, keys::MASK_ID), 151669);
+    assert_eq!(u64_key(&head, "orthrus.block_count"), 2);
     let q = head.tensor("blk.0.attn_q_diff.weight").unwrap();
     assert_eq!(
         q.ty,
@@ -174,7 +190,11 @@ fn plain_qwen3_becomes_an_ar_only_file() {
     run(&options(&dir, &out, FileType::F16));
     let f = GgufFile::open(&out).unwrap();
     assert!(f.tensors().iter().all(|t| !t.name.contains("_diff")));
-    assert!(f.get(keys::BLOCK_SIZE).is_none());
+    assert_eq!(
+        f.get(keys::ARCHITECTURE).and_then(GgufValue::as_str),
+        Some("qwen3")
+    );
+    assert!(f.get("qwen3.diffusion.block_size").is_none() && f.get(keys::MASK_ID).is_none());
     let mut split = options(&dir, &out, FileType::F16);
     split.split = true;
     let err = convert(&split, &mut |_, _| {}).unwrap_err().to_string();
@@ -320,8 +340,8 @@ fn cli_converts_prints_info_and_reports_errors_in_one_line() {
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success());
     for needle in [
-        "qwen3.attention.head_count",
-        "orthrus.block_size",
+        "orthrus.attention.head_count",
+        "orthrus.diffusion.block_size",
         "blk.1.attn_v_diff.weight",
         "q8_0",
         "f32",
@@ -389,10 +409,11 @@ fn failed_write_leaves_the_output_untouched() {
     assert_eq!(stray_files(tmp.path(), &["m.gguf"]), Vec::<String>::new());
 }
 
-/// The bundled trained model is what its committed HF checkpoint converts to,
-/// byte for byte (and that checkpoint, a real trained model with its own
-/// tokenizer, 4160 embedding rows and the mask token past the tokenizer,
-/// converts at every type).
+/// The bundled trained model, a file of our earlier layout, is what its
+/// committed HF checkpoint converts to: the same tensors byte for byte, the
+/// same metadata once each key is renamed to the community layout (and that
+/// checkpoint, a real trained model with its own tokenizer, 4160 embedding
+/// rows and the mask token past the tokenizer, converts at every type).
 #[test]
 fn the_bundled_model_is_its_checkpoint_converted() {
     let tmp = tempfile::tempdir().unwrap();
@@ -402,15 +423,46 @@ fn the_bundled_model_is_its_checkpoint_converted() {
         name: Some("tiny-orthrus".into()),
         ..options(&hf, &out, FileType::Q8_0)
     });
-    let bundled = repo().join("models/tiny-orthrus/tiny-orthrus-q8_0.gguf");
-    assert!(
-        std::fs::read(&out).unwrap() == std::fs::read(&bundled).unwrap(),
-        "converting {} to q8_0 does not give {}",
-        hf.display(),
-        bundled.display()
-    );
+    let bundled =
+        GgufFile::open(&repo().join("models/tiny-orthrus/tiny-orthrus-q8_0.gguf")).unwrap();
     let f = GgufFile::open(&out).unwrap();
-    assert_eq!(u64_key(&f, keys::MASK_TOKEN_ID), 4096);
+    // Our earlier layout's name of each key of the community layout.
+    let earlier = |k: &str| -> String {
+        match k {
+            keys::ARCHITECTURE => k.into(),
+            "orthrus.diffusion.block_size" => keys::LEGACY_BLOCK_SIZE.into(),
+            keys::MASK_ID => keys::LEGACY_MASK_TOKEN_ID.into(),
+            keys::EOS_IDS => k.into(),
+            _ => match k.strip_prefix("orthrus.") {
+                Some(suffix) => Layout::QWEN3.key(suffix),
+                None => k.into(),
+            },
+        }
+    };
+    let renamed: Vec<(String, &GgufValue)> =
+        f.metadata().iter().map(|(k, v)| (earlier(k), v)).collect();
+    let old: Vec<(String, &GgufValue)> = bundled
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v))
+        .collect();
+    let differ: Vec<&String> = renamed
+        .iter()
+        .filter(|kv| !old.contains(kv))
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(differ, vec![keys::ARCHITECTURE], "keys that differ");
+    assert_eq!(renamed.len(), old.len());
+    assert_eq!(
+        bundled.get(keys::ARCHITECTURE).and_then(GgufValue::as_str),
+        Some("qwen3")
+    );
+    assert_eq!(f.tensors().len(), bundled.tensors().len());
+    for (a, b) in f.tensors().iter().zip(bundled.tensors()) {
+        assert_eq!((&a.name, a.ty, &a.dims), (&b.name, b.ty, &b.dims));
+        assert!(f.tensor_data(a) == bundled.tensor_data(b), "{}", a.name);
+    }
+    assert_eq!(u64_key(&f, keys::MASK_ID), 4096);
     for ft in [FileType::F32, FileType::BF16, FileType::Q4_K_M] {
         run(&options(&hf, &tmp.path().join(format!("{ft:?}.gguf")), ft));
     }

@@ -1,7 +1,7 @@
 //! Model hyperparameters, read from GGUF metadata.
 
 use orthrus_kernels::gguf::GgufFile;
-use orthrus_kernels::schema::{keys, ARCH, TYPE_HEAD};
+use orthrus_kernels::schema::{keys, Layout, EOG_TEXTS, TYPE_HEAD};
 
 use crate::EngineError;
 
@@ -45,20 +45,59 @@ fn float(file: &GgufFile, key: &str, path: &str) -> Result<f32, EngineError> {
         .ok_or_else(|| EngineError::Model(format!("{path}: key {key} is not a number")))
 }
 
+/// The ids that end generation, and whether the file lists them itself
+/// (`orthrus.eos_token_ids`, written by this project) rather than leaving
+/// them to be derived as llama.cpp does: its EOS/EOT/EOM ids plus the
+/// tokens whose text is one of [`EOG_TEXTS`].
+pub(crate) fn eos_ids(file: &GgufFile) -> (Vec<u32>, bool) {
+    let listed = file.get(keys::EOS_IDS).and_then(|v| v.as_array());
+    let mut ids: Vec<u32> = listed
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_u64())
+        .map(|v| v as u32)
+        .collect();
+    let mut add = |id: u32| {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    };
+    if let Some(id) = file.get(keys::EOS_ID).and_then(|v| v.as_u64()) {
+        add(id as u32);
+    }
+    if listed.is_none() {
+        for key in [keys::EOT_ID, keys::EOM_ID] {
+            if let Some(id) = file.get(key).and_then(|v| v.as_u64()) {
+                add(id as u32);
+            }
+        }
+        let tokens = file.get(keys::TOKENS).and_then(|v| v.as_array());
+        for (id, t) in tokens.into_iter().flatten().enumerate() {
+            if t.as_str().is_some_and(|t| EOG_TEXTS.contains(&t)) {
+                add(id as u32);
+            }
+        }
+    }
+    (ids, listed.is_some())
+}
+
 impl Hparams {
-    /// Reads the hyperparameters of `file` (named `path` in errors). Refuses
-    /// files that are not Qwen3-architecture models or Orthrus heads.
+    /// Reads the hyperparameters of `file` (named `path` in errors), where
+    /// its `general.architecture` says they are: `qwen3` (plain Qwen3, or
+    /// Orthrus in our earlier layout) or `orthrus` (the community layout).
     pub fn read(file: &GgufFile, path: &str) -> Result<Hparams, EngineError> {
         let arch = file
             .get(keys::ARCHITECTURE)
             .and_then(|v| v.as_str())
             .unwrap_or("(none)");
-        if arch != ARCH {
-            return Err(EngineError::Model(format!(
-                "{path}: architecture {arch:?} is neither Orthrus nor Qwen3 (expected {ARCH:?})"
-            )));
-        }
-        let positive = |key: &str| -> Result<usize, EngineError> {
+        let layout = Layout::of(arch).ok_or_else(|| {
+            EngineError::Model(format!(
+                "{path}: architecture {arch:?} is neither Orthrus nor Qwen3 (expected {:?} or {:?})",
+                Layout::ORTHRUS.arch(),
+                Layout::QWEN3.arch()
+            ))
+        })?;
+        let positive_key = |key: &str| -> Result<usize, EngineError> {
             match num(file, key, path)? {
                 0 => Err(EngineError::Model(format!("{path}: key {key} is 0"))),
                 n if n > 1 << 24 => Err(EngineError::Model(format!(
@@ -67,10 +106,11 @@ impl Hparams {
                 n => Ok(n as usize),
             }
         };
+        let positive = |suffix: &str| positive_key(&layout.key(suffix));
         let n_embd = positive(keys::EMBEDDING_LENGTH)?;
         let n_head = positive(keys::HEAD_COUNT)?;
         let n_head_kv = positive(keys::HEAD_COUNT_KV)?;
-        let head_dim = match file.get(keys::KEY_LENGTH) {
+        let head_dim = match file.get(&layout.key(keys::KEY_LENGTH)) {
             Some(_) => positive(keys::KEY_LENGTH)?,
             None => n_embd / n_head,
         };
@@ -79,28 +119,32 @@ impl Hparams {
                 "{path}: {n_head} heads cannot share {n_head_kv} KV heads, or head size {head_dim} is odd"
             )));
         }
-        let orthrus = match (file.get(keys::BLOCK_SIZE), file.get(keys::MASK_TOKEN_ID)) {
-            (Some(_), Some(_)) => Some(OrthrusParams {
-                block_size: positive(keys::BLOCK_SIZE)?,
-                mask_token: num(file, keys::MASK_TOKEN_ID, path)? as u32,
-            }),
-            _ => None,
-        };
-        let mut eos_ids: Vec<u32> = match file.get(keys::EOS_IDS).and_then(|v| v.as_array()) {
-            Some(items) => items
-                .iter()
-                .filter_map(|v| v.as_u64())
-                .map(|v| v as u32)
-                .collect(),
-            None => Vec::new(),
-        };
-        for key in [keys::EOS_ID, keys::EOT_ID, keys::EOM_ID] {
-            if let Some(id) = file.get(key).and_then(|v| v.as_u64()) {
-                if !eos_ids.contains(&(id as u32)) {
-                    eos_ids.push(id as u32);
+        let (block_key, mask_key) = (layout.block_size_key(), layout.mask_token_key());
+        let orthrus = match (file.get(&block_key), file.get(mask_key)) {
+            (Some(_), Some(_)) => {
+                let block_size = positive_key(&block_key)?;
+                if block_size < 2 {
+                    return Err(EngineError::Model(format!(
+                        "{path}: key {block_key} is {block_size}; a block holds the last token and at least one mask"
+                    )));
                 }
+                Some(OrthrusParams {
+                    block_size,
+                    mask_token: num(file, mask_key, path)? as u32,
+                })
             }
-        }
+            (None, None) if layout == Layout::ORTHRUS => {
+                return Err(EngineError::Model(format!(
+                    "{path}: architecture \"orthrus\" without {block_key} and {mask_key}"
+                )))
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(EngineError::Model(format!(
+                    "{path}: {block_key} and {mask_key} must come together"
+                )))
+            }
+            (None, None) => None,
+        };
         let n_vocab = if file.get(keys::TYPE).and_then(|v| v.as_str()) == Some(TYPE_HEAD) {
             0
         } else {
@@ -117,11 +161,11 @@ impl Hparams {
             n_head_kv,
             head_dim,
             n_ff: positive(keys::FEED_FORWARD_LENGTH)?,
-            rms_eps: float(file, keys::RMS_EPS, path)?,
-            rope_base: float(file, keys::ROPE_FREQ_BASE, path)?,
+            rms_eps: float(file, &layout.key(keys::RMS_EPS), path)?,
+            rope_base: float(file, &layout.key(keys::ROPE_FREQ_BASE), path)?,
             context_length: positive(keys::CONTEXT_LENGTH)?,
             orthrus,
-            eos_ids,
+            eos_ids: eos_ids(file).0,
         })
     }
 }

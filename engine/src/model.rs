@@ -124,7 +124,7 @@ impl Model {
                         "head {head_name} does not match {name}: head has {} layers, {} wide, {}/{} heads of {}; base has {} layers, {} wide, {}/{} heads of {}{}",
                         hh.n_layer, hh.n_embd, hh.n_head, hh.n_head_kv, hh.head_dim,
                         hp.n_layer, hp.n_embd, hp.n_head, hp.n_head_kv, hp.head_dim,
-                        if hh.orthrus.is_none() { " (and it has no orthrus.block_size)" } else { "" }
+                        if hh.orthrus.is_none() { " (and it has no block size or mask token)" } else { "" }
                     )));
                 }
                 if hp.orthrus.is_some() && file.tensor("blk.0.attn_q_diff.weight").is_some() {
@@ -133,7 +133,17 @@ impl Model {
                     )));
                 }
                 hp.orthrus = hh.orthrus;
-                if hp.eos_ids.is_empty() {
+                // A base that lists no end ids of its own (llama.cpp writes
+                // none) takes the head's list, which is the checkpoint's.
+                let (head_eos, head_listed) = crate::hparams::eos_ids(&head);
+                if head_listed && !crate::hparams::eos_ids(&file).1 {
+                    hp.eos_ids = head_eos;
+                    if let Some(id) = file.get(keys::EOS_ID).and_then(|v| v.as_u64()) {
+                        if !hp.eos_ids.contains(&(id as u32)) {
+                            hp.eos_ids.push(id as u32);
+                        }
+                    }
+                } else if hp.eos_ids.is_empty() {
                     hp.eos_ids = hh.eos_ids.clone();
                 }
                 Some((head, head_name))
@@ -188,7 +198,7 @@ impl Model {
         let has_diff = diff_file.0.tensor("blk.0.attn_q_diff.weight").is_some();
         if hp.orthrus.is_some() != has_diff {
             return Err(EngineError::Model(format!(
-                "{}: orthrus.* keys and _diff tensors must come together (keys: {}, tensors: {})",
+                "{}: the block size and mask token keys and the _diff tensors must come together (keys: {}, tensors: {})",
                 diff_file.1,
                 hp.orthrus.is_some(),
                 has_diff

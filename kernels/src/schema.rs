@@ -1,8 +1,10 @@
-//! The GGUF vocabulary of Qwen3 and Orthrus files: metadata keys and tensor
-//! names. Base names and keys are llama.cpp's, so a base file loads there; the
-//! diffusion view adds `_diff` tensors and `orthrus.*` keys (see models/README.md).
+//! The GGUF vocabulary of Qwen3 and Orthrus files: metadata keys, the two
+//! layouts of an Orthrus file, and tensor names. Base names and keys are
+//! llama.cpp's, so a base file loads there; the diffusion view adds `_diff`
+//! tensors (docs/gguf-layout.md describes both layouts).
 
-/// Metadata keys.
+/// Metadata keys. Hyperparameters live under the architecture's name
+/// (`qwen3.block_count`, `orthrus.block_count`): see [`Layout::key`].
 pub mod keys {
     pub const ARCHITECTURE: &str = "general.architecture";
     pub const TYPE: &str = "general.type";
@@ -11,16 +13,19 @@ pub mod keys {
     pub const QUANTIZATION_VERSION: &str = "general.quantization_version";
     pub const ALIGNMENT: &str = "general.alignment";
 
-    pub const CONTEXT_LENGTH: &str = "qwen3.context_length";
-    pub const EMBEDDING_LENGTH: &str = "qwen3.embedding_length";
-    pub const FEED_FORWARD_LENGTH: &str = "qwen3.feed_forward_length";
-    pub const BLOCK_COUNT: &str = "qwen3.block_count";
-    pub const HEAD_COUNT: &str = "qwen3.attention.head_count";
-    pub const HEAD_COUNT_KV: &str = "qwen3.attention.head_count_kv";
-    pub const KEY_LENGTH: &str = "qwen3.attention.key_length";
-    pub const VALUE_LENGTH: &str = "qwen3.attention.value_length";
-    pub const RMS_EPS: &str = "qwen3.attention.layer_norm_rms_epsilon";
-    pub const ROPE_FREQ_BASE: &str = "qwen3.rope.freq_base";
+    /// Hyperparameter suffixes, after `<architecture>.`.
+    pub const CONTEXT_LENGTH: &str = "context_length";
+    pub const EMBEDDING_LENGTH: &str = "embedding_length";
+    pub const FEED_FORWARD_LENGTH: &str = "feed_forward_length";
+    pub const BLOCK_COUNT: &str = "block_count";
+    pub const HEAD_COUNT: &str = "attention.head_count";
+    pub const HEAD_COUNT_KV: &str = "attention.head_count_kv";
+    pub const KEY_LENGTH: &str = "attention.key_length";
+    pub const VALUE_LENGTH: &str = "attention.value_length";
+    pub const RMS_EPS: &str = "attention.layer_norm_rms_epsilon";
+    pub const ROPE_FREQ_BASE: &str = "rope.freq_base";
+    /// The community layout's block size (`orthrus.diffusion.block_size`).
+    pub const DIFFUSION_BLOCK_SIZE: &str = "diffusion.block_size";
 
     pub const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
     pub const TOKENIZER_PRE: &str = "tokenizer.ggml.pre";
@@ -34,21 +39,92 @@ pub mod keys {
     pub const EOT_ID: &str = "tokenizer.ggml.eot_token_id";
     pub const EOM_ID: &str = "tokenizer.ggml.eom_token_id";
     pub const PAD_ID: &str = "tokenizer.ggml.padding_token_id";
+    /// The community layout's mask token.
+    pub const MASK_ID: &str = "tokenizer.ggml.mask_token_id";
     pub const ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
     pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
     pub const HF_JSON: &str = "tokenizer.huggingface.json";
 
-    pub const BLOCK_SIZE: &str = "orthrus.block_size";
-    pub const MASK_TOKEN_ID: &str = "orthrus.mask_token_id";
+    /// Our earlier layout (`general.architecture = qwen3`): the diffusion
+    /// view's settings as `orthrus.*` keys beside the `qwen3.*` ones.
+    pub const LEGACY_BLOCK_SIZE: &str = "orthrus.block_size";
+    pub const LEGACY_MASK_TOKEN_ID: &str = "orthrus.mask_token_id";
+    /// Every id that ends generation (generation_config.json's list), in
+    /// files this project writes; llama.cpp ignores it.
     pub const EOS_IDS: &str = "orthrus.eos_token_ids";
 }
 
-/// `general.architecture` of every file this project writes.
-pub const ARCH: &str = "qwen3";
+/// `general.architecture` of a plain Qwen3 file (a `--split` base), and of
+/// Orthrus files in our earlier layout.
+pub const ARCH_QWEN3: &str = "qwen3";
+/// `general.architecture` of Orthrus files in the community layout (the
+/// llama.cpp Orthrus fork's), which `orthrus-convert` writes.
+pub const ARCH_ORTHRUS: &str = "orthrus";
 /// `general.type` of a whole model or a `--split` base file.
 pub const TYPE_MODEL: &str = "model";
 /// `general.type` of a `--split` head file (diffusion view only).
 pub const TYPE_HEAD: &str = "orthrus-head";
+
+/// Where a file of one architecture keeps each setting: the one table both
+/// the converter (writing) and the engine (reading) go through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    arch: &'static str,
+}
+
+impl Layout {
+    /// Plain Qwen3, or Orthrus in our earlier layout.
+    pub const QWEN3: Layout = Layout { arch: ARCH_QWEN3 };
+    /// Orthrus in the community layout.
+    pub const ORTHRUS: Layout = Layout { arch: ARCH_ORTHRUS };
+
+    /// The layout of a file whose `general.architecture` is `arch`.
+    pub fn of(arch: &str) -> Option<Layout> {
+        [Layout::QWEN3, Layout::ORTHRUS]
+            .into_iter()
+            .find(|l| l.arch == arch)
+    }
+
+    pub const fn arch(self) -> &'static str {
+        self.arch
+    }
+
+    /// A hyperparameter key: `suffix` (one of the [`keys`] suffixes) under the architecture.
+    pub fn key(self, suffix: &str) -> String {
+        format!("{}.{suffix}", self.arch)
+    }
+
+    /// The diffusion view's block size.
+    pub fn block_size_key(self) -> String {
+        match self.arch {
+            ARCH_ORTHRUS => self.key(keys::DIFFUSION_BLOCK_SIZE),
+            _ => keys::LEGACY_BLOCK_SIZE.to_string(),
+        }
+    }
+
+    /// The diffusion view's mask token.
+    pub fn mask_token_key(self) -> &'static str {
+        match self.arch {
+            ARCH_ORTHRUS => keys::MASK_ID,
+            _ => keys::LEGACY_MASK_TOKEN_ID,
+        }
+    }
+}
+
+/// Token texts llama.cpp takes as ending generation when a file names no
+/// list of its own (its vocabulary's end-of-generation rule, less the FIM
+/// tokens: an Orthrus mask token may be one of those).
+pub const EOG_TEXTS: [&str; 9] = [
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "<|end_of_text|>",
+];
 
 /// What a tensor is, independent of its layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -230,5 +306,22 @@ mod tests {
         for k in Kind::DIFF_LAYER {
             assert_eq!(k.stem(), format!("{}_diff", k.ar_twin().unwrap().stem()));
         }
+    }
+
+    #[test]
+    fn layouts_name_their_keys() {
+        let (ours, community) = (Layout::QWEN3, Layout::ORTHRUS);
+        assert_eq!(Layout::of("qwen3"), Some(ours));
+        assert_eq!(Layout::of("orthrus"), Some(community));
+        assert_eq!(Layout::of("llama"), None);
+        assert_eq!(ours.key(keys::BLOCK_COUNT), "qwen3.block_count");
+        assert_eq!(
+            community.key(keys::HEAD_COUNT_KV),
+            "orthrus.attention.head_count_kv"
+        );
+        assert_eq!(ours.block_size_key(), "orthrus.block_size");
+        assert_eq!(community.block_size_key(), "orthrus.diffusion.block_size");
+        assert_eq!(ours.mask_token_key(), "orthrus.mask_token_id");
+        assert_eq!(community.mask_token_key(), "tokenizer.ggml.mask_token_id");
     }
 }

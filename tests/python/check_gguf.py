@@ -8,9 +8,12 @@ reader), the checkpoint through a small numpy safetensors reader
 (models/make_fixtures.py). Every key and every tensor is compared with what the
 converter spec says it must be:
 
-- keys: `general.*`, `qwen3.*` (hyperparameters from config.json), `tokenizer.*`
-  (from tokenizer.json / tokenizer_config.json; not in head files) and, for Orthrus
-  checkpoints, `orthrus.*`; each with its exact GGUF type; no other keys.
+- keys: `general.*`, the hyperparameters from config.json under the architecture
+  (`orthrus.*` for an Orthrus model or head, the community layout of the llama.cpp
+  Orthrus fork; `qwen3.*` for plain Qwen3 and split bases), `tokenizer.*` (from
+  tokenizer.json / tokenizer_config.json; not in head files) and, for Orthrus files,
+  `orthrus.diffusion.block_size`, `tokenizer.ggml.mask_token_id` and
+  `orthrus.eos_token_ids`; each with its exact GGUF type; no other keys.
 - tensors: llama.cpp names (`token_embd.weight`, `blk.N.attn_q.weight`, ...,
   `blk.N.attn_q_diff.weight`, ...), shapes in ggml order (reversed HF shapes), no
   others. 1-D tensors are F32. F32/F16/BF16 tensors must equal the source values
@@ -18,9 +21,9 @@ converter spec says it must be:
   relative RMS error must stay under a per-type bound.
 
 File kinds: a whole model (default), `--head` (only the diffusion-view tensors,
-general.type "orthrus-head", qwen3.* and orthrus.* keys, no tokenizer) and `--base`
-(a split base file: everything but the diffusion-view tensors; its orthrus.* keys may
-be left out, making it a plain Qwen3 file, but must be right when present).
+general.type "orthrus-head", orthrus.* keys and the mask token, no tokenizer) and
+`--base` (a split base file: everything but the diffusion-view tensors, a plain
+Qwen3 file).
 
 Where the spec leaves a choice open, both readings pass: tokenizer.ggml.padding_token_id
 may be absent when config.json has no pad_token_id (if present it must equal
@@ -300,8 +303,11 @@ def expected_keys(hf: Hf, kind: str, problems: Problems) -> dict[str, Key]:
     head_dim = c.get("head_dim") or (c["hidden_size"] // c["num_attention_heads"])
     rope = c.get("rope_parameters") or {}
     rope_theta = rope.get("rope_theta", c.get("rope_theta", 10000.0))
+    # An Orthrus model or head is an `orthrus` file (the community layout of the llama.cpp
+    # Orthrus fork); a plain Qwen3 model or a split base is a `qwen3` file.
+    arch = "orthrus" if hf.is_orthrus and kind != "base" else "qwen3"
     keys: dict[str, Key] = {
-        "general.architecture": Key("str", equals(b"qwen3")),
+        "general.architecture": Key("str", equals(arch.encode())),
         "general.type": Key("str", equals(b"orthrus-head" if kind == "head" else b"model")),
         "general.name": Key("str", non_empty_string),
         "general.file_type": Key("u32", lambda v: None if v in FILE_TYPES else
@@ -310,26 +316,26 @@ def expected_keys(hf: Hf, kind: str, problems: Problems) -> dict[str, Key]:
         "general.quantization_version": Key("u32", equals(2), optional=True),
         "general.alignment": Key("u32", lambda v: None if v > 0 and v & (v - 1) == 0 else "is not a power of 2",
                                  optional=True),
-        "qwen3.context_length": Key("u32", equals(cfg("max_position_embeddings"))),
-        "qwen3.embedding_length": Key("u32", equals(cfg("hidden_size"))),
-        "qwen3.feed_forward_length": Key("u32", equals(cfg("intermediate_size"))),
-        "qwen3.block_count": Key("u32", equals(cfg("num_hidden_layers"))),
-        "qwen3.attention.head_count": Key("u32", equals(cfg("num_attention_heads"))),
-        "qwen3.attention.head_count_kv": Key("u32", equals(c.get("num_key_value_heads", c.get("num_attention_heads")))),
-        "qwen3.attention.key_length": Key("u32", equals(head_dim)),
-        "qwen3.attention.value_length": Key("u32", equals(head_dim)),
-        "qwen3.rope.freq_base": Key("f32", equals_f32(rope_theta)),
-        "qwen3.attention.layer_norm_rms_epsilon": Key("f32", equals_f32(cfg("rms_norm_eps"))),
+        f"{arch}.context_length": Key("u32", equals(cfg("max_position_embeddings"))),
+        f"{arch}.embedding_length": Key("u32", equals(cfg("hidden_size"))),
+        f"{arch}.feed_forward_length": Key("u32", equals(cfg("intermediate_size"))),
+        f"{arch}.block_count": Key("u32", equals(cfg("num_hidden_layers"))),
+        f"{arch}.attention.head_count": Key("u32", equals(cfg("num_attention_heads"))),
+        f"{arch}.attention.head_count_kv": Key("u32", equals(c.get("num_key_value_heads",
+                                                                   c.get("num_attention_heads")))),
+        f"{arch}.attention.key_length": Key("u32", equals(head_dim)),
+        f"{arch}.attention.value_length": Key("u32", equals(head_dim)),
+        f"{arch}.rope.freq_base": Key("f32", equals_f32(rope_theta)),
+        f"{arch}.attention.layer_norm_rms_epsilon": Key("f32", equals_f32(cfg("rms_norm_eps"))),
     }
 
     gen = hf.generation_config
     eos_ids = hf_ids(gen.get("eos_token_id")) or hf_ids(c.get("eos_token_id"))
-    if hf.is_orthrus:
-        # A split base file may be a plain Qwen3 file (the head carries the orthrus.* keys).
-        opt = kind == "base"
-        keys["orthrus.block_size"] = Key("u32", equals(cfg("block_size")), optional=opt)
-        keys["orthrus.mask_token_id"] = Key("u32", equals(cfg("mask_token_id")), optional=opt)
-        keys["orthrus.eos_token_ids"] = Key("arr[u32]", equals_list(eos_ids, "ids"), optional=opt)
+    if arch == "orthrus":
+        keys["orthrus.diffusion.block_size"] = Key("u32", equals(cfg("block_size")))
+        keys["tokenizer.ggml.mask_token_id"] = Key("u32", equals(cfg("mask_token_id")))
+        # Ours beside the fork's keys: generation_config.json's end ids.
+        keys["orthrus.eos_token_ids"] = Key("arr[u32]", equals_list(eos_ids, "ids"))
         if not eos_ids:
             problems.add("HF: neither generation_config.json nor config.json has eos_token_id")
 

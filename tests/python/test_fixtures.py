@@ -277,29 +277,31 @@ def reference_gguf(hf_dir: Path, qtype: QT, kind: str = "model") -> tuple[list, 
     orthrus = cfg["model_type"] == "orthrus"
     quantized = qtype not in (QT.F32, QT.F16, QT.BF16)
     theta = (cfg.get("rope_parameters") or {}).get("rope_theta", cfg.get("rope_theta"))
+    arch = "orthrus" if orthrus and kind != "base" else "qwen3"
     keys = [
+        ("general.architecture", VT.STRING, arch, None),
         ("general.type", VT.STRING, "orthrus-head" if kind == "head" else "model", None),
         ("general.name", VT.STRING, hf_dir.name, None),
         ("general.file_type", VT.UINT32, FTYPE[qtype], None),
-        ("qwen3.context_length", VT.UINT32, cfg["max_position_embeddings"], None),
-        ("qwen3.embedding_length", VT.UINT32, cfg["hidden_size"], None),
-        ("qwen3.feed_forward_length", VT.UINT32, cfg["intermediate_size"], None),
-        ("qwen3.block_count", VT.UINT32, cfg["num_hidden_layers"], None),
-        ("qwen3.attention.head_count", VT.UINT32, cfg["num_attention_heads"], None),
-        ("qwen3.attention.head_count_kv", VT.UINT32, cfg["num_key_value_heads"], None),
-        ("qwen3.attention.key_length", VT.UINT32, cfg["head_dim"], None),
-        ("qwen3.attention.value_length", VT.UINT32, cfg["head_dim"], None),
-        ("qwen3.rope.freq_base", VT.FLOAT32, float(theta), None),
-        ("qwen3.attention.layer_norm_rms_epsilon", VT.FLOAT32, cfg["rms_norm_eps"], None),
+        (f"{arch}.context_length", VT.UINT32, cfg["max_position_embeddings"], None),
+        (f"{arch}.embedding_length", VT.UINT32, cfg["hidden_size"], None),
+        (f"{arch}.feed_forward_length", VT.UINT32, cfg["intermediate_size"], None),
+        (f"{arch}.block_count", VT.UINT32, cfg["num_hidden_layers"], None),
+        (f"{arch}.attention.head_count", VT.UINT32, cfg["num_attention_heads"], None),
+        (f"{arch}.attention.head_count_kv", VT.UINT32, cfg["num_key_value_heads"], None),
+        (f"{arch}.attention.key_length", VT.UINT32, cfg["head_dim"], None),
+        (f"{arch}.attention.value_length", VT.UINT32, cfg["head_dim"], None),
+        (f"{arch}.rope.freq_base", VT.FLOAT32, float(theta), None),
+        (f"{arch}.attention.layer_norm_rms_epsilon", VT.FLOAT32, cfg["rms_norm_eps"], None),
     ]
     if quantized:
         keys.append(("general.quantization_version", VT.UINT32, 2, None))
     eos = gen.get("eos_token_id", cfg.get("eos_token_id"))
     eos = eos if isinstance(eos, list) else [eos]
-    if orthrus:
+    if arch == "orthrus":
         keys += [
-            ("orthrus.block_size", VT.UINT32, cfg["block_size"], None),
-            ("orthrus.mask_token_id", VT.UINT32, cfg["mask_token_id"], None),
+            ("orthrus.diffusion.block_size", VT.UINT32, cfg["block_size"], None),
+            ("tokenizer.ggml.mask_token_id", VT.UINT32, cfg["mask_token_id"], None),
             ("orthrus.eos_token_ids", VT.ARRAY, eos, VT.UINT32),
         ]
     if kind != "head":
@@ -341,9 +343,11 @@ def reference_gguf(hf_dir: Path, qtype: QT, kind: str = "model") -> tuple[list, 
 
 
 def write_gguf(path: Path, keys: list, tensors: dict) -> Path:
-    w = gguf.GGUFWriter(path, "qwen3")
+    arch = next((k[2] for k in keys if k[0] == "general.architecture"), "qwen3")
+    w = gguf.GGUFWriter(path, arch)
     for name, vtype, value, sub in keys:
-        w.add_key_value(name, value, vtype, sub_type=sub)
+        if name != "general.architecture":
+            w.add_key_value(name, value, vtype, sub_type=sub)
     for name, (arr, t) in tensors.items():
         w.add_tensor(name, arr, raw_dtype=t)
     w.write_header_to_file()
@@ -421,13 +425,15 @@ CORRUPTIONS = {
     "norm value": (lambda k, t: (k, {**t, "blk.0.attn_q_norm_diff.weight":
                                      (t["blk.0.attn_q_norm_diff.weight"][0] * 2, QT.F32)}),
                    "tensor blk.0.attn_q_norm_diff.weight"),
-    "missing key": (lambda k, t: ([x for x in k if x[0] != "orthrus.mask_token_id"], t),
-                    "key orthrus.mask_token_id: missing"),
-    "key type": (lambda k, t: (set_key(k, "qwen3.block_count", vtype=VT.INT32), t),
-                 "key qwen3.block_count: has type i32, expected u32"),
-    "key value": (lambda k, t: (set_key(k, "qwen3.rope.freq_base", 10000.0), t), "key qwen3.rope.freq_base: is"),
-    "extra key": (lambda k, t: (k + [("qwen3.rope.dimension_count", VT.UINT32, 16, None)], t),
-                  "key qwen3.rope.dimension_count: unexpected"),
+    "missing key": (lambda k, t: ([x for x in k if x[0] != "tokenizer.ggml.mask_token_id"], t),
+                    "key tokenizer.ggml.mask_token_id: missing"),
+    "key type": (lambda k, t: (set_key(k, "orthrus.block_count", vtype=VT.INT32), t),
+                 "key orthrus.block_count: has type i32, expected u32"),
+    "key value": (lambda k, t: (set_key(k, "orthrus.rope.freq_base", 10000.0), t), "key orthrus.rope.freq_base: is"),
+    "extra key": (lambda k, t: (k + [("orthrus.rope.dimension_count", VT.UINT32, 16, None)], t),
+                  "key orthrus.rope.dimension_count: unexpected"),
+    "earlier layout": (lambda k, t: ([("general.architecture", VT.STRING, "qwen3", None)] + k[1:], t),
+                       "key general.architecture: is 'qwen3'"),
     "head type": (lambda k, t: (set_key(k, "general.type", "model"), t), "key general.type: is 'model'"),
     "extra tensor": (lambda k, t: (k, {**t, "blk.0.attn_q.weight": t["blk.0.attn_q_diff.weight"]}),
                      "tensor blk.0.attn_q.weight: unexpected"),

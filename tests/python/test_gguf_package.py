@@ -71,11 +71,12 @@ def test_gguf_package_reads_every_key_and_tensor(tmp_path, fixture, ftype):
         f = keys[k]
         return f.parts[f.data[0]][0]
 
-    assert bytes(keys["general.architecture"].parts[-1]).decode() == "qwen3"
-    assert scalar("qwen3.block_count") == cfg["num_hidden_layers"]
-    assert scalar("qwen3.attention.key_length") == cfg["head_dim"]
-    assert scalar("orthrus.block_size") == cfg["block_size"]
-    assert scalar("orthrus.mask_token_id") == cfg["mask_token_id"]
+    # The community layout of the llama.cpp Orthrus fork.
+    assert bytes(keys["general.architecture"].parts[-1]).decode() == "orthrus"
+    assert scalar("orthrus.block_count") == cfg["num_hidden_layers"]
+    assert scalar("orthrus.attention.key_length") == cfg["head_dim"]
+    assert scalar("orthrus.diffusion.block_size") == cfg["block_size"]
+    assert scalar("tokenizer.ggml.mask_token_id") == cfg["mask_token_id"]
     assert len(keys["tokenizer.ggml.tokens"].data) == cfg["vocab_size"]
     for f in reader.fields.values():  # every value decodes
         for i in f.data:

@@ -10,6 +10,7 @@ import pathlib
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -242,6 +243,32 @@ def test_bad_requests_get_openai_style_errors(server, method, path, body, status
     assert server.call("GET", "/health")[0] == 200
     st, _, ok = server.call("POST", "/completion", {"prompt": "Hi", "n_predict": 2})
     assert st == 200 and ok["tokens_predicted"] >= 1
+
+
+def test_block_32_model_served_in_the_community_layout(tmp_path):
+    """A published configuration (block 32, 2 layers, narrow), converted to the
+    community layout: streamed and plain greedy completions in orthrus mode equal
+    ar mode's, every block of these 40-token answers padded to 32 or reusing a graph."""
+    hf = tmp_path / "Orthrus-Qwen3-1.7B"
+    subprocess.run([sys.executable, str(REPO / "models" / "make_fixtures.py"), "published", "Orthrus-Qwen3-1.7B",
+                    str(hf), "--layers", "2", "--narrow"], check=True, capture_output=True)
+    out = tmp_path / "m.gguf"
+    subprocess.run([str(BIN / "orthrus-convert"), str(hf), "-o", str(out), "--type", "q8_0"], check=True,
+                   capture_output=True)
+    s = Server(out, tmp_path / "server.log")
+    try:
+        body = {"prompt": "Hello", "n_predict": 40, "temperature": 0, "ignore_eos": True}
+        st, _, ar = s.call("POST", "/completion", {**body, "mode": "ar"})
+        st2, _, orth = s.call("POST", "/completion", body)
+        assert st == st2 == 200 and orth["timings"]["mode"] == "orthrus"
+        assert orth["tokens"] == ar["tokens"] and len(ar["tokens"]) == 40
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=120)
+        c.request("POST", "/completion", body=json.dumps({**body, "stream": True}))
+        events = [json.loads(line[6:]) for line in c.getresponse().read().decode().splitlines()
+                  if line.startswith("data: ")]
+        assert "".join(e["content"] for e in events) == orth["content"]
+    finally:
+        s.stop()
 
 
 def test_api_key(model, tmp_path):

@@ -12,7 +12,7 @@ use orthrus_engine::{
     generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session, View,
 };
 use orthrus_kernels::GgmlType;
-use orthrus_tests::{convert_fixture, fixture, repo};
+use orthrus_tests::{convert_fixture, fixture, repo, BLOCK32};
 
 const FIXTURES: [&str; 2] = ["tiny-tied-bf16", "tiny-untied-f16-sharded"];
 
@@ -290,14 +290,45 @@ fn golden_generations_are_what_the_script_writes() {
     );
 }
 
+/// The reference's greedy Orthrus generation of 40 tokens after `ids`, as
+/// the golden file holds it.
+fn reference_generation(name: &str, ids: &[u32]) -> serde_json::Value {
+    let out = reference(&[
+        "generate".into(),
+        fixture(name).display().to_string(),
+        "--ids".into(),
+        ids_arg(ids),
+        "-n".into(),
+        "40".into(),
+        "--mode".into(),
+        "orthrus".into(),
+        "--ignore-eos".into(),
+    ]);
+    let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["ids"] = serde_json::json!(ids);
+    v["max_new"] = serde_json::json!(40);
+    v
+}
+
 #[test]
 fn greedy_orthrus_equals_greedy_ar_and_the_reference() {
     let dir = tempfile::tempdir().unwrap();
     let golden = golden_generations();
     assert_eq!(golden.len(), 6);
-    for name in FIXTURES {
-        let cases: Vec<&serde_json::Value> =
-            golden.iter().filter(|c| c["fixture"] == name).collect();
+    // Blocks of 8, 16 and 32 (the published models'): 40 tokens end in a
+    // padded block, every pass after the first reuses its shape's graph.
+    for name in FIXTURES.into_iter().chain([BLOCK32]) {
+        let cases: Vec<serde_json::Value> = if name == BLOCK32 {
+            // Made at test time, so its reference generations are too.
+            let prompts: [&[u32]; 3] = [
+                &PROMPT,
+                &[1, 2, 3, 4, 5],
+                &[151644, 872, 198, 9707, 30, 151645, 198],
+            ];
+            prompts.iter().map(|p| reference_generation(name, p)).collect()
+        } else {
+            golden.iter().filter(|c| c["fixture"] == name).cloned().collect()
+        };
         assert_eq!(cases.len(), 3, "{name}");
         for ft in [
             FileType::F32,
@@ -681,12 +712,15 @@ fn chi_square_limit(df: usize) -> f64 {
 
 #[test]
 fn sampled_orthrus_has_the_ar_distribution() {
+    // Blocks of 8 and 32: 3-token generations draft padded blocks.
+    for name in ["tiny-tied-bf16", BLOCK32] {
+        sampled_orthrus_has_the_ar_distribution_on(name);
+    }
+}
+
+fn sampled_orthrus_has_the_ar_distribution_on(name: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let model = Model::load(
-        &gguf(dir.path(), "tiny-tied-bf16", FileType::F32, false),
-        &cpu(),
-    )
-    .unwrap();
+    let model = Model::load(&gguf(dir.path(), name, FileType::F32, false), &cpu()).unwrap();
     let cache = KvCache::new(&model, 64, GgmlType::F32).unwrap();
     let mut s = Session::new(&model, &cache, 1, 512).unwrap();
     // The acceptance rule itself is tested on synthetic distributions with
@@ -724,7 +758,7 @@ fn sampled_orthrus_has_the_ar_distribution() {
     assert!(df >= 5, "too few outcomes ({df}) to test anything");
     assert!(
         stat < chi_square_limit(df),
-        "orthrus vs ar: chi2 {stat:.1} with {df} df"
+        "{name}: orthrus vs ar: chi2 {stat:.1} with {df} df"
     );
     // Auto mode, with costs under which drafts pay (as measured here they
     // may not, and auto would run AR steps only): it drafts 1 or 2 tokens a
@@ -743,7 +777,7 @@ fn sampled_orthrus_has_the_ar_distribution() {
     let (stat, df) = chi_square(&ar, &cold);
     assert!(
         stat > chi_square_limit(df),
-        "temperature 1.5 vs 0.5 not told apart: chi2 {stat:.1} ({df} df)"
+        "{name}: temperature 1.5 vs 0.5 not told apart: chi2 {stat:.1} ({df} df)"
     );
 }
 
@@ -809,6 +843,210 @@ fn split_base_plus_head_runs_like_the_whole_file() {
     assert!(err.contains("--head"), "{err}");
 }
 
+/// `tests/python/write_gguf.py`: fixture `name` as a `layout` file (or
+/// `"<layout> head"`: its head file) of type `ty` (f32, q8_0), written by the
+/// `gguf` package as other tools write it.
+fn gguf_py(dir: &Path, name: &str, layout: &str, ty: &str) -> PathBuf {
+    let head = layout.strip_suffix(" head");
+    let out = dir.join(format!("{name}-{layout}-{ty}.gguf").replace(' ', "-"));
+    let run = Command::new("python3")
+        .arg(repo().join("tests/python/write_gguf.py"))
+        .arg(fixture(name))
+        .arg(&out)
+        .args(["--layout", head.unwrap_or(layout), "--type", ty])
+        .args(head.map(|_| "--head"))
+        .output()
+        .expect("python3 with numpy and gguf is needed (scripts/setup-debian.sh)");
+    assert!(
+        run.status.success(),
+        "write_gguf.py failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// One checkpoint in every layout decodes alike: our conversion (the
+/// community layout), the community layout as the llama.cpp Orthrus fork's
+/// converter writes it, our earlier layout, and a Qwen3 base as llama.cpp's
+/// converter writes it paired with our head file and with a head file of our
+/// earlier layout: the same greedy tokens, and the same drafts step by step.
+#[test]
+fn every_layout_gives_the_same_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let arch = |m: &Path| {
+        orthrus_kernels::gguf::GgufFile::open(m)
+            .unwrap()
+            .get("general.architecture")
+            .and_then(|v| v.as_str())
+            .map(str::to_string)
+            .unwrap()
+    };
+    let p = GenerateParams {
+        max_tokens: 24,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    for name in FIXTURES {
+        for (ft, ty) in [(FileType::F32, "f32"), (FileType::Q8_0, "q8_0")] {
+            let cache_ty = GgmlType::F32;
+            let ours_path = gguf(dir.path(), name, ft, false);
+            assert_eq!(arch(&ours_path), "orthrus");
+            let ours = Model::load(&ours_path, &cpu()).unwrap();
+            let want = run(&ours, cache_ty, &PROMPT, &p);
+            let steps = |g: &orthrus_engine::Generation| serde_json::to_value(&g.steps).unwrap();
+            let head = orthrus_convert::convert::head_path(&gguf(dir.path(), name, ft, true));
+            let cases = [
+                ("orthrus", gguf_py(dir.path(), name, "orthrus", ty), None),
+                ("earlier", gguf_py(dir.path(), name, "earlier", ty), None),
+                (
+                    "qwen3 + head",
+                    gguf_py(dir.path(), name, "qwen3", ty),
+                    Some(head),
+                ),
+                (
+                    "qwen3 + earlier head",
+                    gguf_py(dir.path(), name, "qwen3", ty),
+                    Some(gguf_py(dir.path(), name, "earlier head", ty)),
+                ),
+            ];
+            for (layout, path, head) in cases {
+                let expect_arch = if layout == "orthrus" {
+                    "orthrus"
+                } else {
+                    "qwen3"
+                };
+                assert_eq!(arch(&path), expect_arch, "{layout}");
+                let model = Model::load(&path, &LoadOptions { head, ..cpu() })
+                    .unwrap_or_else(|e| panic!("{name} {ty} {layout}: {e}"));
+                let (a, b) = (&model.hparams, &ours.hparams);
+                assert_eq!(
+                    (
+                        a.n_vocab,
+                        a.n_embd,
+                        a.n_layer,
+                        a.n_head,
+                        a.n_head_kv,
+                        a.head_dim,
+                        a.n_ff
+                    ),
+                    (
+                        b.n_vocab,
+                        b.n_embd,
+                        b.n_layer,
+                        b.n_head,
+                        b.n_head_kv,
+                        b.head_dim,
+                        b.n_ff
+                    ),
+                    "{name} {ty} {layout}"
+                );
+                assert_eq!(
+                    (a.rms_eps, a.rope_base, a.context_length, a.orthrus),
+                    (b.rms_eps, b.rope_base, b.context_length, b.orthrus),
+                    "{name} {ty} {layout}"
+                );
+                // The fork's file lists no end ids: llama.cpp's rule finds
+                // Qwen3's two; the others carry generation_config's list.
+                if layout == "orthrus" {
+                    assert_eq!(a.eos_ids, vec![151645, 151643], "{name} {ty} {layout}");
+                } else {
+                    assert_eq!(a.eos_ids, b.eos_ids, "{name} {ty} {layout}");
+                }
+                let got = run(&model, cache_ty, &PROMPT, &p);
+                assert_eq!(got.tokens, want.tokens, "{name} {ty} {layout}: tokens");
+                assert_eq!(steps(&got), steps(&want), "{name} {ty} {layout}: steps");
+            }
+        }
+    }
+}
+
+/// `make_fixtures.py published NAME`: a published model's config.json (block
+/// 32, mask 151669, sharded bf16, tied but on the 8B) with 2 layers, narrow.
+fn published(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    let run = Command::new("python3")
+        .arg(repo().join("models/make_fixtures.py"))
+        .args(["published", name])
+        .arg(&out)
+        .args(["--layers", "2", "--narrow"])
+        .output()
+        .expect("python3 with numpy is needed (scripts/setup-debian.sh)");
+    assert!(
+        run.status.success(),
+        "make_fixtures.py failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// The published configurations convert to every type and run: block 32
+/// (every pass of these 12-token generations pads its block to 32 and reuses
+/// the graph of the first), greedy Orthrus equal to greedy AR.
+#[test]
+fn published_configurations_convert_to_every_type_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, tied) in [
+        ("Orthrus-Qwen3-1.7B", true),
+        ("Orthrus-Qwen3-4B", true),
+        ("Orthrus-Qwen3-8B", false),
+    ] {
+        let hf = published(dir.path(), name);
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap())
+                .unwrap();
+        assert_eq!(
+            (
+                &cfg["model_type"],
+                &cfg["architectures"][0],
+                &cfg["torch_dtype"]
+            ),
+            (&"orthrus".into(), &"OrthrusLM".into(), &"bfloat16".into())
+        );
+        assert!(hf.join("model.safetensors.index.json").exists());
+        for ft in FileType::ALL {
+            let path = dir.path().join(format!("{name}-{ft:?}.gguf"));
+            let opts = orthrus_convert::Options {
+                input: hf.clone(),
+                output: path.clone(),
+                file_type: ft,
+                head_type: None,
+                split: false,
+                name: None,
+            };
+            orthrus_convert::convert(&opts, &mut |_, _| {}).unwrap();
+            let file = orthrus_kernels::gguf::GgufFile::open(&path).unwrap();
+            assert_eq!(file.tensor("output.weight").is_none(), tied, "{name}");
+            drop(file);
+            let model = Model::load(&path, &cpu()).unwrap();
+            let o = model.hparams.orthrus.unwrap();
+            assert_eq!((o.block_size, o.mask_token), (32, 151669), "{name}");
+            let cache_ty = if ft == FileType::F32 {
+                GgmlType::F32
+            } else {
+                GgmlType::F16
+            };
+            let p = GenerateParams {
+                max_tokens: 12,
+                ignore_eos: true,
+                ..Default::default()
+            };
+            let ar = run(
+                &model,
+                cache_ty,
+                &PROMPT,
+                &GenerateParams {
+                    mode: Mode::Ar,
+                    ..p.clone()
+                },
+            );
+            let or = run(&model, cache_ty, &PROMPT, &p);
+            assert_eq!(ar.tokens.len(), 12);
+            assert_eq!(or.tokens, ar.tokens, "{name} {ft:?}");
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+}
+
 #[test]
 fn user_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
@@ -841,7 +1079,10 @@ fn user_errors_are_clear() {
         .finish()
         .unwrap();
     let e = err(Model::load(&llama, &cpu()));
-    assert!(e.contains("neither Orthrus nor Qwen3"), "{e}");
+    assert!(
+        e.contains("neither Orthrus nor Qwen3") && e.contains("\"orthrus\""),
+        "{e}"
+    );
     let model = Model::load(&path, &cpu()).unwrap();
     let cache = KvCache::new(&model, 8, GgmlType::F32).unwrap();
     let mut s = Session::new(&model, &cache, 1, 512).unwrap();

@@ -108,8 +108,8 @@ fn split_base_loads_tokenizes_and_runs_in_llama_cpp() {
 
 #[test]
 fn whole_orthrus_file_is_not_taken_for_a_plain_qwen3() {
-    // llama.cpp checks the tensor count, so the diffusion tensors make it refuse
-    // the whole file; that is why --split exists.
+    // A whole file is of architecture `orthrus` (the llama.cpp Orthrus fork's),
+    // which upstream llama.cpp does not know; that is why --split exists.
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("whole.gguf");
     convert_fixture("tiny-tied-bf16", &out, FileType::F16, false);
