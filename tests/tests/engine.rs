@@ -325,9 +325,16 @@ fn greedy_orthrus_equals_greedy_ar_and_the_reference() {
                 &[1, 2, 3, 4, 5],
                 &[151644, 872, 198, 9707, 30, 151645, 198],
             ];
-            prompts.iter().map(|p| reference_generation(name, p)).collect()
+            prompts
+                .iter()
+                .map(|p| reference_generation(name, p))
+                .collect()
         } else {
-            golden.iter().filter(|c| c["fixture"] == name).cloned().collect()
+            golden
+                .iter()
+                .filter(|c| c["fixture"] == name)
+                .cloned()
+                .collect()
         };
         assert_eq!(cases.len(), 3, "{name}");
         for ft in [
