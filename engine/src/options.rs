@@ -112,9 +112,9 @@ fn physical_cores() -> Option<usize> {
     for cpu in cpus.flatten() {
         let name = cpu.file_name();
         let name = name.to_string_lossy();
-        if !name
+        if name
             .strip_prefix("cpu")
-            .is_some_and(|n| n.parse::<u32>().is_ok())
+            .is_none_or(|n| n.parse::<u32>().is_err())
         {
             continue;
         }

@@ -404,7 +404,10 @@ impl Tokenizer {
     pub fn text_only(&self) -> Tokenizer {
         let mut inner = self.inner.clone();
         inner.set_encode_special_tokens(true);
-        Tokenizer { inner }
+        Tokenizer {
+            inner,
+            bos_prefix: self.bos_prefix,
+        }
     }
 }
 

@@ -484,18 +484,8 @@ impl Server {
         }
     }
 
-    /// Tokenizes `text` on a CPU thread.
-    async fn encode(&self, text: String) -> Result<Vec<u32>, ApiError> {
-        let tok = self.info.tokenizer.clone();
-        self.gates
-            .cpu(move || {
-                tok.encode_long(&text)
-                    .map_err(|e| ApiError::invalid("tokenize_failed", e.to_string()))
-            })
-            .await?
-    }
-
-    /// A completion prompt: BOS first when the model's file asks for it.
+    /// Tokenizes a completion prompt on a CPU thread: BOS first when the
+    /// model's file asks for it.
     async fn encode_prompt(&self, text: String) -> Result<Vec<u32>, ApiError> {
         let tok = self.info.tokenizer.clone();
         self.gates

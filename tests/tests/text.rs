@@ -94,7 +94,7 @@ fn assert_encodes_like_hugging_face(tok: &Tokenizer, want: &[Vec<u32>]) {
         assert_eq!(&ids, want, "{text:?}");
         assert_eq!(tok.decode(&ids).unwrap(), *text);
         // Streaming pieces add up to the text, whole characters at a time.
-        let mut s = StreamDecoder::new(&tok);
+        let mut s = StreamDecoder::new(tok);
         let joined: String = ids.iter().map(|&i| s.push(i).unwrap()).collect();
         assert_eq!(joined, *text);
     }
