@@ -793,7 +793,7 @@ fn split_base_plus_head_runs_like_the_whole_file() {
     let dir = tempfile::tempdir().unwrap();
     let whole = Model::load(
         &gguf(dir.path(), "tiny-untied-f16-sharded", FileType::F16, false),
-        &cpu(),
+        &cpu_exact(),
     )
     .unwrap();
     let base = gguf(dir.path(), "tiny-untied-f16-sharded", FileType::F16, true);
@@ -802,7 +802,7 @@ fn split_base_plus_head_runs_like_the_whole_file() {
         &base,
         &LoadOptions {
             head: Some(head.clone()),
-            ..cpu()
+            ..cpu_exact()
         },
     )
     .unwrap();
@@ -817,10 +817,11 @@ fn split_base_plus_head_runs_like_the_whole_file() {
     );
     // The base alone is plain Qwen3: AR works (auto mode runs AR steps),
     // Orthrus mode says what is missing.
-    let plain = Model::load(&base, &cpu()).unwrap();
+    let plain = Model::load(&base, &cpu_exact()).unwrap();
     assert!(!plain.is_orthrus());
     let cache = KvCache::new(&plain, 64, GgmlType::F16).unwrap();
     let mut s = Session::new(&plain, &cache, 1, 512).unwrap();
+    s.set_exact(true).unwrap();
     let auto = generate(&mut s, &PROMPT, &p, &mut |_| true).unwrap();
     assert_eq!(auto.tokens, run(&whole, GgmlType::F16, &PROMPT, &p).tokens);
     assert_eq!(auto.stats.draft_tokens, 0);
@@ -838,7 +839,7 @@ fn split_base_plus_head_runs_like_the_whole_file() {
         &base,
         &LoadOptions {
             head: Some(orthrus_convert::convert::head_path(&other)),
-            ..cpu()
+            ..cpu_exact()
         },
     )
     .err()
@@ -846,7 +847,7 @@ fn split_base_plus_head_runs_like_the_whole_file() {
     .to_string();
     assert!(err.contains("does not match"), "{err}");
     // A head file given as the model is refused with a hint.
-    let err = Model::load(&head, &cpu()).err().unwrap().to_string();
+    let err = Model::load(&head, &cpu_exact()).err().unwrap().to_string();
     assert!(err.contains("--head"), "{err}");
 }
 
@@ -888,7 +889,10 @@ fn every_layout_gives_the_same_greedy_tokens() {
             .map(str::to_string)
             .unwrap()
     };
+    // Orthrus mode: auto's draft lengths follow measured times, so its steps
+    // are not the same from run to run.
     let p = GenerateParams {
+        mode: Mode::Orthrus,
         max_tokens: 24,
         ignore_eos: true,
         ..Default::default()
@@ -1024,7 +1028,7 @@ fn published_configurations_convert_to_every_type_and_run() {
             let file = orthrus_kernels::gguf::GgufFile::open(&path).unwrap();
             assert_eq!(file.tensor("output.weight").is_none(), tied, "{name}");
             drop(file);
-            let model = Model::load(&path, &cpu()).unwrap();
+            let model = Model::load(&path, &cpu_exact()).unwrap();
             let o = model.hparams.orthrus.unwrap();
             assert_eq!((o.block_size, o.mask_token), (32, 151669), "{name}");
             let cache_ty = if ft == FileType::F32 {
@@ -1033,6 +1037,7 @@ fn published_configurations_convert_to_every_type_and_run() {
                 GgmlType::F16
             };
             let p = GenerateParams {
+                mode: Mode::Orthrus,
                 max_tokens: 12,
                 ignore_eos: true,
                 ..Default::default()
