@@ -47,8 +47,8 @@ fn float(file: &GgufFile, key: &str, path: &str) -> Result<f32, EngineError> {
 
 /// The ids that end generation, and whether the file lists them itself
 /// (`orthrus.eos_token_ids`, written by this project) rather than leaving
-/// them to be derived as llama.cpp does: its EOS/EOT/EOM ids plus the
-/// tokens whose text is one of [`EOG_TEXTS`].
+/// them to be derived as llama.cpp does from the tokens whose text is one
+/// of [`EOG_TEXTS`]; the EOS/EOT/EOM ids always count.
 pub(crate) fn eos_ids(file: &GgufFile) -> (Vec<u32>, bool) {
     let listed = file.get(keys::EOS_IDS).and_then(|v| v.as_array());
     let mut ids: Vec<u32> = listed
@@ -62,15 +62,14 @@ pub(crate) fn eos_ids(file: &GgufFile) -> (Vec<u32>, bool) {
             ids.push(id);
         }
     };
-    if let Some(id) = file.get(keys::EOS_ID).and_then(|v| v.as_u64()) {
-        add(id as u32);
+    // EOS, end of turn and end of message end generation whatever the list
+    // says, as in llama.cpp.
+    for key in [keys::EOS_ID, keys::EOT_ID, keys::EOM_ID] {
+        if let Some(id) = file.get(key).and_then(|v| v.as_u64()) {
+            add(id as u32);
+        }
     }
     if listed.is_none() {
-        for key in [keys::EOT_ID, keys::EOM_ID] {
-            if let Some(id) = file.get(key).and_then(|v| v.as_u64()) {
-                add(id as u32);
-            }
-        }
         let tokens = file.get(keys::TOKENS).and_then(|v| v.as_array());
         for (id, t) in tokens.into_iter().flatten().enumerate() {
             if t.as_str().is_some_and(|t| EOG_TEXTS.contains(&t)) {
