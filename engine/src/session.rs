@@ -121,14 +121,13 @@ impl<'m> Session<'m> {
     /// sees slots `0..pos0` plus the batch (causally for the AR view, all of
     /// it for the diffusion view). Returns the last `n_out` rows.
     ///
-    /// CPU ops of AR-view passes run through ggml's reference kernels here,
-    /// whose rows do not depend on the batch size: a verify pass then
-    /// computes each row bit-identically to the one-token pass AR decoding
-    /// runs, so greedy Orthrus output is exactly AR output, not merely equal
-    /// up to rounding. (The fast kernels sum in batch-dependent orders;
-    /// after a quantized matmul rounds its input to 8 bits, a one-ulp
-    /// difference can move a logit by tenths.) The diffusion pass, whose
-    /// drafts the verify pass checks, keeps the fast kernels.
+    /// In exact mode, CPU ops of AR-view passes run through ggml's reference
+    /// kernels, whose rows do not depend on the batch size: a verify pass
+    /// then computes each row bit-identically to the one-token pass AR
+    /// decoding runs. (The fast kernels sum in batch-dependent orders; after
+    /// a quantized matmul rounds its input to 8 bits, a one-ulp difference
+    /// can move a logit by tenths.) The diffusion pass, whose drafts the
+    /// verify pass checks, keeps the fast kernels.
     pub fn forward(
         &mut self,
         view: View,
@@ -264,9 +263,8 @@ impl<'m> Session<'m> {
 
     /// Exact mode: AR-view decoding passes (one-token AR steps and verify
     /// passes) compute each row as a one-token pass does on every backend,
-    /// so greedy Orthrus output is AR output bit for bit on a GPU too, not
-    /// only on the CPU (where decoding is exact anyway, see [`Self::forward`];
-    /// exact mode takes the same path there, on the reference kernels).
+    /// so greedy Orthrus output is AR output bit for bit (on the CPU through
+    /// the reference kernels, see [`Self::forward`]).
     /// Their attention takes `graph::attention`'s exact path over windows of
     /// [`SLOT_ALIGN`] slots. Their weight matmuls are whole where ggml-cuda
     /// has our matmul and it takes every weight of the model
