@@ -80,6 +80,17 @@ struct Header {
 impl GgufFile {
     /// Maps `path` read-only and validates it. Errors name the path.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
+        // Opening a FIFO would block and a directory cannot be mapped
+        // (ENODEV, which says nothing); say what the path is instead.
+        let meta = std::fs::metadata(path).map_err(|e| GgufError::io(path, e))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "is a directory, not a GGUF file (pass the .gguf file in it)"
+            } else {
+                "is not a regular file"
+            };
+            return Err(GgufError::io(path, std::io::Error::other(what)));
+        }
         let file = File::open(path).map_err(|e| GgufError::io(path, e))?;
         let len = file.metadata().map_err(|e| GgufError::io(path, e))?.len();
         let storage = if len == 0 {
