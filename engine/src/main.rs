@@ -171,7 +171,7 @@ fn main() -> ExitCode {
 fn tokenizer(model: &Model) -> Result<Tokenizer> {
     model
         .tokenizer()
-        .context("pass --prompt-ids instead of text")
+        .map_err(|e| anyhow::anyhow!("{e} (or pass --prompt-ids instead of text)"))
 }
 
 fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
