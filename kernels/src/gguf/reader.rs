@@ -341,6 +341,12 @@ fn read_array(cur: &mut Cursor, depth: usize) -> Result<GgufValue, Fault> {
     let elem = cur.value_type()?;
     let count = cur.u64()?;
     cur.check_count(count, elem.min_size(), &format!("{elem} array items"))?;
+    // Numbers stay as the file's bytes, one byte per u8 rather than a
+    // whole GgufValue (32 bytes) per item.
+    if let Some(size) = elem.fixed_size() {
+        let bytes = cur.take(count * size)?.to_vec();
+        return Ok(GgufValue::Packed(elem, bytes));
+    }
     // check_count bounds count by the file size, so this cannot over-allocate.
     let mut items = Vec::with_capacity(count as usize);
     for _ in 0..count {
