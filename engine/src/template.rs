@@ -87,14 +87,23 @@ impl ChatTemplate {
             text: Vec::new(),
             max: self.max_output,
         };
-        let rendered = tmpl.render_captured_to(
-            context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                enable_thinking => enable_thinking,
-            },
-            &mut out,
-        );
+        // minijinja can panic on some templates (2.24: reverse-slicing an
+        // empty list, `[][::-1]`); that is this template's error, not the
+        // caller's crash. Nothing outlives the render but `out`, which is
+        // only read for its length or text after.
+        let rendered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tmpl.render_captured_to(
+                context! {
+                    messages => messages,
+                    add_generation_prompt => add_generation_prompt,
+                    enable_thinking => enable_thinking,
+                },
+                &mut out,
+            )
+        }))
+        .map_err(|_| {
+            TemplateError("the template engine failed (minijinja panicked) on this template".into())
+        })?;
         match rendered {
             Ok(_) => String::from_utf8(out.text)
                 .map_err(|_| TemplateError("the output is not UTF-8".into())),

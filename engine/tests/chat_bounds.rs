@@ -63,6 +63,18 @@ fn a_template_that_grows_its_output_is_stopped() {
 }
 
 #[test]
+fn a_template_that_panics_minijinja_is_an_error() {
+    // minijinja 2.24 indexes past an empty list when slicing it backwards.
+    let t = ChatTemplate::new("{% for m in messages[::-1] %}{{ m.content }}{% endfor %}").unwrap();
+    let e = t.render(&[], true, true).unwrap_err().to_string();
+    assert!(e.contains("chat template") && e.contains("panicked"), "{e}");
+    assert_eq!(
+        t.render(&[Message::new("user", "a")], true, true).unwrap(),
+        "a"
+    );
+}
+
+#[test]
 fn real_conversations_fit_the_bounds() {
     let (_, tmpl) = qwen3();
     // 4,000 turns, far more than any context holds.
