@@ -438,4 +438,19 @@ mod tests {
         assert!(header_len(92u64.to_le_bytes(), 100).is_ok());
         assert!(header_len(93u64.to_le_bytes(), 100).is_err());
     }
+
+    /// The fuzz target's seed is a valid file, so fuzzing starts from one.
+    #[test]
+    fn the_fuzz_seed_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kernels/fuzz/seeds/checkpoint_reader/small.safetensors");
+        let data = std::fs::read(path).unwrap();
+        let n = header_len(data[..8].try_into().unwrap(), data.len() as u64).unwrap();
+        let t = parse_header(&data[8..8 + n as usize], data.len() as u64).unwrap();
+        let shapes: Vec<_> = t
+            .iter()
+            .map(|(n, e)| (n.as_str(), e.shape.clone()))
+            .collect();
+        assert_eq!(shapes, [("a.weight", vec![2, 2]), ("b.weight", vec![3])]);
+    }
 }
