@@ -316,7 +316,10 @@ impl GgufValue {
     /// when `ty` is not fixed-size or `bytes` is not a whole number of items.
     pub fn packed(ty: GgufType, bytes: Vec<u8>) -> Option<GgufValue> {
         let size = ty.fixed_size()? as usize;
-        (bytes.len() % size == 0).then_some(GgufValue::Packed(ty, bytes))
+        bytes
+            .len()
+            .is_multiple_of(size)
+            .then_some(GgufValue::Packed(ty, bytes))
     }
 
     pub fn string_array<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Self {

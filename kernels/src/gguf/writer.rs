@@ -300,7 +300,7 @@ fn check_value(value: &GgufValue) -> Result<(), String> {
     }
     if let GgufValue::Packed(elem, bytes) = value {
         return match elem.fixed_size() {
-            Some(n) if bytes.len() as u64 % n == 0 => Ok(()),
+            Some(n) if (bytes.len() as u64).is_multiple_of(n) => Ok(()),
             _ => Err(format!(
                 "packed array of {elem} holds {} bytes, not a whole number of items",
                 bytes.len()
