@@ -7,7 +7,8 @@
 //! This file needs only minijinja and serde (no ggml, nothing else of the
 //! crate), so the template fuzz target (kernels/fuzz) builds it as it is.
 
-use minijinja::{context, Environment};
+use minijinja::value::{Kwargs, Rest, StringInput, Value};
+use minijinja::{context, Environment, Error, ErrorKind, State};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,7 +46,20 @@ impl ChatTemplate {
         // transformers renders with trim_blocks and lstrip_blocks.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(|state, value, method, args| {
+            if let (Some(s), "format") = (value.as_str(), method) {
+                check_format(s)?;
+            }
+            minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+        });
+        // Filters minijinja would let size one allocation from a number in
+        // the template (an abort when the allocator refuses it), checked
+        // first and then run as they are.
+        env.add_filter("indent", indent);
+        env.add_filter("tojson", tojson);
+        env.add_filter("format", format);
+        env.add_filter("list", list);
+        env.add_filter("join", join);
         env.add_function(
             "raise_exception",
             |msg: String| -> Result<String, minijinja::Error> {
@@ -117,6 +131,87 @@ impl ChatTemplate {
             Err(e) => Err(TemplateError(format!("{e:#}"))),
         }
     }
+}
+
+/// The largest width, indent, number in a format string or item count the
+/// guarded filters take: beyond it their result alone would pass the
+/// output bound.
+const MAX_FILTER_SIZE: usize = MAX_RENDERED_BYTES;
+
+fn too_large(what: &str, n: impl std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("{what} {n} is over the output bound of {MAX_FILTER_SIZE} bytes"),
+    )
+}
+
+/// Refuses a format string holding a number (a width or precision) over
+/// [`MAX_FILTER_SIZE`]: `'%99999999999s'|format(x)` and
+/// `'{:>99999999999}'.format(x)` allocate it whole.
+fn check_format(s: &str) -> Result<(), Error> {
+    for run in s.split(|c: char| !c.is_ascii_digit()) {
+        if run.len() > 8 || run.parse::<usize>().is_ok_and(|n| n > MAX_FILTER_SIZE) {
+            return Err(too_large("a number in a format string,", run));
+        }
+    }
+    Ok(())
+}
+
+fn indent(
+    value: StringInput<'_>,
+    width: Option<usize>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let w = match width {
+        Some(w) => w,
+        None => kwargs.peek::<Option<usize>>("width")?.unwrap_or(4),
+    };
+    if w > MAX_FILTER_SIZE {
+        return Err(too_large("indent width", w));
+    }
+    minijinja::filters::indent(value, width, first, blank, kwargs)
+}
+
+fn tojson(value: &Value, indent: Option<Value>, kwargs: Kwargs) -> Result<Value, Error> {
+    let i = match &indent {
+        Some(i) => Some(i.clone()),
+        None => kwargs.peek::<Option<Value>>("indent")?,
+    };
+    if let Some(n) = i
+        .and_then(|i| i.as_usize())
+        .filter(|&n| n > MAX_FILTER_SIZE)
+    {
+        return Err(too_large("tojson indent", n));
+    }
+    minijinja::filters::tojson(value, indent, kwargs)
+}
+
+fn format(state: &State, format_str: &Value, args: Rest<Value>) -> Result<Value, Error> {
+    if let Some(s) = format_str.as_str() {
+        check_format(s)?;
+    }
+    minijinja::filters::format(state, format_str, args)
+}
+
+/// A sequence's length when it states one over [`MAX_FILTER_SIZE`] items
+/// (`[x] * 10**12` states 10^12 and holds nothing until listed).
+fn check_len(value: &Value) -> Result<(), Error> {
+    match value.len() {
+        Some(n) if n > MAX_FILTER_SIZE => Err(too_large("a sequence of", n)),
+        _ => Ok(()),
+    }
+}
+
+fn list(state: &State, value: Value) -> Result<Value, Error> {
+    check_len(&value)?;
+    minijinja::filters::list(state, value)
+}
+
+fn join(state: &State, value: &Value, joiner: Option<StringInput<'_>>) -> Result<Value, Error> {
+    check_len(value)?;
+    minijinja::filters::join(state, value, joiner)
 }
 
 /// A writer that refuses to grow beyond `max` bytes, which stops the render.
