@@ -2,7 +2,8 @@
 # Runs every check of the project: formatting and lints, the Rust workspace's
 # tests (unit, integration, end to end), the Python tests of the fixture
 # scripts, the reference and the binaries, and a short fuzzing run of the
-# GGUF reader. Each phase's time goes to stderr.
+# GGUF reader, the chat template renderer and the checkpoint readers (the
+# seconds split between them). Each phase's time goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

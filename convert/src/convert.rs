@@ -170,9 +170,11 @@ pub fn convert(opts: &Options, progress: &mut dyn FnMut(u64, u64)) -> Result<Vec
             "--head-type needs an Orthrus checkpoint; this one is plain Qwen3".into(),
         ));
     }
-    let tok = TokenizerInfo::load(&opts.input, cfg.vocab_size)?;
     let ck = Checkpoint::open(&opts.input)?;
+    // The tensors first: the tokenizer's tables are sized by vocab_size,
+    // which must then match the embedding.
     let planned = plan(&cfg, &ck, opts)?;
+    let tok = TokenizerInfo::load(&opts.input, cfg.vocab_size)?;
     let name = opts.name.clone().unwrap_or_else(|| dir_name(&opts.input));
 
     let groups: Vec<(FileRole, PathBuf, Vec<Planned>)> = if opts.split {

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use orthrus_kernels::gguf::GgufError;
+#[cfg(feature = "ggml")]
 use orthrus_kernels::quant::QuantError;
 
 /// Everything that can stop a conversion. Each message names the file, key or
@@ -16,6 +17,7 @@ pub enum ConvertError {
     BadFile { path: PathBuf, msg: String },
     #[error("tensor {name}: {msg}")]
     Tensor { name: String, msg: String },
+    #[cfg(feature = "ggml")]
     #[error("tensor {name}: {source}")]
     Quant { name: String, source: QuantError },
     #[error(transparent)]

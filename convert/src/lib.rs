@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "ggml")]
 pub mod convert;
 pub mod error;
 pub mod files;
@@ -18,6 +19,7 @@ pub mod metadata;
 pub mod names;
 pub mod recipe;
 
+#[cfg(feature = "ggml")]
 pub use convert::{convert, Options};
 pub use error::ConvertError;
 pub use recipe::FileType;

@@ -1,138 +1,14 @@
 //! The chat template stored in the GGUF, rendered with minijinja the way
 //! transformers' `apply_chat_template` renders it.
 //!
-//! A template is a program from the model file, so it runs bounded: at most
-//! [`RENDER_FUEL`] template instructions and [`MAX_RENDERED_BYTES`] of output.
-//! Message content is text: special-token strings in it (`<|im_start|>`) are
+//! A template is a program from the model file, so it runs bounded
+//! ([`crate::template`]). Message content is text: special-token strings in it (`<|im_start|>`) are
 //! tokenized as plain text by [`encode_chat`] unless the caller asks for the
 //! raw behaviour, so a user cannot open a turn of another role.
 
-use minijinja::{context, Environment};
-use serde::{Deserialize, Serialize};
-
+pub use crate::template::{ChatTemplate, Message, MAX_RENDERED_BYTES, RENDER_FUEL};
 use crate::tokenizer::Tokenizer;
 use crate::EngineError;
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Message {
-    pub role: String,
-    pub content: String,
-}
-
-impl Message {
-    pub fn new(role: &str, content: &str) -> Message {
-        Message {
-            role: role.into(),
-            content: content.into(),
-        }
-    }
-}
-
-/// Template instructions one rendering may run. Qwen3's template takes a
-/// few hundred per message, so a conversation that fits any context fits
-/// this; a template that loops for ever stops within about a second.
-pub const RENDER_FUEL: u64 = 20_000_000;
-
-/// The longest rendered prompt, in bytes (well beyond any context's tokens).
-pub const MAX_RENDERED_BYTES: usize = 32 << 20;
-
-pub struct ChatTemplate {
-    env: Environment<'static>,
-    max_output: usize,
-}
-
-impl ChatTemplate {
-    pub fn new(source: &str) -> Result<ChatTemplate, EngineError> {
-        let mut env = Environment::new();
-        env.set_fuel(Some(RENDER_FUEL));
-        // transformers renders with trim_blocks and lstrip_blocks.
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function(
-            "raise_exception",
-            |msg: String| -> Result<String, minijinja::Error> {
-                Err(minijinja::Error::new(
-                    minijinja::ErrorKind::InvalidOperation,
-                    msg,
-                ))
-            },
-        );
-        env.add_template_owned("chat", source.to_string())
-            .map_err(|e| EngineError::Template(e.to_string()))?;
-        Ok(ChatTemplate {
-            env,
-            max_output: MAX_RENDERED_BYTES,
-        })
-    }
-
-    /// The same template with other bounds (fuel: template instructions;
-    /// output: bytes), for callers and tests that need tighter ones.
-    pub fn with_limits(mut self, fuel: u64, max_output: usize) -> ChatTemplate {
-        self.env.set_fuel(Some(fuel));
-        self.max_output = max_output;
-        self
-    }
-
-    /// The prompt text for `messages`, ending with the assistant's turn
-    /// opener when `add_generation_prompt`.
-    pub fn render(
-        &self,
-        messages: &[Message],
-        add_generation_prompt: bool,
-        enable_thinking: bool,
-    ) -> Result<String, EngineError> {
-        let tmpl = self
-            .env
-            .get_template("chat")
-            .map_err(|e| EngineError::Template(e.to_string()))?;
-        let mut out = Bounded {
-            text: Vec::new(),
-            max: self.max_output,
-        };
-        let rendered = tmpl.render_captured_to(
-            context! {
-                messages => messages,
-                add_generation_prompt => add_generation_prompt,
-                enable_thinking => enable_thinking,
-            },
-            &mut out,
-        );
-        match rendered {
-            Ok(_) => String::from_utf8(out.text)
-                .map_err(|_| EngineError::Template("the output is not UTF-8".into())),
-            Err(_) if out.text.len() >= out.max => Err(EngineError::Template(format!(
-                "the rendered prompt is over {} bytes",
-                out.max
-            ))),
-            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(EngineError::Template(
-                "the template ran too long (over its instruction budget)".into(),
-            )),
-            Err(e) => Err(EngineError::Template(format!("{e:#}"))),
-        }
-    }
-}
-
-/// A writer that refuses to grow beyond `max` bytes, which stops the render.
-struct Bounded {
-    text: Vec<u8>,
-    max: usize,
-}
-
-impl std::io::Write for Bounded {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.text.len() + buf.len() > self.max {
-            self.text.resize(self.max, 0);
-            return Err(std::io::Error::other("output limit"));
-        }
-        self.text.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// Private-use characters that bracket a placeholder in rendered text.
 const OPEN: char = '\u{E000}';

@@ -22,6 +22,7 @@ pub mod model;
 pub mod options;
 pub mod sampling;
 pub mod session;
+pub mod template;
 pub mod tokenizer;
 
 pub use decode::{generate, Finish, GenerateParams, Generation, Mode, Stats, Step};
@@ -47,4 +48,10 @@ pub enum EngineError {
     Tokenizer(String),
     #[error("chat template: {0}")]
     Template(String),
+}
+
+impl From<template::TemplateError> for EngineError {
+    fn from(e: template::TemplateError) -> EngineError {
+        EngineError::Template(e.0)
+    }
 }

@@ -171,7 +171,7 @@ fn main() -> ExitCode {
 fn tokenizer(model: &Model) -> Result<Tokenizer> {
     model
         .tokenizer()
-        .context("pass --prompt-ids instead of text")
+        .map_err(|e| anyhow::anyhow!("{e} (or pass --prompt-ids instead of text)"))
 }
 
 fn sampling(s: &SamplingArgs) -> Result<SamplingParams> {
@@ -306,8 +306,23 @@ const BENCH_PROMPTS: [&str; 3] = [
     "import os\nimport sys\n\ndef main():\n",
 ];
 
+/// Random prompts a bench runs at most (each is run in every mode).
+const MAX_RANDOM_PROMPTS: usize = 1000;
+
 fn bench(a: BenchArgs) -> Result<()> {
+    if a.random_prompts > MAX_RANDOM_PROMPTS {
+        bail!(
+            "--random-prompts {}: at most {MAX_RANDOM_PROMPTS}",
+            a.random_prompts
+        );
+    }
     let l = a.model.load()?;
+    if let Some(n) = a.random_prompt_len.filter(|&n| n >= l.n_ctx) {
+        bail!(
+            "--random-prompt-len {n} does not fit the context of {} tokens (raise -c or shorten it)",
+            l.n_ctx
+        );
+    }
     let prompts: Vec<Vec<u32>> = if let Some(n) = a.random_prompt_len {
         let mut rng = orthrus_engine::sampling::Rng::new(7);
         let vocab = l.model.hparams.n_vocab as u64;

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use orthrus_kernels::ggml::{load_backends, BufferType, Device, DeviceKind, StoreId, TensorStore};
 use orthrus_kernels::gguf::GgufFile;
-use orthrus_kernels::schema::{keys, Kind, TensorId, TYPE_HEAD};
+use orthrus_kernels::schema::{keys, limits, Kind, Layout, TensorId, TYPE_HEAD};
 use orthrus_kernels::GgmlType;
 
 use crate::hparams::Hparams;
@@ -74,6 +74,8 @@ pub struct Layer {
 /// A loaded model: hyperparameters, weights on their devices, tokenizer data.
 pub struct Model {
     pub hparams: Hparams,
+    /// The path of the model file, as errors name it.
+    pub file_name: String,
     pub(crate) weights: TensorStore,
     pub(crate) tok_embd: StoreId,
     pub(crate) output_norm: StoreId,
@@ -135,8 +137,9 @@ impl Model {
                 hp.orthrus = hh.orthrus;
                 // A base that lists no end ids of its own (llama.cpp writes
                 // none) takes the head's list, which is the checkpoint's.
-                let (head_eos, head_listed) = crate::hparams::eos_ids(&head);
-                if head_listed && !crate::hparams::eos_ids(&file).1 {
+                let (head_eos, head_listed) =
+                    crate::hparams::eos_ids(&head, &head_name, hp.n_vocab)?;
+                if head_listed && !crate::hparams::eos_ids(&file, &name, hp.n_vocab)?.1 {
                     hp.eos_ids = head_eos;
                     if let Some(id) = file.get(keys::EOS_ID).and_then(|v| v.as_u64()) {
                         if !hp.eos_ids.contains(&(id as u32)) {
@@ -144,7 +147,7 @@ impl Model {
                         }
                     }
                 } else if hp.eos_ids.is_empty() {
-                    hp.eos_ids = hh.eos_ids.clone();
+                    hp.eos_ids = head_eos;
                 }
                 Some((head, head_name))
             }
@@ -204,6 +207,16 @@ impl Model {
                 has_diff
             )));
         }
+        // Every layer has its tensors in the files: a layer count beyond
+        // them is refused before anything is sized by it.
+        let n_tensors = file.tensors().len() + head.as_ref().map_or(0, |(h, _)| h.tensors().len());
+        let per_layer = Kind::AR_LAYER.len() + if has_diff { Kind::DIFF_LAYER.len() } else { 0 };
+        if n_layer * per_layer > n_tensors {
+            return Err(EngineError::Model(format!(
+                "{name}: key {} says {n_layer} layers, but the file holds {n_tensors} tensors ({per_layer} per layer)",
+                block_count_key(&file)
+            )));
+        }
         let tied = file.tensor("output.weight").is_none();
         // Every tensor the model needs: its id, GGUF name, and the file holding it.
         let mut expected: Vec<(TensorId, String, &GgufFile, &str)> = Vec::new();
@@ -249,6 +262,12 @@ impl Model {
                 return Err(EngineError::Model(format!(
                     "{fname}: tensor {tname} has shape {:?}, expected {want:?}",
                     info.dims
+                )));
+            }
+            if !id.kind.is_norm() && !limits::is_weight_type(info.ty) {
+                return Err(EngineError::Model(format!(
+                    "{fname}: tensor {tname} is {}, which ggml cannot multiply by",
+                    info.ty.name()
                 )));
             }
             if id.kind.is_norm() && info.ty != GgmlType::F32 {
@@ -359,10 +378,21 @@ impl Model {
             }
         };
         let bos_prefix = match file.get(keys::ADD_BOS).and_then(|v| v.as_bool()) {
-            Some(true) => file
-                .get(keys::BOS_ID)
-                .and_then(|v| v.as_u64())
-                .map(|id| id as u32),
+            Some(true) => match file.get(keys::BOS_ID) {
+                None => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .and_then(|id| u32::try_from(id).ok())
+                        .filter(|&id| (id as usize) < hp.n_vocab)
+                        .ok_or_else(|| {
+                            EngineError::Model(format!(
+                                "{name}: key {} holds {v}, which is not a token id of this {}-token vocabulary",
+                                keys::BOS_ID,
+                                hp.n_vocab
+                            ))
+                        })?,
+                ),
+            },
             _ => None,
         };
         Ok(Model {
@@ -383,17 +413,28 @@ impl Model {
             exact: opts.exact,
             weights: store,
             hparams: hp,
+            file_name: name,
         })
     }
 
     /// The tokenizer stored in the file: its Hugging Face JSON when it has
     /// one (our converter's files), else llama.cpp's `tokenizer.ggml.*` arrays.
     pub fn tokenizer(&self) -> Result<Tokenizer, EngineError> {
+        let name = &self.file_name;
         let tok = match (&self.tokenizer_json, &self.vocab) {
-            (Some(json), _) => Tokenizer::from_json(json),
-            (None, Some(vocab)) => Tokenizer::from_ggml(vocab),
+            (Some(json), _) => Tokenizer::from_json(json).map_err(|e| match e {
+                EngineError::Tokenizer(e) => EngineError::Tokenizer(format!(
+                    "{name}: key {} is not a valid tokenizer JSON ({e})",
+                    keys::HF_JSON
+                )),
+                e => e,
+            }),
+            (None, Some(vocab)) => Tokenizer::from_ggml(vocab).map_err(|e| match e {
+                EngineError::Tokenizer(e) => EngineError::Tokenizer(format!("{name}: {e}")),
+                e => e,
+            }),
             (None, None) => Err(EngineError::Tokenizer(format!(
-                "the model has neither {} nor {}",
+                "{name} has no tokenizer: neither {} nor {}",
                 keys::HF_JSON,
                 keys::TOKENS
             ))),
@@ -496,6 +537,14 @@ impl<'f> Placement<'_, 'f> {
         self.writes.push((sid, data));
         Stacked::Fused(sid)
     }
+}
+
+/// The key holding `file`'s layer count.
+fn block_count_key(file: &GgufFile) -> String {
+    let arch = file.get(keys::ARCHITECTURE).and_then(|v| v.as_str());
+    arch.and_then(Layout::of)
+        .unwrap_or(Layout::QWEN3)
+        .key(keys::BLOCK_COUNT)
 }
 
 /// The shape (ggml order) a tensor of `kind` must have.

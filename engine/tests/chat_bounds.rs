@@ -63,6 +63,18 @@ fn a_template_that_grows_its_output_is_stopped() {
 }
 
 #[test]
+fn a_template_that_panics_minijinja_is_an_error() {
+    // minijinja 2.24 indexes past an empty list when slicing it backwards.
+    let t = ChatTemplate::new("{% for m in messages[::-1] %}{{ m.content }}{% endfor %}").unwrap();
+    let e = t.render(&[], true, true).unwrap_err().to_string();
+    assert!(e.contains("chat template") && e.contains("panicked"), "{e}");
+    assert_eq!(
+        t.render(&[Message::new("user", "a")], true, true).unwrap(),
+        "a"
+    );
+}
+
+#[test]
 fn real_conversations_fit_the_bounds() {
     let (_, tmpl) = qwen3();
     // 4,000 turns, far more than any context holds.
@@ -129,4 +141,45 @@ fn long_text_is_tokenized_in_pieces_to_the_same_ids() {
         tok.encode_long("short").unwrap(),
         tok.encode("short").unwrap()
     );
+}
+
+#[test]
+fn numbers_that_would_size_one_allocation_are_refused() {
+    // Each aborted the process ("memory allocation of ... bytes failed").
+    for (src, want) in [
+        ("{{ 'a\nb'|indent(1000000000000) }}", "indent width"),
+        ("{{ 'a'|indent(width=1000000000000) }}", "indent width"),
+        (
+            "{{ {'a': 1}|tojson(indent=1000000000000) }}",
+            "tojson indent",
+        ),
+        ("{{ '%1000000000000s'|format('x') }}", "format string"),
+        ("{{ '%.99999999999f'|format(1.5) }}", "format string"),
+        ("{{ '{:>1000000000000}'.format('x') }}", "format string"),
+        (
+            "{{ ([1, 2] * 1000000000000)|list|length }}",
+            "a sequence of",
+        ),
+        ("{{ ([1, 2] * 1000000000000)|join(',') }}", "a sequence of"),
+    ] {
+        let t = ChatTemplate::new(src).unwrap();
+        let e = t.render(&[], false, false).unwrap_err().to_string();
+        assert!(
+            e.contains(want) && e.contains("over the output bound"),
+            "{src}: {e}"
+        );
+    }
+    // The same filters with ordinary numbers work as before.
+    for (src, want) in [
+        ("{{ 'a\nb'|indent(2) }}", "a\n  b"),
+        ("{{ {'a': 1}|tojson(indent=1) }}", "{\n \"a\": 1\n}"),
+        ("{{ '%3s|%.2f'|format('x', 1.5) }}", "  x|1.50"),
+        ("{{ '{:>3}'.format('x') }}", "  x"),
+        ("{{ ([1, 2] * 2)|list|length }}", "4"),
+        ("{{ [1, 2]|join('-') }}", "1-2"),
+        ("{{ 'call 12345678901'|upper }}", "CALL 12345678901"),
+    ] {
+        let t = ChatTemplate::new(src).unwrap();
+        assert_eq!(t.render(&[], false, false).unwrap(), want, "{src}");
+    }
 }

@@ -138,6 +138,7 @@ fn errors_are_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let m = model(dir.path());
     let m = m.to_str().unwrap();
+    let dir_s = dir.path().to_str().unwrap();
     for (args, expect) in [
         (
             vec!["run", "-m", "/nonexistent.gguf", "-p", "x"],
@@ -208,6 +209,52 @@ fn errors_are_one_line() {
                 "8",
             ],
             "draft-max 8 is beyond this model's block of 8 tokens (at most 7)",
+        ),
+        // Arguments (issue 24, classes 7 and 8).
+        (vec!["run", "-m", dir_s, "-p", "x"], "is a directory"),
+        (
+            vec!["run", "-m", m, "--device", "CPU", "-p", "x", "-t", "0"],
+            "-t 0: use 1 to",
+        ),
+        (
+            vec![
+                "run",
+                "-m",
+                m,
+                "--device",
+                "CPU",
+                "-p",
+                "x",
+                "--block-size",
+                "0",
+            ],
+            "--block-size must be at least 1",
+        ),
+        (
+            vec![
+                "bench",
+                "-m",
+                m,
+                "--device",
+                "CPU",
+                "--random-prompt-len",
+                "100000000000",
+            ],
+            "--random-prompt-len 100000000000 does not fit the context",
+        ),
+        (
+            vec![
+                "bench",
+                "-m",
+                m,
+                "--device",
+                "CPU",
+                "--random-prompt-len",
+                "4",
+                "--random-prompts",
+                "1000000000",
+            ],
+            "at most 1000",
         ),
     ] {
         let out = orthrus(&args);

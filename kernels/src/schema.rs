@@ -54,6 +54,54 @@ pub mod keys {
     pub const EOS_IDS: &str = "orthrus.eos_token_ids";
 }
 
+/// Bounds on hyperparameters, shared by the converter (refusing to write a
+/// file) and the engine (refusing to load one), so nothing is allocated by,
+/// or narrowed from, an absurd value.
+pub mod limits {
+    use crate::GgmlType;
+
+    /// Widths, head counts, head size and vocabulary (far beyond any model;
+    /// every value fits the u32 a GGUF key holds).
+    pub const MAX_DIM: u64 = 1 << 24;
+    /// Layers (the largest models have a few hundred).
+    pub const MAX_LAYERS: u64 = 4096;
+    /// The longest trained context a file may state (16 M tokens).
+    pub const MAX_CONTEXT: u64 = 1 << 24;
+    /// Orthrus block sizes the engine runs: a block holds the last token
+    /// and at least one mask; per-step statistics are sized by it.
+    pub const MIN_BLOCK_SIZE: u64 = 2;
+    pub const MAX_BLOCK_SIZE: u64 = 256;
+
+    /// Whether `ty` can be a weight matrix the engine multiplies by: the
+    /// intermediate (`q8_1`, `q8_K`) and integer/f64 types have no kernels
+    /// for that in ggml, which would abort on the first pass.
+    pub const fn is_weight_type(ty: GgmlType) -> bool {
+        !matches!(
+            ty,
+            GgmlType::Q8_1
+                | GgmlType::Q8_K
+                | GgmlType::I8
+                | GgmlType::I16
+                | GgmlType::I32
+                | GgmlType::I64
+                | GgmlType::F64
+        )
+    }
+
+    /// `None` when `eps` is a usable RMS-norm epsilon (finite, positive,
+    /// below 1), else why not.
+    pub fn check_rms_eps(eps: f64) -> Option<&'static str> {
+        (!(eps.is_finite() && eps as f32 > 0.0 && eps < 1.0))
+            .then_some("must be a finite number between 0 and 1 (exclusive)")
+    }
+
+    /// `None` when `theta` is a usable RoPE base (finite, above 1), else why not.
+    pub fn check_rope_theta(theta: f64) -> Option<&'static str> {
+        (!(theta.is_finite() && theta > 1.0 && theta <= f32::MAX as f64))
+            .then_some("must be a finite number above 1")
+    }
+}
+
 /// `general.architecture` of a plain Qwen3 file (a `--split` base), and of
 /// Orthrus files in our earlier layout.
 pub const ARCH_QWEN3: &str = "qwen3";

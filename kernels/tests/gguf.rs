@@ -570,6 +570,59 @@ fn hostile_arrays() {
     );
 }
 
+/// Resident memory of this process, from /proc (Linux), in bytes.
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+#[test]
+fn large_number_arrays_are_held_compactly() {
+    // 32 MiB of u8, then of u16: as one GgufValue per item they took 32
+    // bytes each (1 GiB and 512 MiB).
+    const N: u64 = 32 << 20;
+    for (elem, size) in [(GgufType::U8, 1u64), (GgufType::U16, 2), (GgufType::I8, 1)] {
+        let r = Raw::header(3, 0, 1)
+            .str("big")
+            .u32(9)
+            .u32(elem.id())
+            .u64(N / size)
+            .bytes(&vec![7; N as usize]);
+        let before = rss();
+        let f = GgufFile::from_bytes(r.0).unwrap();
+        let grew = rss().zip(before).map(|(a, b)| a.saturating_sub(b));
+        let v = f.get("big").unwrap();
+        assert!(
+            matches!(v, GgufValue::Packed(t, b) if *t == elem && b.len() as u64 == N),
+            "{elem}: {v}"
+        );
+        assert_eq!(v.array_len(), Some((N / size) as usize));
+        assert_eq!(v.array_type(), Some(elem));
+        // Printed only: other tests share this process's memory.
+        if let Some(grew) = grew {
+            println!(
+                "{elem}: RSS grew {} MiB for a {} MiB array",
+                grew >> 20,
+                N >> 20
+            );
+        }
+    }
+    // Items read back as values of their type.
+    let r = Raw::header(3, 0, 1)
+        .str("a")
+        .u32(9)
+        .u32(GgufType::I16.id())
+        .u64(2)
+        .bytes(&(-2i16).to_le_bytes())
+        .bytes(&300i16.to_le_bytes());
+    let f = GgufFile::from_bytes(r.0).unwrap();
+    assert_eq!(
+        f.get("a").unwrap().as_array().unwrap().to_vec(),
+        vec![GgufValue::I16(-2), GgufValue::I16(300)]
+    );
+}
+
 fn nested_arrays(depth: usize) -> Raw {
     let mut r = Raw::header(3, 0, 1).str("deep").u32(9);
     for _ in 1..depth {

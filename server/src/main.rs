@@ -36,8 +36,8 @@ struct Cli {
     #[arg(long)]
     alias: Option<String>,
     /// Requests that may wait for the model; beyond that the answer is 503.
-    #[arg(long = "queue-size", default_value_t = 16)]
-    queue_size: usize,
+    #[arg(long = "queue-size", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    queue_size: u32,
     /// Largest request body in bytes (larger ones get 413).
     #[arg(long = "max-body", default_value_t = 4 << 20)]
     max_body: usize,
@@ -118,7 +118,7 @@ fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| file_name.trim_end_matches(".gguf").to_string());
     let metrics = Arc::new(Metrics::default());
-    let (info, jobs) = worker::start(cli.model.clone(), cli.queue_size, metrics.clone())?;
+    let (info, jobs) = worker::start(cli.model.clone(), cli.queue_size as usize, metrics.clone())?;
     let g = &cli.guard;
     let limits = Limits {
         header_timeout: Duration::from_secs_f64(g.header_timeout),
@@ -183,4 +183,32 @@ async fn shutdown() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        let argv = ["orthrus-server", "-m", "m.gguf"].iter().chain(args);
+        Cli::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn counts_beyond_their_range_are_refused() {
+        // A queue of usize::MAX reached tokio's channel assert (a panic).
+        for bad in ["0", "65537", "18446744073709551615"] {
+            let e = parse(&["--queue-size", bad]).err().unwrap();
+            assert!(e.contains("--queue-size"), "{bad}: {e}");
+        }
+        assert_eq!(parse(&["--queue-size", "1"]).unwrap().queue_size, 1);
+        for (arg, bad) in [
+            ("--max-connections", "0"),
+            ("--cpu-threads", "100000"),
+            ("--body-timeout", "nan"),
+        ] {
+            let e = parse(&[arg, bad]).err().unwrap();
+            assert!(e.contains(arg), "{arg} {bad}: {e}");
+        }
+    }
 }

@@ -4,6 +4,8 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use orthrus_kernels::schema::limits;
+
 use super::read_json;
 use crate::error::{ConvertError, Result};
 
@@ -60,9 +62,28 @@ impl Keys<'_> {
     }
 
     fn positive(&self, key: &str) -> Result<u64> {
+        self.bounded(key, limits::MAX_DIM)
+    }
+
+    /// A positive integer at most `max` (so it fits the u32 of its GGUF key).
+    fn bounded(&self, key: &str, max: u64) -> Result<u64> {
         match self.u64(key)? {
             0 => Err(self.err(format!("`{key}` must be positive, found 0"))),
+            n if n > max => Err(self.err(format!("`{key}` is {n}, beyond {max}"))),
             n => Ok(n),
+        }
+    }
+
+    /// A float key that `check` accepts.
+    fn checked_f64(
+        &self,
+        key: &str,
+        v: f64,
+        check: fn(f64) -> Option<&'static str>,
+    ) -> Result<f64> {
+        match check(v) {
+            Some(why) => Err(self.err(format!("`{key}` is {v}; it {why}"))),
+            None => Ok(v),
         }
     }
 
@@ -172,12 +193,15 @@ impl ModelConfig {
                 k.err("missing rope theta (`rope_parameters.rope_theta` or `rope_theta`)".into())
             })?,
         };
+        let rope_theta = k.checked_f64("rope_theta", rope_theta, limits::check_rope_theta)?;
         let vocab_size = k.positive("vocab_size")?;
         let orthrus = if is_orthrus {
-            let block_size = k.positive("block_size")?;
-            if !(2..=256).contains(&block_size) {
+            let block_size = k.u64("block_size")?;
+            if !(limits::MIN_BLOCK_SIZE..=limits::MAX_BLOCK_SIZE).contains(&block_size) {
                 return Err(k.err(format!(
-                    "block_size must be between 2 and 256, found {block_size}"
+                    "block_size must be between {} and {}, found {block_size}",
+                    limits::MIN_BLOCK_SIZE,
+                    limits::MAX_BLOCK_SIZE
                 )));
             }
             let mask_token_id = k.u64("mask_token_id")?;
@@ -219,13 +243,17 @@ impl ModelConfig {
             vocab_size,
             hidden_size,
             intermediate_size: k.positive("intermediate_size")?,
-            num_layers: k.positive("num_hidden_layers")?,
+            num_layers: k.bounded("num_hidden_layers", limits::MAX_LAYERS)?,
             num_heads,
             num_kv_heads,
             head_dim,
-            rms_norm_eps: k.f64("rms_norm_eps")?.unwrap_or(1e-6) as f32,
+            rms_norm_eps: k.checked_f64(
+                "rms_norm_eps",
+                k.f64("rms_norm_eps")?.unwrap_or(1e-6),
+                limits::check_rms_eps,
+            )? as f32,
             rope_theta: rope_theta as f32,
-            context_length: k.positive("max_position_embeddings")?,
+            context_length: k.bounded("max_position_embeddings", limits::MAX_CONTEXT)?,
             tie_word_embeddings: k.bool_or("tie_word_embeddings", false)?,
             bos_token_id: k.opt_u32("bos_token_id")?,
             pad_token_id: k.opt_u32("pad_token_id")?,
@@ -290,7 +318,35 @@ mod tests {
 
     #[test]
     fn refuses_bad_configs_with_the_key_named() {
-        let cases: [(&str, Value, &str); 6] = [
+        let cases: [(&str, Value, &str); 18] = [
+            ("rms_norm_eps", json!(-1e-6), "`rms_norm_eps` is -0.000001"),
+            ("rms_norm_eps", json!(0.0), "`rms_norm_eps` is 0"),
+            ("rms_norm_eps", json!(1e-60), "between 0 and 1"),
+            ("rms_norm_eps", json!(1e300), "`rms_norm_eps`"),
+            (
+                "rope_parameters",
+                json!({"rope_theta": 0.0}),
+                "`rope_theta` is 0",
+            ),
+            ("rope_parameters", json!({"rope_theta": -5}), "above 1"),
+            ("rope_parameters", json!({"rope_theta": 1e300}), "above 1"),
+            (
+                "max_position_embeddings",
+                json!(1u64 << 33),
+                "`max_position_embeddings` is 8589934592, beyond",
+            ),
+            (
+                "vocab_size",
+                json!(1u64 << 40),
+                "`vocab_size` is 1099511627776",
+            ),
+            (
+                "num_hidden_layers",
+                json!(1 << 20),
+                "`num_hidden_layers` is",
+            ),
+            ("intermediate_size", json!(1u64 << 32), "beyond"),
+            ("block_size", json!(1u64 << 32), "block_size must be"),
             ("model_type", json!("llama"), "model_type"),
             (
                 "mask_token_id",

@@ -130,27 +130,11 @@ impl Checkpoint {
                 "file of {file_len} bytes is too short for a safetensors header"
             ))
         })?;
-        let header_len = u64::from_le_bytes(len_bytes);
-        if header_len > MAX_HEADER || 8 + header_len > file_len {
-            return Err(bad(format!(
-                "header length {header_len} does not fit a file of {file_len} bytes"
-            )));
-        }
+        let header_len = header_len(len_bytes, file_len).map_err(bad)?;
         let mut header = vec![0u8; header_len as usize];
         read_at(&file, 8, &mut header).map_err(|e| ConvertError::io(path, e))?;
-        let json: Value = serde_json::from_slice(&header)
-            .map_err(|e| bad(format!("invalid header JSON: {e}")))?;
-        let map = json
-            .as_object()
-            .ok_or_else(|| bad("header is not a JSON object".into()))?;
-        let data_start = 8 + header_len;
         let file_index = self.files.len();
-        for (name, info) in map {
-            if name == "__metadata__" {
-                continue;
-            }
-            let entry = parse_entry(info, data_start, file_len)
-                .map_err(|m| bad(format!("tensor {name}: {m}")))?;
+        for (name, entry) in parse_header(&header, file_len).map_err(bad)? {
             if self
                 .tensors
                 .insert(
@@ -306,6 +290,37 @@ fn shard_names(index: &Path, map: &serde_json::Map<String, Value>) -> Result<Vec
     Ok(shards)
 }
 
+/// The header length a safetensors file of `file_len` bytes starts with
+/// (`len_bytes`), checked to fit the file and [`MAX_HEADER`].
+pub fn header_len(len_bytes: [u8; 8], file_len: u64) -> Result<u64, String> {
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > MAX_HEADER || header_len > file_len.saturating_sub(8) {
+        return Err(format!(
+            "header length {header_len} does not fit a file of {file_len} bytes"
+        ));
+    }
+    Ok(header_len)
+}
+
+/// The tensors a safetensors JSON `header` (of a file of `file_len` bytes)
+/// describes, each checked to lie within the file.
+pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<(String, TensorEntry)>, String> {
+    let json: Value =
+        serde_json::from_slice(header).map_err(|e| format!("invalid header JSON: {e}"))?;
+    let map = json.as_object().ok_or("header is not a JSON object")?;
+    let data_start = 8 + header.len() as u64;
+    let mut tensors = Vec::with_capacity(map.len());
+    for (name, info) in map {
+        if name == "__metadata__" {
+            continue;
+        }
+        let entry =
+            parse_entry(info, data_start, file_len).map_err(|m| format!("tensor {name}: {m}"))?;
+        tensors.push((name.clone(), entry));
+    }
+    Ok(tensors)
+}
+
 fn parse_entry(info: &Value, data_start: u64, file_len: u64) -> Result<TensorEntry, String> {
     let dtype_str = info
         .get("dtype")
@@ -340,11 +355,10 @@ fn parse_entry(info: &Value, data_start: u64, file_len: u64) -> Result<TensorEnt
         ));
     }
     let offset = data_start.checked_add(begin).ok_or("offset overflows")?;
-    if offset + bytes > file_len {
-        return Err(format!(
-            "data ends at byte {}, file has {file_len}",
-            offset + bytes
-        ));
+    match offset.checked_add(bytes) {
+        Some(data_end) if data_end <= file_len => {}
+        Some(data_end) => return Err(format!("data ends at byte {data_end}, file has {file_len}")),
+        None => return Err("data_offsets overflow".into()),
     }
     Ok(TensorEntry {
         dtype,
@@ -372,4 +386,71 @@ fn read_at(file: &File, mut offset: u64, mut buf: &mut [u8]) -> std::io::Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(entry: &str) -> Vec<u8> {
+        format!(r#"{{"__metadata__": {{"format": "pt"}}, "w": {entry}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn headers_are_checked_against_the_file() {
+        let h = header(r#"{"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}"#);
+        let len = 8 + h.len() as u64;
+        let t = parse_header(&h, len + 8).unwrap();
+        assert_eq!((t[0].0.as_str(), t[0].1.n_elements()), ("w", 2));
+        let e = parse_header(&h, len + 7).unwrap_err();
+        assert!(e.contains("tensor w: data ends at byte"), "{e}");
+        // An end near u64::MAX: `offset + bytes` wrapped to a small number.
+        // (Both offsets have 20 digits, so the header's length is known.)
+        let entry = |begin: u64| {
+            header(&format!(
+                r#"{{"dtype": "F32", "shape": [2], "data_offsets": [{begin}, {}]}}"#,
+                begin + 8
+            ))
+        };
+        let data_start = 8 + entry(u64::MAX - 1000).len() as u64;
+        let h = entry(u64::MAX - data_start - 4);
+        assert_eq!(8 + h.len() as u64, data_start);
+        let e = parse_header(&h, 1 << 20).unwrap_err();
+        assert!(e.contains("data_offsets overflow"), "{e}");
+        for (bad, want) in [
+            (
+                r#"{"dtype": "I64", "shape": [1], "data_offsets": [0, 8]}"#,
+                "I64",
+            ),
+            (
+                r#"{"dtype": "F32", "shape": [1], "data_offsets": [0, 8]}"#,
+                "do not hold",
+            ),
+            (
+                r#"{"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}"#,
+                "non-integer",
+            ),
+        ] {
+            let e = parse_header(&header(bad), 1 << 20).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert!(header_len(u64::MAX.to_le_bytes(), 100).is_err());
+        assert!(header_len(92u64.to_le_bytes(), 100).is_ok());
+        assert!(header_len(93u64.to_le_bytes(), 100).is_err());
+    }
+
+    /// The fuzz target's seed is a valid file, so fuzzing starts from one.
+    #[test]
+    fn the_fuzz_seed_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../kernels/fuzz/seeds/checkpoint_reader/small.safetensors");
+        let data = std::fs::read(path).unwrap();
+        let n = header_len(data[..8].try_into().unwrap(), data.len() as u64).unwrap();
+        let t = parse_header(&data[8..8 + n as usize], data.len() as u64).unwrap();
+        let shapes: Vec<_> = t
+            .iter()
+            .map(|(n, e)| (n.as_str(), e.shape.clone()))
+            .collect();
+        assert_eq!(shapes, [("a.weight", vec![2, 2]), ("b.weight", vec![3])]);
+    }
 }

@@ -80,6 +80,17 @@ struct Header {
 impl GgufFile {
     /// Maps `path` read-only and validates it. Errors name the path.
     pub fn open(path: &Path) -> Result<GgufFile, GgufError> {
+        // Opening a FIFO would block and a directory cannot be mapped
+        // (ENODEV, which says nothing); say what the path is instead.
+        let meta = std::fs::metadata(path).map_err(|e| GgufError::io(path, e))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "is a directory, not a GGUF file (pass the .gguf file in it)"
+            } else {
+                "is not a regular file"
+            };
+            return Err(GgufError::io(path, std::io::Error::other(what)));
+        }
         let file = File::open(path).map_err(|e| GgufError::io(path, e))?;
         let len = file.metadata().map_err(|e| GgufError::io(path, e))?.len();
         let storage = if len == 0 {
@@ -330,6 +341,12 @@ fn read_array(cur: &mut Cursor, depth: usize) -> Result<GgufValue, Fault> {
     let elem = cur.value_type()?;
     let count = cur.u64()?;
     cur.check_count(count, elem.min_size(), &format!("{elem} array items"))?;
+    // Numbers stay as the file's bytes, one byte per u8 rather than a
+    // whole GgufValue (32 bytes) per item.
+    if let Some(size) = elem.fixed_size() {
+        let bytes = cur.take(count * size)?.to_vec();
+        return Ok(GgufValue::Packed(elem, bytes));
+    }
     // check_count bounds count by the file size, so this cannot over-allocate.
     let mut items = Vec::with_capacity(count as usize);
     for _ in 0..count {

@@ -1,5 +1,6 @@
 //! GGUF metadata values: the 13 wire types and an owned value tree.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// A GGUF metadata value type, with its on-disk id (`enum gguf_type`).
@@ -133,7 +134,11 @@ impl fmt::Display for GgufType {
 ///
 /// `Array` carries its element type so that an empty array keeps it; every
 /// item of `Array(t, items)` has `value_type() == t` (the writer checks).
-#[derive(Clone, Debug, PartialEq)]
+/// An array of fixed-size numbers or bools is held as `Packed`: its items'
+/// little-endian bytes, as in the file (a u8 item takes a byte, not a whole
+/// `GgufValue`); [`GgufValue::as_array`] gives the items either way, and the
+/// two forms of the same items are equal.
+#[derive(Clone, Debug)]
 pub enum GgufValue {
     U8(u8),
     I8(i8),
@@ -148,6 +153,55 @@ pub enum GgufValue {
     I64(i64),
     F64(f64),
     Array(GgufType, Vec<GgufValue>),
+    /// Items of a fixed-size type, `fixed_size()` bytes each.
+    Packed(GgufType, Vec<u8>),
+}
+
+impl PartialEq for GgufValue {
+    fn eq(&self, other: &GgufValue) -> bool {
+        use GgufValue::*;
+        match (self, other) {
+            (U8(a), U8(b)) => a == b,
+            (I8(a), I8(b)) => a == b,
+            (U16(a), U16(b)) => a == b,
+            (I16(a), I16(b)) => a == b,
+            (U32(a), U32(b)) => a == b,
+            (I32(a), I32(b)) => a == b,
+            (F32(a), F32(b)) => a == b,
+            (Bool(a), Bool(b)) => a == b,
+            (String(a), String(b)) => a == b,
+            (U64(a), U64(b)) => a == b,
+            (I64(a), I64(b)) => a == b,
+            (F64(a), F64(b)) => a == b,
+            (Packed(t, a), Packed(u, b)) if t == u && *t != GgufType::Bool => a == b,
+            (a, b) => match (a.array_type(), b.array_type()) {
+                (Some(t), Some(u)) => t == u && a.as_array() == b.as_array(),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// Item `bytes` of a packed array of `ty` (`bytes` is `ty.fixed_size()` long).
+fn unpack(ty: GgufType, b: &[u8]) -> GgufValue {
+    let a2 = || [b[0], b[1]];
+    let a4 = || [b[0], b[1], b[2], b[3]];
+    let a8 = || [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+    match ty {
+        GgufType::U8 => GgufValue::U8(b[0]),
+        GgufType::I8 => GgufValue::I8(b[0] as i8),
+        // Any non-zero byte is true, as in ggml.
+        GgufType::Bool => GgufValue::Bool(b[0] != 0),
+        GgufType::U16 => GgufValue::U16(u16::from_le_bytes(a2())),
+        GgufType::I16 => GgufValue::I16(i16::from_le_bytes(a2())),
+        GgufType::U32 => GgufValue::U32(u32::from_le_bytes(a4())),
+        GgufType::I32 => GgufValue::I32(i32::from_le_bytes(a4())),
+        GgufType::F32 => GgufValue::F32(f32::from_le_bytes(a4())),
+        GgufType::U64 => GgufValue::U64(u64::from_le_bytes(a8())),
+        GgufType::I64 => GgufValue::I64(i64::from_le_bytes(a8())),
+        GgufType::F64 => GgufValue::F64(f64::from_le_bytes(a8())),
+        GgufType::String | GgufType::Array => unreachable!("only fixed-size items are packed"),
+    }
 }
 
 impl GgufValue {
@@ -166,7 +220,7 @@ impl GgufValue {
             GgufValue::U64(_) => GgufType::U64,
             GgufValue::I64(_) => GgufType::I64,
             GgufValue::F64(_) => GgufType::F64,
-            GgufValue::Array(..) => GgufType::Array,
+            GgufValue::Array(..) | GgufValue::Packed(..) => GgufType::Array,
         }
     }
 
@@ -226,9 +280,26 @@ impl GgufValue {
         }
     }
 
-    pub fn as_array(&self) -> Option<&[GgufValue]> {
+    /// The items of an array: borrowed, or made from a packed array's bytes
+    /// (so take a large one only when its items are wanted).
+    pub fn as_array(&self) -> Option<Cow<'_, [GgufValue]>> {
         match self {
-            GgufValue::Array(_, items) => Some(items),
+            GgufValue::Array(_, items) => Some(Cow::Borrowed(items)),
+            GgufValue::Packed(t, bytes) => {
+                let size = t.fixed_size().unwrap_or(1) as usize;
+                Some(Cow::Owned(
+                    bytes.chunks_exact(size).map(|b| unpack(*t, b)).collect(),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    /// Items in an array (`None` for a scalar).
+    pub fn array_len(&self) -> Option<usize> {
+        match self {
+            GgufValue::Array(_, items) => Some(items.len()),
+            GgufValue::Packed(t, bytes) => Some(bytes.len() / t.fixed_size().unwrap_or(1) as usize),
             _ => None,
         }
     }
@@ -236,9 +307,19 @@ impl GgufValue {
     /// The element type of an array, `None` for a scalar.
     pub fn array_type(&self) -> Option<GgufType> {
         match self {
-            GgufValue::Array(t, _) => Some(*t),
+            GgufValue::Array(t, _) | GgufValue::Packed(t, _) => Some(*t),
             _ => None,
         }
+    }
+
+    /// A packed array of `ty` items from their little-endian bytes; `None`
+    /// when `ty` is not fixed-size or `bytes` is not a whole number of items.
+    pub fn packed(ty: GgufType, bytes: Vec<u8>) -> Option<GgufValue> {
+        let size = ty.fixed_size()? as usize;
+        bytes
+            .len()
+            .is_multiple_of(size)
+            .then_some(GgufValue::Packed(ty, bytes))
     }
 
     pub fn string_array<I: IntoIterator<Item = S>, S: Into<String>>(items: I) -> Self {
@@ -250,23 +331,20 @@ impl GgufValue {
     }
 
     pub fn u32_array(items: impl IntoIterator<Item = u32>) -> Self {
-        GgufValue::Array(
-            GgufType::U32,
-            items.into_iter().map(GgufValue::U32).collect(),
-        )
+        let bytes = items.into_iter().flat_map(u32::to_le_bytes).collect();
+        GgufValue::Packed(GgufType::U32, bytes)
     }
 
     pub fn i32_array(items: impl IntoIterator<Item = i32>) -> Self {
-        GgufValue::Array(
-            GgufType::I32,
-            items.into_iter().map(GgufValue::I32).collect(),
-        )
+        let bytes = items.into_iter().flat_map(i32::to_le_bytes).collect();
+        GgufValue::Packed(GgufType::I32, bytes)
     }
 
     /// Depth of array nesting: 0 for a scalar, 1 for an array of scalars.
     pub fn depth(&self) -> usize {
         match self {
             GgufValue::Array(_, items) => 1 + items.iter().map(GgufValue::depth).max().unwrap_or(0),
+            GgufValue::Packed(..) => 1,
             _ => 0,
         }
     }
@@ -302,15 +380,30 @@ impl fmt::Display for GgufValue {
             GgufValue::U64(v) => write!(f, "{v}"),
             GgufValue::I64(v) => write!(f, "{v}"),
             GgufValue::F64(v) => write!(f, "{v}"),
-            GgufValue::Array(t, items) => {
-                write!(f, "[{t}; {}] [", items.len())?;
-                for (i, item) in items.iter().take(DISPLAY_ITEMS).enumerate() {
+            GgufValue::Array(t, _) | GgufValue::Packed(t, _) => {
+                let n = self.array_len().unwrap_or(0);
+                write!(f, "[{t}; {n}] [")?;
+                let shown: Vec<GgufValue> = match self {
+                    GgufValue::Packed(t, bytes) => {
+                        let size = t.fixed_size().unwrap_or(1) as usize;
+                        let end = bytes.len().min(DISPLAY_ITEMS * size);
+                        bytes[..end]
+                            .chunks_exact(size)
+                            .map(|b| unpack(*t, b))
+                            .collect()
+                    }
+                    GgufValue::Array(_, items) => {
+                        items.iter().take(DISPLAY_ITEMS).cloned().collect()
+                    }
+                    _ => Vec::new(),
+                };
+                for (i, item) in shown.iter().enumerate() {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
                     write!(f, "{item}")?;
                 }
-                if items.len() > DISPLAY_ITEMS {
+                if n > DISPLAY_ITEMS {
                     f.write_str(", …")?;
                 }
                 f.write_str("]")
@@ -340,6 +433,33 @@ mod tests {
         assert_eq!(GgufValue::U16(3).as_f64(), Some(3.0));
         assert_eq!(GgufValue::F32(0.5).as_u64(), None);
         assert_eq!(GgufValue::Bool(true).as_u64(), None);
+    }
+
+    #[test]
+    fn packed_arrays_equal_their_items() {
+        let packed = GgufValue::u32_array([1, 70000]);
+        let items = GgufValue::Array(
+            GgufType::U32,
+            vec![GgufValue::U32(1), GgufValue::U32(70000)],
+        );
+        assert_eq!(packed, items);
+        assert_eq!(items, packed);
+        assert_ne!(packed, GgufValue::i32_array([1, 70000]));
+        assert_ne!(packed, GgufValue::u32_array([1]));
+        assert_eq!(packed.array_len(), Some(2));
+        assert_eq!(packed.as_array().unwrap()[1].as_u64(), Some(70000));
+        assert_eq!(packed.to_string(), "[u32; 2] [1, 70000]");
+        let bools = GgufValue::packed(GgufType::Bool, vec![0, 2]).unwrap();
+        assert_eq!(
+            bools,
+            GgufValue::Array(
+                GgufType::Bool,
+                vec![GgufValue::Bool(false), GgufValue::Bool(true)]
+            )
+        );
+        assert_eq!(GgufValue::packed(GgufType::U16, vec![1, 2, 3]), None);
+        assert_eq!(GgufValue::packed(GgufType::String, vec![]), None);
+        assert_eq!(std::mem::size_of::<GgufValue>(), 32);
     }
 
     #[test]

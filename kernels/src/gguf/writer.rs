@@ -8,7 +8,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::value::GgufValue;
+use super::value::{GgufType, GgufValue};
 use super::{
     align_up, GgufError, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_TENSOR_NAME,
     VERSION,
@@ -298,6 +298,15 @@ fn check_value(value: &GgufValue) -> Result<(), String> {
     if value.depth() > MAX_ARRAY_DEPTH {
         return Err(format!("arrays nested more than {MAX_ARRAY_DEPTH} deep"));
     }
+    if let GgufValue::Packed(elem, bytes) = value {
+        return match elem.fixed_size() {
+            Some(n) if (bytes.len() as u64).is_multiple_of(n) => Ok(()),
+            _ => Err(format!(
+                "packed array of {elem} holds {} bytes, not a whole number of items",
+                bytes.len()
+            )),
+        };
+    }
     let GgufValue::Array(elem, items) = value else {
         return Ok(());
     };
@@ -385,6 +394,14 @@ fn put_value(buf: &mut Vec<u8>, value: &GgufValue) {
             put_u64(buf, items.len() as u64);
             for item in items {
                 put_value(buf, item);
+            }
+        }
+        GgufValue::Packed(elem, bytes) => {
+            put_u32(buf, elem.id());
+            put_u64(buf, value.array_len().unwrap_or(0) as u64);
+            match elem {
+                GgufType::Bool => buf.extend(bytes.iter().map(|&b| u8::from(b != 0))),
+                _ => buf.extend_from_slice(bytes),
             }
         }
     }
