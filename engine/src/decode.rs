@@ -195,7 +195,10 @@ pub fn generate(
         };
     // Measured before the prefill: measuring writes scratch cache slots.
     let mut lengths = match params.mode {
-        Mode::Auto if max_drafts > 0 => DraftLengths::Auto(DraftPolicy::new(session.step_costs()?)),
+        Mode::Auto if max_drafts > 0 => DraftLengths::Auto(DraftPolicy::new(
+            session.step_costs()?,
+            session.acceptance().clone(),
+        )),
         _ => DraftLengths::Fixed(max_drafts),
     };
     let mask = hp.orthrus.map_or(0, |o| o.mask_token);
@@ -303,7 +306,9 @@ pub fn generate(
         sink.push(x);
     }
     if let DraftLengths::Auto(policy) = lengths {
-        session.set_step_costs(policy.into_costs());
+        let (costs, acceptance) = policy.into_parts();
+        session.set_step_costs(costs);
+        session.set_acceptance(acceptance);
     }
     stats.generation_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = sink.tokens.len();

@@ -222,10 +222,14 @@ pub struct DraftPolicy {
 }
 
 impl DraftPolicy {
-    pub fn new(costs: StepCosts) -> DraftPolicy {
+    /// A policy starting from `costs` and `acceptance`: a session passes
+    /// what its previous generation left (see [`Self::into_parts`]), so
+    /// that a model whose drafts are rarely accepted does not pay for a
+    /// long first draft in every generation.
+    pub fn new(costs: StepCosts, acceptance: Acceptance) -> DraftPolicy {
         DraftPolicy {
             costs,
-            acceptance: Acceptance::default(),
+            acceptance,
             probe_budget: 0.0,
         }
     }
@@ -296,9 +300,10 @@ impl DraftPolicy {
         &self.acceptance
     }
 
-    /// The costs, as refined by this generation's steps.
-    pub fn into_costs(self) -> StepCosts {
-        self.costs
+    /// The costs, as refined by this generation's steps, and the acceptance
+    /// estimates at its end.
+    pub fn into_parts(self) -> (StepCosts, Acceptance) {
+        (self.costs, self.acceptance)
     }
 }
 
@@ -395,7 +400,7 @@ mod tests {
 
     #[test]
     fn good_drafts_on_a_gpu_draft_the_whole_block() {
-        let mut p = DraftPolicy::new(gpu());
+        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
         let (lengths, _) = simulate(&mut p, 200, |_, _| 0.95, 1);
         let whole = lengths[10..].iter().filter(|&&n| n == 15).count();
         assert!(whole > 190 * 9 / 10, "{lengths:?}");
@@ -404,7 +409,7 @@ mod tests {
 
     #[test]
     fn rejected_drafts_give_ar_steps_with_rare_probes() {
-        let mut p = DraftPolicy::new(gpu());
+        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
         let (lengths, rate) = simulate(&mut p, 2000, |_, _| 0.0, 2);
         let drafting = lengths[20..].iter().filter(|&&n| n > 0).count();
         // The probes cost at most about PROBE_SHARE of the time.
@@ -423,7 +428,7 @@ mod tests {
     #[test]
     fn short_acceptance_runs_give_short_drafts() {
         // Drafts 0 and 1 are accepted, 2 never: 2 or 3 drafts (rows 4) win.
-        let mut p = DraftPolicy::new(gpu());
+        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
         let (lengths, _) = simulate(&mut p, 100, |_, i| if i < 2 { 0.98 } else { 0.0 }, 3);
         let tail = &lengths[30..];
         assert!(
@@ -434,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_stretch_of_rejections_then_acceptances_is_followed() {
-        let mut p = DraftPolicy::new(gpu());
+        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
         let accept = |s: usize, _| if (200..400).contains(&s) { 0.0 } else { 0.95 };
         let (lengths, _) = simulate(&mut p, 1200, accept, 4);
         assert!(lengths[150..200].iter().all(|&n| n == 15));
@@ -446,11 +451,22 @@ mod tests {
     }
 
     #[test]
+    fn the_next_generation_starts_from_the_last_ones_acceptance() {
+        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
+        // With no history the first step drafts the whole block.
+        assert_eq!(p.choose(15, 0).drafts, 15);
+        simulate(&mut p, 50, |_, _| 0.0, 6);
+        let (costs, acceptance) = p.into_parts();
+        let mut next = DraftPolicy::new(costs, acceptance);
+        assert_eq!(next.choose(15, 0).drafts, 0);
+    }
+
+    #[test]
     fn a_device_where_drafts_cannot_pay_runs_ar_only() {
         // A CPU-like device: each row of a step costs more than a one-token
         // step. Even drafts that are always accepted lose, so none is tried.
         let c = costs(|r| if r == 1 { 2.0 } else { 2.2 * r as f64 }, 16);
-        let mut p = DraftPolicy::new(c);
+        let mut p = DraftPolicy::new(c, Acceptance::default());
         let (lengths, rate) = simulate(&mut p, 500, |_, _| 1.0, 5);
         assert_eq!(rate, 0.5);
         assert!(lengths.iter().all(|&n| n == 0), "{lengths:?}");
@@ -458,7 +474,7 @@ mod tests {
 
     #[test]
     fn the_draft_limit_is_respected() {
-        let mut p = DraftPolicy::new(gpu());
+        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
         for max in [0, 1, 2, 5, 15] {
             for _ in 0..20 {
                 let c = p.choose(max, 0);
@@ -467,7 +483,10 @@ mod tests {
             }
         }
         // Costs without an AR step: AR only (nothing to compare with).
-        let mut q = DraftPolicy::new(StepCosts::from_samples(&[(4, 0, 1.0)]));
+        let mut q = DraftPolicy::new(
+            StepCosts::from_samples(&[(4, 0, 1.0)]),
+            Acceptance::default(),
+        );
         assert_eq!(q.choose(3, 0), Choice { drafts: 0, rows: 1 });
     }
 }

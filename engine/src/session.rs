@@ -7,7 +7,7 @@ use orthrus_kernels::ggml::{
 };
 use orthrus_kernels::GgmlType;
 
-use crate::draft_policy::{bucket_rows, StepCosts};
+use crate::draft_policy::{bucket_rows, Acceptance, StepCosts};
 use crate::graph::{self, io, Shape, View};
 use crate::kv_cache::{KvCache, SLOT_ALIGN};
 use crate::model::Model;
@@ -32,6 +32,14 @@ const SMALL_MODEL_EMBD: usize = 512;
 /// not in its 5- to 8-column ones (2 warps).
 const EXACT_COL_GROUP: usize = 4;
 
+/// Which scheduler a pass runs on: decoding passes one per view and rows
+/// (the shapes a generation cycles through), prompts all on one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum SchedKey {
+    Prompt,
+    Decode(View, usize),
+}
+
 /// What one forward pass returns.
 #[derive(Clone, Debug, Default)]
 pub struct PassOutput {
@@ -44,10 +52,15 @@ pub struct PassOutput {
 pub struct Session<'m> {
     pub model: &'m Model,
     cache: &'m KvCache,
-    /// One scheduler per view: in Orthrus decoding the two views alternate,
-    /// and each scheduler keeps its graph allocated from step to step.
-    scheds: [Scheduler; 2],
-    graphs: HashMap<Shape, OwnedGraph<'m>>,
+    /// A scheduler per kind of pass (see [`SchedKey`]), each keeping its last
+    /// graph allocated: steps that alternate between views and draft
+    /// lengths then replay their graphs (on CUDA, captured ones) instead of
+    /// splitting, allocating and capturing again at every switch.
+    scheds: HashMap<SchedKey, Scheduler>,
+    threads: usize,
+    /// Graphs by shape, with the tick of their last use (see [`Self::graph`]).
+    graphs: HashMap<Shape, (OwnedGraph<'m>, u64)>,
+    tick: u64,
     /// Largest batch of one pass (prompts are processed in chunks of this size).
     pub n_batch: usize,
     /// `Shape::col_group` of decoding passes.
@@ -63,6 +76,8 @@ pub struct Session<'m> {
     graphs_built: usize,
     /// What a step costs by its rows, once measured (see [`Self::step_costs`]).
     step_costs: Option<StepCosts>,
+    /// Auto mode's acceptance estimates at the end of the last generation.
+    acceptance: Acceptance,
 }
 
 impl<'m> Session<'m> {
@@ -72,20 +87,6 @@ impl<'m> Session<'m> {
         threads: usize,
         n_batch: usize,
     ) -> Result<Session<'m>, EngineError> {
-        let sched = || -> Result<Scheduler, EngineError> {
-            let backends = model
-                .devices
-                .iter()
-                .map(|d| d.init())
-                .collect::<Result<Vec<_>, _>>()?;
-            for b in &backends {
-                b.set_threads(threads);
-            }
-            Ok(Scheduler::new(
-                backends,
-                graph::max_nodes(model.hparams.n_layer),
-            ))
-        };
         let on_gpu = model
             .layers
             .iter()
@@ -97,11 +98,13 @@ impl<'m> Session<'m> {
             Err(_) if on_gpu && model.hparams.n_embd <= SMALL_MODEL_EMBD => GPU_COL_GROUP,
             Err(_) => 0,
         };
-        Ok(Session {
+        let mut session = Session {
             model,
             cache,
-            scheds: [sched()?, sched()?],
+            scheds: HashMap::new(),
+            threads,
             graphs: HashMap::new(),
+            tick: 0,
             n_batch: n_batch.max(1),
             col_group,
             exact: false,
@@ -109,7 +112,30 @@ impl<'m> Session<'m> {
             on_gpu,
             graphs_built: 0,
             step_costs: None,
-        })
+            acceptance: Acceptance::default(),
+        };
+        // The prompt's scheduler now, so that a device that cannot start
+        // fails here rather than at the first pass.
+        session.sched(SchedKey::Prompt)?;
+        Ok(session)
+    }
+
+    /// The scheduler of `key`, made on first use (backends of its own).
+    fn sched(&mut self, key: SchedKey) -> Result<&mut Scheduler, EngineError> {
+        if !self.scheds.contains_key(&key) {
+            let backends = self
+                .model
+                .devices
+                .iter()
+                .map(|d| d.init())
+                .collect::<Result<Vec<_>, _>>()?;
+            for b in &backends {
+                b.set_threads(self.threads);
+            }
+            let nodes = graph::max_nodes(self.model.hparams.n_layer);
+            self.scheds.insert(key, Scheduler::new(backends, nodes));
+        }
+        Ok(self.scheds.get_mut(&key).expect("inserted above"))
     }
 
     pub fn n_ctx(&self) -> usize {
@@ -195,6 +221,16 @@ impl<'m> Session<'m> {
         self.step_costs = Some(costs);
     }
 
+    /// Auto mode's acceptance estimates as the last generation left them
+    /// (none yet: the prior).
+    pub fn acceptance(&self) -> &Acceptance {
+        &self.acceptance
+    }
+
+    pub fn set_acceptance(&mut self, acceptance: Acceptance) {
+        self.acceptance = acceptance;
+    }
+
     fn measure_step_costs(&mut self) -> Result<StepCosts, EngineError> {
         /// Timed steps per sample, at least and at most, and the time after
         /// which no more are taken.
@@ -227,7 +263,11 @@ impl<'m> Session<'m> {
                     s.forward(View::Ar, &vec![0; rows], pos, rows, false)?;
                     Ok(())
                 };
-                step(self)?; // builds the graphs
+                // Untimed: the first run builds the graphs; on CUDA the
+                // second finds them unchanged and the third captures them.
+                for _ in 0..3 {
+                    step(self)?;
+                }
                 let mut times = Vec::new();
                 let t0 = std::time::Instant::now();
                 while times.len() < MIN_REPS
@@ -383,13 +423,29 @@ impl<'m> Session<'m> {
             col_group,
             exact: exact_path,
         };
+        self.tick += 1;
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
-            self.graphs.clear();
+            // The least recently used goes: a prompt's, as a rule, not one
+            // of the few that decoding cycles through.
+            let oldest = self.graphs.iter().min_by_key(|(_, g)| g.1).map(|(k, _)| *k);
+            if let Some(k) = oldest {
+                self.graphs.remove(&k);
+            }
         }
-        let graph = self.graphs.entry(shape).or_insert_with(|| {
+        if !self.graphs.contains_key(&shape) {
             self.graphs_built += 1;
-            graph::build(self.model, self.cache, shape)
-        });
+            let g = graph::build(self.model, self.cache, shape);
+            self.graphs.insert(shape, (g, 0));
+        }
+        let key = if decoding {
+            SchedKey::Decode(view, rows)
+        } else {
+            SchedKey::Prompt
+        };
+        self.sched(key)?;
+        let tick = self.tick;
+        let (graph, used) = self.graphs.get_mut(&shape).expect("inserted above");
+        *used = tick;
 
         let ids: Vec<i32> = (0..rows).map(|j| tokens[j.min(t - 1)] as i32).collect();
         let pos: Vec<i32> = (pos0..pos0 + rows).map(|p| p as i32).collect();
@@ -429,7 +485,7 @@ impl<'m> Session<'m> {
             if logits {
                 outputs.push(Output::F32(io::LOGITS, &mut out.logits));
             }
-            let sched = &mut self.scheds[view as usize];
+            let sched = self.scheds.get_mut(&key).expect("made above");
             sched.set_reference_kernels(exact);
             sched.run(graph, &inputs, &mut outputs)?;
         }
