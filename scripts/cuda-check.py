@@ -16,8 +16,8 @@ templates), not what ptxas would.
 
     scripts/cuda-check.py    exit status 1 on any error, 2 if it cannot set itself up
 
-The first run downloads about 640 MB into ~/.cache/orthrus-cuda-check
-(ORTHRUS_CUDA_CHECK_CACHE): the runtime, CCCL, cuBLAS and nvcc wheels (for
+The first run downloads about 640 MB into $XDG_CACHE_HOME (~/.cache)
+/orthrus-cuda-check: the runtime, CCCL, cuBLAS and nvcc wheels (for
 their headers and libdevice) and the bindings. Needs libclang 14 or later
 with its clang resource headers (Debian: libclang-dev).
 
@@ -38,7 +38,7 @@ import tempfile
 import zipfile
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CACHE = pathlib.Path(os.environ.get("ORTHRUS_CUDA_CHECK_CACHE", pathlib.Path.home() / ".cache/orthrus-cuda-check"))
+CACHE = pathlib.Path(os.environ.get("XDG_CACHE_HOME", pathlib.Path.home() / ".cache")) / "orthrus-cuda-check"
 WHEELS = [
     "nvidia-cuda-runtime-cu12==12.8.90",
     "nvidia-cuda-cccl-cu12==12.8.90",

@@ -5,8 +5,8 @@
 //! which the caller fills in.
 
 use orthrus_kernels::ggml::{Context, OwnedGraph, Tensor, Type};
-use orthrus_kernels::GgmlType;
 
+use crate::backend_layout::{self, gate_up_apart, halves, k_rows, project, Attention};
 use crate::kv_cache::KvCache;
 use crate::model::{Model, Stacked};
 
@@ -29,13 +29,11 @@ pub struct Shape {
     pub n_out: usize,
     /// Whether the logits themselves are copied back (sampling, tests), or only their argmax.
     pub logits: bool,
-    /// Batch columns per weight matmul group (see [`project`]); 0: the batch
-    /// goes to ggml as one matrix, 1: each column alone.
+    /// Batch columns per weight matmul group (see
+    /// [`backend_layout::project`]); 0: the batch goes to ggml as one
+    /// matrix, 1: each column alone.
     pub col_group: usize,
-    /// Attention through the batch-invariant path (see [`attention`]): each
-    /// token its own sample, `n_kv` a multiple of [`crate::kv_cache::SLOT_ALIGN`],
-    /// an f32 cache.
-    pub exact: bool,
+    pub attention: Attention,
 }
 
 /// Names of the graph's inputs and outputs.
@@ -51,32 +49,15 @@ pub mod io {
     /// I32 `[n_out]`: argmax of each logits row.
     pub const ARGMAX: &str = "out_argmax";
     /// F32 `[n_vocab, n_out]`.
-    pub const LOGITS: &str = "out_logits";
-}
-
-/// Whether attention runs through ggml's fused kernel (f16/q8_0 caches) or
-/// the plain matmul-softmax-matmul path (f32 cache: exact to f32 rounding).
-/// `ORTHRUS_ATTN=plain` forces the plain path (a diagnostic for backends
-/// whose fused kernel misbehaves).
-pub fn uses_flash_attention(cache: &KvCache) -> bool {
-    cache.ty != GgmlType::F32 && std::env::var("ORTHRUS_ATTN").as_deref() != Ok("plain")
+    pub const LOGITS: &str = "result_output";
 }
 
 /// Element type of the mask input.
-pub fn mask_type(cache: &KvCache) -> Type {
-    if uses_flash_attention(cache) {
-        Type::F16
-    } else {
-        Type::F32
+pub fn mask_type(attention: Attention) -> Type {
+    match attention {
+        Attention::Fused => Type::F16,
+        Attention::Plain | Attention::Exact => Type::F32,
     }
-}
-
-/// Whether the graph lays out its nodes for ggml-cuda's fusions (the K cache
-/// write after its RoPE as a view; a lone token's gate and up apart, see
-/// `forward`): the same values either way. `ORTHRUS_GRAPH_FUSE=0` turns it
-/// off, for comparisons.
-fn fusable_order() -> bool {
-    std::env::var("ORTHRUS_GRAPH_FUSE").as_deref() != Ok("0")
 }
 
 /// Upper bound on graph nodes for a model of `n_layer` layers.
@@ -104,12 +85,14 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     let eps = hp.rms_eps;
     let w = |id| m.weights.get(id);
     let mm = |id, x| project(ctx, w(id), x, s.col_group);
-    let fusable = fusable_order();
+    // Intermediate tensors are named as llama.cpp names them, so that
+    // graphs of the two can be dumped and compared node by node.
+    let name = |x: Tensor<'c>, what: &str, il: usize| x.named(&format!("{what}-{il}"));
 
     let tokens = ctx.input(io::TOKENS, Type::I32, &[t]);
     let pos = ctx.input(io::POS, Type::I32, &[t]);
     let slots = ctx.input(io::SLOTS, Type::I64, &[t]);
-    let mask = ctx.input(io::MASK, mask_type(cache), &[s.n_kv as i64, t]);
+    let mask = ctx.input(io::MASK, mask_type(s.attention), &[s.n_kv as i64, t]);
     let norm = |x, weight| ctx.mul(ctx.rms_norm(x, eps), w(weight));
 
     let mut x = ctx.get_rows(w(m.tok_embd), tokens);
@@ -120,7 +103,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
                 .diffusion
                 .expect("the diffusion view needs _diff tensors"),
         };
-        let h = norm(x, layer.attn_norm);
+        let h = name(norm(x, layer.attn_norm), "attn_norm", il);
         let (q, k, v) = match a.qkv {
             Stacked::Fused(qkv) => {
                 // Rows of [q; k; v] per token: q and k as [hd, heads, T] views, v as [hd * nkv, T].
@@ -143,20 +126,23 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
                 mm(wv, h),
             ),
         };
-        let q = ctx.rope_neox(norm(q, a.q_norm), pos, hp.rope_base);
-        let k = ctx.rope_neox(norm(k, a.k_norm), pos, hp.rope_base);
+        let q = name(
+            ctx.rope_neox(norm(q, a.q_norm), pos, hp.rope_base),
+            "Qcur",
+            il,
+        );
+        let k = name(
+            ctx.rope_neox(norm(k, a.k_norm), pos, hp.rope_base),
+            "Kcur",
+            il,
+        );
+        let v = name(v, "Vcur", il);
 
-        // A view, not a reshape, of the roped K into rows: ggml-cuda then
-        // fuses the norm, RoPE and this cache write into one kernel.
-        let k_rows = if fusable {
-            ctx.view(k, [hd * nkv, t, 1], [k.nb()[2], k.nb()[2] * t as usize], 0)
-        } else {
-            ctx.reshape(k, &[hd * nkv, t])
-        };
-        let k_all = ctx.set_rows(cache.store.get(cache.k[il]), k_rows, slots);
+        let k_all = ctx.set_rows(cache.store.get(cache.k[il]), k_rows(ctx, k), slots);
         let v_all = store_v(ctx, cache, cache.store.get(cache.v[il]), v, slots);
         let attn = attention(ctx, cache, q, k_all, v_all, mask, s, hp.head_dim, nkv);
-        x = ctx.add(x, mm(a.o, attn));
+        let attn = name(attn, "kqv_out", il);
+        x = name(ctx.add(x, mm(a.o, attn)), "ffn_inp", il);
 
         if il + 1 == m.layers.len() && s.n_out < s.n_tokens {
             // Only the last n_out rows reach the LM head.
@@ -168,24 +154,12 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
                 row * (s.n_tokens - s.n_out),
             ));
         }
-        let h = norm(x, layer.ffn_norm);
+        let h = name(norm(x, layer.ffn_norm), "ffn_norm", il);
+        let exact = s.attention == Attention::Exact;
         let up = match layer.ffn_gate_up {
             Stacked::Fused(gate_up)
-                if t == 1
-                    && !s.exact
-                    && !m.repacked
-                    && w(gate_up).ty() != GgmlType::Q4_K
-                    && fusable =>
+                if gate_up_apart(s.n_tokens, exact, m.repacked, w(gate_up).ty()) =>
             {
-                // A lone token multiplies the halves of the stack apart:
-                // ggml-cuda's one-column kernel then computes both and the
-                // SwiGLU in one launch. (Q4_K's one-column product is our
-                // CUDA matmul's, which takes the whole stack at once. An
-                // exact pass keeps the stack too: there our matmul takes
-                // every product, and its sums depend on the rows it is
-                // given, through its row tiles, which must be the verify
-                // pass's. Repacked CPU weights are read whole by their
-                // kernels, so they take no views.)
                 let (gate, up) = halves(ctx, w(gate_up));
                 ctx.swiglu(
                     project(ctx, gate, h, s.col_group),
@@ -195,57 +169,17 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
             Stacked::Fused(gate_up) => ctx.swiglu_halves(mm(gate_up, h)),
             Stacked::Apart([gate, up]) => ctx.swiglu(mm(gate, h), mm(up, h)),
         };
-        x = ctx.add(x, mm(layer.ffn_down, up));
+        let ffn_out = name(mm(layer.ffn_down, up), "ffn_out", il);
+        x = name(ctx.add(x, ffn_out), "l_out", il);
     }
-    let logits = mm(m.output, norm(x, m.output_norm)).named(io::LOGITS);
+    let h = norm(x, m.output_norm).named("result_norm");
+    let logits = mm(m.output, h).named(io::LOGITS);
     let argmax = ctx.argmax(logits).named(io::ARGMAX);
     if s.logits {
         vec![argmax, logits]
     } else {
         vec![argmax]
     }
-}
-
-/// `w x` for a batch `x` of `[k, T]`. With `col_group` c > 0 the batch goes
-/// to ggml as `[k, c', T / c']` (c' the largest divisor of T up to c), a
-/// stack of narrow matrices that the weights broadcast over, and back to
-/// `[n, T]`: the same values in the same memory, but ggml's CUDA backend
-/// then multiplies a quantized matrix with its matrix-vector kernel (MMVQ,
-/// up to 8 columns, once per group) instead of its tiled matmul (MMQ, from
-/// 9 columns), which is faster on small models (see `session::GPU_COL_GROUP`).
-/// c' may be 1 (T has no other divisor up to c): each column alone.
-fn project<'c>(ctx: &'c Context, w: Tensor<'c>, x: Tensor<'c>, col_group: usize) -> Tensor<'c> {
-    let [k, t, ..] = x.ne();
-    let c = largest_divisor_up_to(t, col_group as i64);
-    if col_group == 0 || c == t {
-        return ctx.mul_mat(w, x);
-    }
-    let y = ctx.mul_mat(w, ctx.reshape(x, &[k, c, t / c]));
-    ctx.reshape(y, &[w.ne()[1], t])
-}
-
-/// The two halves of a row-wise stack of two matrices, as views that come
-/// first in the graph's node order (see [`Context::expand_first`]), so that
-/// the two products of them and what combines them stay consecutive nodes.
-fn halves<'c>(ctx: &'c Context, w: Tensor<'c>) -> (Tensor<'c>, Tensor<'c>) {
-    let [k, n, ..] = w.ne();
-    let row = w.nb()[1];
-    let half = |i: usize| {
-        let v = ctx.view(
-            w,
-            [k, n / 2, 1],
-            [row, row * (n / 2) as usize],
-            i * row * (n / 2) as usize,
-        );
-        ctx.expand_first(v);
-        v
-    };
-    (half(0), half(1))
-}
-
-/// The largest divisor of `n` that is at most `max` (1 when `max` < 1).
-fn largest_divisor_up_to(n: i64, max: i64) -> i64 {
-    (1..=max.min(n)).rev().find(|c| n % c == 0).unwrap_or(1)
 }
 
 /// Writes the batch's V `[hd * nkv, T]` into the cache slots `slots`; a
@@ -268,21 +202,12 @@ fn store_v<'c>(
     ctx.set_rows(dst, src, slots)
 }
 
-/// softmax(q K^T / sqrt(hd) + mask) V over the first `n_kv` cache slots.
-///
-/// Three ways: ggml's fused kernel (f16/q8_0 caches); the plain
-/// matmul-softmax-matmul path over the batch (f32 cache); and, with
-/// `Shape::exact`, the plain path with each token as a sample of its own
-/// (`[hd, c, heads / c, T]`), the cache broadcast over the samples. Then every
-/// op runs one query row at a time the way a one-token pass runs it:
-/// ggml-cuda multiplies with its vector kernel (MMVF: the c heads' columns
-/// of a sample, each summed as a lone column), and the
-/// softmax and the V product sum over `n_kv` with thread blocks that are the
-/// same for every `n_kv` that is a multiple of 1024 (1024 and 256 threads),
-/// the masked slots adding exact zeros. So a verify row is bit-identical to
-/// the one-token pass AR decoding runs, on a GPU too, if the weight matmuls
-/// are too (`Shape::col_group` at most 4: MMVQ's 1- to 4-column kernels sum
-/// a column alike).
+/// softmax(q K^T / sqrt(hd) + mask) V over the first `n_kv` cache slots,
+/// by `Shape::attention`. The exact path takes each token as a sample of its
+/// own (`[hd, c, heads / c, T]`, see [`backend_layout::exact_heads`]), the
+/// cache broadcast over the samples, so a verify row is bit-identical to the
+/// one-token pass AR decoding runs, on a GPU too, if the weight products
+/// are (`Shape::col_group` at most [`backend_layout::EXACT_COL_GROUP`]).
 #[allow(clippy::too_many_arguments)]
 fn attention<'c>(
     ctx: &'c Context,
@@ -315,25 +240,28 @@ fn attention<'c>(
             ctx.cont(ctx.permute(cached(v_all), [1, 2, 0, 3]))
         }
     };
-    if s.exact {
-        // c query heads of one KV head as the columns of one product
-        // (ggml-cuda's MMVF takes up to 3 f32 columns), the tokens as samples.
-        let c = largest_divisor_up_to(nh / nkv, 3);
-        let q = ctx.reshape(q, &[hd, c, nh / c, t]);
-        let kq = ctx.reshape(ctx.mul_mat(k, q), &[n_kv, 1, nh, t]);
-        let mask = ctx.reshape(mask, &[n_kv, 1, 1, t]);
-        let kq = ctx.reshape(ctx.soft_max(kq, mask, scale), &[n_kv, c, nh / c, t]);
-        let out = ctx.mul_mat(vt(), kq); // [hd, c, nh / c, T]: [hd, nh, T]
-        return ctx.reshape(out, &[hd * nh, t]);
-    }
-    let q = ctx.permute(q, [0, 2, 1, 3]); // [hd, T, nh]
-    if uses_flash_attention(cache) {
-        let v = ctx.permute(cached(v_all), [0, 2, 1, 3]);
-        let out = ctx.flash_attn(q, k, v, mask, scale); // [hd, nh, T]
-        ctx.reshape(out, &[hd * nh, t])
-    } else {
-        let kq = ctx.soft_max(ctx.mul_mat(k, q), mask, scale); // [n_kv, T, nh]
-        let out = ctx.mul_mat(vt(), kq); // [hd, T, nh]
-        ctx.reshape(ctx.cont(ctx.permute(out, [0, 2, 1, 3])), &[hd * nh, t])
+    let q_heads = |q| ctx.permute(q, [0, 2, 1, 3]); // [hd, T, nh]
+    match s.attention {
+        Attention::Exact => {
+            // c query heads of one KV head as the columns of one product,
+            // the tokens as samples.
+            let c = backend_layout::exact_heads(nh / nkv);
+            let q = ctx.reshape(q, &[hd, c, nh / c, t]);
+            let kq = ctx.reshape(ctx.mul_mat(k, q), &[n_kv, 1, nh, t]);
+            let mask = ctx.reshape(mask, &[n_kv, 1, 1, t]);
+            let kq = ctx.reshape(ctx.soft_max(kq, mask, scale), &[n_kv, c, nh / c, t]);
+            let out = ctx.mul_mat(vt(), kq); // [hd, c, nh / c, T]: [hd, nh, T]
+            ctx.reshape(out, &[hd * nh, t])
+        }
+        Attention::Fused => {
+            let v = ctx.permute(cached(v_all), [0, 2, 1, 3]);
+            let out = ctx.flash_attn(q_heads(q), k, v, mask, scale); // [hd, nh, T]
+            ctx.reshape(out, &[hd * nh, t])
+        }
+        Attention::Plain => {
+            let kq = ctx.soft_max(ctx.mul_mat(k, q_heads(q)), mask, scale); // [n_kv, T, nh]
+            let out = ctx.mul_mat(vt(), kq); // [hd, T, nh]
+            ctx.reshape(ctx.cont(ctx.permute(out, [0, 2, 1, 3])), &[hd * nh, t])
+        }
     }
 }

@@ -3,15 +3,18 @@
 //!
 //! - [`model`]: loading a GGUF (or a Qwen3 base plus a head file) onto devices.
 //! - [`kv_cache`]: the cache both views share.
-//! - [`graph`]: the forward pass of both views, written once.
+//! - [`graph`]: the forward pass of both views, written once;
+//!   [`backend_layout`]: how it is laid out for ggml's backends' kernels.
 //! - [`session`]: forward passes over a model and cache on a scheduler.
 //! - [`decode`]: AR and Orthrus generation, greedy and sampled; [`sampling`];
 //!   [`draft_policy`]: the draft length of each step in auto mode.
 //! - [`tokenizer`], [`chat`]: text in and out.
-//! - [`options`]: the model options of the command-line tools.
+//! - [`options`]: the model options of the command-line tools;
+//!   [`switches`]: the environment switches, all of them.
 
 #![forbid(unsafe_code)]
 
+pub mod backend_layout;
 pub mod chat;
 pub mod decode;
 pub mod draft_policy;
@@ -22,6 +25,7 @@ pub mod model;
 pub mod options;
 pub mod sampling;
 pub mod session;
+pub mod switches;
 pub mod template;
 pub mod tokenizer;
 

@@ -300,7 +300,6 @@ impl Model {
             found: &found,
             devices: &devices,
             device_of: &device_of,
-            fuse: std::env::var("ORTHRUS_FUSE").as_deref() != Ok("0"),
             extra: devices
                 .iter()
                 .map(|d| {
@@ -479,8 +478,6 @@ struct Placement<'a, 'f> {
     found: &'a std::collections::HashMap<TensorId, Found<'f>>,
     devices: &'a [Device],
     device_of: &'a dyn Fn(TensorId) -> usize,
-    /// Whether [`Self::stacked`] may fuse (`ORTHRUS_FUSE=0` turns it off, for comparisons).
-    fuse: bool,
     /// Each device's extra buffer types, tried in order for matmul weights.
     extra: Vec<Vec<BufferType>>,
     /// Whether a weight went into one of them.
@@ -526,7 +523,7 @@ impl<'f> Placement<'_, 'f> {
     /// the stack is the files' bytes one after the other), else apart.
     fn stacked<const N: usize>(&mut self, parts: [TensorId; N], name: &str) -> Stacked<N> {
         let (_, ty, ref dims, _) = self.found[&parts[0]];
-        if !self.fuse || parts.iter().any(|p| self.found[p].1 != ty) {
+        if parts.iter().any(|p| self.found[p].1 != ty) {
             return Stacked::Apart(parts.map(|p| self.add(p)));
         }
         let rows: u64 = parts.iter().map(|p| self.found[p].2[1]).sum();

@@ -7,10 +7,12 @@ use orthrus_kernels::ggml::{
 };
 use orthrus_kernels::GgmlType;
 
+use crate::backend_layout::{self, Attention, EXACT_COL_GROUP};
 use crate::draft_policy::{bucket_rows, Acceptance, StepCosts};
 use crate::graph::{self, io, Shape, View};
 use crate::kv_cache::{KvCache, SLOT_ALIGN};
 use crate::model::Model;
+use crate::switches::Switches;
 use crate::EngineError;
 
 /// Attention reads the cache in windows of this many slots, so a graph built
@@ -18,20 +20,6 @@ use crate::EngineError;
 const KV_WINDOW: usize = 256;
 /// Graphs kept for reuse before the cache of graphs is dropped.
 const MAX_GRAPHS: usize = 32;
-/// Batch columns per weight matmul in decoding passes on a GPU (see
-/// `graph::project`), for models up to [`SMALL_MODEL_EMBD`] wide. Measured
-/// on an H200 (16-token pass, no groups / groups of 4 / of 8): the bundled
-/// 6-layer model of width 256, 0.405 / 0.288 / 0.281 ms; Qwen3-1.7B shapes,
-/// Q4_K_M, 3.21 / 5.36 / 4.52 ms (a 1-token pass: 0.20 and 1.8 ms). So
-/// small models get groups, large ones ggml's own choice, until widths in
-/// between are measured. `ORTHRUS_COL_GROUP=N` overrides it (0: none).
-const GPU_COL_GROUP: usize = 8;
-const SMALL_MODEL_EMBD: usize = 512;
-/// `Shape::col_group` of exact AR-view decoding passes: ggml-cuda's MMVQ
-/// sums a column alike in its 1- to 4-column kernels (4 warps over the row),
-/// not in its 5- to 8-column ones (2 warps).
-const EXACT_COL_GROUP: usize = 4;
-
 /// Which scheduler a pass runs on: decoding passes one per view and rows
 /// (the shapes a generation cycles through), prompts all on one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -78,6 +66,7 @@ pub struct Session<'m> {
     step_costs: Option<StepCosts>,
     /// Auto mode's acceptance estimates at the end of the last generation.
     acceptance: Acceptance,
+    switches: Switches,
 }
 
 impl<'m> Session<'m> {
@@ -91,13 +80,11 @@ impl<'m> Session<'m> {
             .layers
             .iter()
             .any(|l| model.devices[l.device].kind() != DeviceKind::Cpu);
-        let col_group = match std::env::var("ORTHRUS_COL_GROUP") {
-            Ok(v) => v.parse().map_err(|_| {
-                EngineError::Usage(format!("ORTHRUS_COL_GROUP={v:?} is not a number"))
-            })?,
-            Err(_) if on_gpu && model.hparams.n_embd <= SMALL_MODEL_EMBD => GPU_COL_GROUP,
-            Err(_) => 0,
-        };
+        let switches = Switches::get()?;
+        if !switches.cuda_kernels {
+            set_cuda_matmul(&model.devices, CudaMatmul::Ggml);
+        }
+        let col_group = backend_layout::decode_col_group(on_gpu, model.hparams.n_embd);
         let mut session = Session {
             model,
             cache,
@@ -113,6 +100,7 @@ impl<'m> Session<'m> {
             graphs_built: 0,
             step_costs: None,
             acceptance: Acceptance::default(),
+            switches,
         };
         // The prompt's scheduler now, so that a device that cannot start
         // fails here rather than at the first pass.
@@ -185,8 +173,7 @@ impl<'m> Session<'m> {
     }
 
     /// Sets `Shape::col_group` of the decoding passes from now on (the
-    /// default: [`GPU_COL_GROUP`] for a small model with a layer on a GPU,
-    /// else 0).
+    /// default: [`backend_layout::decode_col_group`]).
     pub fn set_col_group(&mut self, col_group: usize) {
         self.col_group = col_group;
         self.step_costs = None;
@@ -330,20 +317,14 @@ impl<'m> Session<'m> {
                     .into(),
             ));
         }
-        let ours_take_all = self.model.matmuls_batch_invariant();
+        let ours_take_all = self.switches.cuda_kernels && self.model.matmuls_batch_invariant();
         let want = match (on, ours_take_all) {
+            (_, false) if !self.switches.cuda_kernels => CudaMatmul::Ggml,
             (false, _) => CudaMatmul::Default,
             (true, true) => CudaMatmul::BatchInvariant,
             (true, false) => CudaMatmul::Ggml,
         };
         let now = set_cuda_matmul(&self.model.devices, want);
-        if on && now == Some(CudaMatmul::Default) {
-            return Err(EngineError::Usage(
-                "exact decoding cannot run with ORTHRUS_MMV=1 (our CUDA matmul's 3- to 16-column \
-                 products do not sum as ggml's one-column ones): unset it or set 0 or 2"
-                    .into(),
-            ));
-        }
         self.exact_matmul = on && ours_take_all && now == Some(CudaMatmul::BatchInvariant);
         self.exact = on;
         self.step_costs = None;
@@ -408,11 +389,18 @@ impl<'m> Session<'m> {
         };
         let col_group = match (exact, decoding) {
             (true, _) if self.exact_matmul => 0,
-            // A group of 1 to 4 set by ORTHRUS_COL_GROUP or set_col_group, else 4.
+            // A group of 1 to 4 set by set_col_group, else 4.
             (true, _) if (1..=EXACT_COL_GROUP).contains(&self.col_group) => self.col_group,
             (true, _) => EXACT_COL_GROUP,
             (false, true) => self.col_group,
             (false, false) => 0,
+        };
+        let attention = if exact_path {
+            Attention::Exact
+        } else if self.cache.ty == GgmlType::F32 || self.switches.plain_attention {
+            Attention::Plain
+        } else {
+            Attention::Fused
         };
         let shape = Shape {
             view,
@@ -421,7 +409,7 @@ impl<'m> Session<'m> {
             n_out: graph_out,
             logits,
             col_group,
-            exact: exact_path,
+            attention,
         };
         self.tick += 1;
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
@@ -459,7 +447,7 @@ impl<'m> Session<'m> {
             row[..visible].fill(0.0);
         }
         let mask16: Vec<half::f16>;
-        let mask_input = if graph::mask_type(self.cache) == Type::F16 {
+        let mask_input = if graph::mask_type(attention) == Type::F16 {
             mask16 = mask.iter().map(|&v| half::f16::from_f32(v)).collect();
             Input::F16(io::MASK, &mask16)
         } else {

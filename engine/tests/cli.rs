@@ -267,3 +267,19 @@ fn errors_are_one_line() {
         );
     }
 }
+
+#[test]
+fn a_malformed_switch_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = model(dir.path());
+    for (name, value) in [("ORTHRUS_CUDA_KERNELS", "0"), ("ORTHRUS_ATTN", "flash")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_orthrus"))
+            .args(["run", "-m", m.to_str().unwrap(), "-p", "hi", "-n", "2"])
+            .env(name, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}={value}: {err}");
+        assert!(err.contains(name) && err.contains("not a setting"), "{err}");
+    }
+}

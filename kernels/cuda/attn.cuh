@@ -14,11 +14,9 @@
 //     fragment: no shuffles);
 //   - with more than one split, the splits' (O, max, sum) meet in combine().
 //
-// One query (a one-token pass) is the same with 2 or 4 of a warp's 16 rows.
-// Measured on the H200, 2026-12-01, with blocks of at least 4 warps then:
-// 6.8 us at 768 slots on Qwen3-8B's heads, but greedy decoding with it ran
-// no faster than with ggml's vector kernel (1-2% slower), so ggml-hook.cu
-// leaves lone queries to ggml unless ORTHRUS_FA1=1.
+// One query (a one-token pass) is the same with 2 or 4 of a warp's 16 rows;
+// ggml-hook.cu leaves lone queries to ggml's vector kernel, as quick there,
+// and gives blocks of more than MAX_Q queries MAX_Q at a time.
 //
 // softmax(scale * q k^T + mask) v with an f16 mask per (query, slot) shared by
 // the heads, as ggml_flash_attn_ext computes it without ALiBi, soft-capping or

@@ -8,27 +8,18 @@
 //     MUL, MUL_MAT;
 //   - ggml_cuda_orthrus_flash_attn at the top of GGML_OP_FLASH_ATTN_EXT.
 //
-// The matmul's mode: ORTHRUS_MMV in the environment, else what the engine set
-// through ggml_cuda_orthrus_set_mmv_mode, else 1.
-//   0: off, ggml's own kernels everywhere (attention too).
-//   1: Q4_K and Q6_K products of 3..16 columns, and Q4_K's of 1 and 2 too
-//      (ORTHRUS_MMV_ONE, see mul_mat_into). Q8_0 stays with ggml's kernels:
-//      measured on the H200, 2026-12-01 (8B), ours is no quicker at 8 and 16
-//      columns and slower at 4 (a float scale per 32 values on both sides).
-//   2: Q4_K, Q6_K and Q8_0 products of 1..64 columns (16 at a time), and no
-//      fused one-column matrix-vector products of ggml's: every product of a
-//      decoding pass then sums each column as it would alone (exact decoding).
-// Our attention (attn.cuh) takes blocks of 2..16 queries over an f16 cache in
-// modes 1 and 2, unless ORTHRUS_FA=0; a lone query too with ORTHRUS_FA1=1
-// (ggml's vector kernel is as quick there). ORTHRUS_FUSE_ADD=0 leaves the residual
-// adds to ggml (for comparisons: the sums are the same either way),
-// ORTHRUS_ROW_TILES=N gives every block of our matmul N row tiles, and
-// ORTHRUS_MMV_VARIANT=plain|preload|words picks its variant (the same sums;
-// see variant()), for comparisons. An RMS norm whose result goes to our
-// matmul is computed with the quantizing of that result in one kernel, unless
-// ORTHRUS_FUSE_NORM=0 (measured on the H200, 2026-12-01: the 8B's 16-token
-// pass 4.80 -> 4.67 ms). Our kernels are launched with programmatic
-// dependent launch on sm_90 and later unless ORTHRUS_PDL=0 (see pdl_mode).
+// The engine sets the mode (ggml_cuda_orthrus_set_mmv_mode; 1 until then):
+//   0: off, ggml's own kernels everywhere (attention too);
+//   1: our matmul for Q4_K and Q6_K products of 3..32 columns and Q4_K's of
+//      1 and 2, and our attention for blocks of 2..32 queries. Q8_0 and lone
+//      queries stay with ggml's kernels, which are as quick there;
+//   2: exact decoding: Q4_K, Q6_K and Q8_0 products of 1..64 columns, and no
+//      fused one-column products of ggml's, so every product of a decoding
+//      pass sums each column as it would alone.
+// Products and blocks beyond our kernels' 16 columns or queries run 16 at a
+// time. An RMS norm whose result goes to our matmul is computed with the
+// quantizing of that result in one kernel; our kernels are launched with
+// programmatic dependent launch on sm_90 and later, as ggml-cuda launches its own.
 #include "ggml-cuda/common.cuh"
 
 // From this file's directory: ggml-cuda has an mmv.cuh of its own, which the
@@ -41,47 +32,20 @@
 #include <cstdlib>
 #include <cstring>
 
-// The mode; ORTHRUS_MMV, when set, wins over ggml_cuda_orthrus_set_mmv_mode.
-static std::atomic<int> g_mmv_mode{-1};
-static const char * mmv_env() {
-    const char * e = getenv("ORTHRUS_MMV");
-    return e && *e ? e : nullptr;
-}
+static std::atomic<int> g_mmv_mode{1};
 
 int ggml_cuda_orthrus_mmv_mode() {
-    int mode = g_mmv_mode.load(std::memory_order_relaxed);
-    if (mode < 0) {
-        mode = mmv_env() ? atoi(mmv_env()) : 1;
-        g_mmv_mode.store(mode, std::memory_order_relaxed);
-    }
-    return mode;
+    return g_mmv_mode.load(std::memory_order_relaxed);
 }
 
 // Exported through the CUDA registry's get_proc_address (the patch) as
 // "ggml_backend_cuda_orthrus_set_mmv_mode": sets the mode (0, 1 or 2) for
-// the graphs computed from now on, unless ORTHRUS_MMV is set; returns the
-// mode in effect.
+// the graphs computed from now on; returns the mode in effect.
 int ggml_cuda_orthrus_set_mmv_mode(int mode) {
-    if (!mmv_env() && mode >= 0 && mode <= 2) {
+    if (mode >= 0 && mode <= 2) {
         g_mmv_mode.store(mode, std::memory_order_relaxed);
     }
     return ggml_cuda_orthrus_mmv_mode();
-}
-
-// Whether the environment variable `name` is `value` (a switch for comparisons).
-static bool env_is(const char * name, const char * value) {
-    const char * e = getenv(name);
-    return e && strcmp(e, value) == 0;
-}
-
-static bool env_off(const char * name) {
-    return env_is(name, "0");
-}
-
-// The environment variable `name` as an int (atoi), or `unset` when it is not set.
-static int env_int(const char * name, int unset) {
-    const char * e = getenv(name);
-    return e ? atoi(e) : unset;
 }
 
 // Whether the context's GPU has the mma instructions our kernels use (NVIDIA, Ampere on).
@@ -90,59 +54,10 @@ static bool has_mma(const ggml_backend_cuda_context & ctx) {
     return GGML_CUDA_CC_IS_NVIDIA(cc) && cc >= GGML_CUDA_CC_AMPERE;
 }
 
-// Row tiles a block of our matmul takes: ORTHRUS_ROW_TILES (1, 2 or 4) for
-// every product, for comparisons; else orthrus_mmv::row_tiles's choice.
-static int row_tiles(int64_t nrows) {
-    static const int forced = [] {
-        const int n = env_int("ORTHRUS_ROW_TILES", 0);
-        return n == 1 || n == 2 || n == 4 ? n : 0;
-    }();
-    return forced ? forced : orthrus_mmv::row_tiles(nrows);
-}
-
-// The variant of our matmul for weights of type t: ORTHRUS_MMV_VARIANT
-// (plain, preload or words) for the types that have it, for comparisons;
-// else orthrus_mmv::default_variant (Q4_K preloading, Q8_0 in words, Q6_K
-// plain; Q8_0 takes our matmul in mode 2 only).
-static orthrus_mmv::Variant variant(orthrus_mmv::WType t) {
-    using orthrus_mmv::Variant;
-    static const int forced = [] {
-        const char * e = getenv("ORTHRUS_MMV_VARIANT");
-        if (!e) return -1;
-        return strcmp(e, "plain") == 0 ? (int) Variant::Plain : strcmp(e, "preload") == 0 ? (int) Variant::Preload :
-               strcmp(e, "words") == 0 ? (int) Variant::Words : -1;
-    }();
-    if (forced >= 0 && orthrus_mmv::has_variant(t, (Variant) forced)) {
-        return (Variant) forced;
-    }
-    return orthrus_mmv::default_variant(t);
-}
-
-// ORTHRUS_PDL: our kernels launched with programmatic dependent launch on
-// sm_90 and later, as ggml-cuda launches its own there (orthrus-launch.cuh):
-// 1 (the default), all of them; 2, all but the Q6_K products; 3, all but
-// attention's; 0, none. Measured on the H200, 2026-12-02 (one round each,
-// two calls): 1 makes a one-token pass of the 8B Q4_K_M 3.39 -> 3.19 ms
-// (ar 297 -> 316 tok/s) and of the 1.7B 1.65 -> 1.48 (610 -> 682 tok/s), the
-// 1.7B's orthrus step 4.20 -> 3.83-3.89 ms, the 8B's 8.19-8.35 either way;
-// on the Q8_0 models (where ggml's kernels do the products) it is within
-// noise. In the kernel tests Q6_K products and 16-query attention alone got
-// slower with it (8B down 23.8 -> 29.8 us, attention 9.6 -> 10.3 us), hence 2 and 3.
-static int pdl_mode() {
-    static const int mode = [] {
-        const int m = env_int("ORTHRUS_PDL", 1);
-        return m >= 0 && m <= 3 ? m : 1;
-    }();
-    return mode;
-}
-
-// Sets orthrus_launch::use_pdl() for the launches that follow: attention's
-// (attention = true) or the matmul's.
-static void set_pdl(const ggml_backend_cuda_context & ctx, bool attention = false) {
+// Sets orthrus_launch::use_pdl() for the launches that follow.
+static void set_pdl(const ggml_backend_cuda_context & ctx) {
     const int cc = ggml_cuda_info().devices[ctx.device].cc;
-    const int mode = pdl_mode();
-    orthrus_launch::use_pdl() = mode != 0 && !(attention && mode == 3) && GGML_CUDA_CC_IS_NVIDIA(cc) &&
-                                cc >= GGML_CUDA_CC_HOPPER;
+    orthrus_launch::use_pdl() = GGML_CUDA_CC_IS_NVIDIA(cc) && cc >= GGML_CUDA_CC_HOPPER;
 }
 
 // src1 = rms_norm(x) * w, to be computed with the product.
@@ -188,20 +103,13 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         !ggml_is_contiguous(dst) || dst->ne[0] != nrows || nrows > INT32_MAX) {
         return false;
     }
-    // Mode 2 takes up to 64 columns, 16 at a time (a verify pass of a larger
-    // block stays batch-invariant; a prompt's chunks go to ggml's MMQ).
-    const int64_t max_cols = mode == 2 ? 4 * orthrus_mmv::MAX_COLS : orthrus_mmv::MAX_COLS;
-    // Mode 1 and products of 1 or 2 columns (a one-token pass), by
-    // ORTHRUS_MMV_ONE: 0, ggml's; 1 (the default), ours for Q4_K; 2, ours for
-    // Q4_K and Q6_K. Measured on the H200, 2026-12-01 (8B Q4_K_M): 1 makes a
-    // one-token pass 3.99 -> 3.37 ms (1.7B: 1.86 -> 1.66); 2, on 2026-12-02,
-    // was within noise of 1 (one round: 8B ar 303.1 against 301.9 tok/s,
-    // 1.7B 621.0 against 610.0). Q8_0 stays with ggml's kernels in mode 1:
-    // ours was as quick at 16 columns (8B: 7.01 against 7.00 ms a pass) and
-    // slower at 4 (7.13 against 5.27).
-    static const int one = env_int("ORTHRUS_MMV_ONE", 1);
-    const bool few = ncols < 3 && !((one >= 1 && type == orthrus_mmv::WType::Q4_K) ||
-                                    (one >= 2 && type == orthrus_mmv::WType::Q6_K));
+    // Mode 1 takes a block of up to 32 columns, mode 2 up to 64 (a verify
+    // pass of a larger block stays batch-invariant), 16 at a time; a prompt's
+    // chunks go to ggml's MMQ. Products of 1 or 2 columns (a one-token pass):
+    // ours for Q4_K only in mode 1, where ggml's fused one-column kernels are
+    // as quick for the other types.
+    const int64_t max_cols = (mode == 2 ? 4 : 2) * orthrus_mmv::MAX_COLS;
+    const bool few = ncols < 3 && type != orthrus_mmv::WType::Q4_K;
     if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
         (mode == 1 && (few || type == orthrus_mmv::WType::Q8_0))) {
         return false;
@@ -222,7 +130,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         }
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
-                            {row_tiles(nrows), variant(type), !(pdl_mode() == 2 && type == orthrus_mmv::WType::Q6_K)});
+                            {orthrus_mmv::row_tiles(nrows), orthrus_mmv::default_variant(type), true});
     }
     CUDA_CHECK(cudaGetLastError());
     return true;
@@ -239,8 +147,7 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
 // allocator reuses x for x = x + W h) or apart, not partly overlapping.
 bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
                                    const ggml_tensor * add, ggml_tensor * dst) {
-    static const bool off = env_off("ORTHRUS_FUSE_ADD");
-    if (off || add->type != GGML_TYPE_F32 || !ggml_is_contiguous(add) || !ggml_are_same_shape(add, dst)) {
+    if (add->type != GGML_TYPE_F32 || !ggml_is_contiguous(add) || !ggml_are_same_shape(add, dst)) {
         return false;
     }
     const char * a = (const char *) add->data, * d = (const char *) dst->data;
@@ -252,13 +159,11 @@ bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_t
 }
 
 // Nodes i, i+1, i+2 = RMS_NORM, MUL by its weight, MUL_MAT of the result, for
-// ggml-cuda's fusion loop (unless ORTHRUS_FUSE_NORM=0; false: not fused, ggml goes
-// on): the norm's result written, for any other use, and quantized for our
+// ggml-cuda's fusion loop (false: not fused, ggml goes on): the norm's result written, for any other use, and quantized for our
 // matmul in one kernel (orthrus_mmv::norm_quantize) instead of ggml's norm and
 // our quantize().
 bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph * cgraph, int i) {
-    static const bool off = env_off("ORTHRUS_FUSE_NORM");
-    if (off || i + 2 >= cgraph->n_nodes || !ctx.stream_context().concurrent_events.empty() ||
+    if (i + 2 >= cgraph->n_nodes || !ctx.stream_context().concurrent_events.empty() ||
         !ggml_can_fuse(cgraph, i, {GGML_OP_RMS_NORM, GGML_OP_MUL})) {
         return false;
     }
@@ -284,9 +189,7 @@ bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph
 // GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:
 // ggml's kernels compute it).
 bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
-    static const bool off = env_off("ORTHRUS_FA");
-    static const bool lone = env_is("ORTHRUS_FA1", "1");
-    if (off || ggml_cuda_orthrus_mmv_mode() <= 0 || (!lone && dst->src[0]->ne[1] == 1)) {
+    if (ggml_cuda_orthrus_mmv_mode() <= 0 || dst->src[0]->ne[1] == 1) {
         return false;
     }
     const ggml_tensor * q = dst->src[0];
@@ -308,7 +211,9 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
         return false;
     }
     const int64_t nq = q->ne[1], nh = q->ne[2], nkv = k->ne[2], n_kv = k->ne[1];
-    if (!orthrus_attn::supported(q->ne[0], nq, nh, nkv) || k->ne[0] != orthrus_attn::D ||
+    // Blocks of more than MAX_Q queries go MAX_Q at a time.
+    const int64_t max_q = orthrus_attn::MAX_Q;
+    if (nq > 2 * max_q || !orthrus_attn::supported(q->ne[0], std::min(nq, max_q), nh, nkv) || k->ne[0] != orthrus_attn::D ||
         v->ne[0] != orthrus_attn::D || v->ne[1] != n_kv || v->ne[2] != nkv || q->ne[3] != 1 || k->ne[3] != 1 ||
         v->ne[3] != 1 || n_kv < 1 || n_kv > INT32_MAX) {
         return false;
@@ -330,31 +235,33 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     if (!ggml_is_contiguous(dst) || dst->ne[0] != orthrus_attn::D || dst->ne[1] != nh || dst->ne[2] != nq) {
         return false;
     }
-    orthrus_attn::Params p{};
-    p.q = (const float *) q->data;
-    p.k = (const half *) k->data;
-    p.v = (const half *) v->data;
-    p.mask = (const half *) mask->data;
-    p.dst = (float *) dst->data;
-    p.q_s1 = q->nb[1] / sizeof(float);
-    p.q_s2 = q->nb[2] / sizeof(float);
-    p.k_s1 = k->nb[1] / sizeof(half);
-    p.k_s2 = k->nb[2] / sizeof(half);
-    p.v_s1 = v->nb[1] / sizeof(half);
-    p.v_s2 = v->nb[2] / sizeof(half);
-    p.mask_s1 = mask->nb[1] / sizeof(half);
-    p.nq = (int) nq;
-    p.nh = (int) nh;
-    p.nkv = (int) nkv;
-    p.n_kv = (int) n_kv;
-    p.scale = scale;
-    orthrus_attn::plan(p, ggml_cuda_info().devices[ctx.device].nsm);
-    ggml_cuda_pool_alloc<char> scratch(ctx.pool());
-    if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
-        scratch.alloc(bytes);
+    for (int64_t q0 = 0; q0 < nq; q0 += max_q) {
+        orthrus_attn::Params p{};
+        p.q_s1 = q->nb[1] / sizeof(float);
+        p.q_s2 = q->nb[2] / sizeof(float);
+        p.k_s1 = k->nb[1] / sizeof(half);
+        p.k_s2 = k->nb[2] / sizeof(half);
+        p.v_s1 = v->nb[1] / sizeof(half);
+        p.v_s2 = v->nb[2] / sizeof(half);
+        p.mask_s1 = mask->nb[1] / sizeof(half);
+        p.q = (const float *) q->data + q0 * p.q_s1;
+        p.k = (const half *) k->data;
+        p.v = (const half *) v->data;
+        p.mask = (const half *) mask->data + q0 * p.mask_s1;
+        p.dst = (float *) dst->data + q0 * nh * orthrus_attn::D;
+        p.nq = (int) std::min(nq - q0, max_q);
+        p.nh = (int) nh;
+        p.nkv = (int) nkv;
+        p.n_kv = (int) n_kv;
+        p.scale = scale;
+        orthrus_attn::plan(p, ggml_cuda_info().devices[ctx.device].nsm);
+        ggml_cuda_pool_alloc<char> scratch(ctx.pool());
+        if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
+            scratch.alloc(bytes);
+        }
+        set_pdl(ctx);
+        orthrus_attn::launch(p, scratch.get(), ctx.stream());
     }
-    set_pdl(ctx, true);
-    orthrus_attn::launch(p, scratch.get(), ctx.stream());
     CUDA_CHECK(cudaGetLastError());
     return true;
 }

@@ -1,5 +1,5 @@
 // Checks a libggml-cuda.so built by kernels/cuda/CMakeLists.txt
-// (-DORTHRUS_GGML_CUDA_MODULE=ON -DORTHRUS_CUDA_CHECKS=ON builds this too):
+// (-DORTHRUS_GGML_CUDA_MODULE=ON builds this too):
 // ggml loads it, its registry exports our mode setter (the patch is in), and
 // a Q4_K matmul of 8 columns, which our matmul takes in mode 1, matches both
 // a float reference and ggml's own kernels (mode 0) within quantization error
@@ -53,7 +53,6 @@ int main(int argc, char ** argv) {
     }
     // A captured CUDA graph would replay the first mode's kernels.
     setenv("GGML_CUDA_DISABLE_GRAPHS", "1", 1);
-    unsetenv("ORTHRUS_MMV");
     ggml_backend_reg_t reg = ggml_backend_load(argv[1]);
     if (!reg) {
         return fail("ggml could not load the module");

@@ -24,7 +24,7 @@ nice -n 10 ninja -C $b "$obj" > /tmp/arch-ninja.log 2>&1 || { tail -40 /tmp/arch
 cuobjdump=$(command -v cuobjdump || echo /usr/local/cuda/bin/cuobjdump)
 elves=$("$cuobjdump" --list-elf "$b/$obj" | grep -o 'sm_[0-9]*a\?' | sort -u | tr '\n' ' ')
 echo "ggml-hook.cu.o compiled in $(( $(date +%s) - t0 )) s; device code for: $elves" | tee -a "$log"
-want=$(sed -n 's/.*set(ORTHRUS_CUDA_ARCHS_DEFAULT "\([^"]*\)").*/\1/p' kernels/cuda/CMakeLists.txt | head -1)
+want=$(sed -n 's/.*set(orthrus_archs_default "\([^"]*\)").*/\1/p' kernels/cuda/CMakeLists.txt | head -1)
 failed=0
 for a in ${want//;/ }; do
     # ggml-cuda's CMake makes 12x into 12xa.

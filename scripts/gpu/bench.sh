@@ -54,8 +54,4 @@ done
 # The bundled trained model: real drafts, so real acceptance (held-out prompts).
 "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf --prompts-file models/tiny-orthrus/heldout-prompts.json \
     -N 256 --check --json > "$OUT/bench-tiny-orthrus.json" 2> "$work/bench-tiny.err" || true
-# With q/k/v and gate/up loaded apart (what stacking them saves per pass).
-t=${types%% *}
-ORTHRUS_FUSE=0 "$bin/orthrus" bench -m "$work/$preset-$t.gguf" --head "$work/$preset-$t.head.gguf" \
-    --random-prompt-len 512 -N 128 --random-prompts 5 --json > "$OUT/bench-$t-apart.json" 2> "$work/bench-apart.err" || true
 cat "$OUT"/convert.txt "$OUT"/llama-*.json "$OUT"/bench-*.json 2>/dev/null || true; for f in "$work"/*.err; do tail -n 5 "$f"; done; head -c 3000 "$work/sanitizer.txt" 2>/dev/null || true

@@ -20,7 +20,7 @@ bin=$PWD/gpu-carry/bin
 t0=$(date +%s)
 mkdir -p "$bin"
 cmake -S kernels/cuda -B /tmp/ggml-build -G Ninja -DGGML_SOURCE_DIR="$PWD/gpu-carry/ggml" \
-    -DORTHRUS_GGML_CUDA_MODULE=ON -DORTHRUS_CUDA_CHECKS=ON -DGGML_CUDA_FA="${CUDA_FA:-ON}" -DCMAKE_BUILD_TYPE=Release >/tmp/cmake.log 2>&1
+    -DORTHRUS_GGML_CUDA_MODULE=ON -DGGML_CUDA_FA="${CUDA_FA:-ON}" -DCMAKE_BUILD_TYPE=Release >/tmp/cmake.log 2>&1
 grep -E "^-- orthrus:" /tmp/cmake.log || true
 nice -n 19 cmake --build /tmp/ggml-build --target ggml-cuda orthrus-module-check -j"$(nproc)" >>/tmp/cmake.log 2>&1
 cp /tmp/ggml-build/lib/libggml-cuda.so "$bin/"

@@ -4,7 +4,7 @@
 # attn): checks and timings into $OUT/NAME-test.txt, ptxas's register counts
 # into $OUT/NAME-ptxas.txt. Compiled for every architecture a `cargo build
 # --features cuda` defaults to (kernels/cuda/CMakeLists.txt's
-# ORTHRUS_CUDA_ARCHS_DEFAULT: the check that they all compile), run on this
+# orthrus_archs_default: the check that they all compile), run on this
 # GPU; ARCHS=native compiles for this GPU only (~30 s a test instead of
 # minutes), ARCHS="86;90a" for those. The NAME-test.cu builds run side by
 # side. Exit status 1 when one does not compile or a check fails.
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
 arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)
 [ "$arch" = 90 ] && arch=90a
-archs=${ARCHS:-$(sed -n 's/.*set(ORTHRUS_CUDA_ARCHS_DEFAULT "\([^"]*\)").*/\1/p' kernels/cuda/CMakeLists.txt | head -1)}
+archs=${ARCHS:-$(sed -n 's/.*set(orthrus_archs_default "\([^"]*\)").*/\1/p' kernels/cuda/CMakeLists.txt | head -1)}
 [ "$archs" = native ] && archs=$arch
 gencode=()
 for a in ${archs//;/ }; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done

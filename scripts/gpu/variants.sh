@@ -10,7 +10,7 @@
 #   TYPES     weight types (default: q4_k_m q8_0)
 #   VARIANTS  space-separated settings for `orthrus`, each a comma-separated list
 #             of NAME=VALUE environment variables and --flags (e.g. --exact),
-#             "-" for none (default: ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8)
+#             "-" for none (default: "- ORTHRUS_CUDA_KERNELS=off")
 #   ROUNDS    rounds (default 2)
 #   PROMPT_LEN  random prompt length (default 512; e.g. 1000 to take the
 #             generation across the exact path's 1024-slot window)
@@ -35,7 +35,7 @@ work=/tmp/orthrus-gpu; res=/tmp/variants-$preset
 [ -n "${KEEP:-}" ] || rm -rf "$res"
 mkdir -p "$work" "$res"
 types=(${TYPES:-q4_k_m q8_0})
-variants=(${VARIANTS:-ORTHRUS_COL_GROUP=0 ORTHRUS_COL_GROUP=4 ORTHRUS_COL_GROUP=8})
+variants=(${VARIANTS:-- ORTHRUS_CUDA_KERNELS=off})
 # The archive is written on any exit, whatever was measured by then.
 pack() { tar -czf "$OUT/variants-$preset.tgz" -C "$res" . 2>/dev/null || true; }
 trap pack EXIT

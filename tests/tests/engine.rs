@@ -1154,6 +1154,7 @@ fn our_matmul_takes_the_models_of_its_types_and_widths() {
 /// (MUL_MAT, GLU).
 #[test]
 fn graphs_put_fusable_nodes_next_to_each_other() {
+    use orthrus_engine::backend_layout::Attention;
     use orthrus_engine::graph::{self, Shape};
     let (model, _) = trained_model();
     let cache = KvCache::new(&model, 512, GgmlType::F16).unwrap();
@@ -1171,9 +1172,27 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
             n_out: n_tokens,
             logits: false,
             col_group: 0,
-            exact: false,
+            attention: Attention::Fused,
         };
-        let ops = graph::build(&model, &cache, shape).ops();
+        let g = graph::build(&model, &cache, shape);
+        // Named as llama.cpp names them, so that graphs can be compared.
+        for il in [0, n_layer - 1] {
+            for what in [
+                "attn_norm",
+                "Qcur",
+                "Kcur",
+                "Vcur",
+                "kqv_out",
+                "ffn_inp",
+                "ffn_out",
+                "l_out",
+            ] {
+                let name = format!("{what}-{il}");
+                assert!(g.has_tensor(&name), "no {name}");
+            }
+        }
+        assert!(g.has_tensor("result_norm") && g.has_tensor("result_output"));
+        let ops = g.ops();
         let what = format!("{view:?} pass of {n_tokens}");
         assert_eq!(
             count(&ops, &["RMS_NORM", "MUL", "ROPE", "VIEW", "SET_ROWS"]),
@@ -1206,7 +1225,7 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
         n_out: 1,
         logits: false,
         col_group: 0,
-        exact: true,
+        attention: Attention::Exact,
     };
     let ops = graph::build(&model, &cache, shape).ops();
     assert_eq!(

@@ -21,21 +21,21 @@ cmake_policy(VERSION 3.18)
 
 # CMake lists split at ';' and keep '[...]' together, so the texts travel
 # with those characters swapped for markers and are restored when written.
-set(_ORTHRUS_SEMI "@ORTHRUS_SEMICOLON@")
-set(_ORTHRUS_LB "@ORTHRUS_LBRACKET@")
-set(_ORTHRUS_RB "@ORTHRUS_RBRACKET@")
+set(_orthrus_semi "@orthrus-semicolon@")
+set(_orthrus_lb "@orthrus-lbracket@")
+set(_orthrus_rb "@orthrus-rbracket@")
 
 function(_orthrus_encode VAR TEXT)
-    string(REPLACE ";" "${_ORTHRUS_SEMI}" TEXT "${TEXT}")
-    string(REPLACE "[" "${_ORTHRUS_LB}" TEXT "${TEXT}")
-    string(REPLACE "]" "${_ORTHRUS_RB}" TEXT "${TEXT}")
+    string(REPLACE ";" "${_orthrus_semi}" TEXT "${TEXT}")
+    string(REPLACE "[" "${_orthrus_lb}" TEXT "${TEXT}")
+    string(REPLACE "]" "${_orthrus_rb}" TEXT "${TEXT}")
     set(${VAR} "${TEXT}" PARENT_SCOPE)
 endfunction()
 
 function(_orthrus_decode VAR TEXT)
-    string(REPLACE "${_ORTHRUS_SEMI}" ";" TEXT "${TEXT}")
-    string(REPLACE "${_ORTHRUS_LB}" "[" TEXT "${TEXT}")
-    string(REPLACE "${_ORTHRUS_RB}" "]" TEXT "${TEXT}")
+    string(REPLACE "${_orthrus_semi}" ";" TEXT "${TEXT}")
+    string(REPLACE "${_orthrus_lb}" "[" TEXT "${TEXT}")
+    string(REPLACE "${_orthrus_rb}" "]" TEXT "${TEXT}")
     set(${VAR} "${TEXT}" PARENT_SCOPE)
 endfunction()
 

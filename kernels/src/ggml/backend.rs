@@ -298,8 +298,7 @@ pub enum CudaMatmul {
 /// Sets the matmul of every GPU among `devices` (process-wide, for graphs
 /// computed from now on) and returns the one now in effect on all of them:
 /// `None` when one lacks our matmul (another backend, or a ggml-cuda without
-/// it), when they differ, or when there is no GPU. `ORTHRUS_MMV` in the
-/// environment (0, 1, 2) wins over `want`.
+/// it), when they differ, or when there is no GPU.
 pub fn set_cuda_matmul(devices: &[Device], want: CudaMatmul) -> Option<CudaMatmul> {
     let mut now = None;
     for d in devices

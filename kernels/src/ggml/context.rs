@@ -669,6 +669,11 @@ impl<'w> OwnedGraph<'w> {
         }
     }
 
+    /// Whether the graph has a node or leaf named `name`.
+    pub fn has_tensor(&self, name: &str) -> bool {
+        self.tensor(name).is_some()
+    }
+
     /// The graph's tensor named `name` (inputs and outputs are named).
     pub(crate) fn tensor(&self, name: &str) -> Option<Tensor<'_>> {
         let c = CString::new(name).ok()?;
