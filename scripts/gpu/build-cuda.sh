@@ -22,7 +22,9 @@ mkdir -p "$bin"
 cmake -S kernels/cuda -B /tmp/ggml-build -G Ninja -DGGML_SOURCE_DIR="$PWD/gpu-carry/ggml" \
     -DORTHRUS_GGML_CUDA_MODULE=ON -DGGML_CUDA_FA="${CUDA_FA:-ON}" -DCMAKE_BUILD_TYPE=Release >/tmp/cmake.log 2>&1
 grep -E "^-- orthrus:" /tmp/cmake.log || true
-nice -n 19 cmake --build /tmp/ggml-build --target ggml-cuda orthrus-module-check -j"$(nproc)" >>/tmp/cmake.log 2>&1
+nice -n 19 cmake --build /tmp/ggml-build --target ggml-cuda -j"$(nproc)" >>/tmp/cmake.log 2>&1
+# Apart: a check that does not compile must not stop the library.
+nice -n 19 cmake --build /tmp/ggml-build --target orthrus-module-check -j"$(nproc)" >>/tmp/cmake.log 2>&1 || echo "orthrus-module-check did not build"
 cp /tmp/ggml-build/lib/libggml-cuda.so "$bin/"
 echo "ninja: $(grep -c '^\[' /tmp/cmake.log || true) steps logged"
 echo "ggml-cuda built in $(( $(date +%s) - t0 )) s"

@@ -5,7 +5,8 @@
 # Q4_K_M --split, against llama.cpp's llama_* code on the same base file:
 #   - bench: ar, orthrus (--draft-max 15, then 31) and auto, with the pass
 #     and step costs of every draft length auto's graphs serve (step_7,
-#     step_15, step_31, ...), after 512-token prompts and after an 8K one;
+#     step_15, step_31, ...), after 512-token prompts and after an 8K and a
+#     32K one;
 #   - the bundled trained model (real acceptance): ar, orthrus and auto.
 # Results go to $OUT as JSON, one file a run.
 set -uo pipefail
@@ -25,8 +26,9 @@ run() { # NAME ARGS...: one JSON result, its stderr's tail on failure
 }
 run llama-q4_k_m "$bin/llama_bench" "$m" 3
 run bench-d15 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 15 --json
-run bench-d31 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 31 --json
+run bench-d31 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 31 --check --json
 run bench-8k "$bin/orthrus" bench -m "$m" --head "$h" -c 8704 --random-prompt-len 8192 --random-prompts 1 -n 64 --draft-max 15 --json
+run bench-32k "$bin/orthrus" bench -m "$m" --head "$h" -c 33024 --random-prompt-len 32768 --random-prompts 1 -n 64 --draft-max 15 --json
 run bench-tiny "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
     --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
 python3 - "$OUT" <<'EOF'
