@@ -210,7 +210,7 @@ pub struct Choice {
 /// Share of the AR steps' time auto mode may spend re-probing: a probe is a
 /// short draft whose expected loss against an AR step is paid from a budget
 /// that every AR step adds this share of its cost to.
-const PROBE_SHARE: f64 = 0.02;
+const PROBE_SHARE: f64 = 0.01;
 
 /// The draft length of every step of one generation in auto mode.
 #[derive(Clone, Debug)]

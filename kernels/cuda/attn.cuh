@@ -26,6 +26,7 @@
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <algorithm>
 #include <cstdint>
 
 #include "orthrus-launch.cuh"
@@ -323,12 +324,16 @@ static inline bool supported(int64_t head_dim, int64_t nq, int64_t nh, int64_t n
            (nh / nkv) * nq <= 16 * MAX_WARPS;
 }
 
-// Sets p.split_len and p.nsplit: the n_kv slots split over about one block
-// per SM in all (n_sm), in whole chunks.
+// Sets p.split_len and p.nsplit: the n_kv slots split in whole chunks over
+// about one block per SM in all (n_sm), and over up to 4 a SM for a long
+// cache, each split at least 4 chunks long: a block of a few queries has a
+// warp or two, too few alone to keep a SM's memory requests in flight.
 static inline void plan(Params & p, int n_sm) {
     const int chunks = (p.n_kv + CHUNK - 1) / CHUNK;
     int want = n_sm / p.nkv;
     want = want < 1 ? 1 : want > chunks ? chunks : want;
+    const int long_want = std::min(4 * n_sm / p.nkv, chunks / 4);
+    want = std::max(want, long_want);
     p.split_len = CHUNK * ((chunks + want - 1) / want);
     p.nsplit = (p.n_kv + p.split_len - 1) / p.split_len;
 }
