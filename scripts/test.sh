@@ -27,4 +27,4 @@ phase cargo build --workspace --bins --tests --profile test
 # server, made once): most of the Python tests' time is the gguf package reading
 # whole-model files and the server's subprocesses, which run side by side.
 phase python3 -m pytest -q -n 2 --dist loadfile tests/python
-phase bash scripts/fuzz.sh "${FUZZ_SECONDS:-60}"
+phase bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"
