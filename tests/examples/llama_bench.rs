@@ -2,7 +2,9 @@
 //! measures pp512 and tg128 (prompt: one 512-token batch; generation: 128
 //! single-token decodes, synchronizing after each), through the `llama_*`
 //! code vendored in llama-cpp-sys-2, so it runs on the same ggml build and
-//! backends as our engine: `llama_bench MODEL.gguf [REPS]`. Prints JSON.
+//! backends as our engine: `llama_bench MODEL.gguf [REPS] [DEPTH]`, DEPTH
+//! (default 0) tokens in the cache before the generation is timed, like
+//! llama-bench's `-d`. Prints JSON.
 
 use std::ffi::CString;
 use std::time::Instant;
@@ -12,12 +14,15 @@ use llama_cpp_sys_2 as llama;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(path) = args.get(1) else {
-        eprintln!("usage: llama_bench MODEL.gguf [REPS]");
+        eprintln!("usage: llama_bench MODEL.gguf [REPS] [DEPTH]");
         std::process::exit(2);
     };
     let reps: usize = args
         .get(2)
         .map_or(3, |r| r.parse().expect("REPS must be a number"));
+    let depth: usize = args
+        .get(3)
+        .map_or(0, |d| d.parse().expect("DEPTH must be a number"));
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.to_path_buf()));
@@ -64,6 +69,15 @@ fn main() {
         };
         let tg = |ctx: *mut llama::llama_context| {
             llama::llama_memory_clear(llama::llama_get_memory(ctx), true);
+            for chunk in (0..depth).collect::<Vec<_>>().chunks(512) {
+                let mut toks: Vec<i32> = chunk.iter().map(|_| rand_tok()).collect();
+                let n = toks.len() as i32;
+                assert_eq!(
+                    llama::llama_decode(ctx, llama::llama_batch_get_one(toks.as_mut_ptr(), n)),
+                    0
+                );
+            }
+            llama::llama_synchronize(ctx);
             let t = Instant::now();
             for _ in 0..128 {
                 let mut tok = rand_tok();
@@ -81,8 +95,9 @@ fn main() {
         let tgs: Vec<f64> = (0..reps).map(|_| tg(ctx)).collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "{{\"model\": {:?}, \"pp512\": {:.1}, \"tg128\": {:.1}, \"pp512_runs\": {:?}, \"tg128_runs\": {:?}}}",
+            "{{\"model\": {:?}, \"depth\": {}, \"pp512\": {:.1}, \"tg128\": {:.1}, \"pp512_runs\": {:?}, \"tg128_runs\": {:?}}}",
             path,
+            depth,
             mean(&pps),
             mean(&tgs),
             pps,
