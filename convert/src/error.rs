@@ -8,10 +8,12 @@ use orthrus_kernels::quant::QuantError;
 /// tensor at fault and, where it helps, what was expected.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    #[error("{path}: {source}")]
+    /// The I/O error's text is in the message, not a `source`: printed as
+    /// a chain (`{:#}`), it would appear twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {msg}")]
     BadFile { path: PathBuf, msg: String },
@@ -33,7 +35,7 @@ impl ConvertError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ConvertError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 

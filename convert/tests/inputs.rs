@@ -133,3 +133,22 @@ fn side_files_must_be_regular_and_small() {
     );
     assert!(!out.exists());
 }
+
+/// A missing side file is named once with its OS error, not twice: the
+/// command line prints the error with its chain of sources.
+#[test]
+fn a_missing_side_file_is_reported_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ck = checkpoint(tmp.path());
+    std::fs::remove_file(ck.join("tokenizer.json")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_orthrus-convert"))
+        .arg(&ck)
+        .arg("-o")
+        .arg(tmp.path().join("out.gguf"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("tokenizer.json"), "{err}");
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+}
