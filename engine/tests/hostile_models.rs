@@ -51,15 +51,7 @@ fn variant_with(
             meta.push((key.to_string(), v));
         }
     }
-    let mut specs: Vec<TensorSpec> = src
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
-        .collect();
+    let mut specs: Vec<TensorSpec> = src.tensors().iter().map(TensorSpec::from).collect();
     edit(&mut specs);
     let path = dir.join("variant.gguf");
     let mut w = GgufWriter::create(&path, &meta, &specs).unwrap();

@@ -26,6 +26,21 @@ static int fail(const char * msg) {
     return 1;
 }
 
+// Computes gf, whose result is y (f32), then frees buf and ctx: y's values,
+// or none when the graph did not compute.
+static std::vector<float> compute(ggml_backend_t backend, ggml_context * ctx, ggml_cgraph * gf, ggml_tensor * y,
+                                  ggml_backend_buffer_t buf) {
+    std::vector<float> out(ggml_nelements(y));
+    if (ggml_backend_graph_compute(backend, gf) == GGML_STATUS_SUCCESS) {
+        ggml_backend_tensor_get(y, out.data(), 0, out.size() * sizeof(float));
+    } else {
+        out.clear();
+    }
+    ggml_backend_buffer_free(buf);
+    ggml_free(ctx);
+    return out;
+}
+
 // W (rows x k, Q4_K) times X (k x cols, f32) on `backend` in our `mode`.
 static std::vector<float> product(ggml_backend_t backend, int (*set_mode)(int), int mode, const std::vector<uint8_t> & wq,
                                   const std::vector<float> & x, int64_t k, int64_t rows, int64_t cols) {
@@ -40,15 +55,7 @@ static std::vector<float> product(ggml_backend_t backend, int (*set_mode)(int), 
     ggml_backend_buffer_t buf = ggml_backend_alloc_ctx_tensors(ctx, backend);
     ggml_backend_tensor_set(w, wq.data(), 0, wq.size());
     ggml_backend_tensor_set(xt, x.data(), 0, x.size() * sizeof(float));
-    std::vector<float> out(rows * cols);
-    if (ggml_backend_graph_compute(backend, gf) == GGML_STATUS_SUCCESS) {
-        ggml_backend_tensor_get(y, out.data(), 0, out.size() * sizeof(float));
-    } else {
-        out.clear();
-    }
-    ggml_backend_buffer_free(buf);
-    ggml_free(ctx);
-    return out;
+    return compute(backend, ctx, gf, y, buf);
 }
 
 // Flash attention of nq queries (nh heads over nkv KV heads, head size 128)
@@ -90,15 +97,7 @@ static std::vector<float> attention(ggml_backend_t backend, int (*set_mode)(int)
     }
     ggml_backend_tensor_set(v, kv.data(), 0, kv.size() * sizeof(ggml_fp16_t));
     ggml_backend_tensor_set(mask, mv.data(), 0, mv.size() * sizeof(ggml_fp16_t));
-    std::vector<float> out(d * nh * nq);
-    if (ggml_backend_graph_compute(backend, gf) == GGML_STATUS_SUCCESS) {
-        ggml_backend_tensor_get(y, out.data(), 0, out.size() * sizeof(float));
-    } else {
-        out.clear();
-    }
-    ggml_backend_buffer_free(buf);
-    ggml_free(ctx);
-    return out;
+    return compute(backend, ctx, gf, y, buf);
 }
 
 int main(int argc, char ** argv) {

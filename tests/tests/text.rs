@@ -307,15 +307,7 @@ fn with_metadata(path: &Path, out: &Path, edit: impl FnOnce(&mut Vec<(String, Gg
     let file = GgufFile::open(path).unwrap();
     let mut meta = file.metadata().to_vec();
     edit(&mut meta);
-    let specs: Vec<TensorSpec> = file
-        .tensors()
-        .iter()
-        .map(|t| TensorSpec {
-            name: t.name.clone(),
-            dims: t.dims.clone(),
-            ty: t.ty,
-        })
-        .collect();
+    let specs: Vec<TensorSpec> = file.tensors().iter().map(TensorSpec::from).collect();
     let mut w = GgufWriter::create(out, &meta, &specs).unwrap();
     for t in file.tensors() {
         w.write_data(file.tensor_data(t)).unwrap();

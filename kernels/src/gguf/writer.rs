@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::value::{GgufType, GgufValue};
 use super::{
-    align_up, GgufError, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_TENSOR_NAME,
-    VERSION,
+    align_up, GgufError, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH,
+    MAX_TENSOR_NAME, VERSION,
 };
 use crate::types::GgmlType;
 
@@ -23,6 +23,17 @@ pub struct TensorSpec {
     /// Shape in ggml order: `dims[0]` is the row length.
     pub dims: Vec<u64>,
     pub ty: GgmlType,
+}
+
+/// The spec of a tensor read from a file, to write it again (rewritten files).
+impl From<&TensorInfo> for TensorSpec {
+    fn from(t: &TensorInfo) -> TensorSpec {
+        TensorSpec {
+            name: t.name.clone(),
+            dims: t.dims.clone(),
+            ty: t.ty,
+        }
+    }
 }
 
 /// Big enough that writes of small quantized rows reach the disk in large
