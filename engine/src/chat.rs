@@ -2,11 +2,14 @@
 //! transformers' `apply_chat_template` renders it.
 //!
 //! A template is a program from the model file, so it runs bounded
-//! ([`crate::template`]). Message content is text: special-token strings in it (`<|im_start|>`) are
-//! tokenized as plain text by [`encode_chat`] unless the caller asks for the
-//! raw behaviour, so a user cannot open a turn of another role.
+//! ([`crate::template`]), and the binaries run it in a child process
+//! ([`crate::template_process`]). Message content is text: special-token
+//! strings in it (`<|im_start|>`) are tokenized as plain text by
+//! [`encode_chat`] unless the caller asks for the raw behaviour, so a user
+//! cannot open a turn of another role.
 
-pub use crate::template::{ChatTemplate, Message, MAX_RENDERED_BYTES, RENDER_FUEL};
+pub use crate::template::{ChatTemplate, Message, RenderChat, MAX_RENDERED_BYTES, RENDER_FUEL};
+pub use crate::template_process::TemplateProcess;
 use crate::tokenizer::Tokenizer;
 use crate::EngineError;
 
@@ -20,7 +23,7 @@ const CLOSE: char = '\u{E001}';
 /// tokens stay special. Without it, the prompt is rendered and tokenized
 /// whole, as the template's text and the content alike.
 pub fn encode_chat(
-    template: &ChatTemplate,
+    template: &dyn RenderChat,
     tok: &Tokenizer,
     text_tok: Option<&Tokenizer>,
     messages: &[Message],

@@ -8,7 +8,8 @@
 //! - [`session`]: forward passes over a model and cache on a scheduler.
 //! - [`decode`]: AR and Orthrus generation, greedy and sampled; [`sampling`];
 //!   [`draft_policy`]: the draft length of each step in auto mode.
-//! - [`tokenizer`], [`chat`]: text in and out.
+//! - [`tokenizer`], [`chat`]: text in and out; [`template`] and
+//!   [`template_process`]: the chat template, bounded.
 //! - [`options`]: the model options of the command-line tools;
 //!   [`switches`]: the environment switches, all of them.
 
@@ -27,6 +28,7 @@ pub mod sampling;
 pub mod session;
 pub mod switches;
 pub mod template;
+pub mod template_process;
 pub mod tokenizer;
 
 pub use decode::{generate, Finish, GenerateParams, Generation, Mode, Stats, Step};

@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use orthrus_engine::chat::{ChatTemplate, Message};
+use orthrus_engine::chat::{Message, RenderChat, TemplateProcess};
 use orthrus_engine::options::{llama_style_args, ModelArgs};
+use orthrus_engine::template_process;
 use orthrus_engine::tokenizer::{TextStream, Tokenizer};
 use orthrus_engine::{generate, GenerateParams, KvCache, Mode, Model, SamplingParams, Session};
 
@@ -154,6 +155,12 @@ struct BenchArgs {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == template_process::WORKER_ARG)
+    {
+        return template_process::serve();
+    }
     let cli = Cli::parse_from(llama_style_args());
     let result = match cli.command {
         Command::Run(a) => run(a),
@@ -209,7 +216,9 @@ fn run(a: RunArgs) -> Result<()> {
                 msgs.push(Message::new("user", text));
                 // The rendered template is the whole prompt, no BOS added,
                 // as transformers' apply_chat_template tokenizes it.
-                tok.encode(&ChatTemplate::new(tmpl)?.render(&msgs, true, a.think)?)?
+                let exe = std::env::current_exe()?;
+                let tmpl = TemplateProcess::new(tmpl, exe, Default::default())?;
+                tok.encode(&tmpl.render(&msgs, true, a.think)?)?
             } else {
                 tok.encode_prompt(text)?
             }

@@ -128,7 +128,8 @@ impl ChatTemplate {
             Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(TemplateError(
                 "the template ran too long (over its instruction budget)".into(),
             )),
-            Err(e) => Err(TemplateError(format!("{e:#}"))),
+            // One line: where in the template, not its listing.
+            Err(e) => Err(TemplateError(e.to_string())),
         }
     }
 }
@@ -232,6 +233,28 @@ impl std::io::Write for Bounded {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// Renders a conversation into prompt text: a [`ChatTemplate`] in this
+/// process, or one in a child process (`template_process`).
+pub trait RenderChat {
+    fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String, TemplateError>;
+}
+
+impl RenderChat for ChatTemplate {
+    fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String, TemplateError> {
+        ChatTemplate::render(self, messages, add_generation_prompt, enable_thinking)
     }
 }
 

@@ -4,17 +4,38 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn model(dir: &Path) -> PathBuf {
-    let out = dir.join("tiny-f32.gguf");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-tied-bf16");
+    convert(&fixture, &dir.join("tiny-f32.gguf"))
+}
+
+/// The fixture with `template` as its chat template.
+fn model_with_template(dir: &Path, template: &str) -> PathBuf {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-tied-bf16");
+    let ck = dir.join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    for f in std::fs::read_dir(&fixture).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, ck.join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg_path = ck.join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["chat_template"] = template.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    convert(&ck, &dir.join("templated.gguf"))
+}
+
+fn convert(input: &Path, out: &Path) -> PathBuf {
     let opts = orthrus_convert::convert::Options {
-        input: Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/fixtures/tiny-tied-bf16"),
-        output: out.clone(),
+        input: input.to_path_buf(),
+        output: out.to_path_buf(),
         file_type: orthrus_convert::FileType::F32,
         head_type: None,
         split: false,
         name: None,
     };
     orthrus_convert::convert::convert(&opts, &mut |_, _| {}).unwrap();
-    out
+    out.to_path_buf()
 }
 
 fn orthrus(args: &[&str]) -> std::process::Output {
@@ -282,4 +303,65 @@ fn a_malformed_switch_is_an_error() {
         assert_eq!(out.status.code(), Some(1), "{name}={value}: {err}");
         assert!(err.contains(name) && err.contains("not a setting"), "{err}");
     }
+}
+
+#[test]
+fn a_chat_template_that_grows_memory_is_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Each would grow to terabytes: strings doubled by `~` and by a
+    // captured block (neither is output), and one grown by `replace`.
+    let double = "{% set ns = namespace(s='0123456789abcdef') %}{% for i in range(40) %}";
+    for (i, template) in [
+        format!("{double}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}{{{{ ns.s|length }}}}"),
+        format!("{double}{{% set ns.s %}}{{{{ ns.s }}}}{{{{ ns.s }}}}{{% endset %}}{{% endfor %}}"),
+        "{{ ('x' * 100000)|replace('x', 'y' * 100000)|length }}".to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let d = dir.path().join(i.to_string());
+        let m = model_with_template(&d, template);
+        let start = std::time::Instant::now();
+        let out = orthrus(&[
+            "run",
+            "-m",
+            m.to_str().unwrap(),
+            "--chat",
+            "-p",
+            "hi",
+            "-n",
+            "1",
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        // A clear error from the CLI itself, not a process killed or aborted.
+        assert_eq!(out.status.code(), Some(1), "{template}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("orthrus: chat template: ")
+                && err.contains("used over 512 MiB of memory"),
+            "{template}: {err}"
+        );
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "{template}: {:?}",
+            start.elapsed()
+        );
+    }
+    // The fixture's own template renders through the same child process.
+    let m = model(dir.path());
+    let out = orthrus(&[
+        "run",
+        "-m",
+        m.to_str().unwrap(),
+        "--chat",
+        "-p",
+        "hi",
+        "-n",
+        "2",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -22,7 +22,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use orthrus_engine::chat::{encode_chat, ChatTemplate};
+use orthrus_engine::chat::{encode_chat, TemplateProcess};
 use orthrus_engine::tokenizer::Tokenizer;
 use orthrus_engine::EngineError;
 use serde::de::DeserializeOwned;
@@ -48,7 +48,7 @@ pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 pub struct Server {
     pub info: ModelInfo,
     /// The chat template, or why it cannot be used (only chat requests fail).
-    pub template: Option<Result<Arc<ChatTemplate>, String>>,
+    pub template: Option<Result<Arc<TemplateProcess>, String>>,
     /// The tokenizer for chat message content, which reads special-token
     /// strings as text; `None` with `--parse-special`.
     text_tokenizer: Option<Arc<Tokenizer>>,
@@ -123,6 +123,8 @@ const INLINE_PARSE: usize = 64 << 10;
 const PUBLIC: [&str; 2] = ["/health", "/v1/health"];
 
 impl Server {
+    /// `template_worker` is a binary that serves chat template renders when
+    /// started with `template_process::WORKER_ARG`: the server's own.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         info: ModelInfo,
@@ -133,12 +135,16 @@ impl Server {
         metrics: Arc<Metrics>,
         limits: Limits,
         parse_special: bool,
+        template_worker: std::path::PathBuf,
     ) -> anyhow::Result<Server> {
         let template = info.chat_template.as_deref().map(|t| {
-            ChatTemplate::new(t).map(Arc::new).map_err(|e| {
-                eprintln!("orthrus-server: {e}; chat requests will be refused");
-                e.to_string()
-            })
+            let limits = Default::default();
+            TemplateProcess::new(t, template_worker, limits)
+                .map(Arc::new)
+                .map_err(|e| {
+                    eprintln!("orthrus-server: {e}; chat requests will be refused");
+                    e.to_string()
+                })
         });
         let text_tokenizer = (!parse_special).then(|| Arc::new(info.tokenizer.text_only()));
         Ok(Server {
@@ -526,7 +532,7 @@ impl Server {
             .gates
             .cpu(move || {
                 encode_chat(
-                    &template,
+                    &*template,
                     &tok,
                     text_tok.as_deref(),
                     &messages,

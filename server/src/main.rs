@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use orthrus_engine::options::{llama_style_args, ModelArgs};
+use orthrus_engine::template_process;
 use orthrus_server::guard::Limits;
 use orthrus_server::http::Server;
 use orthrus_server::metrics::Metrics;
@@ -86,6 +87,12 @@ fn seconds(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == template_process::WORKER_ARG)
+    {
+        return template_process::serve();
+    }
     let cli = Cli::parse_from(llama_style_args());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,6 +145,8 @@ fn run(cli: Cli) -> Result<()> {
         metrics,
         limits,
         g.parse_special,
+        // Chat templates render in this binary, started as their worker.
+        std::env::current_exe().context("finding this binary to render chat templates")?,
     )?);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

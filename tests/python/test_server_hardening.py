@@ -296,13 +296,17 @@ def test_cors_is_off_unless_asked_for(model, tmp_path):
 
 LOOP = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 GROW = "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}"
+# Grows a string that is never output to terabytes.
+DOUBLE = ("{% set ns = namespace(s='0123456789abcdef') %}{% for i in range(40) %}"
+          "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}")
 
 
 @pytest.mark.parametrize("template,code,status", [
     (LOOP, "chat_template_failed", 400),
     (GROW, "chat_template_failed", 400),
+    (DOUBLE, "chat_template_failed", 400),
     ("{% for %}", "chat_template_unusable", 501),
-], ids=["loop", "grow", "broken"])
+], ids=["loop", "grow", "double", "broken"])
 def test_bad_templates_refuse_only_chat(tmp_path, template, code, status):
     m = model_with_template(tmp_path, template)
     s = Server(m, tmp_path / "tmpl.log")
@@ -318,6 +322,12 @@ def test_bad_templates_refuse_only_chat(tmp_path, template, code, status):
         t.join()
         st, _, r = results[0]
         assert st == status and r["error"]["code"] == code, r
+        if template == DOUBLE:
+            # Its renderer was killed at the memory bound, and the next
+            # request gets a new one.
+            assert "used over 512 MiB of memory" in r["error"]["message"], r
+            st, _, again = s.call("POST", "/v1/chat/completions", CHAT, timeout=60)
+            assert st == status and again["error"]["message"] == r["error"]["message"], again
         st, _, r = s.call("POST", "/completion", {"prompt": "Hi", "n_predict": 2})
         assert st == 200 and r["tokens_predicted"] >= 1
     finally:
