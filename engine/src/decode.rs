@@ -110,6 +110,9 @@ pub struct Stats {
     pub accepted_tokens_per_pos: Vec<usize>,
     pub prompt_seconds: f64,
     pub generation_seconds: f64,
+    /// Seconds of the steps that drafted nothing (AR steps), so that auto
+    /// mode's AR steps can be compared with `ar` mode's.
+    pub ar_step_seconds: f64,
     pub prompt_tokens_per_second: f64,
     pub generation_tokens_per_second: f64,
 }
@@ -278,8 +281,12 @@ pub fn generate(
             let p: Vec<Distribution> = v.logits.chunks(n_vocab).map(&dist).collect();
             speculative_accept(&drafts, &q, &p, &mut rng)
         };
-        let seconds = (session.graphs_built() == built).then(|| t.elapsed().as_secs_f64());
+        let took = t.elapsed().as_secs_f64();
+        let seconds = (session.graphs_built() == built).then_some(took);
         lengths.report(choice, n, accepted, seconds);
+        if drafts.is_empty() {
+            stats.ar_step_seconds += took;
+        }
         for &d in &drafts[..accepted] {
             if !sink.push(d) {
                 break;

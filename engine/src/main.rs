@@ -318,6 +318,58 @@ const BENCH_PROMPTS: [&str; 3] = [
 /// Random prompts a bench runs at most (each is run in every mode).
 const MAX_RANDOM_PROMPTS: usize = 1000;
 
+/// One mode's generations in a bench run, summed over the prompts.
+#[derive(Clone, Default)]
+struct ModeTotals {
+    prompt_tokens: usize,
+    prompt_seconds: f64,
+    generated: usize,
+    generation_seconds: f64,
+    steps: usize,
+    committed: usize,
+    draft_steps: usize,
+    drafted: usize,
+    accepted: usize,
+    ar_step_seconds: f64,
+    /// The tokens of each prompt's generation.
+    tokens: Vec<Vec<u32>>,
+}
+
+impl ModeTotals {
+    fn add(&mut self, g: orthrus_engine::Generation) {
+        let s = &g.stats;
+        self.prompt_tokens += s.prompt_tokens;
+        self.prompt_seconds += s.prompt_seconds;
+        self.generated += s.generated_tokens;
+        self.generation_seconds += s.generation_seconds;
+        self.steps += s.steps;
+        self.committed += (s.mean_accepted * s.steps as f64).round() as usize;
+        self.draft_steps += s.draft_steps;
+        self.drafted += s.draft_tokens;
+        self.accepted += s.accepted_tokens;
+        self.ar_step_seconds += s.ar_step_seconds;
+        self.tokens.push(g.tokens);
+    }
+
+    fn json(&self, mode: Mode) -> serde_json::Value {
+        let steps = self.steps.max(1) as f64;
+        let ar_steps = self.steps - self.draft_steps;
+        serde_json::json!({
+            "mode": mode.name(),
+            "prompt_tokens_per_second": self.prompt_tokens as f64 / self.prompt_seconds,
+            "generation_tokens_per_second": self.generated as f64 / self.generation_seconds,
+            "mean_accepted": self.committed as f64 / steps,
+            "step_ms": 1000.0 * self.generation_seconds / steps,
+            "draft_steps": self.draft_steps,
+            "ar_steps": ar_steps,
+            // What one of those AR steps took: auto's against ar's.
+            "ar_step_ms": 1000.0 * self.ar_step_seconds / ar_steps.max(1) as f64,
+            "mean_drafts": self.drafted as f64 / steps,
+            "acceptance": if self.drafted > 0 { self.accepted as f64 / self.drafted as f64 } else { 0.0 },
+        })
+    }
+}
+
 fn bench(a: BenchArgs) -> Result<()> {
     if a.random_prompts > MAX_RANDOM_PROMPTS {
         bail!(
@@ -379,46 +431,30 @@ fn bench(a: BenchArgs) -> Result<()> {
         };
         generate(&mut session, &prompts[0], &p, &mut |_| true)?;
     }
-    let mut results = Vec::new();
-    let mut outputs: Vec<Vec<Vec<u32>>> = Vec::new();
-    for &mode in &modes {
-        let (mut pt, mut ps, mut gt, mut gs, mut steps, mut committed) =
-            (0usize, 0f64, 0usize, 0f64, 0usize, 0f64);
-        let (mut draft_steps, mut drafted, mut accepted) = (0usize, 0usize, 0usize);
-        let mut tokens = Vec::new();
-        for p in &prompts {
+    // Each prompt runs in every mode, the modes in turn starting one later
+    // each prompt, so that a device that drifts (clocks, heat) over the run
+    // does not favour the mode that always runs first.
+    let mut totals = vec![ModeTotals::default(); modes.len()];
+    for (i, p) in prompts.iter().enumerate() {
+        for k in 0..modes.len() {
+            let m = (i + k) % modes.len();
             let params = GenerateParams {
-                mode,
+                mode: modes[m],
                 max_tokens: a.n_predict,
                 ignore_eos: true,
                 draft_max,
                 ..Default::default()
             };
             let g = generate(&mut session, p, &params, &mut |_| true)?;
-            pt += g.stats.prompt_tokens;
-            ps += g.stats.prompt_seconds;
-            gt += g.stats.generated_tokens;
-            gs += g.stats.generation_seconds;
-            steps += g.stats.steps;
-            committed += g.stats.mean_accepted * g.stats.steps as f64;
-            draft_steps += g.stats.draft_steps;
-            drafted += g.stats.draft_tokens;
-            accepted += g.stats.accepted_tokens;
-            tokens.push(g.tokens);
+            totals[m].add(g);
         }
-        outputs.push(tokens);
-        results.push(serde_json::json!({
-            "mode": mode.name(),
-            "prompt_tokens_per_second": pt as f64 / ps,
-            "generation_tokens_per_second": gt as f64 / gs,
-            "mean_accepted": committed / steps.max(1) as f64,
-            "step_ms": 1000.0 * gs / steps.max(1) as f64,
-            "draft_steps": draft_steps,
-            "ar_steps": steps - draft_steps,
-            "mean_drafts": drafted as f64 / steps.max(1) as f64,
-            "acceptance": if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
-        }));
     }
+    let results: Vec<serde_json::Value> = modes
+        .iter()
+        .zip(&totals)
+        .map(|(mode, t)| t.json(*mode))
+        .collect();
+    let outputs: Vec<Vec<Vec<u32>>> = totals.into_iter().map(|t| t.tokens).collect();
     let mut check = serde_json::Value::Null;
     if a.check && outputs.len() > 1 {
         let mut divergences = Vec::new();
@@ -530,17 +566,25 @@ fn bench(a: BenchArgs) -> Result<()> {
             a.n_predict
         );
         println!(
-            "{:<8} {:>12} {:>12} {:>14} {:>10} {:>11} {:>10}",
-            "mode", "prompt t/s", "gen t/s", "mean accepted", "step ms", "drafts/step", "accepted"
+            "{:<8} {:>12} {:>12} {:>14} {:>10} {:>11} {:>11} {:>10}",
+            "mode",
+            "prompt t/s",
+            "gen t/s",
+            "mean accepted",
+            "step ms",
+            "AR step ms",
+            "drafts/step",
+            "accepted"
         );
         for r in &results {
             println!(
-                "{:<8} {:>12.1} {:>12.1} {:>14.2} {:>10.2} {:>11.2} {:>9.0}%",
+                "{:<8} {:>12.1} {:>12.1} {:>14.2} {:>10.2} {:>11.2} {:>11.2} {:>9.0}%",
                 r["mode"].as_str().unwrap_or(""),
                 r["prompt_tokens_per_second"].as_f64().unwrap_or(0.0),
                 r["generation_tokens_per_second"].as_f64().unwrap_or(0.0),
                 r["mean_accepted"].as_f64().unwrap_or(0.0),
                 r["step_ms"].as_f64().unwrap_or(0.0),
+                r["ar_step_ms"].as_f64().unwrap_or(0.0),
                 r["mean_drafts"].as_f64().unwrap_or(0.0),
                 100.0 * r["acceptance"].as_f64().unwrap_or(0.0)
             );

@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE (after scripts/gpu/prepare.sh here, carrying
-# gpu-carry.tar.xz), as one device call: the published Orthrus-Qwen3-1.7B
-# configuration (block 32; random weights, so drafts are rarely accepted) as
-# Q4_K_M --split, against llama.cpp's llama_* code on the same base file:
+# gpu-carry.tar.xz), as one device call: a published Orthrus configuration
+# (NAME, default Orthrus-Qwen3-1.7B; block 32; random weights, so drafts are
+# rarely accepted) as Q4_K_M --split, against llama.cpp's llama_* code on the
+# same base file:
 #   - bench: ar, orthrus (--draft-max 15, then 31) and auto, with the pass
 #     and step costs of every draft length auto's graphs serve (step_7,
-#     step_15, step_31, ...), after 512-token prompts and after an 8K and a
-#     32K one;
-#   - the bundled trained model (real acceptance): ar, orthrus and auto.
+#     step_15, step_31, ...), after 512-token prompts and after 8K and 32K
+#     ones (LONG_PROMPTS of each, default 3; the modes take turns going
+#     first);
+#   - the bundled trained model (real acceptance): ar, orthrus and auto
+#     (TINY=0 leaves it out).
 # Results go to $OUT as JSON, one file a run.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/gpu/start.sh
 work=/tmp/orthrus-published; mkdir -p "$work"
-name=Orthrus-Qwen3-1.7B
+name=${NAME:-Orthrus-Qwen3-1.7B}
+long=${LONG_PROMPTS:-3}
 m=$work/$name-q4_k_m.gguf; h=$work/$name-q4_k_m.head.gguf
 python3 models/make_fixtures.py published "$name" "$work/$name" > "$work/fixture.txt" 2>&1 \
     || { tail -5 "$work/fixture.txt"; exit 1; }
@@ -24,12 +28,12 @@ run() { # NAME ARGS...: one JSON result, its stderr's tail on failure
     local out=$1; shift
     "$@" > "$OUT/$out.json" 2> "$work/$out.err" || { echo "$out failed:"; tail -5 "$work/$out.err"; }
 }
-run llama-q4_k_m "$bin/llama_bench" "$m" 3
+run llama-q4_k_m "$bin/llama_bench" "$m" 3 512
 run bench-d15 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 15 --json
 run bench-d31 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 31 --check --json
-run bench-8k "$bin/orthrus" bench -m "$m" --head "$h" -c 8704 --random-prompt-len 8192 --random-prompts 1 -n 64 --draft-max 15 --json
-run bench-32k "$bin/orthrus" bench -m "$m" --head "$h" -c 33024 --random-prompt-len 32768 --random-prompts 1 -n 64 --draft-max 15 --json
-run bench-tiny "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+run bench-8k "$bin/orthrus" bench -m "$m" --head "$h" -c 8704 --random-prompt-len 8192 --random-prompts "$long" -n 64 --draft-max 15 --json
+run bench-32k "$bin/orthrus" bench -m "$m" --head "$h" -c 33024 --random-prompt-len 32768 --random-prompts "$long" -n 64 --draft-max 15 --json
+[ "${TINY:-1}" = 0 ] || run bench-tiny "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
     --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
 python3 - "$OUT" <<'EOF'
 import json, sys, pathlib
@@ -42,7 +46,9 @@ for f in sorted(out.glob("*.json")):
     if "results" not in d:
         print(f.name, json.dumps(d)); continue
     modes = {r["mode"]: round(r["generation_tokens_per_second"], 1) for r in d["results"]}
+    ar_steps = {r["mode"]: round(r["ar_step_ms"], 3) for r in d["results"] if r["ar_steps"]}
     p = d.get("pass_ms") or {}
     steps = {k: v for k, v in p.items() if k.startswith("step_") or k == "ar_1"}
-    print(f.name, "gen tok/s", modes, "ms", steps)
+    print(f.name, "gen tok/s", modes, "auto/best", round(d["auto_vs_best"], 3),
+          "ar step ms", ar_steps, "ms", steps)
 EOF

@@ -4,7 +4,9 @@
 //! code vendored in llama-cpp-sys-2, so it runs on the same ggml build and
 //! backends as our engine: `llama_bench MODEL.gguf [REPS] [DEPTH]`, DEPTH
 //! (default 0) tokens in the cache before the generation is timed, like
-//! llama-bench's `-d`. Prints JSON.
+//! llama-bench's `-d`. Also pp16: 16-token batches after DEPTH tokens, as
+//! llama-bench's `-ub 16` processes a prompt (what a block pass compares
+//! with). Prints JSON.
 
 use std::ffi::CString;
 use std::time::Instant;
@@ -56,6 +58,19 @@ fn main() {
             );
             ((seed.get() >> 33) % n_vocab as u64) as i32
         };
+        // Fills the cache with DEPTH tokens (in batches of 512).
+        let fill = |ctx: *mut llama::llama_context| {
+            llama::llama_memory_clear(llama::llama_get_memory(ctx), true);
+            for chunk in (0..depth).collect::<Vec<_>>().chunks(512) {
+                let mut toks: Vec<i32> = chunk.iter().map(|_| rand_tok()).collect();
+                let n = toks.len() as i32;
+                assert_eq!(
+                    llama::llama_decode(ctx, llama::llama_batch_get_one(toks.as_mut_ptr(), n)),
+                    0
+                );
+            }
+            llama::llama_synchronize(ctx);
+        };
         let pp = |ctx: *mut llama::llama_context| {
             llama::llama_memory_clear(llama::llama_get_memory(ctx), true);
             let mut toks: Vec<i32> = (0..512).map(|_| rand_tok()).collect();
@@ -68,16 +83,7 @@ fn main() {
             512.0 / t.elapsed().as_secs_f64()
         };
         let tg = |ctx: *mut llama::llama_context| {
-            llama::llama_memory_clear(llama::llama_get_memory(ctx), true);
-            for chunk in (0..depth).collect::<Vec<_>>().chunks(512) {
-                let mut toks: Vec<i32> = chunk.iter().map(|_| rand_tok()).collect();
-                let n = toks.len() as i32;
-                assert_eq!(
-                    llama::llama_decode(ctx, llama::llama_batch_get_one(toks.as_mut_ptr(), n)),
-                    0
-                );
-            }
-            llama::llama_synchronize(ctx);
+            fill(ctx);
             let t = Instant::now();
             for _ in 0..128 {
                 let mut tok = rand_tok();
@@ -89,19 +95,36 @@ fn main() {
             }
             128.0 / t.elapsed().as_secs_f64()
         };
+        let pp16 = |ctx: *mut llama::llama_context| {
+            fill(ctx);
+            let t = Instant::now();
+            for _ in 0..16 {
+                let mut toks: Vec<i32> = (0..16).map(|_| rand_tok()).collect();
+                assert_eq!(
+                    llama::llama_decode(ctx, llama::llama_batch_get_one(toks.as_mut_ptr(), 16)),
+                    0
+                );
+                llama::llama_synchronize(ctx);
+            }
+            256.0 / t.elapsed().as_secs_f64()
+        };
         pp(ctx);
         tg(ctx);
+        pp16(ctx);
         let pps: Vec<f64> = (0..reps).map(|_| pp(ctx)).collect();
         let tgs: Vec<f64> = (0..reps).map(|_| tg(ctx)).collect();
+        let pp16s: Vec<f64> = (0..reps).map(|_| pp16(ctx)).collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
         println!(
-            "{{\"model\": {:?}, \"depth\": {}, \"pp512\": {:.1}, \"tg128\": {:.1}, \"pp512_runs\": {:?}, \"tg128_runs\": {:?}}}",
+            "{{\"model\": {:?}, \"depth\": {}, \"pp512\": {:.1}, \"tg128\": {:.1}, \"pp16\": {:.1}, \"pp512_runs\": {:?}, \"tg128_runs\": {:?}, \"pp16_runs\": {:?}}}",
             path,
             depth,
             mean(&pps),
             mean(&tgs),
+            mean(&pp16s),
             pps,
-            tgs
+            tgs,
+            pp16s
         );
         llama::llama_free(ctx);
         llama::llama_model_free(model);
