@@ -43,6 +43,10 @@ struct BucketCost {
     /// Seconds at position 0, and per position of context.
     base: f64,
     per_position: f64,
+    /// Seconds a step of these rows costs beyond `base` when its graphs
+    /// are not built yet (for each window of context positions): building
+    /// them, and on CUDA running them uncaptured and capturing them.
+    fresh: f64,
 }
 
 /// How much of the log of a timed step's ratio to its estimate one step
@@ -85,6 +89,7 @@ impl StepCosts {
                     rows: r,
                     base: (y0 - per_position * lo as f64).max(1e-9),
                     per_position,
+                    fresh: 0.0,
                 }
             })
             .collect();
@@ -103,6 +108,22 @@ impl StepCosts {
             .iter()
             .find(|b| b.rows == rows)
             .map(|b| b.base + b.per_position * position as f64)
+    }
+
+    /// Sets the extra seconds of a step of `rows` whose graphs are not built
+    /// (see [`BucketCost::fresh`]).
+    pub fn set_fresh(&mut self, rows: usize, seconds: f64) {
+        if let Some(b) = self.buckets.iter_mut().find(|b| b.rows == rows) {
+            b.fresh = seconds.max(0.0);
+        }
+    }
+
+    /// The extra seconds of a step of `rows` whose graphs are not built.
+    pub fn fresh(&self, rows: usize) -> f64 {
+        self.buckets
+            .iter()
+            .find(|b| b.rows == rows)
+            .map_or(0.0, |b| b.fresh)
     }
 
     /// `(rows, seconds)` of every step size at `position`.
@@ -235,8 +256,14 @@ impl DraftPolicy {
     }
 
     /// The step to run next, drafting at most `max_drafts` tokens, at
-    /// `position` (tokens in the cache).
-    pub fn choose(&mut self, max_drafts: usize, position: usize) -> Choice {
+    /// `position` (tokens in the cache); `built(rows)`: whether a step of
+    /// `rows` rows has its graphs at this position.
+    pub fn choose(
+        &mut self,
+        max_drafts: usize,
+        position: usize,
+        built: &dyn Fn(usize) -> bool,
+    ) -> Choice {
         let ar = Choice { drafts: 0, rows: 1 };
         let Some(ar_cost) = self.costs.cost(1, position) else {
             return ar;
@@ -264,11 +291,21 @@ impl DraftPolicy {
         }
         // An AR step: it adds to the probe budget; the cheapest draft that
         // could pay (at full acceptance) is tried once the budget covers its
-        // expected loss against AR steps.
+        // expected loss against AR steps. A probe is a step or two, so a
+        // shape whose graphs it would build pays for building them too
+        // (where a chosen length pays once for the steps that follow).
         self.probe_budget += PROBE_SHARE * ar_cost;
-        let Some(&(probe, cost)) = candidates
+        let Some((probe, cost)) = candidates
             .iter()
             .filter(|(c, cost)| *cost < (c.drafts + 1) as f64 * ar_cost)
+            .map(|&(c, cost)| {
+                let extra = if built(c.rows) {
+                    0.0
+                } else {
+                    self.costs.fresh(c.rows)
+                };
+                (c, cost + extra)
+            })
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.rows.cmp(&b.0.rows)))
         else {
             return ar;
@@ -337,7 +374,7 @@ mod tests {
         let mut rng = crate::sampling::Rng::new(seed);
         let (mut tokens, mut time, mut lengths) = (0.0, 0.0, Vec::new());
         for s in 0..steps {
-            let c = policy.choose(15, 100);
+            let c = policy.choose(15, 100, &|_| true);
             let accepted = (0..c.drafts)
                 .take_while(|&i| rng.uniform() < accept(s, i))
                 .count();
@@ -426,6 +463,31 @@ mod tests {
     }
 
     #[test]
+    fn probes_that_would_build_graphs_are_rarer() {
+        // Building a probe's graphs costs 10 AR steps: the budget then
+        // covers about a tenth as many probes.
+        let probes = |built: bool| {
+            let mut c = gpu();
+            for rows in bucket_rows(16) {
+                c.set_fresh(rows, 10.0);
+            }
+            let mut p = DraftPolicy::new(c, Acceptance::default());
+            (0..4000)
+                .filter(|_| {
+                    let c = p.choose(15, 100, &|_| built);
+                    p.report(c, 100, 0, None);
+                    c.drafts > 0
+                })
+                .count()
+        };
+        let (cheap, dear) = (probes(true), probes(false));
+        assert!(
+            cheap > 25 && dear < cheap / 4,
+            "{cheap} probes, {dear} building graphs"
+        );
+    }
+
+    #[test]
     fn short_acceptance_runs_give_short_drafts() {
         // Drafts 0 and 1 are accepted, 2 never: 2 or 3 drafts (rows 4) win.
         let mut p = DraftPolicy::new(gpu(), Acceptance::default());
@@ -454,11 +516,11 @@ mod tests {
     fn the_next_generation_starts_from_the_last_ones_acceptance() {
         let mut p = DraftPolicy::new(gpu(), Acceptance::default());
         // With no history the first step drafts the whole block.
-        assert_eq!(p.choose(15, 0).drafts, 15);
+        assert_eq!(p.choose(15, 0, &|_| true).drafts, 15);
         simulate(&mut p, 50, |_, _| 0.0, 6);
         let (costs, acceptance) = p.into_parts();
         let mut next = DraftPolicy::new(costs, acceptance);
-        assert_eq!(next.choose(15, 0).drafts, 0);
+        assert_eq!(next.choose(15, 0, &|_| true).drafts, 0);
     }
 
     #[test]
@@ -477,7 +539,7 @@ mod tests {
         let mut p = DraftPolicy::new(gpu(), Acceptance::default());
         for max in [0, 1, 2, 5, 15] {
             for _ in 0..20 {
-                let c = p.choose(max, 0);
+                let c = p.choose(max, 0, &|_| true);
                 assert!(c.drafts <= max && c.rows > c.drafts, "{c:?} at max {max}");
                 p.report(c, 0, c.drafts, None);
             }
@@ -487,6 +549,6 @@ mod tests {
             StepCosts::from_samples(&[(4, 0, 1.0)]),
             Acceptance::default(),
         );
-        assert_eq!(q.choose(3, 0), Choice { drafts: 0, rows: 1 });
+        assert_eq!(q.choose(3, 0, &|_| true), Choice { drafts: 0, rows: 1 });
     }
 }

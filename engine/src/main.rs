@@ -514,18 +514,19 @@ fn bench(a: BenchArgs) -> Result<()> {
         let compared = prompts.len() * (outputs.len() - 1);
         check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "compared": compared, "identical": compared - divergences.len(), "divergences": divergences });
     }
-    // Auto mode's step costs after the runs (at the first prompt's end).
+    // Auto mode's step costs after the runs (at the first prompt's end),
+    // and what a step costs more when it must build its graphs.
     let costs: serde_json::Map<String, serde_json::Value> = if l.model.is_orthrus() {
         let pos = prompts[0].len();
-        session
-            .step_costs()?
-            .table(pos)
+        let c = session.step_costs()?;
+        let ms = |s: f64| serde_json::json!((s * 1e6).round() / 1e3);
+        c.table(pos)
             .into_iter()
-            .map(|(r, s)| {
-                (
-                    format!("rows_{r}"),
-                    serde_json::json!((s * 1e6).round() / 1e3),
-                )
+            .flat_map(|(r, s)| {
+                [
+                    (format!("rows_{r}"), ms(s)),
+                    (format!("fresh_{r}"), ms(c.fresh(r))),
+                ]
             })
             .collect()
     } else {

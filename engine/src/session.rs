@@ -227,7 +227,7 @@ impl<'m> Session<'m> {
         let block = self.model.hparams.orthrus.map_or(1, |o| o.block_size);
         let mask = self.model.hparams.orthrus.map_or(0, |o| o.mask_token);
         let n_ctx = self.n_ctx();
-        let mut samples = Vec::new();
+        let (mut samples, mut fresh) = (Vec::new(), Vec::new());
         let (mut ar_cost, mut last_per_row) = (f64::INFINITY, f64::INFINITY);
         for rows in bucket_rows(block) {
             if rows > n_ctx {
@@ -251,10 +251,13 @@ impl<'m> Session<'m> {
                     Ok(())
                 };
                 // Untimed: the first run builds the graphs; on CUDA the
-                // second finds them unchanged and the third captures them.
-                for _ in 0..3 {
-                    step(self)?;
-                }
+                // second finds them unchanged and captures them. What the
+                // two cost beyond two steps is a fresh shape's extra cost.
+                let t = std::time::Instant::now();
+                step(self)?;
+                step(self)?;
+                let first_two = t.elapsed().as_secs_f64();
+                step(self)?;
                 let mut times = Vec::new();
                 let t0 = std::time::Instant::now();
                 while times.len() < MIN_REPS
@@ -270,6 +273,9 @@ impl<'m> Session<'m> {
                     at_start = median;
                 }
                 samples.push((rows, pos, median));
+                // The last position's: at the first, the run also made the
+                // scheduler, which happens once.
+                fresh.push((rows, (first_two - 2.0 * median).max(0.0)));
             }
             // A step's cost per row falls with more rows while the passes
             // are bound by latency (a GPU), and stops falling once they are
@@ -285,7 +291,11 @@ impl<'m> Session<'m> {
                 last_per_row = per_row;
             }
         }
-        Ok(StepCosts::from_samples(&samples))
+        let mut costs = StepCosts::from_samples(&samples);
+        for (rows, seconds) in fresh {
+            costs.set_fresh(rows, seconds);
+        }
+        Ok(costs)
     }
 
     /// Exact mode: AR-view decoding passes (one-token AR steps and verify
@@ -337,6 +347,72 @@ impl<'m> Session<'m> {
         self.exact_matmul
     }
 
+    /// The graph shape of a pass of `rows` rows at `pos0` (see [`Self::run`]).
+    fn shape(
+        &self,
+        view: View,
+        pos0: usize,
+        rows: usize,
+        n_out: usize,
+        logits: bool,
+        decoding: bool,
+    ) -> Shape {
+        let exact = self.exact && decoding && view == View::Ar;
+        // The exact attention path reads V transposed, as only an f32 cache
+        // holds it; on the CPU the reference kernels make the rest exact.
+        let exact_path = exact && self.cache.ty == GgmlType::F32;
+        let n_kv = if exact_path {
+            // Within the allocation: slots are whole windows of SLOT_ALIGN.
+            (pos0 + rows).next_multiple_of(SLOT_ALIGN)
+        } else {
+            (pos0 + rows)
+                .next_multiple_of(KV_WINDOW)
+                .min(self.cache.n_ctx)
+        };
+        let col_group = match (exact, decoding) {
+            (true, _) if self.exact_matmul => 0,
+            // A group of 1 to 4 set by set_col_group, else 4.
+            (true, _) if (1..=EXACT_COL_GROUP).contains(&self.col_group) => self.col_group,
+            (true, _) => EXACT_COL_GROUP,
+            (false, true) => self.col_group,
+            (false, false) => 0,
+        };
+        let attention = if exact_path {
+            Attention::Exact
+        } else if self.cache.ty == GgmlType::F32 || self.switches.plain_attention {
+            Attention::Plain
+        } else {
+            Attention::Fused
+        };
+        Shape {
+            view,
+            n_tokens: rows,
+            n_kv,
+            n_out,
+            logits,
+            col_group,
+            attention,
+        }
+    }
+
+    /// Whether a decoding step of `rows` rows at `pos0` has its graphs built
+    /// (both views' when it drafts): a step that must build them costs more
+    /// (see `StepCosts::fresh`). `logits`: whether the step samples.
+    pub fn step_graphs_built(&self, rows: usize, pos0: usize, logits: bool) -> bool {
+        if pos0 + rows > self.cache.n_ctx {
+            return true;
+        }
+        let views: &[View] = if rows > 1 {
+            &[View::Diffusion, View::Ar]
+        } else {
+            &[View::Ar]
+        };
+        views.iter().all(|&v| {
+            self.graphs
+                .contains_key(&self.shape(v, pos0, rows, rows, logits, true))
+        })
+    }
+
     /// The one pass behind `forward`, `forward_padded` and `prefill`.
     #[allow(clippy::too_many_arguments)]
     fn run(
@@ -376,41 +452,8 @@ impl<'m> Session<'m> {
             )));
         }
         let exact = self.exact && decoding && view == View::Ar;
-        // The exact attention path reads V transposed, as only an f32 cache
-        // holds it; on the CPU the reference kernels make the rest exact.
-        let exact_path = exact && self.cache.ty == GgmlType::F32;
-        let n_kv = if exact_path {
-            // Within the allocation: slots are whole windows of SLOT_ALIGN.
-            (pos0 + rows).next_multiple_of(SLOT_ALIGN)
-        } else {
-            (pos0 + rows)
-                .next_multiple_of(KV_WINDOW)
-                .min(self.cache.n_ctx)
-        };
-        let col_group = match (exact, decoding) {
-            (true, _) if self.exact_matmul => 0,
-            // A group of 1 to 4 set by set_col_group, else 4.
-            (true, _) if (1..=EXACT_COL_GROUP).contains(&self.col_group) => self.col_group,
-            (true, _) => EXACT_COL_GROUP,
-            (false, true) => self.col_group,
-            (false, false) => 0,
-        };
-        let attention = if exact_path {
-            Attention::Exact
-        } else if self.cache.ty == GgmlType::F32 || self.switches.plain_attention {
-            Attention::Plain
-        } else {
-            Attention::Fused
-        };
-        let shape = Shape {
-            view,
-            n_tokens: rows,
-            n_kv,
-            n_out: graph_out,
-            logits,
-            col_group,
-            attention,
-        };
+        let shape = self.shape(view, pos0, rows, graph_out, logits, decoding);
+        let (n_kv, attention) = (shape.n_kv, shape.attention);
         self.tick += 1;
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             // The least recently used goes: a prompt's, as a rule, not one
