@@ -21,6 +21,11 @@ pub const EXACT_COL_GROUP: usize = 4;
 /// matrix-vector kernel (MMVF) takes up to 3 columns.
 const EXACT_ATTN_HEADS: i64 = 3;
 
+/// ggml-cuda drops the CUDA graph of a ggml graph unused for 10 seconds
+/// (sweeping every 5): its next run is uncaptured, the one after captures
+/// it again, as for a graph just built. Taken a little short of that.
+pub const GPU_GRAPH_IDLE_DROP: std::time::Duration = std::time::Duration::from_secs(9);
+
 /// How attention is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Attention {

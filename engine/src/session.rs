@@ -1,6 +1,7 @@
 //! A model, its cache and a scheduler: runs forward passes of either view.
 
 use std::collections::HashMap;
+use std::time::Instant;
 
 use orthrus_kernels::ggml::{
     set_cuda_matmul, CudaMatmul, DeviceKind, Input, Output, OwnedGraph, Scheduler, Type,
@@ -47,7 +48,7 @@ pub struct Session<'m> {
     scheds: HashMap<SchedKey, Scheduler>,
     threads: usize,
     /// Graphs by shape, with the tick of their last use (see [`Self::graph`]).
-    graphs: HashMap<Shape, (OwnedGraph<'m>, u64)>,
+    graphs: HashMap<Shape, (OwnedGraph<'m>, u64, Instant)>,
     tick: u64,
     /// Largest batch of one pass (prompts are processed in chunks of this size).
     pub n_batch: usize,
@@ -396,7 +397,8 @@ impl<'m> Session<'m> {
     }
 
     /// Whether a decoding step of `rows` rows at `pos0` has its graphs built
-    /// (both views' when it drafts): a step that must build them costs more
+    /// (both views' when it drafts) and, on a GPU, used recently enough to
+    /// be captured still: a step that must build or capture them costs more
     /// (see `StepCosts::fresh`). `logits`: whether the step samples.
     pub fn step_graphs_built(&self, rows: usize, pos0: usize, logits: bool) -> bool {
         if pos0 + rows > self.cache.n_ctx {
@@ -408,8 +410,11 @@ impl<'m> Session<'m> {
             &[View::Ar]
         };
         views.iter().all(|&v| {
-            self.graphs
-                .contains_key(&self.shape(v, pos0, rows, rows, logits, true))
+            let shape = self.shape(v, pos0, rows, rows, logits, true);
+            // A GPU's captured graph idle for long is dropped by ggml-cuda.
+            self.graphs.get(&shape).is_some_and(|g| {
+                !self.on_gpu || g.2.elapsed() < backend_layout::GPU_GRAPH_IDLE_DROP
+            })
         })
     }
 
@@ -466,7 +471,7 @@ impl<'m> Session<'m> {
         if !self.graphs.contains_key(&shape) {
             self.graphs_built += 1;
             let g = graph::build(self.model, self.cache, shape);
-            self.graphs.insert(shape, (g, 0));
+            self.graphs.insert(shape, (g, 0, Instant::now()));
         }
         let key = if decoding {
             SchedKey::Decode(view, rows)
@@ -475,8 +480,8 @@ impl<'m> Session<'m> {
         };
         self.sched(key)?;
         let tick = self.tick;
-        let (graph, used) = self.graphs.get_mut(&shape).expect("inserted above");
-        *used = tick;
+        let (graph, used, used_at) = self.graphs.get_mut(&shape).expect("inserted above");
+        (*used, *used_at) = (tick, Instant::now());
 
         let ids: Vec<i32> = (0..rows).map(|j| tokens[j.min(t - 1)] as i32).collect();
         let pos: Vec<i32> = (pos0..pos0 + rows).map(|p| p as i32).collect();

@@ -4,9 +4,9 @@
 //! code vendored in llama-cpp-sys-2, so it runs on the same ggml build and
 //! backends as our engine: `llama_bench MODEL.gguf [REPS] [DEPTH]`, DEPTH
 //! (default 0) tokens in the cache before the generation is timed, like
-//! llama-bench's `-d`. Also pp16: 16-token batches after DEPTH tokens, as
-//! llama-bench's `-ub 16` processes a prompt (what a block pass compares
-//! with). Prints JSON.
+//! llama-bench's `-d`. Also pp16: 16-token batches after DEPTH tokens with
+//! every row's logits, as a speculative verify pass takes them (what one of
+//! our block passes compares with). Prints JSON.
 
 use std::ffi::CString;
 use std::time::Instant;
@@ -95,18 +95,27 @@ fn main() {
             }
             128.0 / t.elapsed().as_secs_f64()
         };
+        // Every row's logits, as speculative decoding's verify pass (and
+        // our block passes) need them.
         let pp16 = |ctx: *mut llama::llama_context| {
             fill(ctx);
+            let mut batch = llama::llama_batch_init(16, 0, 1);
             let t = Instant::now();
-            for _ in 0..16 {
-                let mut toks: Vec<i32> = (0..16).map(|_| rand_tok()).collect();
-                assert_eq!(
-                    llama::llama_decode(ctx, llama::llama_batch_get_one(toks.as_mut_ptr(), 16)),
-                    0
-                );
+            for b in 0..16 {
+                batch.n_tokens = 16;
+                for i in 0..16 {
+                    *batch.token.add(i) = rand_tok();
+                    *batch.pos.add(i) = (depth + 16 * b + i) as i32;
+                    *batch.n_seq_id.add(i) = 1;
+                    **batch.seq_id.add(i) = 0;
+                    *batch.logits.add(i) = 1;
+                }
+                assert_eq!(llama::llama_decode(ctx, batch), 0);
                 llama::llama_synchronize(ctx);
             }
-            256.0 / t.elapsed().as_secs_f64()
+            let rate = 256.0 / t.elapsed().as_secs_f64();
+            llama::llama_batch_free(batch);
+            rate
         };
         pp(ctx);
         tg(ctx);
