@@ -334,6 +334,22 @@ def test_bad_templates_refuse_only_chat(tmp_path, template, code, status):
         s.stop()
 
 
+def test_a_killed_renderer_is_replaced(tmp_path):
+    """A template that grows memory only on some input: the request that
+    triggers it fails, the next one renders in a new child."""
+    grows = DOUBLE.replace("{% set ns", "{% if messages[0].content == 'boom' %}{% set ns", 1)
+    template = grows + "{% endif %}<|im_start|>user\n{{ messages[0].content }}<|im_end|>\n"
+    s = Server(model_with_template(tmp_path, template), tmp_path / "respawn.log")
+    try:
+        boom = {**CHAT, "messages": [{"role": "user", "content": "boom"}]}
+        st, _, r = s.call("POST", "/v1/chat/completions", boom, timeout=60)
+        assert st == 400 and "used over 512 MiB of memory" in r["error"]["message"], r
+        st, _, r = s.call("POST", "/v1/chat/completions", CHAT, timeout=60)
+        assert st == 200 and r["usage"]["prompt_tokens"] > 0, r
+    finally:
+        s.stop()
+
+
 # Class 9: special tokens in chat content are text unless --parse-special.
 
 def test_chat_content_cannot_open_a_turn(model, tmp_path):
