@@ -255,7 +255,7 @@ pub fn generate(
         }
         // x is already emitted, so a block of remaining + 1 can still fill the budget.
         let limit = sink.remaining().min(room - 1);
-        let ready = |rows: usize| session.step_graphs_built(rows, n, !greedy);
+        let ready = |rows: usize| session.step_graphs_ready(rows, n, !greedy);
         let choice = lengths.choose(limit, n, &ready);
         let l = choice.drafts + 1;
         let built = session.graphs_built();
@@ -351,14 +351,14 @@ enum DraftLengths {
 
 impl DraftLengths {
     /// The next step, drafting at most `limit` tokens, at `position`
-    /// (`built`: see [`DraftPolicy::choose`]).
-    fn choose(&mut self, limit: usize, position: usize, built: &dyn Fn(usize) -> bool) -> Choice {
+    /// (`ready`: see [`DraftPolicy::choose`]).
+    fn choose(&mut self, limit: usize, position: usize, ready: &dyn Fn(usize) -> bool) -> Choice {
         match self {
             DraftLengths::Fixed(k) => Choice {
                 drafts: (*k).min(limit),
                 rows: *k + 1,
             },
-            DraftLengths::Auto(p) => p.choose(limit, position, built),
+            DraftLengths::Auto(p) => p.choose(limit, position, ready),
         }
     }
 

@@ -256,13 +256,14 @@ impl DraftPolicy {
     }
 
     /// The step to run next, drafting at most `max_drafts` tokens, at
-    /// `position` (tokens in the cache); `built(rows)`: whether a step of
-    /// `rows` rows has its graphs at this position.
+    /// `position` (tokens in the cache); `ready(rows)`: whether a step of
+    /// `rows` rows has its graphs ready at this position (built, and on a
+    /// GPU captured).
     pub fn choose(
         &mut self,
         max_drafts: usize,
         position: usize,
-        built: &dyn Fn(usize) -> bool,
+        ready: &dyn Fn(usize) -> bool,
     ) -> Choice {
         let ar = Choice { drafts: 0, rows: 1 };
         let Some(ar_cost) = self.costs.cost(1, position) else {
@@ -299,7 +300,7 @@ impl DraftPolicy {
             .iter()
             .filter(|(c, cost)| *cost < (c.drafts + 1) as f64 * ar_cost)
             .map(|&(c, cost)| {
-                let extra = if built(c.rows) {
+                let extra = if ready(c.rows) {
                     0.0
                 } else {
                     self.costs.fresh(c.rows)
@@ -466,7 +467,7 @@ mod tests {
     fn probes_that_would_build_graphs_are_rarer() {
         // Building a probe's graphs costs 10 AR steps: the budget then
         // covers about a tenth as many probes.
-        let probes = |built: bool| {
+        let probes = |ready: bool| {
             let mut c = gpu();
             for rows in bucket_rows(16) {
                 c.set_fresh(rows, 10.0);
@@ -474,7 +475,7 @@ mod tests {
             let mut p = DraftPolicy::new(c, Acceptance::default());
             (0..4000)
                 .filter(|_| {
-                    let c = p.choose(15, 100, &|_| built);
+                    let c = p.choose(15, 100, &|_| ready);
                     p.report(c, 100, 0, None);
                     c.drafts > 0
                 })

@@ -47,7 +47,8 @@ pub struct Session<'m> {
     /// splitting, allocating and capturing again at every switch.
     scheds: HashMap<SchedKey, Scheduler>,
     threads: usize,
-    /// Graphs by shape, with the tick of their last use (see [`Self::graph`]).
+    /// Graphs by shape, with the tick and the time of their last use (see
+    /// [`Self::run`], [`Self::step_graphs_ready`]).
     graphs: HashMap<Shape, (OwnedGraph<'m>, u64, Instant)>,
     tick: u64,
     /// Largest batch of one pass (prompts are processed in chunks of this size).
@@ -254,17 +255,17 @@ impl<'m> Session<'m> {
                 // Untimed: the first run builds the graphs; on CUDA the
                 // second finds them unchanged and captures them. What the
                 // two cost beyond two steps is a fresh shape's extra cost.
-                let t = std::time::Instant::now();
+                let t = Instant::now();
                 step(self)?;
                 step(self)?;
                 let first_two = t.elapsed().as_secs_f64();
                 step(self)?;
                 let mut times = Vec::new();
-                let t0 = std::time::Instant::now();
+                let t0 = Instant::now();
                 while times.len() < MIN_REPS
                     || (times.len() < MAX_REPS && t0.elapsed().as_secs_f64() < SAMPLE_SECONDS)
                 {
-                    let t = std::time::Instant::now();
+                    let t = Instant::now();
                     step(self)?;
                     times.push(t.elapsed().as_secs_f64());
                 }
@@ -400,7 +401,7 @@ impl<'m> Session<'m> {
     /// (both views' when it drafts) and, on a GPU, used recently enough to
     /// be captured still: a step that must build or capture them costs more
     /// (see `StepCosts::fresh`). `logits`: whether the step samples.
-    pub fn step_graphs_built(&self, rows: usize, pos0: usize, logits: bool) -> bool {
+    pub fn step_graphs_ready(&self, rows: usize, pos0: usize, logits: bool) -> bool {
         if pos0 + rows > self.cache.n_ctx {
             return true;
         }
