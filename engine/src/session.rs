@@ -47,10 +47,10 @@ pub struct Session<'m> {
     /// splitting, allocating and capturing again at every switch.
     scheds: HashMap<SchedKey, Scheduler>,
     threads: usize,
-    /// Graphs by shape, with the tick and the time of their last use (see
-    /// [`Self::run`], [`Self::step_graphs_ready`]).
-    graphs: HashMap<Shape, (OwnedGraph<'m>, u64, Instant)>,
-    tick: u64,
+    /// Graphs by shape, with the time of their last use: the least recently
+    /// used goes first (see [`Self::run`]), and on a GPU one idle for long
+    /// is no longer captured (see [`Self::step_graphs_ready`]).
+    graphs: HashMap<Shape, (OwnedGraph<'m>, Instant)>,
     /// Largest batch of one pass (prompts are processed in chunks of this size).
     pub n_batch: usize,
     /// `Shape::col_group` of decoding passes.
@@ -93,7 +93,6 @@ impl<'m> Session<'m> {
             scheds: HashMap::new(),
             threads,
             graphs: HashMap::new(),
-            tick: 0,
             n_batch: n_batch.max(1),
             col_group,
             exact: false,
@@ -414,7 +413,7 @@ impl<'m> Session<'m> {
             let shape = self.shape(v, pos0, rows, rows, logits, true);
             // A GPU's captured graph idle for long is dropped by ggml-cuda.
             self.graphs.get(&shape).is_some_and(|g| {
-                !self.on_gpu || g.2.elapsed() < backend_layout::GPU_GRAPH_IDLE_DROP
+                !self.on_gpu || g.1.elapsed() < backend_layout::GPU_GRAPH_IDLE_DROP
             })
         })
     }
@@ -460,7 +459,6 @@ impl<'m> Session<'m> {
         let exact = self.exact && decoding && view == View::Ar;
         let shape = self.shape(view, pos0, rows, graph_out, logits, decoding);
         let (n_kv, attention) = (shape.n_kv, shape.attention);
-        self.tick += 1;
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             // The least recently used goes: a prompt's, as a rule, not one
             // of the few that decoding cycles through.
@@ -472,7 +470,7 @@ impl<'m> Session<'m> {
         if !self.graphs.contains_key(&shape) {
             self.graphs_built += 1;
             let g = graph::build(self.model, self.cache, shape);
-            self.graphs.insert(shape, (g, 0, Instant::now()));
+            self.graphs.insert(shape, (g, Instant::now()));
         }
         let key = if decoding {
             SchedKey::Decode(view, rows)
@@ -480,9 +478,8 @@ impl<'m> Session<'m> {
             SchedKey::Prompt
         };
         self.sched(key)?;
-        let tick = self.tick;
-        let (graph, used, used_at) = self.graphs.get_mut(&shape).expect("inserted above");
-        (*used, *used_at) = (tick, Instant::now());
+        let (graph, used) = self.graphs.get_mut(&shape).expect("inserted above");
+        *used = Instant::now();
 
         let ids: Vec<i32> = (0..rows).map(|j| tokens[j.min(t - 1)] as i32).collect();
         let pos: Vec<i32> = (pos0..pos0 + rows).map(|p| p as i32).collect();
