@@ -138,6 +138,9 @@ int main(int argc, char ** argv) {
     const Case cases[] = {
         {16, 8, 16, 640, 640},   // Qwen3-1.7B: 2 heads per KV head, 32 rows
         {32, 8, 16, 640, 640},   // Qwen3-8B: 4, 64 rows
+        {16, 8, 32, 640, 640},   // Qwen3-1.7B, a block of 32: 64 rows
+        {32, 8, 32, 900, 880},   // Qwen3-8B, a block of 32: 128 rows (8 warps)
+        {16, 8, 27, 4100, 4100}, // 27 queries over several chunks per split
         {32, 8, 16, 700, 600},   // the last splits wholly masked
         {16, 8, 2, 37, 37},      // one short chunk
         {8, 8, 5, 300, 300},     // one head per KV head, a row count not a multiple of 16
@@ -170,7 +173,7 @@ int main(int argc, char ** argv) {
     // (profile: one plain launch each, for ncu).
     struct Shape { const char * what; int nh, nkv; };
     for (const Shape & s : {Shape{"1.7B", 16, 8}, Shape{"8B", 32, 8}}) {
-        for (int nq : {1, 16})
+        for (int nq : {1, 16, 32})
         for (int n_kv : {768, 1024, 4096}) {
             if (profile && n_kv != 768) continue;
             Data x = make({s.nh, s.nkv, nq, n_kv, n_kv});

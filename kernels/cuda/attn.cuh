@@ -1,10 +1,10 @@
-// Attention of 1 to 16 queries over an f16 cache, on tensor cores.
+// Attention of 1 to 32 queries over an f16 cache, on tensor cores.
 //
 // ggml-cuda's flash attention takes its vector kernel only for one query of
-// one sequence; a block of 16 (both Orthrus views) goes to its tiled kernel,
+// one sequence; a block of 16 or 32 (both Orthrus views) goes to its tiled kernel,
 // which costs about twice as much (plus a stream-k fixup per layer). Here all
 // the query heads that share a KV head, times all the block's queries, are
-// the rows of one product (Qwen3: 2 or 4 heads x 16 queries = 32 or 64 rows),
+// the rows of one product (Qwen3: 2 or 4 heads x 32 queries = 64 or 128 rows),
 // so each K and V value is read once for all of them:
 //
 //   - a thread block per (KV head, split of the cached slots); a warp per 16
@@ -16,7 +16,7 @@
 //
 // One query (a one-token pass) is the same with 2 or 4 of a warp's 16 rows;
 // ggml-hook.cu leaves lone queries to ggml's vector kernel, as quick there,
-// and gives blocks of more than MAX_Q queries MAX_Q at a time.
+// and gives blocks of more queries than a launch takes (max_queries) in parts.
 //
 // softmax(scale * q k^T + mask) v with an f16 mask per (query, slot) shared by
 // the heads, as ggml_flash_attn_ext computes it without ALiBi, soft-capping or
@@ -41,7 +41,7 @@ constexpr int D = 128;         // head size
 constexpr int CHUNK = 64;      // cached slots per pass through shared memory
 constexpr int LD = D + 8;      // halves per shared-memory row: rows 4 banks apart
 constexpr int MAX_WARPS = 8;   // rows = heads per KV head x queries, up to 128
-constexpr int MAX_Q = 16;      // queries
+constexpr int MAX_Q = 32;      // queries
 constexpr int THREADS_COMBINE = D;
 
 struct Params {
@@ -322,6 +322,12 @@ __global__ void __launch_bounds__(THREADS_COMBINE) combine_kernel(const Params p
 static inline bool supported(int64_t head_dim, int64_t nq, int64_t nh, int64_t nkv) {
     return head_dim == D && nq >= 1 && nq <= MAX_Q && nkv > 0 && nh % nkv == 0 &&
            (nh / nkv) * nq <= 16 * MAX_WARPS;
+}
+
+// Queries one launch takes with `gqa` query heads per KV head: as many as
+// fill the 8 warps' rows, up to MAX_Q.
+static inline int max_queries(int64_t gqa) {
+    return gqa < 1 ? 0 : (int) std::min<int64_t>(MAX_Q, 16 * MAX_WARPS / gqa);
 }
 
 // Sets p.split_len and p.nsplit: the n_kv slots split in whole chunks over

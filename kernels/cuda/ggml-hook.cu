@@ -16,8 +16,9 @@
 //   2: exact decoding: Q4_K, Q6_K and Q8_0 products of 1..64 columns, and no
 //      fused one-column products of ggml's, so every product of a decoding
 //      pass sums each column as it would alone.
-// Products and blocks beyond our kernels' 16 columns or queries run 16 at a
-// time. An RMS norm whose result goes to our matmul is computed with the
+// Products beyond our matmul's 32 columns run 32 at a time (mode 2), blocks
+// beyond what our attention takes in one launch (32 queries, 128 rows of
+// queries times heads per KV head) as many launches. An RMS norm whose result goes to our matmul is computed with the
 // quantizing of that result in one kernel; our kernels are launched with
 // programmatic dependent launch on sm_90 and later, as ggml-cuda launches its own.
 #include "ggml-cuda/common.cuh"
@@ -104,11 +105,11 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         return false;
     }
     // Mode 1 takes a block of up to 32 columns, mode 2 up to 64 (a verify
-    // pass of a larger block stays batch-invariant), 16 at a time; a prompt's
+    // pass of a larger block stays batch-invariant), 32 at a time; a prompt's
     // chunks go to ggml's MMQ. Products of 1 or 2 columns (a one-token pass):
     // ours for Q4_K only in mode 1, where ggml's fused one-column kernels are
     // as quick for the other types.
-    const int64_t max_cols = (mode == 2 ? 4 : 2) * orthrus_mmv::MAX_COLS;
+    const int64_t max_cols = (mode == 2 ? 2 : 1) * orthrus_mmv::MAX_COLS;
     const bool few = ncols < 3 && type != orthrus_mmv::WType::Q4_K;
     if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
         (mode == 1 && (few || type == orthrus_mmv::WType::Q8_0))) {
@@ -211,9 +212,11 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
         return false;
     }
     const int64_t nq = q->ne[1], nh = q->ne[2], nkv = k->ne[2], n_kv = k->ne[1];
-    // Blocks of more than MAX_Q queries go MAX_Q at a time.
-    const int64_t max_q = orthrus_attn::MAX_Q;
-    if (nq > 2 * max_q || !orthrus_attn::supported(q->ne[0], std::min(nq, max_q), nh, nkv) || k->ne[0] != orthrus_attn::D ||
+    // Queries a launch takes: MAX_Q, fewer where the heads per KV head are
+    // many; a block of more goes in as many launches.
+    const int64_t max_q = nkv > 0 && nh % nkv == 0 ? orthrus_attn::max_queries(nh / nkv) : 0;
+    if (max_q < 1 || nq > 2 * orthrus_attn::MAX_Q || !orthrus_attn::supported(q->ne[0], std::min(nq, max_q), nh, nkv) ||
+        k->ne[0] != orthrus_attn::D ||
         v->ne[0] != orthrus_attn::D || v->ne[1] != n_kv || v->ne[2] != nkv || q->ne[3] != 1 || k->ne[3] != 1 ||
         v->ne[3] != 1 || n_kv < 1 || n_kv > INT32_MAX) {
         return false;

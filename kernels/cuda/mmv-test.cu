@@ -2,7 +2,7 @@
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o mmv-test kernels/cuda/mmv-test.cu && ./mmv-test
 // Random weight blocks of each type, random activations quantized by quantize();
 // the reference dequantizes the weights as ggml-quants.c does and sums in
-// double. Checks, for 1..16 columns: the error against the reference, and that
+// double. Checks, for 1..32 columns: the error against the reference, and that
 // each column equals the same column multiplied alone, bit for bit (and plus a
 // residual added in place, that plus the residual). Then times
 // the model's shapes. Exit status 1 on any failed check.
@@ -134,7 +134,7 @@ int main(int argc, char ** argv) {
     CHECK(cudaGetDeviceProperties(&prop, dev));
     printf("device: %s (sm_%d%d)\n", prop.name, prop.major, prop.minor);
 
-    // Correctness: every type, 1..16 columns, a K of 2 and of 3 units per warp,
+    // Correctness: every type, 1..32 columns, a K of 2 and of 3 units per warp,
     // one unit not shared by all warps and fewer units than warps; rows not a
     // multiple of 16; 1, 2 and 4 row tiles a block; plain, and the type's
     // other variants (preloading, Q8_0's aligned words), which must give the
@@ -204,8 +204,8 @@ int main(int argc, char ** argv) {
                         }
                     }
                 }
-                // A chunk of columns from c0 (as ggml-hook.cu takes more than 16):
-                // columns 10..15 of the 16 read as a 4 x 4 grid.
+                // A chunk of columns from c0 (as ggml-hook.cu takes more than
+                // MAX_COLS): columns 10.. of the MAX_COLS read as a 4 x 4 x n grid.
                 {
                     const int c0 = 10, n = MAX_COLS - c0;
                     quantize(t, (const float *) dy, k, c0, n, 4, 4, k, 4 * k, 16 * k, da, 0);
@@ -265,7 +265,7 @@ int main(int argc, char ** argv) {
             CHECK(cudaMalloc(&da2, acts_bytes(k, MAX_COLS)));
             CHECK(cudaMemcpy(dx, x.data(), xb, cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(dw, w.data(), sizeof(float) * k, cudaMemcpyHostToDevice));
-            for (int n : {1, 7, 16}) {
+            for (int n : {1, 7, 16, 23, 32}) {
                 const size_t ab = acts_bytes(k, n);
                 // The same filler in both: what neither writes (K-quants' scales
                 // take k / 256 of the k / 32 floats kept) compares equal.
@@ -370,7 +370,7 @@ int main(int argc, char ** argv) {
                 float us1 = 0.0f;
                 printf(" | %s%s%d row tiles", pass.v == Variant::Plain ? "" : variant_name(pass.v),
                        pass.v == Variant::Plain ? "" : ", ", pass.rt);
-                for (int n : {1, 8, 16}) {
+                for (int n : {1, 8, 16, 32}) {
                     if (profile) {
                         if (n != 8 && pass.rt == row_tiles(s.nrows) && pass.v == default_variant(t)) {
                             product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, plan);
@@ -382,7 +382,7 @@ int main(int argc, char ** argv) {
                     });
                     if (n == 1) us1 = us;
                     printf(" %d: %6.2f", n, us);
-                    if (n == 16) printf(" (16/1 %.2f)", us / us1);
+                    if (n >= 16) printf(" (%d/1 %.2f)", n, us / us1);
                 }
             }
             // The default plan with programmatic dependent launch (use_pdl):
@@ -394,7 +394,7 @@ int main(int argc, char ** argv) {
                 }, dd, (size_t) s.nrows * MAX_COLS);
                 failures += !same;
                 printf(" | default with PDL:");
-                for (int n : {1, 16}) {
+                for (int n : {1, 16, 32}) {
                     printf(" %d: %6.2f", n, graph_us_with_pdl([&](cudaStream_t st) {
                         product(t, dw, (const float *) dy, da, dd, s.k, s.nrows, n, row_bytes, s.nrows, plan, st);
                     }));

@@ -1,11 +1,11 @@
-// Quantized weights times 1 to 16 columns of activations, on tensor cores.
+// Quantized weights times 1 to 32 columns of activations, on tensor cores.
 //
 // ggml-cuda multiplies a quantized matrix by up to 8 columns with its
 // matrix-vector kernel (MMVQ), whose cost grows with every column (it decodes
 // each weight block again for each column), and by more with its tiled matmul
 // (MMQ), whose tiles and stream-k split are sized for large batches. Orthrus's
-// passes are 16 columns (a block of drafts), so both views pay 1.8x a one-token
-// pass there. This kernel reads each weight once and multiplies it by all the
+// passes are up to 32 columns (a block of drafts), so both views paid 1.8x a
+// one-token pass at 16 with those. This kernel reads each weight once and multiplies it by all the
 // columns with int8 mma (m16n8k32, m16n8k16 for Q6_K's 16-value scale groups):
 //
 //   - a warp owns 16 rows; the 8 warps of a block split K (units of 256 values);
@@ -14,7 +14,7 @@
 //     code does, q8_K), so that a unit's products add up in integers and meet
 //     the float scales once; for Q8_0 one per 32 (as ggml's q8_1);
 //   - each output (row, column) is summed in an order that depends only on K:
-//     the same for 1 and for 16 columns, so a 16-column product equals 16
+//     the same for 1 and for 32 columns, so a 32-column product equals 32
 //     one-column ones bit for bit.
 //
 // Self-contained (CUDA runtime only) so that kernels/cuda/mmv-test.cu tests it
@@ -24,6 +24,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <cstdint>
+#include <type_traits>
 
 #include "orthrus-launch.cuh"
 
@@ -59,7 +60,7 @@ __host__ __device__ constexpr Variant default_variant(WType t) {
 
 constexpr int ROWS = 16;      // rows per warp (the mma's M)
 constexpr int WARPS = 8;      // warps per block: RT row tiles, each split over K by WARPS / RT
-constexpr int MAX_COLS = 16;  // two n-tiles of 8
+constexpr int MAX_COLS = 32;  // four n-tiles of 8
 constexpr int UNIT = 256;     // values of K per unit of work
 
 // ggml's block layouts (ggml-common.h).
@@ -129,7 +130,9 @@ __host__ __device__ constexpr KOrder korder(WType t) { return t == WType::Q6_K ?
 // Values per activation scale.
 __host__ __device__ constexpr int scale_span(WType t) { return t == WType::Q8_0 ? 32 : UNIT; }
 
-__host__ __device__ constexpr int n_tiles(int ncols) { return ncols <= 8 ? 1 : 2; }
+// n-tiles of 8 columns: 1, 2 or 4 (17..24 columns take 4, one kernel fewer
+// to build for each type, row tiling and variant).
+__host__ __device__ constexpr int n_tiles(int ncols) { return ncols <= 8 ? 1 : ncols <= 16 ? 2 : 4; }
 
 static inline size_t acts_bytes(int64_t k, int ncols) {
     const int64_t nkb = k / 32, nt = n_tiles(ncols);
@@ -626,8 +629,10 @@ static __device__ __forceinline__ void store_tile(const float acc[NT][4], float 
 // let a warp issue a whole unit's weight loads before its first product
 // (Q4_K asks for it explicitly; the compiler may interleave them with the
 // products otherwise, one pair of sub-blocks' loads after the other's use).
+// Four n-tiles (17..32 columns) hold twice the sums of two: 2 blocks per SM
+// too, so that they stay in registers.
 template <WType T, int NT, int RT, Variant V>
-__global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
+__global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || NT == 4 ? 2 : NT == 1 ? 4 : 3) mmv_kernel(
         const char * __restrict__ w, const void * __restrict__ acts, const float * add, float * dst,
         const int units, const int nrows, const int ncols, const int64_t row_bytes, const int64_t dst_col_stride) {
     const int lane = threadIdx.x;
@@ -708,14 +713,23 @@ static void launch_nt(const void * w, const void * acts, const float * add, floa
     go(mmv_kernel<T, NT, RT, Variant::Plain>);
 }
 
+// f(std::integral_constant<int, n_tiles(ncols)>()).
+template <typename F>
+static void with_n_tiles(int ncols, F && f) {
+    switch (n_tiles(ncols)) {
+        case 1: f(std::integral_constant<int, 1>()); break;
+        case 2: f(std::integral_constant<int, 2>()); break;
+        default: f(std::integral_constant<int, 4>()); break;
+    }
+}
+
 template <WType T, int RT>
 static void launch_tiles(const void * w, const void * acts, const float * add, float * dst, int64_t k, int64_t nrows,
                          int ncols, int64_t row_bytes, int64_t dst_col_stride, const Plan & plan, cudaStream_t stream) {
-    if (n_tiles(ncols) == 1) {
-        launch_nt<T, RT, 1>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream);
-    } else {
-        launch_nt<T, RT, 2>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream);
-    }
+    with_n_tiles(ncols, [&](auto nt) {
+        launch_nt<T, RT, decltype(nt)::value>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan,
+                                              stream);
+    });
 }
 
 template <WType T>
@@ -751,11 +765,10 @@ static void quantize_type(const float * x, int64_t k, int c0, int ncols, int n1,
     const int64_t items = k / scale_span(T) * 8 * nt;
     const dim3 block(32, 8);
     const dim3 grid((unsigned) ((items + 7) / 8));
-    if (nt == 1) {
-        launch_kernel(quantize_kernel<T, 1>, grid, block, 0, stream, x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
-    } else {
-        launch_kernel(quantize_kernel<T, 2>, grid, block, 0, stream, x, buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
-    }
+    with_n_tiles(ncols, [&](auto n) {
+        launch_kernel(quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, x, buf, nkb, c0, ncols, n1, n2,
+                      s1, s2, s3);
+    });
 }
 
 template <WType T>
@@ -765,11 +778,10 @@ static void norm_quantize_type(const float * x, const float * w, float eps, int6
     const int nt = n_tiles(ncols);
     const dim3 block(32, 8);
     const dim3 grid((unsigned) (8 * nt));
-    if (nt == 1) {
-        launch_kernel(norm_quantize_kernel<T, 1>, grid, block, 0, stream, x, w, eps, h, buf, nkb, c0, ncols);
-    } else {
-        launch_kernel(norm_quantize_kernel<T, 2>, grid, block, 0, stream, x, w, eps, h, buf, nkb, c0, ncols);
-    }
+    with_n_tiles(ncols, [&](auto n) {
+        launch_kernel(norm_quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, x, w, eps, h, buf, nkb, c0,
+                      ncols);
+    });
 }
 
 // h = x / sqrt(mean(x^2) + eps) * w for columns c0 .. c0 + ncols - 1 (1 to

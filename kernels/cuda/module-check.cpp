@@ -2,11 +2,11 @@
 // (-DORTHRUS_GGML_CUDA_MODULE=ON builds this too):
 // ggml loads it, its registry exports our mode setter (the patch is in), and
 //   - Q4_K matmuls of 8, 24 and 32 columns, which our matmul takes in mode 1
-//     (16 columns at a time past 16), match both a float reference and
+//     (in one launch each), match both a float reference and
 //     ggml's own kernels (mode 0) within quantization error while not being
 //     their bit-for-bit result (so something else computed them);
 //   - flash attention of blocks of 16, 24 and 32 queries, which our
-//     attention takes in mode 1 (16 at a time past 16), matches ggml's own
+//     attention takes in mode 1 (in one launch each), matches ggml's own
 //     kernel within f16 rounding and is not its bit-for-bit result.
 //
 //   orthrus-module-check PATH/libggml-cuda.so      exit status 0 when all hold
