@@ -200,7 +200,7 @@ pub fn generate(
     let mut lengths = match params.mode {
         Mode::Auto if max_drafts > 0 => DraftLengths::Auto(DraftPolicy::new(
             session.step_costs()?,
-            session.acceptance().clone(),
+            session.history().clone(),
         )),
         _ => DraftLengths::Fixed(max_drafts),
     };
@@ -314,9 +314,9 @@ pub fn generate(
         sink.push(x);
     }
     if let DraftLengths::Auto(policy) = lengths {
-        let (costs, acceptance) = policy.into_parts();
+        let (costs, history) = policy.into_parts();
         session.set_step_costs(costs);
-        session.set_acceptance(acceptance);
+        session.set_history(history);
     }
     stats.generation_seconds = t1.elapsed().as_secs_f64();
     stats.generated_tokens = sink.tokens.len();

@@ -7,6 +7,8 @@
 //!   (`Session::step_costs`), refined here from the steps decoding times.
 //! - [`Acceptance`]: running per-position acceptance estimates of one
 //!   generation.
+//! - [`History`]: what a generation leaves the next: the estimates and the
+//!   probe budget.
 //! - [`DraftPolicy`]: chooses `n` from both, and now and then re-probes an
 //!   AR stretch with a short draft, so that a bad stretch does not lock
 //!   drafting out for the rest of the generation.
@@ -233,25 +235,36 @@ pub struct Choice {
 /// that every AR step adds this share of its cost to.
 const PROBE_SHARE: f64 = 0.01;
 
+/// What one generation's policy leaves the next in a session: a model
+/// whose drafts are rarely accepted should not pay for a long first draft
+/// in every generation, nor for a probe in every short one.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub acceptance: Acceptance,
+    /// Seconds of expected loss re-probing may still spend (below zero
+    /// when probes took longer than expected).
+    probe_budget: f64,
+}
+
 /// The draft length of every step of one generation in auto mode.
 #[derive(Clone, Debug)]
 pub struct DraftPolicy {
     costs: StepCosts,
     acceptance: Acceptance,
-    /// Seconds of expected loss re-probing may still spend.
     probe_budget: f64,
+    /// The step cost the last probe was charged at, until it reports.
+    probe: Option<(Choice, f64)>,
 }
 
 impl DraftPolicy {
-    /// A policy starting from `costs` and `acceptance`: a session passes
-    /// what its previous generation left (see [`Self::into_parts`]), so
-    /// that a model whose drafts are rarely accepted does not pay for a
-    /// long first draft in every generation.
-    pub fn new(costs: StepCosts, acceptance: Acceptance) -> DraftPolicy {
+    /// A policy starting from `costs` and what the session's previous
+    /// generation left (see [`Self::into_parts`]).
+    pub fn new(costs: StepCosts, history: History) -> DraftPolicy {
         DraftPolicy {
             costs,
-            acceptance,
-            probe_budget: 0.0,
+            acceptance: history.acceptance,
+            probe_budget: history.probe_budget,
+            probe: None,
         }
     }
 
@@ -314,6 +327,7 @@ impl DraftPolicy {
         let loss = cost - (1.0 + expected[probe.drafts]) * ar_cost;
         if loss <= self.probe_budget {
             self.probe_budget -= loss.max(0.0);
+            self.probe = Some((probe, cost));
             return probe;
         }
         ar
@@ -329,6 +343,14 @@ impl DraftPolicy {
         seconds: Option<f64>,
     ) {
         self.acceptance.record(choice.drafts, accepted);
+        // A probe that took longer than expected pays the difference (on the
+        // H200 one whose GPU graph had gone cold took twice its cost); one
+        // that was quicker gets nothing back, as the costs may be off.
+        if let (Some((probe, charged)), Some(s)) = (self.probe.take(), seconds) {
+            if probe == choice {
+                self.probe_budget -= (s - charged).max(0.0);
+            }
+        }
         if let Some(s) = seconds {
             self.costs.observe(choice.rows, position, s);
         }
@@ -338,10 +360,14 @@ impl DraftPolicy {
         &self.acceptance
     }
 
-    /// The costs, as refined by this generation's steps, and the acceptance
-    /// estimates at its end.
-    pub fn into_parts(self) -> (StepCosts, Acceptance) {
-        (self.costs, self.acceptance)
+    /// The costs, as refined by this generation's steps, and what it
+    /// leaves the next generation.
+    pub fn into_parts(self) -> (StepCosts, History) {
+        let history = History {
+            acceptance: self.acceptance,
+            probe_budget: self.probe_budget,
+        };
+        (self.costs, history)
     }
 }
 
@@ -438,7 +464,7 @@ mod tests {
 
     #[test]
     fn good_drafts_on_a_gpu_draft_the_whole_block() {
-        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
+        let mut p = DraftPolicy::new(gpu(), History::default());
         let (lengths, _) = simulate(&mut p, 200, |_, _| 0.95, 1);
         let whole = lengths[10..].iter().filter(|&&n| n == 15).count();
         assert!(whole > 190 * 9 / 10, "{lengths:?}");
@@ -447,7 +473,7 @@ mod tests {
 
     #[test]
     fn rejected_drafts_give_ar_steps_with_rare_probes() {
-        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
+        let mut p = DraftPolicy::new(gpu(), History::default());
         let (lengths, rate) = simulate(&mut p, 2000, |_, _| 0.0, 2);
         let drafting = lengths[20..].iter().filter(|&&n| n > 0).count();
         // The probes cost at most about PROBE_SHARE of the time.
@@ -472,7 +498,7 @@ mod tests {
             for rows in bucket_rows(16) {
                 c.set_fresh(rows, 10.0);
             }
-            let mut p = DraftPolicy::new(c, Acceptance::default());
+            let mut p = DraftPolicy::new(c, History::default());
             (0..4000)
                 .filter(|_| {
                     let c = p.choose(15, 100, &|_| ready);
@@ -489,9 +515,56 @@ mod tests {
     }
 
     #[test]
+    fn probes_pay_what_they_took() {
+        // Probes that take three times their cost are about a third as many.
+        let probes = |slowdown: f64| {
+            let mut p = DraftPolicy::new(gpu(), History::default());
+            (0..4000)
+                .filter(|_| {
+                    let c = p.choose(15, 100, &|_| true);
+                    let took = slowdown * p.costs.cost(c.rows, 100).unwrap();
+                    p.report(c, 100, 0, (c.drafts > 0).then_some(took));
+                    c.drafts > 0
+                })
+                .count()
+        };
+        let (fair, slow) = (probes(1.0), probes(3.0));
+        assert!(
+            fair > 25 && slow * 2 < fair && slow * 5 > fair,
+            "{fair} probes, {slow} when they take three times as long"
+        );
+    }
+
+    #[test]
+    fn short_generations_share_one_probe_budget() {
+        // 100 generations of 40 steps probe about as often as one of 4000,
+        // slow probes included: the budget, and its debts, carry over.
+        let probes = |generations: usize, steps: usize| {
+            let mut history = History::default();
+            let mut n = 0;
+            for _ in 0..generations {
+                let mut p = DraftPolicy::new(gpu(), history);
+                for _ in 0..steps {
+                    let c = p.choose(15, 100, &|_| true);
+                    let took = 3.0 * p.costs.cost(c.rows, 100).unwrap();
+                    p.report(c, 100, 0, (c.drafts > 0).then_some(took));
+                    n += (c.drafts > 0) as usize;
+                }
+                history = p.into_parts().1;
+            }
+            n
+        };
+        let (long, short) = (probes(1, 4000), probes(100, 40));
+        assert!(
+            long > 5 && short <= long + 2 && short * 2 >= long,
+            "{long} probes in one generation, {short} in 100 short ones"
+        );
+    }
+
+    #[test]
     fn short_acceptance_runs_give_short_drafts() {
         // Drafts 0 and 1 are accepted, 2 never: 2 or 3 drafts (rows 4) win.
-        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
+        let mut p = DraftPolicy::new(gpu(), History::default());
         let (lengths, _) = simulate(&mut p, 100, |_, i| if i < 2 { 0.98 } else { 0.0 }, 3);
         let tail = &lengths[30..];
         assert!(
@@ -502,7 +575,7 @@ mod tests {
 
     #[test]
     fn a_stretch_of_rejections_then_acceptances_is_followed() {
-        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
+        let mut p = DraftPolicy::new(gpu(), History::default());
         let accept = |s: usize, _| if (200..400).contains(&s) { 0.0 } else { 0.95 };
         let (lengths, _) = simulate(&mut p, 1200, accept, 4);
         assert!(lengths[150..200].iter().all(|&n| n == 15));
@@ -515,12 +588,12 @@ mod tests {
 
     #[test]
     fn the_next_generation_starts_from_the_last_ones_acceptance() {
-        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
+        let mut p = DraftPolicy::new(gpu(), History::default());
         // With no history the first step drafts the whole block.
         assert_eq!(p.choose(15, 0, &|_| true).drafts, 15);
         simulate(&mut p, 50, |_, _| 0.0, 6);
-        let (costs, acceptance) = p.into_parts();
-        let mut next = DraftPolicy::new(costs, acceptance);
+        let (costs, history) = p.into_parts();
+        let mut next = DraftPolicy::new(costs, history);
         assert_eq!(next.choose(15, 0, &|_| true).drafts, 0);
     }
 
@@ -529,7 +602,7 @@ mod tests {
         // A CPU-like device: each row of a step costs more than a one-token
         // step. Even drafts that are always accepted lose, so none is tried.
         let c = costs(|r| if r == 1 { 2.0 } else { 2.2 * r as f64 }, 16);
-        let mut p = DraftPolicy::new(c, Acceptance::default());
+        let mut p = DraftPolicy::new(c, History::default());
         let (lengths, rate) = simulate(&mut p, 500, |_, _| 1.0, 5);
         assert_eq!(rate, 0.5);
         assert!(lengths.iter().all(|&n| n == 0), "{lengths:?}");
@@ -537,7 +610,7 @@ mod tests {
 
     #[test]
     fn the_draft_limit_is_respected() {
-        let mut p = DraftPolicy::new(gpu(), Acceptance::default());
+        let mut p = DraftPolicy::new(gpu(), History::default());
         for max in [0, 1, 2, 5, 15] {
             for _ in 0..20 {
                 let c = p.choose(max, 0, &|_| true);
@@ -548,7 +621,7 @@ mod tests {
         // Costs without an AR step: AR only (nothing to compare with).
         let mut q = DraftPolicy::new(
             StepCosts::from_samples(&[(4, 0, 1.0)]),
-            Acceptance::default(),
+            History::default(),
         );
         assert_eq!(q.choose(3, 0, &|_| true), Choice { drafts: 0, rows: 1 });
     }

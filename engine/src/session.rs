@@ -9,7 +9,7 @@ use orthrus_kernels::ggml::{
 use orthrus_kernels::GgmlType;
 
 use crate::backend_layout::{self, Attention, EXACT_COL_GROUP};
-use crate::draft_policy::{bucket_rows, Acceptance, StepCosts};
+use crate::draft_policy::{bucket_rows, History, StepCosts};
 use crate::graph::{self, io, Shape, View};
 use crate::kv_cache::{KvCache, SLOT_ALIGN};
 use crate::model::Model;
@@ -66,8 +66,8 @@ pub struct Session<'m> {
     graphs_built: usize,
     /// What a step costs by its rows, once measured (see [`Self::step_costs`]).
     step_costs: Option<StepCosts>,
-    /// Auto mode's acceptance estimates at the end of the last generation.
-    acceptance: Acceptance,
+    /// What auto mode's last generation left the next.
+    history: History,
     switches: Switches,
 }
 
@@ -100,7 +100,7 @@ impl<'m> Session<'m> {
             on_gpu,
             graphs_built: 0,
             step_costs: None,
-            acceptance: Acceptance::default(),
+            history: History::default(),
             switches,
         };
         // The prompt's scheduler now, so that a device that cannot start
@@ -209,14 +209,14 @@ impl<'m> Session<'m> {
         self.step_costs = Some(costs);
     }
 
-    /// Auto mode's acceptance estimates as the last generation left them
-    /// (none yet: the prior).
-    pub fn acceptance(&self) -> &Acceptance {
-        &self.acceptance
+    /// Auto mode's acceptance estimates and probe budget as the last
+    /// generation left them (none yet: the prior).
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
-    pub fn set_acceptance(&mut self, acceptance: Acceptance) {
-        self.acceptance = acceptance;
+    pub fn set_history(&mut self, history: History) {
+        self.history = history;
     }
 
     fn measure_step_costs(&mut self) -> Result<StepCosts, EngineError> {

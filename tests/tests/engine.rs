@@ -584,7 +584,7 @@ fn greedy_orthrus_equals_greedy_ar_on_the_trained_model() {
                     // From the prior, as a first generation: the estimates
                     // then move through every draft length.
                     s.set_step_costs(c.clone());
-                    s.set_acceptance(Default::default());
+                    s.set_history(Default::default());
                 }
                 let or = generate(&mut s, prompt, &p, &mut |_| true).unwrap();
                 if mode == Mode::Orthrus && draft_max == 15 {
