@@ -9,8 +9,9 @@
 #     step_15, step_31, ...), after 512-token prompts and after 8K and 32K
 #     ones (LONG_PROMPTS of each, default 3; the modes take turns going
 #     first);
-#   - the bundled trained model (real acceptance): ar, orthrus and auto
-#     (TINY=0 leaves it out).
+#   - the bundled trained model (real acceptance): ar, orthrus and auto, on
+#     its held-out prompts and on its shifting ones (prose, then code: the
+#     acceptance rises mid-generation); TINY=0 leaves it out.
 # Results go to $OUT as JSON, one file a run.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -33,8 +34,12 @@ run bench-d15 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 -
 run bench-d31 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 31 --check --json
 run bench-8k "$bin/orthrus" bench -m "$m" --head "$h" -c 8704 --random-prompt-len 8192 --random-prompts "$long" -n 64 --draft-max 15 --json
 run bench-32k "$bin/orthrus" bench -m "$m" --head "$h" -c 33024 --random-prompt-len 32768 --random-prompts "$long" -n 64 --draft-max 15 --json
-[ "${TINY:-1}" = 0 ] || run bench-tiny "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
-    --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
+if [ "${TINY:-1}" != 0 ]; then
+    run bench-tiny "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+        --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
+    run bench-shifting "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+        --prompts-file models/tiny-orthrus/shifting-prompts.json -n 256 --json
+fi
 python3 - "$OUT" <<'EOF'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])

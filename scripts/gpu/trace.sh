@@ -10,6 +10,7 @@
 #   PRESET, TYPE   the model (default qwen3-1.7b, q4_k_m)
 #   VARIANTS       environments as in variants.sh (default "-")
 #   N              tokens generated (default 48), after a PROMPT_LEN-token prompt (default 512)
+#   DRAFT_MAX      orthrus mode's --draft-max (default: the model's block - 1)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$PWD/gpu-out}; mkdir -p "$OUT"
@@ -31,7 +32,7 @@ for v in ${VARIANTS:--}; do
     for mode in ar orthrus; do
         t=/tmp/trace-$mode.csv
         env $envs KTRACE_OUT=$t LD_PRELOAD=/tmp/ktrace.so LD_LIBRARY_PATH="$bin:$lib" "$bin/orthrus" run -m "$m.gguf" \
-            --head "$m.head.gguf" --prompt-ids "$ids" -n "$n" --mode "$mode" --ignore-eos --json > /tmp/trace-$mode.json \
+            --head "$m.head.gguf" --prompt-ids "$ids" -n "$n" --mode "$mode" ${DRAFT_MAX:+--draft-max "$DRAFT_MAX"} --ignore-eos --json > /tmp/trace-$mode.json \
             2> /tmp/trace-$mode.err || { tail -5 /tmp/trace-$mode.err | tee -a "$rep"; continue; }
         python3 scripts/gpu/trace-report.py "$t" "ours $mode $v, $preset $type, $n tokens" >> "$rep"
     done
