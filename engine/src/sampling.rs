@@ -146,11 +146,60 @@ impl Rng {
     pub fn uniform(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
+
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = 1.0 - self.uniform(); // (0, 1]: ln(u) is finite
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * self.uniform()).cos()
+    }
+
+    /// Gamma(shape, 1), shape > 0 (Marsaglia and Tsang).
+    pub fn gamma(&mut self, shape: f64) -> f64 {
+        if shape < 1.0 {
+            let u = 1.0 - self.uniform();
+            return self.gamma(shape + 1.0) * u.powf(1.0 / shape);
+        }
+        let d = shape - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = 1.0 - self.uniform();
+            if u.ln() < 0.5 * x * x + d * (1.0 - v + v.ln()) {
+                return d * v;
+            }
+        }
+    }
+
+    /// Beta(a, b), a and b > 0.
+    pub fn beta(&mut self, a: f64, b: f64) -> f64 {
+        let x = self.gamma(a);
+        let y = self.gamma(b);
+        x / (x + y)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn beta_samples_have_the_right_mean_and_spread() {
+        let mut rng = Rng::new(3);
+        for (a, b) in [(0.8, 0.2), (1.6, 2.4), (2.0, 40.0), (30.0, 10.0)] {
+            let n = 20000;
+            let xs: Vec<f64> = (0..n).map(|_| rng.beta(a, b)).collect();
+            assert!(xs.iter().all(|x| (0.0..=1.0).contains(x)));
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+            let (m, v) = (a / (a + b), a * b / ((a + b).powi(2) * (a + b + 1.0)));
+            assert!((mean - m).abs() < 0.01, "Beta({a}, {b}): mean {mean}, not {m}");
+            assert!((var / v - 1.0).abs() < 0.1, "Beta({a}, {b}): variance {var}, not {v}");
+        }
+    }
 
     #[test]
     fn filters_apply_in_order() {
