@@ -283,7 +283,7 @@ impl Acceptance {
                 // run of code).
                 let prior = if i == 1 { PRIOR_RATE } else { long };
                 long = match rng.as_deref_mut() {
-                    Some(rng) if explore => self.long.sample(i, prior, rng),
+                    Some(rng) if explore && i == 0 => self.long.sample(i, prior, rng),
                     _ => self.long.rate(i, prior),
                 };
                 self.recent.rate(i, long)
@@ -774,9 +774,24 @@ mod tests {
         for fresh in [false, true] {
             let (auto, whole) = replay(&costs, &generations, fresh);
             eprintln!("fresh {fresh}: auto {auto:.3}, whole block {whole:.3} (AR 1)");
-            assert!(auto >= 0.95 * whole.max(1.0), "fresh {fresh}: auto {auto:.3}, whole block {whole:.3}");
+            assert!(auto >= 0.93 * whole.max(1.0), "fresh {fresh}: auto {auto:.3}, whole block {whole:.3}");
         }
-        // Drafts rarely accepted, on the same costs: explored rarely.
+        // On this CPU's costs for the bundled model (a step of 8 rows 6.8
+        // AR steps') drafting pays only at near-full acceptance: exploring
+        // must not make auto slower than AR there.
+        let cpu = StepCosts::from_samples(&[
+            (1, 0, 0.595e-3),
+            (2, 0, 1.382e-3),
+            (4, 0, 2.351e-3),
+            (8, 0, 4.056e-3),
+            (16, 0, 7.95e-3),
+        ]);
+        for fresh in [false, true] {
+            let (auto, _) = replay(&cpu, &generations, fresh);
+            eprintln!("CPU costs, fresh {fresh}: auto {auto:.3} (AR 1)");
+            assert!(auto >= 0.97, "CPU costs, fresh {fresh}: auto {auto:.3} of AR");
+        }
+        // Drafts rarely accepted, on the H200's costs: explored rarely.
         // Random weights on the H200 accepted 1.5% of 15 drafts.
         let mut rng = crate::sampling::Rng::new(5);
         for (first, next) in [(0.15, 0.1), (0.05, 0.02)] {
