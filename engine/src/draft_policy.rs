@@ -235,7 +235,10 @@ impl Counts {
         let (a, r) = self.counts(i);
         let p = prior.clamp(0.01, 0.99);
         let k = EXPLORE_CONCENTRATION;
-        rng.beta(k * (a + PRIOR_WEIGHT * p), k * (r + PRIOR_WEIGHT * (1.0 - p)))
+        rng.beta(
+            k * (a + PRIOR_WEIGHT * p),
+            k * (r + PRIOR_WEIGHT * (1.0 - p)),
+        )
     }
 }
 
@@ -272,8 +275,8 @@ impl Acceptance {
     /// `rate(i)` for `i` in `0..n`, the long-run rates drawn from their
     /// posteriors with `rng` once [`EXPLORE_AFTER`] is reached.
     fn rates_with(&self, n: usize, mut rng: Option<&mut Rng>) -> Vec<f64> {
-        let explore = self.long.counts(0).0 >= EXPLORE_AFTER
-            && self.long.rate(0, PRIOR_RATE) >= EXPLORE_RATE;
+        let explore =
+            self.long.counts(0).0 >= EXPLORE_AFTER && self.long.rate(0, PRIOR_RATE) >= EXPLORE_RATE;
         let mut long = PRIOR_RATE;
         (0..n)
             .map(|i| {
@@ -557,7 +560,10 @@ mod tests {
         let whole = lengths[10..].iter().filter(|&&n| n == 15).count();
         assert!(whole > 190 * 9 / 10, "{lengths:?}");
         // Exploring may try a shorter length now and then.
-        assert!(lengths.iter().filter(|&&n| n < 7).count() <= 3, "{lengths:?}");
+        assert!(
+            lengths.iter().filter(|&&n| n < 7).count() <= 3,
+            "{lengths:?}"
+        );
     }
 
     #[test]
@@ -690,7 +696,11 @@ mod tests {
             let mut rng = crate::sampling::Rng::new(9);
             let cost = gpu().cost(16, 100).unwrap();
             let tokens: usize = (0..2000)
-                .map(|s| 1 + (0..15).take_while(|&i| rng.uniform() < accept(s, i)).count())
+                .map(|s| {
+                    1 + (0..15)
+                        .take_while(|&i| rng.uniform() < accept(s, i))
+                        .count()
+                })
                 .sum();
             tokens as f64 / (2000.0 * cost)
         };
@@ -699,15 +709,30 @@ mod tests {
             ("never", Box::new(|_, _| 0.0), 0.97),
             ("0.6", Box::new(|_, _| 0.6), 0.95),
             ("0.75", Box::new(|_, _| 0.75), 0.95),
-            ("0.5, 0.9", Box::new(|s, _| if (s / 40) % 2 == 0 { 0.5 } else { 0.9 }), 0.97),
-            ("0.3, 0.9", Box::new(|s, _| if (s / 40) % 2 == 0 { 0.3 } else { 0.9 }), 0.97),
-            ("0, 0.9", Box::new(|s, _| if (s / 40) % 2 == 0 { 0.0 } else { 0.9 }), 0.97),
+            (
+                "0.5, 0.9",
+                Box::new(|s, _| if (s / 40) % 2 == 0 { 0.5 } else { 0.9 }),
+                0.97,
+            ),
+            (
+                "0.3, 0.9",
+                Box::new(|s, _| if (s / 40) % 2 == 0 { 0.3 } else { 0.9 }),
+                0.97,
+            ),
+            (
+                "0, 0.9",
+                Box::new(|s, _| if (s / 40) % 2 == 0 { 0.0 } else { 0.9 }),
+                0.97,
+            ),
         ];
         for (name, accept, goal) in &cases {
             let mut p = DraftPolicy::new(gpu(), History::default());
-            let (_, auto) = simulate(&mut p, 2000, |s, i| accept(s, i), 4);
+            let (_, auto) = simulate(&mut p, 2000, accept, 4);
             let best = whole_block(&**accept).max(1.0);
-            assert!(auto >= goal * best, "acceptance {name}: auto {auto:.3}, best {best:.3}");
+            assert!(
+                auto >= goal * best,
+                "acceptance {name}: auto {auto:.3}, best {best:.3}"
+            );
         }
     }
 
@@ -731,7 +756,10 @@ mod tests {
                 t += a + 1;
             }
             let total = t;
-            let mut p = DraftPolicy::new(costs.clone(), if fresh { History::default() } else { history });
+            let mut p = DraftPolicy::new(
+                costs.clone(),
+                if fresh { History::default() } else { history },
+            );
             let mut n = 0;
             while n < total {
                 let c = p.choose(15.min(total - n - 1), 0, &|_| true);
@@ -769,12 +797,21 @@ mod tests {
             .as_array()
             .unwrap()
             .iter()
-            .map(|g| g.as_array().unwrap().iter().map(|a| a.as_u64().unwrap() as usize).collect())
+            .map(|g| {
+                g.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_u64().unwrap() as usize)
+                    .collect()
+            })
             .collect();
         for fresh in [false, true] {
             let (auto, whole) = replay(&costs, &generations, fresh);
             eprintln!("fresh {fresh}: auto {auto:.3}, whole block {whole:.3} (AR 1)");
-            assert!(auto >= 0.93 * whole.max(1.0), "fresh {fresh}: auto {auto:.3}, whole block {whole:.3}");
+            assert!(
+                auto >= 0.93 * whole.max(1.0),
+                "fresh {fresh}: auto {auto:.3}, whole block {whole:.3}"
+            );
         }
         // On this CPU's costs for the bundled model (a step of 8 rows 6.8
         // AR steps') drafting pays only at near-full acceptance: exploring
@@ -789,7 +826,10 @@ mod tests {
         for fresh in [false, true] {
             let (auto, _) = replay(&cpu, &generations, fresh);
             eprintln!("CPU costs, fresh {fresh}: auto {auto:.3} (AR 1)");
-            assert!(auto >= 0.97, "CPU costs, fresh {fresh}: auto {auto:.3} of AR");
+            assert!(
+                auto >= 0.97,
+                "CPU costs, fresh {fresh}: auto {auto:.3} of AR"
+            );
         }
         // Drafts rarely accepted, on the H200's costs: explored rarely.
         // Random weights on the H200 accepted 1.5% of 15 drafts.
@@ -811,7 +851,10 @@ mod tests {
             for fresh in [false, true] {
                 let (auto, _) = replay(&costs, &rare, fresh);
                 eprintln!("accepted {first}, {next}; fresh {fresh}: auto {auto:.3} (AR 1)");
-                assert!(auto >= 0.96, "accepted {first}, {next}; fresh {fresh}: auto {auto:.3} of AR");
+                assert!(
+                    auto >= 0.96,
+                    "accepted {first}, {next}; fresh {fresh}: auto {auto:.3} of AR"
+                );
             }
         }
     }
@@ -849,10 +892,7 @@ mod tests {
             }
         }
         // Costs without an AR step: AR only (nothing to compare with).
-        let mut q = DraftPolicy::new(
-            StepCosts::from_samples(&[(4, 0, 1.0)]),
-            History::default(),
-        );
+        let mut q = DraftPolicy::new(StepCosts::from_samples(&[(4, 0, 1.0)]), History::default());
         assert_eq!(q.choose(3, 0, &|_| true), Choice { drafts: 0, rows: 1 });
     }
 }

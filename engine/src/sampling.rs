@@ -196,8 +196,14 @@ mod tests {
             let mean = xs.iter().sum::<f64>() / n as f64;
             let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
             let (m, v) = (a / (a + b), a * b / ((a + b).powi(2) * (a + b + 1.0)));
-            assert!((mean - m).abs() < 0.01, "Beta({a}, {b}): mean {mean}, not {m}");
-            assert!((var / v - 1.0).abs() < 0.1, "Beta({a}, {b}): variance {var}, not {v}");
+            assert!(
+                (mean - m).abs() < 0.01,
+                "Beta({a}, {b}): mean {mean}, not {m}"
+            );
+            assert!(
+                (var / v - 1.0).abs() < 0.1,
+                "Beta({a}, {b}): variance {var}, not {v}"
+            );
         }
     }
 

@@ -492,7 +492,13 @@ impl<'m> Session<'m> {
         };
         let (mask16, mask32);
         let mask_input = if graph::mask_type(attention) == Type::F16 {
-            mask16 = causal_mask(n_kv, rows, visible, half::f16::ZERO, half::f16::NEG_INFINITY);
+            mask16 = causal_mask(
+                n_kv,
+                rows,
+                visible,
+                half::f16::ZERO,
+                half::f16::NEG_INFINITY,
+            );
             Input::F16(io::MASK, &mask16)
         } else {
             mask32 = causal_mask(n_kv, rows, visible, 0.0f32, f32::NEG_INFINITY);
