@@ -174,7 +174,7 @@ impl RenderChat for TemplateProcess {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = worker.child.wait().map(|s| s.to_string());
                     break format!(
-                        "the template's renderer died ({}), most likely out of memory",
+                        "the template's renderer died ({}): out of memory, or of stack (a value that holds itself)",
                         status.unwrap_or_else(|e| e.to_string())
                     );
                 }

@@ -299,14 +299,18 @@ GROW = "{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}"
 # Grows a string that is never output to terabytes.
 DOUBLE = ("{% set ns = namespace(s='0123456789abcdef') %}{% for i in range(40) %}"
           "{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}")
+# A namespace that holds itself: printing it recurses until the stack
+# overflows (minijinja has no bound there; the fuzzer found it).
+CYCLE = "{% set ns = namespace(s='ab') %}{% set ns.s = (ns, 'x') %}{{ 'a' ~ ns.s }}"
 
 
 @pytest.mark.parametrize("template,code,status", [
     (LOOP, "chat_template_failed", 400),
     (GROW, "chat_template_failed", 400),
     (DOUBLE, "chat_template_failed", 400),
+    (CYCLE, "chat_template_failed", 400),
     ("{% for %}", "chat_template_unusable", 501),
-], ids=["loop", "grow", "double", "broken"])
+], ids=["loop", "grow", "double", "cycle", "broken"])
 def test_bad_templates_refuse_only_chat(tmp_path, template, code, status):
     m = model_with_template(tmp_path, template)
     s = Server(m, tmp_path / "tmpl.log")
@@ -322,6 +326,8 @@ def test_bad_templates_refuse_only_chat(tmp_path, template, code, status):
         t.join()
         st, _, r = results[0]
         assert st == status and r["error"]["code"] == code, r
+        if template == CYCLE:
+            assert "renderer died" in r["error"]["message"], r
         if template == DOUBLE:
             # Its renderer was killed at the memory bound, and the next
             # request gets a new one.
