@@ -18,9 +18,10 @@
 //      pass sums each column as it would alone.
 // Products beyond our matmul's 32 columns run 32 at a time (mode 2), blocks
 // beyond what our attention takes in one launch (32 queries, 128 rows of
-// queries times heads per KV head) as many launches. An RMS norm whose result goes to our matmul is computed with the
-// quantizing of that result in one kernel; our kernels are launched with
-// programmatic dependent launch on sm_90 and later, as ggml-cuda launches its own.
+// queries times heads per KV head) as many launches. An RMS norm whose
+// result goes to our matmul is computed with the quantizing of that result
+// in one kernel; our kernels are launched with programmatic dependent launch
+// on sm_90 and later, as ggml-cuda launches its own.
 #include "ggml-cuda/common.cuh"
 
 // From this file's directory: ggml-cuda has an mmv.cuh of its own, which the

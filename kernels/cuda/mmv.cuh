@@ -5,8 +5,9 @@
 // each weight block again for each column), and by more with its tiled matmul
 // (MMQ), whose tiles and stream-k split are sized for large batches. Orthrus's
 // passes are up to 32 columns (a block of drafts), so both views paid 1.8x a
-// one-token pass at 16 with those. This kernel reads each weight once and multiplies it by all the
-// columns with int8 mma (m16n8k32, m16n8k16 for Q6_K's 16-value scale groups):
+// one-token pass at 16 with those. This kernel reads each weight once and
+// multiplies it by all the columns with int8 mma (m16n8k32, m16n8k16 for
+// Q6_K's 16-value scale groups):
 //
 //   - a warp owns 16 rows; the 8 warps of a block split K (units of 256 values);
 //   - the activations are quantized by quantize() into the mma's B layout; for
