@@ -19,6 +19,8 @@
 using namespace orthrus_attn;
 
 static std::mt19937 rng(4321);
+// The most shared memory a block may have on the GPU (set in main).
+static size_t smem_optin = 0;
 static float urand(float a, float b) { return std::uniform_real_distribution<float>(a, b)(rng); }
 
 struct Case {
@@ -75,7 +77,7 @@ static void release(Data & x) {
     cudaFree(x.dq); cudaFree(x.dk); cudaFree(x.dv); cudaFree(x.dmask); cudaFree(x.ddst); cudaFree(x.scratch);
 }
 
-static Params params(Data & x, int n_sm) {
+static Params params(Data & x, int n_sm, const Tuning & tuning = Tuning()) {
     Params p{};
     p.q = x.dq; p.k = x.dk; p.v = x.dv; p.mask = x.dmask; p.dst = x.ddst;
     p.q_s1 = x.q_s1; p.q_s2 = D;
@@ -83,7 +85,7 @@ static Params params(Data & x, int n_sm) {
     p.mask_s1 = x.mask_s1;
     p.nq = x.nq; p.nh = x.nh; p.nkv = x.nkv; p.n_kv = x.n_kv;
     p.scale = 1.0f / sqrtf((float) D);
-    plan(p, n_sm);
+    plan(p, n_sm, smem_optin, tuning);
     if (scratch_bytes(p) > x.scratch_size) {
         cudaFree(x.scratch);
         x.scratch_size = scratch_bytes(p);
@@ -134,6 +136,7 @@ int main(int argc, char ** argv) {
     cudaDeviceProp prop;
     CHECK(cudaGetDeviceProperties(&prop, 0));
     printf("device: %s (sm_%d%d), %d SMs\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
+    smem_optin = prop.sharedMemPerBlockOptin;
 
     const Case cases[] = {
         {16, 8, 16, 640, 640},   // Qwen3-1.7B: 2 heads per KV head, 32 rows
@@ -153,8 +156,11 @@ int main(int argc, char ** argv) {
     for (const Case & c : cases) {
         if (profile) break;
         Data x = make(c);
-        for (int n_sm : {1, prop.multiProcessorCount}) {
-            Params p = params(x, n_sm);
+        for (int n_sm : {1, prop.multiProcessorCount})
+        for (int stages = 1; stages <= MAX_STAGES; ++stages) {
+            Tuning tuning;
+            tuning.stages = stages;
+            Params p = params(x, n_sm, tuning);
             CHECK(cudaMemset(x.ddst, 0xFF, sizeof(float) * D * c.nh * c.nq));
             launch(p, x.scratch, 0);
             CHECK(cudaGetLastError());
@@ -163,8 +169,8 @@ int main(int argc, char ** argv) {
             const double e = error(x, out);
             const bool ok = e < 4e-3;  // f16 Q and P, f32 sums
             failures += !ok;
-            printf("heads %2d/%d, %2d queries, %4d slots (masked from %4d), %2d splits of %4d: error / max|out| %.2e: %s\n",
-                   c.nh, c.nkv, c.nq, c.n_kv, c.masked_from, p.nsplit, p.split_len, e, ok ? "ok" : "FAILED");
+            printf("heads %2d/%d, %2d queries, %4d slots (masked from %4d), %2d splits of %4d, %d stages: error / max|out| %.2e: %s\n",
+                   c.nh, c.nkv, c.nq, c.n_kv, c.masked_from, p.nsplit, p.split_len, p.stages, e, ok ? "ok" : "FAILED");
         }
         release(x);
     }
@@ -174,7 +180,7 @@ int main(int argc, char ** argv) {
     struct Shape { const char * what; int nh, nkv; };
     for (const Shape & s : {Shape{"1.7B", 16, 8}, Shape{"8B", 32, 8}}) {
         for (int nq : {1, 16, 32})
-        for (int n_kv : {768, 1024, 4096}) {
+        for (int n_kv : {768, 1024, 4096, 8192, 32768}) {
             if (profile && n_kv != 768) continue;
             Data x = make({s.nh, s.nkv, nq, n_kv, n_kv});
             Params p = params(x, prop.multiProcessorCount);
@@ -187,8 +193,21 @@ int main(int argc, char ** argv) {
                 const bool same = same_with_pdl(run, x.ddst, (size_t) D * s.nh * nq);
                 const float us_pdl = graph_us_with_pdl(run);
                 failures += !same;
-                printf("%-4s heads %d/%d, %2d queries, %4d slots, %2d splits: %6.2f us, with PDL %6.2f us (values %s)\n",
-                       s.what, s.nh, s.nkv, nq, n_kv, p.nsplit, us, us_pdl, same ? "the same" : "DIFFER");
+                // The cache's K and V read once, in GB/s at the time without PDL.
+                const double gbs = 4.0 * n_kv * s.nkv * D / (us * 1e3);
+                printf("%-4s heads %d/%d, %2d queries, %5d slots, %2d splits: %6.2f us (%4.0f GB/s), with PDL %6.2f us (values %s)\n",
+                       s.what, s.nh, s.nkv, nq, n_kv, p.nsplit, us, gbs, us_pdl, same ? "the same" : "DIFFER");
+                // Other plans (blocks per SM, fewest chunks a split, stages), with PDL.
+                if (nq > 1 && n_kv >= 4096) {
+                    printf("     plans:");
+                    for (const Tuning t : {Tuning{4, 4, 1}, Tuning{2, 2, 2}, Tuning{2, 8, 2}, Tuning{1, 4, 2}}) {
+                        Params q = params(x, prop.multiProcessorCount, t);
+                        const float u = graph_us_with_pdl([&](cudaStream_t st) { launch(q, x.scratch, st); });
+                        printf(" %d/%d/%d %2d splits %6.2f us (%4.0f GB/s);", t.per_sm, t.min_chunks, t.stages, q.nsplit,
+                               u, 4.0 * n_kv * s.nkv * D / (u * 1e3));
+                    }
+                    printf("\n");
+                }
             }
             release(x);
         }

@@ -8,7 +8,9 @@
 // so each K and V value is read once for all of them:
 //
 //   - a thread block per (KV head, split of the cached slots); a warp per 16
-//     rows; K and V go through shared memory in chunks of 64 slots;
+//     rows; K and V go through shared memory in chunks of 64 slots, the next
+//     chunk's copies in flight while one is computed (a long cache is read
+//     at the bandwidth only when every SM keeps enough bytes in flight);
 //   - S = Q K^T and O += P V with f16 mma (m16n8k16, f32 accumulators), the
 //     online softmax in between in f32 (S's accumulator fragment is P's A
 //     fragment: no shuffles);
@@ -55,8 +57,18 @@ struct Params {
     int64_t q_s1, q_s2, k_s1, k_s2, v_s1, v_s2, mask_s1;  // in elements
     int nq, nh, nkv, n_kv;
     int split_len, nsplit;  // set by plan(): slots per block (whole chunks), blocks per KV head
+    int stages;             // set by plan(): chunks in shared memory at once (see MAX_STAGES)
     float scale;
 };
+
+// Chunks a block keeps in shared memory: 1, copies then products; 2, the
+// next chunk's copies in flight during a chunk's products.
+constexpr int MAX_STAGES = 2;
+
+// Halves of shared memory one stage takes: the chunk's K and V, the mask's piece.
+constexpr int STAGE_HALVES = 2 * CHUNK * LD + MAX_Q * CHUNK;
+
+static inline size_t smem_bytes(int stages) { return (size_t) stages * STAGE_HALVES * sizeof(half); }
 
 // D += A B: A 16x16 f16 (a0 row g, k 2t..2t+1; a1 row g+8; a2, a3 the same at
 // k + 8), B 16x8 f16 (b0: k 2t..2t+1 of column g; b1 at k + 8), D 16x8 f32
@@ -100,10 +112,19 @@ static __device__ __forceinline__ void copy16(half * dst, const half * src, bool
 #endif
 }
 
-// Waits for this thread's copy16()s (a __syncthreads() then shows all threads').
-static __device__ __forceinline__ void copies_done() {
+// Closes this thread's copy16()s issued since the last call into a group.
+static __device__ __forceinline__ void copies_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm volatile("cp.async.wait_all;" ::: "memory");
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+// Waits until at most N of this thread's groups are still in flight (a
+// __syncthreads() then shows all threads' older groups).
+template <int N>
+static __device__ __forceinline__ void copies_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 #endif
 }
 
@@ -121,13 +142,35 @@ static __device__ __forceinline__ int row_head(const Params & p, int kvh, int r)
     return kvh * (p.nh / p.nkv) + r / p.nq;
 }
 
+// The copies of chunk c0 (of the block's slots [j0, j1)) into a stage: K and V
+// past j1 are zeros (masked in the products), and so is the mask there.
+static __device__ __forceinline__ void load_chunk(const Params & p, half * stage, int kvh, int c0, int j0, int j1,
+                                                  int tid, int nthreads) {
+    half * ks = stage;
+    half * vs = stage + CHUNK * LD;
+    half * ms = stage + 2 * CHUNK * LD;
+    for (int i = tid; i < CHUNK * (D / 8); i += nthreads) {
+        const int r = i / (D / 8), c = 8 * (i % (D / 8));
+        const int j = c0 + r < j1 ? c0 + r : j0;
+        copy16(ks + r * LD + c, p.k + (int64_t) j * p.k_s1 + (int64_t) kvh * p.k_s2 + c, c0 + r < j1);
+        copy16(vs + r * LD + c, p.v + (int64_t) j * p.v_s1 + (int64_t) kvh * p.v_s2 + c, c0 + r < j1);
+    }
+    // A mask row's piece that starts before j1 lies inside the row (whose
+    // length is a multiple of 8).
+    for (int i = tid; i < p.nq * (CHUNK / 8); i += nthreads) {
+        const int tq = i / (CHUNK / 8), c = 8 * (i % (CHUNK / 8));
+        const int j = c0 + c < j1 ? c0 + c : j0;
+        copy16(ms + tq * CHUNK + c, p.mask + (int64_t) tq * p.mask_s1 + j, c0 + c < j1);
+    }
+}
+
 // Block (kvh, split): KV head kvh over the slots [split * split_len, min((split + 1)
-// * split_len, n_kv)). Warps: one per 16 of the rows = (nh / nkv) * nq. Shared: K
-// and V chunks, the mask's chunk.
+// * split_len, n_kv)). Warps: one per 16 of the rows = (nh / nkv) * nq. Shared
+// (dynamic, smem_bytes(S)): S stages of a chunk's K, V and mask; chunk i in stage
+// i % S, the copies of chunk i + S - 1 issued before chunk i's products.
+template <int S>
 __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
-    __shared__ __align__(16) half ks[CHUNK * LD];
-    __shared__ __align__(16) half vs[CHUNK * LD];
-    __shared__ __align__(16) half ms[MAX_Q][CHUNK];
+    extern __shared__ __align__(16) half smem[];
 
     const int lane = threadIdx.x, warp = threadIdx.y;
     const int g = lane / 4, t = lane % 4;
@@ -170,25 +213,26 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
     float mx[2] = {-INFINITY, -INFINITY};  // rows g, g+8: running max of scale * log2e * (s + mask)
     float sum[2] = {0.0f, 0.0f};           // this lane's share of the running sums
 
-    for (int c0 = j0; c0 < j1; c0 += CHUNK) {
-        __syncthreads();  // the previous chunk is done with
-        // K, V and the mask in 16-byte pieces, straight into shared memory
-        // (all in flight at once); K and V past j1 are zeros, and masked below.
-        for (int i = tid; i < CHUNK * (D / 8); i += nthreads) {
-            const int r = i / (D / 8), c = 8 * (i % (D / 8));
-            const int j = c0 + r < j1 ? c0 + r : j0;
-            copy16(ks + r * LD + c, p.k + (int64_t) j * p.k_s1 + (int64_t) kvh * p.k_s2 + c, c0 + r < j1);
-            copy16(vs + r * LD + c, p.v + (int64_t) j * p.v_s1 + (int64_t) kvh * p.v_s2 + c, c0 + r < j1);
+    // K, V and the mask in 16-byte pieces, straight into shared memory, one
+    // group of copies a chunk (an empty group past the last keeps the count).
+#pragma unroll
+    for (int i = 0; i < S - 1; ++i) {
+        if (j0 + i * CHUNK < j1) {
+            load_chunk(p, smem + i * STAGE_HALVES, kvh, j0 + i * CHUNK, j0, j1, tid, nthreads);
         }
-        // A mask row's piece that starts before j1 lies inside the row (whose
-        // length is a multiple of 8).
-        for (int i = tid; i < p.nq * (CHUNK / 8); i += nthreads) {
-            const int tq = i / (CHUNK / 8), c = 8 * (i % (CHUNK / 8));
-            const int j = c0 + c < j1 ? c0 + c : j0;
-            copy16(&ms[tq][c], p.mask + (int64_t) tq * p.mask_s1 + j, c0 + c < j1);
+        copies_commit();
+    }
+    for (int c0 = j0, i = 0; c0 < j1; c0 += CHUNK, ++i) {
+        const int ahead = c0 + (S - 1) * CHUNK;
+        if (ahead < j1) {
+            load_chunk(p, smem + (i + S - 1) % S * STAGE_HALVES, kvh, ahead, j0, j1, tid, nthreads);
         }
-        copies_done();
+        copies_commit();
+        copies_wait<S - 1>();  // chunk i's group
         __syncthreads();
+        const half * ks = smem + i % S * STAGE_HALVES;
+        const half * vs = ks + CHUNK * LD;
+        const half (*ms)[CHUNK] = (const half (*)[CHUNK]) (ks + 2 * CHUNK * LD);
         const int live = j1 - c0;  // slots of the chunk before j1
 
         // S = Q K^T for the chunk: 8 n-tiles of 8 slots.
@@ -257,6 +301,7 @@ __global__ void __launch_bounds__(32 * MAX_WARPS) attn_kernel(const Params p) {
                 mma_f16(o[2 * n + 1], pa[k], b[2], b[3]);
             }
         }
+        __syncthreads();  // this stage is done with before its next copies
     }
 
     grid_release();
@@ -330,15 +375,38 @@ static inline int max_queries(int64_t gqa) {
     return gqa < 1 ? 0 : (int) std::min<int64_t>(MAX_Q, 16 * MAX_WARPS / gqa);
 }
 
-// Sets p.split_len and p.nsplit: the n_kv slots split in whole chunks over
-// about one block per SM in all (n_sm), and over up to 4 a SM for a long
-// cache, each split at least 4 chunks long: a block of a few queries has a
-// warp or two, too few alone to keep a SM's memory requests in flight.
-static inline void plan(Params & p, int n_sm) {
+// How plan() splits the cache: blocks per SM wanted for a long cache, the
+// fewest chunks a split takes then, and the stages (attn-test.cu times
+// others). Measured on the H200 (attn-test.cu, with PDL, 1.7B's heads, 16
+// queries): two stages at two blocks a SM take 52.6 us over 32768 slots and
+// 19.6 us over 8192, where one stage at four a SM took 58.5 and 30.2; more
+// blocks a SM than two stages' shared memory lets run at once were slower.
+struct Tuning {
+    int per_sm = 2;
+    int min_chunks = 4;
+    int stages = 2;
+};
+
+// Sets p.split_len, p.nsplit and p.stages: the n_kv slots split in whole
+// chunks over about one block per SM in all (n_sm), and over up to t.per_sm
+// a SM for a long cache (no more than fit in a SM's shared memory, smem_optin
+// being the most a block may have), each split at least t.min_chunks chunks
+// long: a block of a few queries has a warp or two, too few alone to keep a
+// SM's memory requests in flight. Stages that do not fit in smem_optin are
+// fewer.
+static inline void plan(Params & p, int n_sm, size_t smem_optin, const Tuning & t = Tuning()) {
+    int stages = t.stages < 1 ? 1 : t.stages > MAX_STAGES ? MAX_STAGES : t.stages;
+    while (stages > 1 && smem_bytes(stages) > smem_optin) {
+        --stages;
+    }
+    p.stages = stages;
+    // A SM has about 1 KB more than a block may take, and keeps 1 KB a block.
+    const int fit = (int) ((smem_optin + 1024) / (smem_bytes(stages) + 1024));
+    const int per_sm = std::max(1, std::min(t.per_sm, fit));
     const int chunks = (p.n_kv + CHUNK - 1) / CHUNK;
     int want = n_sm / p.nkv;
     want = want < 1 ? 1 : want > chunks ? chunks : want;
-    const int long_want = std::min(4 * n_sm / p.nkv, chunks / 4);
+    const int long_want = std::min(per_sm * n_sm / p.nkv, chunks / t.min_chunks);
     want = std::max(want, long_want);
     p.split_len = CHUNK * ((chunks + want - 1) / want);
     p.nsplit = (p.n_kv + p.split_len - 1) / p.split_len;
@@ -361,7 +429,22 @@ static inline void launch(Params p, void * scratch, cudaStream_t stream) {
         p.part_o = (float *) scratch;
         p.part_ml = (float2 *) (p.part_o + (size_t) p.nkv * p.nsplit * rows * D);
     }
-    launch_kernel(attn_kernel, dim3(p.nkv, p.nsplit), dim3(32, (rows + 15) / 16), 0, stream, p);
+    const dim3 grid(p.nkv, p.nsplit), block(32, (rows + 15) / 16);
+    // Above 48 KB of dynamic shared memory a kernel must be allowed it, once
+    // on each device.
+    static bool allowed[64] = {};
+    int device = 0;
+    cudaGetDevice(&device);
+    if (device >= 0 && device < 64 && !allowed[device]) {
+        cudaFuncSetAttribute(attn_kernel<1>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem_bytes(1));
+        cudaFuncSetAttribute(attn_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int) smem_bytes(2));
+        allowed[device] = true;
+    }
+    if (p.stages >= 2) {
+        launch_kernel(attn_kernel<2>, grid, block, smem_bytes(2), stream, p);
+    } else {
+        launch_kernel(attn_kernel<1>, grid, block, smem_bytes(1), stream, p);
+    }
     if (p.nsplit > 1) {
         launch_kernel(combine_kernel, dim3(p.nkv, rows), dim3(THREADS_COMBINE), 0, stream, p);
     }

@@ -258,7 +258,8 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
         p.nkv = (int) nkv;
         p.n_kv = (int) n_kv;
         p.scale = scale;
-        orthrus_attn::plan(p, ggml_cuda_info().devices[ctx.device].nsm);
+        const auto & info = ggml_cuda_info().devices[ctx.device];
+        orthrus_attn::plan(p, info.nsm, info.smpbo);
         ggml_cuda_pool_alloc<char> scratch(ctx.pool());
         if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
             scratch.alloc(bytes);
