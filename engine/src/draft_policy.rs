@@ -836,7 +836,8 @@ mod tests {
         // The bundled model on the H200, on prompts where it writes prose
         // and then code: without exploring, a generation that began with
         // rejected drafts kept to AR steps (replayed: 0.91 of drafting the
-        // whole block, each generation in a new session).
+        // whole block, each generation in a new session; 0.95 with
+        // exploring unpaid, 0.97 paid).
         let file: serde_json::Value = serde_json::from_str(include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../models/tiny-orthrus/shifting-traces-h200.json"
@@ -865,7 +866,7 @@ mod tests {
             let (auto, whole) = replay(&costs, &generations, fresh);
             eprintln!("fresh {fresh}: auto {auto:.3}, whole block {whole:.3} (AR 1)");
             assert!(
-                auto >= 0.93 * whole.max(1.0),
+                auto >= 0.96 * whole.max(1.0),
                 "fresh {fresh}: auto {auto:.3}, whole block {whole:.3}"
             );
         }
