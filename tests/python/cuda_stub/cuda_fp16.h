@@ -10,7 +10,8 @@
 #define __host__
 #define __forceinline__ inline
 #define __restrict__
-#define __shared__ static
+// Block-scope automatic arrays here (extern ones, dynamic shared memory, declarations).
+#define __shared__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 struct half { uint16_t x; };
@@ -46,8 +47,11 @@ int __shfl_down_sync(unsigned, int, int);
 void __syncthreads();
 void __trap();
 template <class T> T min(T a, T b) { return a < b ? a : b; }
-struct cudaDeviceProp { char name[256]; int major, minor, multiProcessorCount; };
+struct cudaDeviceProp { char name[256]; int major, minor, multiProcessorCount; size_t sharedMemPerBlockOptin; };
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp *, int);
+cudaError_t cudaGetDevice(int *);
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize };
+template <class T> cudaError_t cudaFuncSetAttribute(T, cudaFuncAttribute, int);
 template <class T> cudaError_t cudaMalloc(T **, size_t);
 cudaError_t cudaMemcpy(void *, const void *, size_t, int);
 cudaError_t cudaMemset(void *, int, size_t);
