@@ -8,7 +8,7 @@
 //! - [`Acceptance`]: running per-position acceptance estimates of one
 //!   generation.
 //! - [`History`]: what a generation leaves the next: the estimates and the
-//!   probe budget.
+//!   probe and exploring budgets.
 //! - [`DraftPolicy`]: chooses `n` from both, and now and then re-probes an
 //!   AR stretch with a short draft, so that a bad stretch does not lock
 //!   drafting out for the rest of the generation.
@@ -343,6 +343,13 @@ pub struct History {
     explore_budget: f64,
 }
 
+/// Which budget paid for a step auto mode would not otherwise take.
+#[derive(Clone, Copy, Debug)]
+enum Budget {
+    Probe,
+    Explore,
+}
+
 /// The draft length of every step of one generation in auto mode.
 #[derive(Clone, Debug)]
 pub struct DraftPolicy {
@@ -350,10 +357,9 @@ pub struct DraftPolicy {
     acceptance: Acceptance,
     probe_budget: f64,
     explore_budget: f64,
-    /// The step cost the last probe was charged at, until it reports.
-    probe: Option<(Choice, f64)>,
-    /// The same for the last explored step.
-    explored: Option<(Choice, f64)>,
+    /// The last probe or explored step, the cost it was charged at and the
+    /// budget that paid, until it reports.
+    charged: Option<(Choice, f64, Budget)>,
     /// Draws the explored rates (the output never depends on them).
     rng: Rng,
 }
@@ -367,8 +373,7 @@ impl DraftPolicy {
             acceptance: history.acceptance,
             probe_budget: history.probe_budget,
             explore_budget: history.explore_budget,
-            probe: None,
-            explored: None,
+            charged: None,
             rng: Rng::new(0x5eed),
         }
     }
@@ -411,16 +416,20 @@ impl DraftPolicy {
             best
         };
         let best = best_by(&mean);
-        let step_cost = |c: Choice| {
-            let cost = candidates
-                .iter()
-                .find(|x| x.0 == c)
-                .map_or(ar_cost, |x| x.1);
+        // A step's cost, with building its graphs where they are not ready.
+        let with_fresh = |c: Choice, cost: f64| {
             if c == ar || ready(c.rows) {
                 cost
             } else {
                 cost + self.costs.fresh(c.rows)
             }
+        };
+        let step_cost = |c: Choice| {
+            let cost = candidates
+                .iter()
+                .find(|x| x.0 == c)
+                .map_or(ar_cost, |x| x.1);
+            with_fresh(c, cost)
         };
         self.explore_budget += EXPLORE_SHARE * step_cost(best.0);
         // Exploring: the drawn rate chose another step. It costs the time
@@ -432,7 +441,7 @@ impl DraftPolicy {
             let loss = cost - (1.0 + mean[explored.drafts]) / best.1;
             if loss <= self.explore_budget {
                 self.explore_budget -= loss.max(0.0);
-                self.explored = Some((explored, cost));
+                self.charged = Some((explored, cost, Budget::Explore));
                 return explored;
             }
         }
@@ -448,14 +457,7 @@ impl DraftPolicy {
         let Some((probe, cost)) = candidates
             .iter()
             .filter(|(c, cost)| *cost < (c.drafts + 1) as f64 * ar_cost)
-            .map(|&(c, cost)| {
-                let extra = if ready(c.rows) {
-                    0.0
-                } else {
-                    self.costs.fresh(c.rows)
-                };
-                (c, cost + extra)
-            })
+            .map(|&(c, cost)| (c, with_fresh(c, cost)))
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.rows.cmp(&b.0.rows)))
         else {
             return ar;
@@ -468,7 +470,7 @@ impl DraftPolicy {
         let mean_loss = cost - (1.0 + mean[probe.drafts]) * ar_cost;
         if loss <= self.probe_budget {
             self.probe_budget -= loss.max(mean_loss).max(0.0);
-            self.probe = Some((probe, cost));
+            self.charged = Some((probe, cost, Budget::Probe));
             return probe;
         }
         ar
@@ -484,17 +486,17 @@ impl DraftPolicy {
         seconds: Option<f64>,
     ) {
         self.acceptance.record(choice.drafts, accepted);
-        // A probe that took longer than expected pays the difference (on the
-        // H200 probes averaged 7.7 ms where 3.5 were expected); one that was
-        // quicker gets nothing back, as the costs may be off.
-        if let (Some((probe, charged)), Some(s)) = (self.probe.take(), seconds) {
-            if probe == choice {
-                self.probe_budget -= (s - charged).max(0.0);
-            }
-        }
-        if let (Some((explored, charged)), Some(s)) = (self.explored.take(), seconds) {
-            if explored == choice {
-                self.explore_budget -= (s - charged).max(0.0);
+        // A probe or explored step that took longer than expected pays the
+        // difference (on the H200 probes averaged 7.7 ms where 3.5 were
+        // expected); one that was quicker gets nothing back, as the costs
+        // may be off.
+        if let (Some((c, charged, budget)), Some(s)) = (self.charged.take(), seconds) {
+            if c == choice {
+                let budget = match budget {
+                    Budget::Probe => &mut self.probe_budget,
+                    Budget::Explore => &mut self.explore_budget,
+                };
+                *budget -= (s - charged).max(0.0);
             }
         }
         if let Some(s) = seconds {

@@ -209,8 +209,8 @@ impl<'m> Session<'m> {
         self.step_costs = Some(costs);
     }
 
-    /// Auto mode's acceptance estimates and probe budget as the last
-    /// generation left them (none yet: the prior).
+    /// Auto mode's acceptance estimates and probe and exploring budgets as
+    /// the last generation left them (none yet: the prior).
     pub fn history(&self) -> &History {
         &self.history
     }
