@@ -113,6 +113,9 @@ pub struct Stats {
     /// Seconds of the steps that drafted nothing (AR steps), so that auto
     /// mode's AR steps can be compared with `ar` mode's.
     pub ar_step_seconds: f64,
+    /// Steps that built (on a GPU: captured) a graph, and their seconds.
+    pub build_steps: usize,
+    pub build_seconds: f64,
     pub prompt_tokens_per_second: f64,
     pub generation_tokens_per_second: f64,
 }
@@ -287,6 +290,10 @@ pub fn generate(
         lengths.report(choice, n, accepted, seconds);
         if drafts.is_empty() {
             stats.ar_step_seconds += took;
+        }
+        if seconds.is_none() {
+            stats.build_steps += 1;
+            stats.build_seconds += took;
         }
         for &d in &drafts[..accepted] {
             if !sink.push(d) {

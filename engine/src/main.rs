@@ -331,6 +331,8 @@ struct ModeTotals {
     drafted: usize,
     accepted: usize,
     ar_step_seconds: f64,
+    build_steps: usize,
+    build_seconds: f64,
     /// The tokens of each prompt's generation.
     tokens: Vec<Vec<u32>>,
 }
@@ -348,6 +350,8 @@ impl ModeTotals {
         self.drafted += s.draft_tokens;
         self.accepted += s.accepted_tokens;
         self.ar_step_seconds += s.ar_step_seconds;
+        self.build_steps += s.build_steps;
+        self.build_seconds += s.build_seconds;
         self.tokens.push(g.tokens);
     }
 
@@ -364,6 +368,11 @@ impl ModeTotals {
             "ar_steps": ar_steps,
             // What one of those AR steps took: auto's against ar's.
             "ar_step_ms": 1000.0 * self.ar_step_seconds / ar_steps.max(1) as f64,
+            // And a drafting step, with the steps that built graphs apart.
+            "draft_step_ms": 1000.0 * (self.generation_seconds - self.ar_step_seconds)
+                / self.draft_steps.max(1) as f64,
+            "build_steps": self.build_steps,
+            "build_ms": 1000.0 * self.build_seconds,
             "mean_drafts": self.drafted as f64 / steps,
             "acceptance": if self.drafted > 0 { self.accepted as f64 / self.drafted as f64 } else { 0.0 },
         })

@@ -18,7 +18,7 @@ use crate::EngineError;
 
 /// Attention reads the cache in windows of this many slots, so a graph built
 /// for one step is reused by the next steps of the same batch shape.
-const KV_WINDOW: usize = 256;
+pub(crate) const KV_WINDOW: usize = 256;
 /// Graphs kept for reuse before the cache of graphs is dropped.
 const MAX_GRAPHS: usize = 32;
 /// Which scheduler a pass runs on: decoding passes one per view and rows

@@ -54,6 +54,8 @@ for f in sorted(out.glob("*.json")):
     ar_steps = {r["mode"]: round(r["ar_step_ms"], 3) for r in d["results"] if r["ar_steps"]}
     p = d.get("pass_ms") or {}
     steps = {k: v for k, v in p.items() if k.startswith("step_") or k == "ar_1"}
+    built = {r["mode"]: (r["draft_steps"], r.get("build_steps"), round(r.get("build_ms", 0), 1))
+             for r in d["results"]}
     print(f.name, "gen tok/s", modes, "auto/best", round(d["auto_vs_best"], 3),
-          "ar step ms", ar_steps, "ms", steps)
+          "ar step ms", ar_steps, "ms", steps, "drafting steps, building steps, their ms", built)
 EOF
