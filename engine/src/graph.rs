@@ -8,7 +8,7 @@ use orthrus_kernels::ggml::{Context, OwnedGraph, Tensor, Type};
 
 use crate::backend_layout::{self, gate_up_apart, halves, k_rows, project, Attention};
 use crate::kv_cache::KvCache;
-use crate::model::{Model, Stacked};
+use crate::model::{Model, Qkv, Stacked};
 
 /// Which set of attention projections the layers use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -104,23 +104,33 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
                 .expect("the diffusion view needs _diff tensors"),
         };
         let h = name(norm(x, layer.attn_norm), "attn_norm", il);
+        // Rows of [q; k; ...] per token: q and k as [hd, heads, T] views.
+        let q_and_k = |x: Tensor<'c>| {
+            let (f, row) = (std::mem::size_of::<f32>(), x.nb()[1]);
+            let head = hd as usize * f;
+            let q = ctx.view(x, [hd, nh, t], [head, row], 0);
+            let k = ctx.view(x, [hd, nkv, t], [head, row], (nh * hd) as usize * f);
+            (q, k)
+        };
         let (q, k, v) = match a.qkv {
-            Stacked::Fused(qkv) => {
-                // Rows of [q; k; v] per token: q and k as [hd, heads, T] views, v as [hd * nkv, T].
+            Qkv::Stacked(Stacked::Fused(qkv)) => {
+                // v as a [hd * nkv, T] view after q and k.
                 let qkv = mm(qkv, h);
-                let (f, row) = (std::mem::size_of::<f32>(), qkv.nb()[1]);
-                let head = hd as usize * f;
-                let q = ctx.view(qkv, [hd, nh, t], [head, row], 0);
-                let k = ctx.view(qkv, [hd, nkv, t], [head, row], (nh * hd) as usize * f);
+                let (q, k) = q_and_k(qkv);
+                let row = qkv.nb()[1];
                 let v = ctx.view(
                     qkv,
                     [hd * nkv, t, 1],
                     [row, row * t as usize],
-                    ((nh + nkv) * hd) as usize * f,
+                    ((nh + nkv) * hd) as usize * std::mem::size_of::<f32>(),
                 );
                 (q, k, v)
             }
-            Stacked::Apart([wq, wk, wv]) => (
+            Qkv::QkThenV { qk, v } => {
+                let (q, k) = q_and_k(mm(qk, h));
+                (q, k, mm(v, h))
+            }
+            Qkv::Stacked(Stacked::Apart([wq, wk, wv])) => (
                 ctx.reshape(mm(wq, h), &[hd, nh, t]),
                 ctx.reshape(mm(wk, h), &[hd, nkv, t]),
                 mm(wv, h),
