@@ -256,8 +256,9 @@ pub fn generate(
             sink.finish = Some(Finish::Length);
             break;
         }
-        // x is already emitted, so a block of remaining + 1 can still fill the budget.
-        let limit = sink.remaining().min(room - 1);
+        // x is already emitted, so a block of remaining + 1 can still fill
+        // the budget; and no mode drafts past --draft-max.
+        let limit = sink.remaining().min(room - 1).min(max_drafts);
         let ready = |rows: usize| session.step_graphs_ready(rows, n, !greedy);
         let choice = lengths.choose(limit, n, &ready);
         let l = choice.drafts + 1;

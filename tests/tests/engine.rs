@@ -516,6 +516,29 @@ fn varied_costs() -> StepCosts {
     ])
 }
 
+/// `--draft-max` bounds auto mode's drafts as it does orthrus mode's (on the
+/// H200 auto drafted 31 of a 32-token block under `--draft-max 15`, and its
+/// per-position counts, sized by the limit, went out of range).
+#[test]
+fn auto_mode_keeps_to_the_draft_limit() {
+    let (model, prompts) = trained_model();
+    let cache = KvCache::new(&model, 1024, GgmlType::F16).unwrap();
+    let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+    s.set_step_costs(varied_costs());
+    s.set_history(Default::default());
+    let p = GenerateParams {
+        mode: Mode::Auto,
+        max_tokens: 64,
+        ignore_eos: true,
+        draft_max: Some(3),
+        ..Default::default()
+    };
+    let g = generate(&mut s, &prompts[0], &p, &mut |_| true).unwrap();
+    let longest = g.steps.iter().map(|st| st.drafts.len()).max();
+    assert_eq!(longest, Some(3), "{:?}", g.steps);
+    assert_eq!(g.stats.draft_tokens_per_pos.len(), 3);
+}
+
 /// Greedy Orthrus == greedy AR on a model whose drafts are accepted (the
 /// random fixtures' mostly are not), over its held-out prompts, with draft
 /// lengths 15 and 1 and in auto mode (with the costs measured here, and
