@@ -259,8 +259,8 @@ pub fn generate(
         // x is already emitted, so a block of remaining + 1 can still fill
         // the budget; and no mode drafts past --draft-max.
         let limit = sink.remaining().min(room - 1).min(max_drafts);
-        let ready = |rows: usize| session.step_graphs_ready(rows, n, !greedy);
-        let choice = lengths.choose(limit, n, &ready);
+        let to_build = |rows: usize| session.step_graphs_to_build(rows, n, !greedy);
+        let choice = lengths.choose(limit, n, &to_build);
         let l = choice.drafts + 1;
         let built = session.graphs_built();
         let t = Instant::now();
@@ -359,14 +359,14 @@ enum DraftLengths {
 
 impl DraftLengths {
     /// The next step, drafting at most `limit` tokens, at `position`
-    /// (`ready`: see [`DraftPolicy::choose`]).
-    fn choose(&mut self, limit: usize, position: usize, ready: &dyn Fn(usize) -> bool) -> Choice {
+    /// (`to_build`: see [`DraftPolicy::choose`]).
+    fn choose(&mut self, limit: usize, position: usize, to_build: &dyn Fn(usize) -> f64) -> Choice {
         match self {
             DraftLengths::Fixed(k) => Choice {
                 drafts: (*k).min(limit),
                 rows: *k + 1,
             },
-            DraftLengths::Auto(p) => p.choose(limit, position, ready),
+            DraftLengths::Auto(p) => p.choose(limit, position, to_build),
         }
     }
 

@@ -380,14 +380,15 @@ impl DraftPolicy {
     }
 
     /// The step to run next, drafting at most `max_drafts` tokens, at
-    /// `position` (tokens in the cache); `ready(rows)`: whether a step of
-    /// `rows` rows has its graphs ready at this position (built, and on a
+    /// `position` (tokens in the cache); `to_build(rows)`: the share of its
+    /// fresh cost (see [`StepCosts::fresh`]) a step of `rows` rows still
+    /// pays at this position, 0 when its graphs are ready (built, and on a
     /// GPU captured).
     pub fn choose(
         &mut self,
         max_drafts: usize,
         position: usize,
-        ready: &dyn Fn(usize) -> bool,
+        to_build: &dyn Fn(usize) -> f64,
     ) -> Choice {
         let ar = Choice { drafts: 0, rows: 1 };
         let Some(ar_cost) = self.costs.cost(1, position) else {
@@ -413,16 +414,7 @@ impl DraftPolicy {
         let left = (KV_WINDOW - position % KV_WINDOW) as f64;
         let build: Vec<(usize, f64)> = std::iter::once(1)
             .chain(candidates.iter().map(|(c, _)| c.rows))
-            .map(|rows| {
-                (
-                    rows,
-                    if ready(rows) {
-                        0.0
-                    } else {
-                        self.costs.fresh(rows)
-                    },
-                )
-            })
+            .map(|rows| (rows, to_build(rows) * self.costs.fresh(rows)))
             .collect();
         let build_of = |rows: usize| build.iter().find(|b| b.0 == rows).map_or(0.0, |b| b.1);
         let build_share = |rows: usize, tokens: f64| build_of(rows) * tokens / left;
@@ -546,7 +538,7 @@ impl DraftPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
+    use std::collections::HashMap;
 
     /// A device where a step of r rows costs `step(r)` seconds, at any position.
     fn costs(step: impl Fn(usize) -> f64, block: usize) -> StepCosts {
@@ -574,7 +566,7 @@ mod tests {
         let mut rng = crate::sampling::Rng::new(seed);
         let (mut tokens, mut time, mut lengths) = (0.0, 0.0, Vec::new());
         for s in 0..steps {
-            let c = policy.choose(15, 100, &|_| true);
+            let c = policy.choose(15, 100, &|_| 0.0);
             let accepted = (0..c.drafts)
                 .take_while(|&i| rng.uniform() < accept(s, i))
                 .count();
@@ -678,7 +670,7 @@ mod tests {
             let mut p = DraftPolicy::new(c, History::default());
             (0..4000)
                 .filter(|_| {
-                    let c = p.choose(15, 100, &|_| ready);
+                    let c = p.choose(15, 100, &|_| if ready { 0.0 } else { 1.0 });
                     p.report(c, 100, 0, None);
                     c.drafts > 0
                 })
@@ -698,7 +690,7 @@ mod tests {
             let mut p = DraftPolicy::new(gpu(), History::default());
             (0..4000)
                 .filter(|_| {
-                    let c = p.choose(15, 100, &|_| true);
+                    let c = p.choose(15, 100, &|_| 0.0);
                     let took = slowdown * p.costs.cost(c.rows, 100).unwrap();
                     p.report(c, 100, 0, (c.drafts > 0).then_some(took));
                     c.drafts > 0
@@ -722,7 +714,7 @@ mod tests {
             for _ in 0..generations {
                 let mut p = DraftPolicy::new(gpu(), history);
                 for _ in 0..steps {
-                    let c = p.choose(15, 100, &|_| true);
+                    let c = p.choose(15, 100, &|_| 0.0);
                     let took = 3.0 * p.costs.cost(c.rows, 100).unwrap();
                     p.report(c, 100, 0, (c.drafts > 0).then_some(took));
                     n += (c.drafts > 0) as usize;
@@ -823,25 +815,27 @@ mod tests {
     /// what the recorded step starting at `n` accepted, or the rest of the
     /// recorded run `n` falls in, at most `d`. Returns auto's and the
     /// whole-block drafts' committed tokens per unit of cost, relative to
-    /// AR steps; `fresh`: each generation from a new session. A step whose
-    /// rows were not yet run in its KV window (as the session's graphs: a
-    /// window of 256 slots, after a prompt of `PROMPT` tokens) in this
-    /// session also pays `costs.fresh(rows)`, in both modes; calibration
-    /// built them all for the first window.
+    /// AR steps; `fresh`: each generation from a new session. Graphs as a
+    /// GPU session keeps them, per rows and KV window (256 slots, after a
+    /// prompt of `PROMPT` tokens): the first two runs of a step's graphs
+    /// (built and run, then captured) pay half of `costs.fresh(rows)` each,
+    /// in both modes; calibration ran every size in the first window.
     fn replay(costs: &StepCosts, generations: &[Vec<usize>], fresh: bool) -> (f64, f64) {
         const PROMPT: usize = 40;
         let window = |n: usize, rows: usize| (PROMPT + n + rows).div_ceil(256);
         let (mut tokens, mut auto, mut whole) = (0.0, 0.0, 0.0);
         let ar = costs.cost(1, 0).unwrap();
         let mut history = History::default();
-        // Graphs built, as (rows, window); a session keeps them.
-        let (mut built, mut built_whole) = (HashSet::new(), HashSet::new());
+        // Runs of the graphs of (rows, window); a session keeps them.
+        let mut runs: HashMap<(usize, usize), u32> = HashMap::new();
+        let mut runs_whole: HashMap<usize, u32> = HashMap::new();
+        let to_build = |runs: Option<&u32>| (2 - runs.copied().unwrap_or(0).min(2)) as f64 / 2.0;
         for accepted in generations {
-            let mut runs = vec![0; accepted.iter().map(|a| a + 1).sum::<usize>() + 1];
+            let mut rest = vec![0; accepted.iter().map(|a| a + 1).sum::<usize>() + 1];
             let mut t = 0;
             for &a in accepted {
                 for k in 0..=a {
-                    runs[t + k] = a - k;
+                    rest[t + k] = a - k;
                 }
                 t += a + 1;
             }
@@ -850,20 +844,19 @@ mod tests {
                 costs.clone(),
                 if fresh { History::default() } else { history },
             );
-            if fresh || built.is_empty() {
-                // Calibration builds every length's graphs for the first window.
-                built = costs.rows().map(|r| (r, 1)).collect();
-                built_whole = HashSet::from([1]);
+            if fresh || runs.is_empty() {
+                runs = costs.rows().map(|r| ((r, 1), 3)).collect();
+                runs_whole = HashMap::from([(1, 3)]);
             }
             let mut n = 0;
             while n < total {
-                let ready = |rows: usize| built.contains(&(rows, window(n, rows)));
-                let c = p.choose(15.min(total - n - 1), PROMPT + n, &ready);
-                let a = runs[n].min(c.drafts);
+                let left = |rows: usize| to_build(runs.get(&(rows, window(n, rows))));
+                let c = p.choose(15.min(total - n - 1), PROMPT + n, &left);
+                let a = rest[n].min(c.drafts);
                 auto += costs.cost(c.rows, 0).unwrap();
-                if built.insert((c.rows, window(n, c.rows))) {
-                    auto += costs.fresh(c.rows);
-                }
+                let r = runs.entry((c.rows, window(n, c.rows))).or_insert(0);
+                auto += to_build(Some(r)) * costs.fresh(c.rows);
+                *r += 1;
                 p.report(c, 0, a, None);
                 n += a + 1;
             }
@@ -872,9 +865,9 @@ mod tests {
             whole += accepted.len() as f64 * costs.cost(16, 0).unwrap();
             let mut n = 0;
             for &a in accepted {
-                if built_whole.insert(window(n, 16)) {
-                    whole += costs.fresh(16);
-                }
+                let r = runs_whole.entry(window(n, 16)).or_insert(0);
+                whole += to_build(Some(r)) * costs.fresh(16);
+                *r += 1;
                 n += a + 1;
             }
         }
@@ -1001,7 +994,7 @@ mod tests {
                 let mut rng = crate::sampling::Rng::new(100 + g);
                 let mut n = 0;
                 while n < 64 {
-                    let c = p.choose(15.min(63 - n), 100, &|_| true);
+                    let c = p.choose(15.min(63 - n), 100, &|_| 0.0);
                     let a = (0..c.drafts).take_while(|_| rng.uniform() < 0.4).count();
                     time += dear.cost(c.rows, 100).unwrap();
                     p.report(c, 100, a, None);
@@ -1025,11 +1018,11 @@ mod tests {
     fn the_next_generation_starts_from_the_last_ones_acceptance() {
         let mut p = DraftPolicy::new(gpu(), History::default());
         // With no history the first step drafts the whole block.
-        assert_eq!(p.choose(15, 0, &|_| true).drafts, 15);
+        assert_eq!(p.choose(15, 0, &|_| 0.0).drafts, 15);
         simulate(&mut p, 50, |_, _| 0.0, 6);
         let (costs, history) = p.into_parts();
         let mut next = DraftPolicy::new(costs, history);
-        assert_eq!(next.choose(15, 0, &|_| true).drafts, 0);
+        assert_eq!(next.choose(15, 0, &|_| 0.0).drafts, 0);
     }
 
     #[test]
@@ -1048,13 +1041,13 @@ mod tests {
         let mut p = DraftPolicy::new(gpu(), History::default());
         for max in [0, 1, 2, 5, 15] {
             for _ in 0..20 {
-                let c = p.choose(max, 0, &|_| true);
+                let c = p.choose(max, 0, &|_| 0.0);
                 assert!(c.drafts <= max && c.rows > c.drafts, "{c:?} at max {max}");
                 p.report(c, 0, c.drafts, None);
             }
         }
         // Costs without an AR step: AR only (nothing to compare with).
         let mut q = DraftPolicy::new(StepCosts::from_samples(&[(4, 0, 1.0)]), History::default());
-        assert_eq!(q.choose(3, 0, &|_| true), Choice { drafts: 0, rows: 1 });
+        assert_eq!(q.choose(3, 0, &|_| 0.0), Choice { drafts: 0, rows: 1 });
     }
 }

@@ -31,9 +31,16 @@ struct Kept<'m> {
 }
 
 impl Kept<'_> {
-    /// Whether a run costs what a step usually does.
-    fn ready(&self, on_gpu: bool) -> bool {
-        !on_gpu || (self.runs >= 2 && self.used.elapsed() < backend_layout::GPU_GRAPH_IDLE_DROP)
+    /// The share of building it that its next runs still cost: 0 once a
+    /// run costs what a step usually does; on a GPU a half for each of the
+    /// two runs before capture.
+    fn to_build(&self, on_gpu: bool) -> f64 {
+        if !on_gpu {
+            return 0.0;
+        }
+        let idle = self.used.elapsed() >= backend_layout::GPU_GRAPH_IDLE_DROP;
+        let runs = if idle { 0 } else { self.runs.min(2) };
+        (2 - runs) as f64 / 2.0
     }
 }
 
@@ -417,25 +424,30 @@ impl<'m> Session<'m> {
         }
     }
 
-    /// Whether a decoding step of `rows` rows at `pos0` has its graphs built
-    /// (both views' when it drafts) and, on a GPU, used recently enough to
-    /// be captured still: a step that must build or capture them costs more
-    /// (see `StepCosts::fresh`). `logits`: whether the step samples.
-    pub fn step_graphs_ready(&self, rows: usize, pos0: usize, logits: bool) -> bool {
+    /// What share of a fresh shape's extra cost (`StepCosts::fresh`) a
+    /// decoding step of `rows` rows at `pos0` still pays: 0 when its graphs
+    /// (both views' when it drafts) are ready, 1 when they are not built;
+    /// on a GPU, a half for each of the two runs before one is captured
+    /// (see [`Kept::runs`]). `logits`: whether the step samples.
+    pub fn step_graphs_to_build(&self, rows: usize, pos0: usize, logits: bool) -> f64 {
         if pos0 + rows > self.cache.n_ctx {
-            return true;
+            return 0.0;
         }
         let views: &[View] = if rows > 1 {
             &[View::Diffusion, View::Ar]
         } else {
             &[View::Ar]
         };
-        views.iter().all(|&v| {
-            let shape = self.shape(v, pos0, rows, rows, logits, true);
-            self.graphs
-                .get(&shape)
-                .is_some_and(|g| g.ready(self.on_gpu))
-        })
+        let left: f64 = views
+            .iter()
+            .map(|&v| {
+                let shape = self.shape(v, pos0, rows, rows, logits, true);
+                self.graphs
+                    .get(&shape)
+                    .map_or(1.0, |g| g.to_build(self.on_gpu))
+            })
+            .sum();
+        left / views.len() as f64
     }
 
     /// The one pass behind `forward`, `forward_padded` and `prefill`.
