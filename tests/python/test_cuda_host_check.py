@@ -29,7 +29,8 @@ def compiler() -> str:
 
 
 def check(tmp_path: Path, kernel: str) -> subprocess.CompletedProcess:
-    for name in (f"{kernel}.cuh", f"{kernel}-test.cu", "test-util.cuh", "orthrus-launch.cuh"):
+    headers = [h.name for h in (REPO / "kernels" / "cuda").glob("*.cuh")]
+    for name in [f"{kernel}-test.cu", *headers]:
         (tmp_path / name).write_text(host_source(REPO / "kernels" / "cuda" / name))
     cxx = compiler()
     return subprocess.run(
