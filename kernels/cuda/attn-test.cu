@@ -4,11 +4,8 @@
 // them out (queries inside a fused qkv row, the cache slot-major); the
 // reference sums in double from the same f16 K and V. Checks the error for
 // several head groupings, query counts and cache lengths (chunks and splits
-// cut short, whole splits masked), with one split and with many; and, with
-// many, that attn-quantize.cuh's combine-and-quantize gives the matmul the
-// activations combine_kernel and then orthrus_mmv::quantize() give, byte for
-// byte. Then times the models' shapes. Exit status 1 on any failed check.
-#include "attn-quantize.cuh"
+// cut short, whole splits masked), with one split and with many. Then times
+// the models' shapes. Exit status 1 on any failed check.
 #include "attn.cuh"
 #include "test-util.cuh"
 
@@ -133,41 +130,6 @@ static double error(const Data & x, const std::vector<float> & out) {
     return worst / mag;
 }
 
-// After launch(p, ...) left the combined output in x.ddst: the activations
-// orthrus_mmv::quantize() makes of it for each K-quant against those
-// combine_quantize() makes from the splits (the attention run again without
-// its combine), byte for byte. True where the combine is not taken that way.
-static bool same_activations(Data & x, Params p) {
-    using orthrus_mmv::WType;
-    const int64_t k = (int64_t) x.nh * D;
-    bool all = true;
-    for (const WType type : {WType::Q4_K, WType::Q6_K}) {
-        if (!orthrus_attn_quantize::supported(p, type)) {
-            continue;
-        }
-        const size_t bytes = orthrus_mmv::acts_bytes(k, x.nq);
-        void *a = nullptr, *b = nullptr;
-        CHECK(cudaMalloc(&a, bytes));
-        CHECK(cudaMalloc(&b, bytes));
-        CHECK(cudaMemset(a, 0x5A, bytes));
-        CHECK(cudaMemset(b, 0x5A, bytes));
-        orthrus_mmv::quantize(type, x.ddst, k, 0, x.nq, x.nq, 1, k, k * x.nq, k * x.nq, a, 0);
-        launch(p, x.scratch, 0, false);
-        orthrus_attn_quantize::combine_quantize(type, p, b, 0);
-        CHECK(cudaGetLastError());
-        std::vector<unsigned char> ha(bytes), hb(bytes);
-        CHECK(cudaMemcpy(ha.data(), a, bytes, cudaMemcpyDeviceToHost));
-        CHECK(cudaMemcpy(hb.data(), b, bytes, cudaMemcpyDeviceToHost));
-        CHECK(cudaFree(a));
-        CHECK(cudaFree(b));
-        const bool same = ha == hb;
-        all = all && same;
-        printf("    combined and quantized for %s in one kernel: %s\n", type == WType::Q4_K ? "Q4_K" : "Q6_K",
-               same ? "the same bytes" : "DIFFER");
-    }
-    return all;
-}
-
 int main(int argc, char ** argv) {
     const bool profile = argc > 1 && strcmp(argv[1], "profile") == 0;
     int failures = 0;
@@ -209,9 +171,6 @@ int main(int argc, char ** argv) {
             failures += !ok;
             printf("heads %2d/%d, %2d queries, %4d slots (masked from %4d), %2d splits of %4d, %d stages: error / max|out| %.2e: %s\n",
                    c.nh, c.nkv, c.nq, c.n_kv, c.masked_from, p.nsplit, p.split_len, p.stages, e, ok ? "ok" : "FAILED");
-            if (stages == MAX_STAGES) {
-                failures += !same_activations(x, p);
-            }
         }
         release(x);
     }
@@ -238,24 +197,6 @@ int main(int argc, char ** argv) {
                 const double gbs = 4.0 * n_kv * s.nkv * D / (us * 1e3);
                 printf("%-4s heads %d/%d, %2d queries, %5d slots, %2d splits: %6.2f us (%4.0f GB/s), with PDL %6.2f us (values %s)\n",
                        s.what, s.nh, s.nkv, nq, n_kv, p.nsplit, us, gbs, us_pdl, same ? "the same" : "DIFFER");
-                // The splits combined where the output projection quantizes
-                // its input, against combine_kernel and then quantize().
-                if (nq > 1 && p.nsplit > 1) {
-                    const int64_t k = (int64_t) s.nh * D;
-                    void * acts = nullptr;
-                    CHECK(cudaMalloc(&acts, orthrus_mmv::acts_bytes(k, nq)));
-                    const float apart = graph_us_with_pdl([&](cudaStream_t st) {
-                        launch(p, x.scratch, st);
-                        orthrus_mmv::quantize(orthrus_mmv::WType::Q4_K, x.ddst, k, 0, nq, nq, 1, k, k * nq, k * nq, acts, st);
-                    });
-                    const float fused = graph_us_with_pdl([&](cudaStream_t st) {
-                        launch(p, x.scratch, st, false);
-                        orthrus_attn_quantize::combine_quantize(orthrus_mmv::WType::Q4_K, p, acts, st);
-                    });
-                    CHECK(cudaFree(acts));
-                    printf("     with the Q4_K quantizing of its output: combine, quantize %6.2f us; in one %6.2f us\n",
-                           apart, fused);
-                }
                 // Other plans (blocks per SM, fewest chunks a split, stages), with PDL.
                 if (nq > 1 && n_kv >= 4096) {
                     printf("     plans:");

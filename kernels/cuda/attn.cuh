@@ -14,9 +14,7 @@
 //   - S = Q K^T and O += P V with f16 mma (m16n8k16, f32 accumulators), the
 //     online softmax in between in f32 (S's accumulator fragment is P's A
 //     fragment: no shuffles);
-//   - with more than one split, the splits' (O, max, sum) meet in
-//     combine_kernel, or where the output projection quantizes its input
-//     (attn-quantize.cuh).
+//   - with more than one split, the splits' (O, max, sum) meet in combine().
 //
 // One query (a one-token pass) is the same with 2 or 4 of a warp's 16 rows;
 // ggml-hook.cu leaves lone queries to ggml's vector kernel, as quick there,
@@ -423,11 +421,9 @@ static inline size_t scratch_bytes(const Params & p) {
     return (size_t) p.nkv * p.nsplit * block_rows(p) * (D * sizeof(float) + sizeof(float2));
 }
 
-// After plan(), with scratch_bytes() of 16-byte aligned scratch (p's partial
-// results point into it then). Asynchronous on `stream`; with PDL when
-// orthrus_launch::use_pdl(). combine false: the splits' partial results are
-// left for the caller to combine (as attn-quantize.cuh does), dst unwritten.
-static inline void launch(Params & p, void * scratch, cudaStream_t stream, bool combine = true) {
+// After plan(), with scratch_bytes() of 8-byte aligned scratch. Asynchronous on
+// `stream`; with PDL when orthrus_launch::use_pdl().
+static inline void launch(Params p, void * scratch, cudaStream_t stream) {
     const int rows = block_rows(p);
     if (p.nsplit > 1) {
         p.part_o = (float *) scratch;
@@ -449,7 +445,7 @@ static inline void launch(Params & p, void * scratch, cudaStream_t stream, bool 
     } else {
         launch_kernel(attn_kernel<1>, grid, block, smem_bytes(1), stream, p);
     }
-    if (p.nsplit > 1 && combine) {
+    if (p.nsplit > 1) {
         launch_kernel(combine_kernel, dim3(p.nkv, rows), dim3(THREADS_COMBINE), 0, stream, p);
     }
 }

@@ -1,14 +1,11 @@
 // kernels/cuda/ inside ggml-cuda: kernels/cuda/CMakeLists.txt compiles this
-// file into the ggml-cuda target (with mmv.cuh, attn.cuh and attn-quantize.cuh
-// from beside it),
+// file into the ggml-cuda target (with mmv.cuh and attn.cuh from beside it),
 // and patches/0001-ggml-cuda-orthrus-hooks.patch makes ggml-cuda.cu call
 //   - ggml_cuda_orthrus_mul_mat at the top of ggml_cuda_mul_mat;
 //   - ggml_cuda_orthrus_mul_mat_add from ggml-cuda's fusion loop, for a
 //     MUL_MAT whose one use is an ADD (the residual connections);
 //   - ggml_cuda_orthrus_norm_mul_mat first in that loop, for an RMS_NORM,
 //     MUL, MUL_MAT;
-//   - ggml_cuda_orthrus_attn_mul_mat next in that loop, for a
-//     FLASH_ATTN_EXT, its RESHAPE, the output projection's MUL_MAT (and ADD);
 //   - ggml_cuda_orthrus_flash_attn at the top of GGML_OP_FLASH_ATTN_EXT.
 //
 // The engine sets the mode (ggml_cuda_orthrus_set_mmv_mode; 1 until then):
@@ -23,14 +20,12 @@
 // beyond what our attention takes in one launch (32 queries, 128 rows of
 // queries times heads per KV head) as many launches. An RMS norm whose
 // result goes to our matmul is computed with the quantizing of that result
-// in one kernel, and so are attention's splits combined where the output
-// projection (ours) quantizes its input; our kernels are launched with programmatic dependent launch
+// in one kernel; our kernels are launched with programmatic dependent launch
 // on sm_90 and later, as ggml-cuda launches its own.
 #include "ggml-cuda/common.cuh"
 
 // From this file's directory: ggml-cuda has an mmv.cuh of its own, which the
 // path above keeps apart.
-#include "attn-quantize.cuh"
 #include "attn.cuh"
 #include "mmv.cuh"
 
@@ -74,14 +69,15 @@ struct NormArgs {
     float eps;
 };
 
-// Whether our matmul takes dst = src0 src1 in the current mode, and as
-// which weight type.
-static bool mmv_takes(const ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                      const ggml_tensor * dst, orthrus_mmv::WType & type) {
+// dst = src0 src1 (+ add, laid out as dst, when not null); with norm, src1 is
+// computed on the way (contiguous, as x).
+static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                         const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr) {
     const int mode = ggml_cuda_orthrus_mmv_mode();
     if (mode <= 0) {
         return false;
     }
+    orthrus_mmv::WType type;
     switch (src0->type) {
         case GGML_TYPE_Q4_K: type = orthrus_mmv::WType::Q4_K; break;
         case GGML_TYPE_Q6_K: type = orthrus_mmv::WType::Q6_K; break;
@@ -116,30 +112,18 @@ static bool mmv_takes(const ggml_backend_cuda_context & ctx, const ggml_tensor *
     // as quick for the other types.
     const int64_t max_cols = (mode == 2 ? 2 : 1) * orthrus_mmv::MAX_COLS;
     const bool few = ncols < 3 && type != orthrus_mmv::WType::Q4_K;
-    return orthrus_mmv::supported(k) && ncols >= 1 && ncols <= max_cols &&
-           !(mode == 1 && (few || type == orthrus_mmv::WType::Q8_0));
-}
+    if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
+        (mode == 1 && (few || type == orthrus_mmv::WType::Q8_0))) {
+        return false;
+    }
 
-// dst = src0 src1 (+ add, laid out as dst, when not null) by our matmul,
-// after mmv_takes() gave `type`; src1 quantized on the way: computed with
-// norm (contiguous, as x), or combined from the attention splits of attn
-// (attn-quantize.cuh), or as it is.
-static void mul_mat_run(ggml_backend_cuda_context & ctx, orthrus_mmv::WType type, const ggml_tensor * src0,
-                        const ggml_tensor * src1, const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr,
-                        const orthrus_attn::Params * attn = nullptr) {
-    const int64_t k = src0->ne[0];
-    const int64_t nrows = src0->ne[1];
-    const int64_t ncols = src1->ne[1] * src1->ne[2] * src1->ne[3];
     set_pdl(ctx);
     cudaStream_t stream = ctx.stream();
     ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) std::min<int64_t>(ncols, orthrus_mmv::MAX_COLS)));
     const int64_t ts = sizeof(float);
     for (int64_t c0 = 0; c0 < ncols; c0 += orthrus_mmv::MAX_COLS) {
         const int n = (int) std::min<int64_t>(ncols - c0, orthrus_mmv::MAX_COLS);
-        if (attn) {
-            // One launch's queries: at most MAX_COLS columns (the caller's check).
-            orthrus_attn_quantize::combine_quantize(type, *attn, acts.get(), stream);
-        } else if (norm) {
+        if (norm) {
             orthrus_mmv::norm_quantize(type, norm->x, norm->w, norm->eps, k, (int) c0, n, (float *) src1->data,
                                        acts.get(), stream);
         } else {
@@ -151,16 +135,6 @@ static void mul_mat_run(ggml_backend_cuda_context & ctx, orthrus_mmv::WType type
                             {orthrus_mmv::row_tiles(nrows), orthrus_mmv::default_variant(type), true});
     }
     CUDA_CHECK(cudaGetLastError());
-}
-
-// dst = src0 src1 (+ add) when our matmul takes it (false: not computed).
-static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                         const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr) {
-    orthrus_mmv::WType type;
-    if (!mmv_takes(ctx, src0, src1, dst, type)) {
-        return false;
-    }
-    mul_mat_run(ctx, type, src0, src1, add, dst, norm);
     return true;
 }
 
@@ -173,20 +147,17 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
 // is the ADD dst (add its other operand; false: not fused, ggml goes on).
 // The add's f32 values are read where dst is written: in place (ggml's
 // allocator reuses x for x = x + W h) or apart, not partly overlapping.
-// Whether add's values can be read where dst is written: f32, dst's layout,
-// in place or apart.
-static bool addend_fits(const ggml_tensor * add, const ggml_tensor * dst) {
+bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                                   const ggml_tensor * add, ggml_tensor * dst) {
     if (add->type != GGML_TYPE_F32 || !ggml_is_contiguous(add) || !ggml_are_same_shape(add, dst)) {
         return false;
     }
     const char * a = (const char *) add->data, * d = (const char *) dst->data;
     const size_t n = ggml_nbytes(dst);
-    return a == d || a >= d + n || d >= a + n;
-}
-
-bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                                   const ggml_tensor * add, ggml_tensor * dst) {
-    return addend_fits(add, dst) && mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
+    if (a != d && a < d + n && d < a + n) {
+        return false;
+    }
+    return mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
 }
 
 // Nodes i, i+1, i+2 = RMS_NORM, MUL by its weight, MUL_MAT of the result, for
@@ -217,11 +188,9 @@ bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph
     return mul_mat_into(ctx, mm->src[0], mul, nullptr, mm, &norm);
 }
 
-// Whether attn.cuh takes the GGML_OP_FLASH_ATTN_EXT node dst; if so p is
-// set for its first launch (queries from 0, at most max_q of them; plan()
-// done) and max_q to the queries a launch takes.
-static bool attn_params(const ggml_backend_cuda_context & ctx, const ggml_tensor * dst, orthrus_attn::Params & p,
-                        int64_t & max_q) {
+// GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:
+// ggml's kernels compute it).
+bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
     if (ggml_cuda_orthrus_mmv_mode() <= 0 || dst->src[0]->ne[1] == 1) {
         return false;
     }
@@ -246,7 +215,7 @@ static bool attn_params(const ggml_backend_cuda_context & ctx, const ggml_tensor
     const int64_t nq = q->ne[1], nh = q->ne[2], nkv = k->ne[2], n_kv = k->ne[1];
     // Queries a launch takes: MAX_Q, fewer where the heads per KV head are
     // many; a block of more goes in as many launches.
-    max_q = nkv > 0 && nh % nkv == 0 ? orthrus_attn::max_queries(nh / nkv) : 0;
+    const int64_t max_q = nkv > 0 && nh % nkv == 0 ? orthrus_attn::max_queries(nh / nkv) : 0;
     if (max_q < 1 || nq > 2 * orthrus_attn::MAX_Q || !orthrus_attn::supported(q->ne[0], std::min(nq, max_q), nh, nkv) ||
         k->ne[0] != orthrus_attn::D ||
         v->ne[0] != orthrus_attn::D || v->ne[1] != n_kv || v->ne[2] != nkv || q->ne[3] != 1 || k->ne[3] != 1 ||
@@ -270,48 +239,27 @@ static bool attn_params(const ggml_backend_cuda_context & ctx, const ggml_tensor
     if (!ggml_is_contiguous(dst) || dst->ne[0] != orthrus_attn::D || dst->ne[1] != nh || dst->ne[2] != nq) {
         return false;
     }
-    p = orthrus_attn::Params{};
-    p.q_s1 = q->nb[1] / sizeof(float);
-    p.q_s2 = q->nb[2] / sizeof(float);
-    p.k_s1 = k->nb[1] / sizeof(half);
-    p.k_s2 = k->nb[2] / sizeof(half);
-    p.v_s1 = v->nb[1] / sizeof(half);
-    p.v_s2 = v->nb[2] / sizeof(half);
-    p.mask_s1 = mask->nb[1] / sizeof(half);
-    p.q = (const float *) q->data;
-    p.k = (const half *) k->data;
-    p.v = (const half *) v->data;
-    p.mask = (const half *) mask->data;
-    p.dst = (float *) dst->data;
-    p.nq = (int) std::min(nq, max_q);
-    p.nh = (int) nh;
-    p.nkv = (int) nkv;
-    p.n_kv = (int) n_kv;
-    p.scale = scale;
-    const auto & info = ggml_cuda_info().devices[ctx.device];
-    orthrus_attn::plan(p, info.nsm, info.smpbo);
-    return true;
-}
-
-// GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:
-// ggml's kernels compute it).
-bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
-    orthrus_attn::Params p0;
-    int64_t max_q;
-    if (!attn_params(ctx, dst, p0, max_q)) {
-        return false;
-    }
-    const int64_t nq = dst->src[0]->ne[1];
     for (int64_t q0 = 0; q0 < nq; q0 += max_q) {
-        orthrus_attn::Params p = p0;
-        p.q = p0.q + q0 * p.q_s1;
-        p.mask = p0.mask + q0 * p.mask_s1;
-        p.dst = p0.dst + q0 * p.nh * orthrus_attn::D;
+        orthrus_attn::Params p{};
+        p.q_s1 = q->nb[1] / sizeof(float);
+        p.q_s2 = q->nb[2] / sizeof(float);
+        p.k_s1 = k->nb[1] / sizeof(half);
+        p.k_s2 = k->nb[2] / sizeof(half);
+        p.v_s1 = v->nb[1] / sizeof(half);
+        p.v_s2 = v->nb[2] / sizeof(half);
+        p.mask_s1 = mask->nb[1] / sizeof(half);
+        p.q = (const float *) q->data + q0 * p.q_s1;
+        p.k = (const half *) k->data;
+        p.v = (const half *) v->data;
+        p.mask = (const half *) mask->data + q0 * p.mask_s1;
+        p.dst = (float *) dst->data + q0 * nh * orthrus_attn::D;
         p.nq = (int) std::min(nq - q0, max_q);
-        if (p.nq != p0.nq) {
-            const auto & info = ggml_cuda_info().devices[ctx.device];
-            orthrus_attn::plan(p, info.nsm, info.smpbo);
-        }
+        p.nh = (int) nh;
+        p.nkv = (int) nkv;
+        p.n_kv = (int) n_kv;
+        p.scale = scale;
+        const auto & info = ggml_cuda_info().devices[ctx.device];
+        orthrus_attn::plan(p, info.nsm, info.smpbo);
         ggml_cuda_pool_alloc<char> scratch(ctx.pool());
         if (const size_t bytes = orthrus_attn::scratch_bytes(p)) {
             scratch.alloc(bytes);
@@ -321,50 +269,4 @@ bool ggml_cuda_orthrus_flash_attn(ggml_backend_cuda_context & ctx, ggml_tensor *
     }
     CUDA_CHECK(cudaGetLastError());
     return true;
-}
-
-// Nodes i.. = FLASH_ATTN_EXT, its RESHAPE to [heads x D, queries], the
-// output projection's MUL_MAT of that and, where it follows, the ADD of the
-// residual, for ggml-cuda's fusion loop: our attention leaves its splits'
-// partial results, and they are combined where the projection quantizes its
-// input (attn-quantize.cuh), one kernel fewer than attention, combine and
-// quantize; the attention node's own output is not written. Returns the
-// nodes taken beyond i (0: none, ggml goes on).
-int ggml_cuda_orthrus_attn_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph * cgraph, int i) {
-    if (i + 2 >= cgraph->n_nodes || !ctx.stream_context().concurrent_events.empty()) {
-        return 0;
-    }
-    ggml_tensor * fa = cgraph->nodes[i];
-    const ggml_tensor * rs = cgraph->nodes[i + 1];
-    ggml_tensor * mm = cgraph->nodes[i + 2];
-    const auto only_use = [&](int j) {
-        return ggml_node_get_use_count(cgraph, j) == 1 && !(cgraph->nodes[j]->flags & GGML_TENSOR_FLAG_OUTPUT);
-    };
-    if (rs->op != GGML_OP_RESHAPE || rs->src[0] != fa || !only_use(i) || !only_use(i + 1) ||
-        mm->op != GGML_OP_MUL_MAT || mm->src[1] != rs || (mm->flags & GGML_TENSOR_FLAG_COMPUTE) == 0) {
-        return 0;
-    }
-    // The residual add, as ggml-cuda's mul_mat + add fusion would take it.
-    ggml_tensor * dst = mm;
-    const ggml_tensor * addend = nullptr;
-    if (i + 3 < cgraph->n_nodes && only_use(i + 2)) {
-        ggml_tensor * add = cgraph->nodes[i + 3];
-        const ggml_tensor * other = add->src[0] == mm ? add->src[1] : add->src[1] == mm ? add->src[0] : nullptr;
-        if (add->op == GGML_OP_ADD && (add->flags & GGML_TENSOR_FLAG_COMPUTE) && other && addend_fits(other, add)) {
-            dst = add;
-            addend = other;
-        }
-    }
-    orthrus_attn::Params p;
-    int64_t max_q;
-    orthrus_mmv::WType type;
-    if (!attn_params(ctx, fa, p, max_q) || fa->src[0]->ne[1] > max_q || !mmv_takes(ctx, mm->src[0], rs, dst, type) ||
-        !orthrus_attn_quantize::supported(p, type) || rs->ne[0] != (int64_t) p.nh * orthrus_attn::D) {
-        return 0;
-    }
-    ggml_cuda_pool_alloc<char> scratch(ctx.pool(), orthrus_attn::scratch_bytes(p));
-    set_pdl(ctx);
-    orthrus_attn::launch(p, scratch.get(), ctx.stream(), false);
-    mul_mat_run(ctx, type, mm->src[0], rs, addend ? (const float *) addend->data : nullptr, dst, nullptr, &p);
-    return dst == mm ? 2 : 3;
 }

@@ -161,19 +161,29 @@ static __device__ __forceinline__ int64_t pair_slot(int kb, int c) {
     return ((int64_t) (kb / 2) * NT + c / 8) * 16 + (c % 8) / 2 * 4 + 2 * (kb % 2) + c % 2;
 }
 
-// Span sp of column c (of the 8 NT) into buf, by one warp, from the values
-// the warp holds: lane l's 8 are the span's 8l..8l+7 (32 lanes for a 256
-// span; 4 lanes a 32 block, lanes past them holding zeros, as for a column
-// past the last).
+// Span sp of column c (of the 8 NT) into buf, by one warp: span points at the
+// span's values (null: a column past the last, zeros); a lane holds 8
+// consecutive values (32 for a 256 span, 4 lanes a 32 block, of which lanes
+// 1..3 hold nothing for a span of 32).
 template <WType T, int NT>
-static __device__ __forceinline__ void quantize_values(const float (&v)[8], void * buf, const int nkb, const int sp,
-                                                       const int c, const int lane) {
+static __device__ __forceinline__ void quantize_span(const float * span, void * buf, const int nkb, const int sp,
+                                                     const int c, const int lane) {
     constexpr int SPAN = scale_span(T);
     constexpr int LANES = SPAN / 8;  // lanes with values
+    float v[8];
     float amax = 0.0f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-        amax = fmaxf(amax, fabsf(v[e]));
+        v[e] = 0.0f;
+    }
+    if (span && lane < LANES) {
+        const float4 * src = (const float4 *) (span + 8 * lane);
+        const float4 a = src[0], b = src[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            amax = fmaxf(amax, fabsf(v[e]));
+        }
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -217,25 +227,6 @@ static __device__ __forceinline__ void quantize_values(const float (&v)[8], void
         const int64_t pair = ((int64_t) (sp * NT + c / 8) * 8 + c % 8) * 4 + lane / 8;
         ((int16_t *) a.qsum)[2 * pair + (lane / 4) % 2] = (int16_t) sum;
     }
-}
-
-// quantize_values() reading the span's values from span (null: a column past
-// the last, zeros).
-template <WType T, int NT>
-static __device__ __forceinline__ void quantize_span(const float * span, void * buf, const int nkb, const int sp,
-                                                     const int c, const int lane) {
-    constexpr int LANES = scale_span(T) / 8;  // lanes with values
-    float v[8];
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-        v[e] = 0.0f;
-    }
-    if (span && lane < LANES) {
-        const float4 * src = (const float4 *) (span + 8 * lane);
-        const float4 a = src[0], b = src[1];
-        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-    }
-    quantize_values<T, NT>(v, buf, nkb, sp, c, lane);
 }
 
 // One warp per (span of values, column). Column c (of ncols, from c0) of x is

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE: compiles our hook and kernels (kernels/cuda/
-# ggml-hook.cu, with mmv.cuh, attn.cuh and attn-quantize.cuh) inside ggml-cuda for each of the
+# ggml-hook.cu, with mmv.cuh and attn.cuh) inside ggml-cuda for each of the
 # default architectures of a `cargo build --features cuda` with no GPU visible
 # (80, 86, 89, 90a, 100, 120), through the same CMake project, and lists the
 # device code the object holds. Only that object is compiled, not all of
