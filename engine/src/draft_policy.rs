@@ -519,10 +519,6 @@ impl DraftPolicy {
         }
     }
 
-    pub fn acceptance(&self) -> &Acceptance {
-        &self.acceptance
-    }
-
     /// The costs, as refined by this generation's steps, and what it
     /// leaves the next generation.
     pub fn into_parts(self) -> (StepCosts, History) {
