@@ -409,9 +409,9 @@ impl DraftPolicy {
             })
             .collect();
         // Building a length's graphs is paid once for the steps that use
-        // them until the generation ends or the KV window moves on: per
-        // step, the build's share of the tokens left there that the step
-        // commits. (Unshared, a build of 4.5 AR steps' time for 60 tokens
+        // them until the KV window moves on (the session keeps them across
+        // generations): per step, the build's share of the tokens left in
+        // the window that the step commits. (Unshared, a build of 4.5 AR steps' time for 60 tokens
         // left made a single draft of the 8B after an 8K prompt look free.)
         let left = (KV_WINDOW - position % KV_WINDOW) as f64;
         let build: Vec<(usize, f64)> = std::iter::once(1)

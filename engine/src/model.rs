@@ -557,12 +557,12 @@ impl<'f> Placement<'_, 'f> {
     fn qkv(&mut self, [q, k, v]: [TensorId; 3], il: usize, suffix: &str) -> Qkv {
         let ty = |p: &TensorId| self.found[p].1;
         if ty(&q) == ty(&k) && ty(&k) != ty(&v) {
-            if let Stacked::Fused(qk) =
-                self.stacked([q, k], &format!("blk.{il}.attn_qk{suffix}.weight"))
-            {
-                let v = self.add(v);
-                return Qkv::QkThenV { qk, v };
-            }
+            let qk = self.stacked([q, k], &format!("blk.{il}.attn_qk{suffix}.weight"));
+            let v = self.add(v);
+            return match qk {
+                Stacked::Fused(qk) => Qkv::QkThenV { qk, v },
+                Stacked::Apart([q, k]) => Qkv::Stacked(Stacked::Apart([q, k, v])),
+            };
         }
         Qkv::Stacked(self.stacked([q, k, v], &format!("blk.{il}.attn_qkv{suffix}.weight")))
     }

@@ -31,6 +31,16 @@ struct Kept<'m> {
 }
 
 impl Kept<'_> {
+    /// Its runs as ggml-cuda sees them: none after it sat idle long enough
+    /// to be dropped.
+    fn runs_now(&self) -> u32 {
+        if self.used.elapsed() >= backend_layout::GPU_GRAPH_IDLE_DROP {
+            0
+        } else {
+            self.runs
+        }
+    }
+
     /// The share of building it that its next runs still cost: 0 once a
     /// run costs what a step usually does; on a GPU a half for each of the
     /// two runs before capture.
@@ -38,9 +48,16 @@ impl Kept<'_> {
         if !on_gpu {
             return 0.0;
         }
-        let idle = self.used.elapsed() >= backend_layout::GPU_GRAPH_IDLE_DROP;
-        let runs = if idle { 0 } else { self.runs.min(2) };
-        (2 - runs) as f64 / 2.0
+        (2 - self.runs_now().min(2)) as f64 / 2.0
+    }
+
+    /// Counts a run starting now; returns whether it is one of those that
+    /// still build the graph (on a GPU: run it uncaptured, or capture it).
+    fn start_run(&mut self, on_gpu: bool) -> bool {
+        let building = self.to_build(on_gpu) > 0.0;
+        self.runs = self.runs_now().saturating_add(1);
+        self.used = Instant::now();
+        building
     }
 }
 
@@ -522,16 +539,9 @@ impl<'m> Session<'m> {
         };
         self.sched(key)?;
         let kept = self.graphs.get_mut(&shape).expect("inserted above");
-        if self.on_gpu {
-            if kept.used.elapsed() >= backend_layout::GPU_GRAPH_IDLE_DROP {
-                kept.runs = 0;
-            }
-            if kept.runs < 2 {
-                self.graphs_built += 1;
-            }
+        if kept.start_run(self.on_gpu) {
+            self.graphs_built += 1;
         }
-        kept.runs = kept.runs.saturating_add(1);
-        kept.used = Instant::now();
         let graph = &mut kept.graph;
 
         let ids: Vec<i32> = (0..rows).map(|j| tokens[j.min(t - 1)] as i32).collect();
