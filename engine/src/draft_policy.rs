@@ -808,17 +808,20 @@ mod tests {
         }
     }
 
-    /// Replays greedy generations recorded in Orthrus mode (tokens accepted
-    /// at each step of 15 drafts): a step of `d` drafts at token `n` accepts
-    /// what the recorded step starting at `n` accepted, or the rest of the
-    /// recorded run `n` falls in, at most `d`. Returns auto's and the
+    /// Replays greedy generations of `lengths[g]` tokens whose step of `d`
+    /// drafts at token `n` accepts `accept(g, n, d)`. Returns auto's and the
     /// whole-block drafts' committed tokens per unit of cost, relative to
     /// AR steps; `fresh`: each generation from a new session. Graphs as a
     /// GPU session keeps them, per rows and KV window (256 slots, after a
     /// prompt of `PROMPT` tokens): the first two runs of a step's graphs
     /// (built and run, then captured) pay half of `costs.fresh(rows)` each,
     /// in both modes; calibration ran every size in the first window.
-    fn replay(costs: &StepCosts, generations: &[Vec<usize>], fresh: bool) -> (f64, f64) {
+    fn replay(
+        costs: &StepCosts,
+        lengths: &[usize],
+        accept: &dyn Fn(usize, usize, usize) -> usize,
+        fresh: bool,
+    ) -> (f64, f64) {
         const PROMPT: usize = 40;
         let window = |n: usize, rows: usize| (PROMPT + n + rows).div_ceil(256);
         let (mut tokens, mut auto, mut whole) = (0.0, 0.0, 0.0);
@@ -828,16 +831,7 @@ mod tests {
         let mut runs: HashMap<(usize, usize), u32> = HashMap::new();
         let mut runs_whole: HashMap<usize, u32> = HashMap::new();
         let to_build = |runs: Option<&u32>| (2 - runs.copied().unwrap_or(0).min(2)) as f64 / 2.0;
-        for accepted in generations {
-            let mut rest = vec![0; accepted.iter().map(|a| a + 1).sum::<usize>() + 1];
-            let mut t = 0;
-            for &a in accepted {
-                for k in 0..=a {
-                    rest[t + k] = a - k;
-                }
-                t += a + 1;
-            }
-            let total = t;
+        for (g, &total) in lengths.iter().enumerate() {
             let mut p = DraftPolicy::new(
                 costs.clone(),
                 if fresh { History::default() } else { history },
@@ -850,7 +844,7 @@ mod tests {
             while n < total {
                 let left = |rows: usize| to_build(runs.get(&(rows, window(n, rows))));
                 let c = p.choose(15.min(total - n - 1), PROMPT + n, &left);
-                let a = rest[n].min(c.drafts);
+                let a = accept(g, n, c.drafts);
                 auto += costs.cost(c.rows, 0).unwrap();
                 let r = runs.entry((c.rows, window(n, c.rows))).or_insert(0);
                 auto += to_build(Some(r)) * costs.fresh(c.rows);
@@ -860,16 +854,40 @@ mod tests {
             }
             history = p.into_parts().1;
             tokens += total as f64;
-            whole += accepted.len() as f64 * costs.cost(16, 0).unwrap();
             let mut n = 0;
-            for &a in accepted {
+            while n < total {
+                let d = 15.min(total - n - 1);
+                whole += costs.cost(16, 0).unwrap();
                 let r = runs_whole.entry(window(n, 16)).or_insert(0);
                 whole += to_build(Some(r)) * costs.fresh(16);
                 *r += 1;
-                n += a + 1;
+                n += accept(g, n, d) + 1;
             }
         }
         (tokens * ar / auto, tokens * ar / whole)
+    }
+
+    /// [`replay`] of greedy generations recorded in Orthrus mode (tokens
+    /// accepted at each step of 15 drafts): a step of `d` drafts at token
+    /// `n` accepts what the recorded step starting at `n` accepted, or the
+    /// rest of the recorded run `n` falls in, at most `d`.
+    fn replay_recorded(costs: &StepCosts, generations: &[Vec<usize>], fresh: bool) -> (f64, f64) {
+        let rest: Vec<Vec<usize>> = generations
+            .iter()
+            .map(|accepted| {
+                let mut rest = vec![0; accepted.iter().map(|a| a + 1).sum::<usize>() + 1];
+                let mut t = 0;
+                for &a in accepted {
+                    for k in 0..=a {
+                        rest[t + k] = a - k;
+                    }
+                    t += a + 1;
+                }
+                rest
+            })
+            .collect();
+        let lengths: Vec<usize> = rest.iter().map(|r| r.len() - 1).collect();
+        replay(costs, &lengths, &|g, n, d| rest[g][n].min(d), fresh)
     }
 
     #[test]
@@ -913,7 +931,7 @@ mod tests {
         }
         for costs in [&costs, &building] {
             for fresh in [false, true] {
-                let (auto, whole) = replay(costs, &generations, fresh);
+                let (auto, whole) = replay_recorded(costs, &generations, fresh);
                 eprintln!("fresh {fresh}: auto {auto:.3}, whole block {whole:.3} (AR 1)");
                 assert!(
                     auto >= 0.96 * whole.max(1.0),
@@ -935,7 +953,7 @@ mod tests {
         let at_least_ar =
             |what: &str, costs: &StepCosts, generations: &[Vec<usize>], bound: f64| {
                 for fresh in [false, true] {
-                    let (auto, _) = replay(costs, generations, fresh);
+                    let (auto, _) = replay_recorded(costs, generations, fresh);
                     eprintln!("{what}, fresh {fresh}: auto {auto:.3} (AR 1)");
                     assert!(auto >= bound, "{what}, fresh {fresh}: auto {auto:.3} of AR");
                 }
@@ -959,6 +977,54 @@ mod tests {
                 })
                 .collect();
             at_least_ar(&format!("accepted {first}, {next}"), &costs, &rare, 0.96);
+        }
+    }
+
+    /// Step costs in a JSON object of milliseconds by rows (`key`), with
+    /// the fresh costs under `fresh` when given.
+    fn costs_from_json(file: &serde_json::Value, key: &str, fresh: Option<&str>) -> StepCosts {
+        let ms = |k: &str| -> Vec<(usize, f64)> {
+            file[k]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(rows, ms)| (rows.parse().unwrap(), ms.as_f64().unwrap() / 1e3))
+                .collect()
+        };
+        let samples: Vec<(usize, usize, f64)> =
+            ms(key).into_iter().map(|(r, s)| (r, 0, s)).collect();
+        let mut costs = StepCosts::from_samples(&samples);
+        for (rows, s) in fresh.map(ms).unwrap_or_default() {
+            costs.set_fresh(rows, s);
+        }
+        costs
+    }
+
+    #[test]
+    fn auto_keeps_up_with_the_whole_block_on_the_acceptance_oracle() {
+        // The bundled model's shifting prompts on the H200, each step
+        // accepting what its drafts there really get right
+        // (acceptance_oracle), at the H200's costs: the whole block commits
+        // 1.29 tokens an AR step's time (`orthrus` mode live: 1.35, its text
+        // parting from the AR pass's at near-ties). Replayed, auto came to
+        // 1.08 of the whole block in one session, yet live to 0.90-0.93:
+        // steps whose graphs had moved cost 2-4x what was expected, which
+        // the probe budget paid for (see Session::run).
+        let file: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/tiny-orthrus/shifting-oracle.json"
+        )))
+        .unwrap();
+        let costs = costs_from_json(&file, "step_ms", Some("fresh_ms"));
+        let oracle: Vec<Vec<usize>> = serde_json::from_value(file["accepted_at"].clone()).unwrap();
+        let lengths: Vec<usize> = oracle.iter().map(|g| g.len()).collect();
+        for fresh in [false, true] {
+            let (auto, whole) = replay(&costs, &lengths, &|g, n, d| oracle[g][n].min(d), fresh);
+            eprintln!("fresh {fresh}: auto {auto:.3}, whole block {whole:.3} (AR 1)");
+            assert!(
+                auto >= 0.97 * whole.max(1.0),
+                "fresh {fresh}: auto {auto:.3}, whole block {whole:.3}"
+            );
         }
     }
 

@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 rc=0; [ "${CUDA_CHECK:-1}" = 0 ] || python3 scripts/cuda-check.py || rc=$?
 [ "$rc" = 0 ] || [ "$rc" = 2 ] || { echo "prepare: scripts/cuda-check.py found errors" >&2; exit 1; }
 [ "$rc" = 0 ] || echo "prepare: scripts/cuda-check.py could not run; going on unchecked" >&2
-example="-p orthrus-tests --example llama_bench"; [ -z "${SLIM:-}" ] || example=""
+example="-p orthrus-tests --example llama_bench --example acceptance_oracle"; [ -z "${SLIM:-}" ] || example=""
 cargo build --release -p orthrus-engine -p orthrus-convert $example --bin orthrus --bin orthrus-convert --features orthrus-engine/dynamic-backends --target-dir target-gpu
 # What travels: the binaries, ggml's libraries and CPU variants for the x86-64
 # servers GPUs sit in (the working tree that travels is limited to 64 MiB, so
@@ -26,7 +26,7 @@ cargo build --release -p orthrus-engine -p orthrus-convert $example --bin orthru
 # use the CPU backend), and without the llama_bench example and its
 # libllama.so (variants.sh's LLAMA runs then have llama.cpp's own llama-bench
 # only).
-bins="orthrus orthrus-convert examples/llama_bench" libs="libggml-base.so* libggml.so* libllama.so*"
+bins="orthrus orthrus-convert examples/llama_bench examples/acceptance_oracle" libs="libggml-base.so* libggml.so* libllama.so*"
 variants="x64 haswell icelake sapphirerapids zen4"
 [ -z "${SLIM:-}" ] || { bins="orthrus orthrus-convert"; libs="libggml-base.so* libggml.so*"; variants="x64 haswell"; }
 rm -rf gpu-carry && mkdir -p gpu-carry/bin

@@ -1,0 +1,86 @@
+//! How many drafts an Orthrus model's diffusion view gets right at every
+//! position of its own greedy continuations: for each prompt of a prompts
+//! file, the greedy AR continuation of N tokens and, at each of its
+//! positions n, how many of the D drafts of a block starting there equal
+//! the continuation's next tokens. A step of d <= D drafts at n then accepts
+//! min(that, d) (greedy decoding commits the AR continuation whatever the
+//! draft lengths), which lets auto mode's replays
+//! (engine/src/draft_policy.rs) price any sequence of draft lengths.
+//!
+//! `acceptance_oracle MODEL.gguf PROMPTS.json [N] [D]` prints JSON.
+
+use orthrus_engine::{generate, GenerateParams, KvCache, LoadOptions, Mode, Model, Session, View};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 3 {
+        eprintln!("usage: acceptance_oracle MODEL.gguf PROMPTS.json [N] [D]");
+        std::process::exit(2);
+    }
+    let n_gen: usize = args.get(3).map_or(256, |s| s.parse().expect("N: a number"));
+    // The device ORTHRUS_DEVICE names (CPU, CUDA0, ...), else the first GPU.
+    let opts = LoadOptions {
+        device: std::env::var("ORTHRUS_DEVICE").ok(),
+        ..Default::default()
+    };
+    let model = Model::load(args[1].as_ref(), &opts).expect("model");
+    let block = model.hparams.orthrus.expect("an Orthrus model").block_size;
+    let d_max: usize = args
+        .get(4)
+        .map_or(block - 1, |s| s.parse().expect("D: a number"));
+    let mask = model.hparams.orthrus.unwrap().mask_token;
+    let tok = model.tokenizer().expect("tokenizer");
+    let text = std::fs::read_to_string(&args[2]).expect("prompts file");
+    let prompts: Vec<String> = serde_json::from_str(&text).expect("a JSON array of strings");
+    let cache = KvCache::new(&model, 4096, orthrus_kernels::GgmlType::F16).expect("cache");
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut session = Session::new(&model, &cache, threads, 512).expect("session");
+    let mut out = Vec::new();
+    for p in &prompts {
+        let prompt = tok.encode(p).expect("tokenize");
+        let params = GenerateParams {
+            mode: Mode::Ar,
+            max_tokens: n_gen,
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let seq = generate(&mut session, &prompt, &params, &mut |_| true)
+            .expect("generate")
+            .tokens;
+        // The cache holds the prompt and seq[..n - 1]; a block at n reads
+        // the slots before it and writes its own as scratch, so from the
+        // last position back every block finds its context intact.
+        let mut accepted = vec![0usize; seq.len()];
+        for n in (0..seq.len()).rev() {
+            let d = d_max.min(seq.len() - 1 - n);
+            if d == 0 {
+                continue;
+            }
+            let mut blk = vec![mask; d + 1];
+            blk[0] = seq[n];
+            let pass = session
+                .forward(View::Diffusion, &blk, prompt.len() + n, d + 1, false)
+                .expect("diffusion pass");
+            accepted[n] = pass.argmax[..d]
+                .iter()
+                .zip(&seq[n + 1..])
+                .take_while(|(a, b)| a == b)
+                .count();
+        }
+        eprintln!(
+            "prompt of {} tokens: mean {:.2} drafts right",
+            prompt.len(),
+            accepted.iter().sum::<usize>() as f64 / accepted.len() as f64
+        );
+        out.push(accepted);
+    }
+    let what = format!(
+        "Per prompt of {}, at each position n of the greedy continuation ({n_gen} tokens), the drafts of a block of {} starting there that equal the continuation (acceptance_oracle).",
+        args[2],
+        d_max + 1
+    );
+    println!(
+        "{}",
+        serde_json::json!({ "what": what, "accepted_at": out })
+    );
+}
