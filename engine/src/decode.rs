@@ -76,6 +76,17 @@ impl Default for GenerateParams {
 pub struct Step {
     pub drafts: Vec<u32>,
     pub accepted: usize,
+    /// Tokens in the cache before the step, rows of its passes' graphs, its
+    /// microseconds, and whether it built (on a GPU: captured) a graph:
+    /// `bench --steps-out`'s record of what auto mode chose and paid.
+    #[serde(skip)]
+    pub position: usize,
+    #[serde(skip)]
+    pub rows: usize,
+    #[serde(skip)]
+    pub micros: u64,
+    #[serde(skip)]
+    pub built: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -315,7 +326,14 @@ pub fn generate(
             }
         }
         if params.mode != Mode::Ar {
-            steps.push(Step { drafts, accepted });
+            steps.push(Step {
+                drafts,
+                accepted,
+                position: n,
+                rows: choice.rows,
+                micros: (took * 1e6) as u64,
+                built: seconds.is_none(),
+            });
         }
         n += accepted + 1;
         x = next;

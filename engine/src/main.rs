@@ -152,6 +152,11 @@ struct BenchArgs {
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
+    /// Write every step of the orthrus and auto generations to this file
+    /// (JSON: per mode, per prompt, [position, drafts, rows, accepted,
+    /// microseconds, built a graph]).
+    #[arg(long = "steps-out")]
+    steps_out: Option<std::path::PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -335,6 +340,8 @@ struct ModeTotals {
     build_seconds: f64,
     /// The tokens of each prompt's generation.
     tokens: Vec<Vec<u32>>,
+    /// Each prompt's steps, as `--steps-out` writes them.
+    step_log: Vec<serde_json::Value>,
 }
 
 impl ModeTotals {
@@ -353,6 +360,21 @@ impl ModeTotals {
         self.build_steps += s.build_steps;
         self.build_seconds += s.build_seconds;
         self.tokens.push(g.tokens);
+        let steps: Vec<serde_json::Value> = g
+            .steps
+            .iter()
+            .map(|s| {
+                serde_json::json!([
+                    s.position,
+                    s.drafts.len(),
+                    s.rows,
+                    s.accepted,
+                    s.micros,
+                    s.built
+                ])
+            })
+            .collect();
+        self.step_log.push(steps.into());
     }
 
     fn json(&self, mode: Mode) -> serde_json::Value {
@@ -463,6 +485,16 @@ fn bench(a: BenchArgs) -> Result<()> {
         .zip(&totals)
         .map(|(mode, t)| t.json(*mode))
         .collect();
+    if let Some(path) = &a.steps_out {
+        let steps: serde_json::Map<String, serde_json::Value> = modes
+            .iter()
+            .zip(&totals)
+            .filter(|(m, _)| **m != Mode::Ar)
+            .map(|(m, t)| (m.name().to_string(), t.step_log.clone().into()))
+            .collect();
+        std::fs::write(path, serde_json::Value::Object(steps).to_string())
+            .with_context(|| format!("{}", path.display()))?;
+    }
     let outputs: Vec<Vec<Vec<u32>>> = totals.into_iter().map(|t| t.tokens).collect();
     let mut check = serde_json::Value::Null;
     if a.check && outputs.len() > 1 {
