@@ -124,7 +124,8 @@ pub struct Stats {
     /// Seconds of the steps that drafted nothing (AR steps), so that auto
     /// mode's AR steps can be compared with `ar` mode's.
     pub ar_step_seconds: f64,
-    /// Steps that built (on a GPU: captured) a graph, and their seconds.
+    /// Steps that built (on a GPU: captured) a graph or allocated one
+    /// afresh, and their seconds.
     pub build_steps: usize,
     pub build_seconds: f64,
     pub prompt_tokens_per_second: f64,

@@ -28,6 +28,9 @@ struct Kept<'m> {
     /// drafting step on the second cost 12 ms where 3.2 were usual: 1.7B on
     /// the H200).
     runs: u32,
+    /// The scheduler it runs on: when that one's buffers grow, this graph's
+    /// tensors move and its capture is lost (see [`Session::run`]).
+    sched: SchedKey,
 }
 
 impl Kept<'_> {
@@ -166,7 +169,19 @@ impl<'m> Session<'m> {
                 b.set_threads(self.threads);
             }
             let nodes = graph::max_nodes(self.model.hparams.n_layer);
-            self.scheds.insert(key, Scheduler::new(backends, nodes));
+            let mut sched = Scheduler::new(backends, nodes);
+            if let SchedKey::Decode(view, rows) = key {
+                // Sized once for its pass at the end of the cache: buffers
+                // that grew with the context would move the tensors of the
+                // graphs already captured (three slow runs each, which a
+                // probe in auto mode paid for as a 4x dearer step).
+                let rows = rows.min(self.cache.n_ctx);
+                let pos0 = self.cache.n_ctx - rows;
+                let shape = self.shape(view, pos0, rows, rows, true, true);
+                let g = graph::build(self.model, self.cache, shape);
+                sched.reserve(&g)?;
+            }
+            self.scheds.insert(key, sched);
         }
         Ok(self.scheds.get_mut(&key).expect("inserted above"))
     }
@@ -225,7 +240,8 @@ impl<'m> Session<'m> {
     }
 
     /// Graphs built so far by this session, counting on a GPU also the
-    /// runs before a graph is captured (see [`Kept::runs`]).
+    /// runs before a graph is captured (see [`Kept::runs`]), and runs that
+    /// allocated their graph afresh (its scheduler had run another since).
     pub fn graphs_built(&self) -> usize {
         self.graphs_built
     }
@@ -508,6 +524,11 @@ impl<'m> Session<'m> {
         let exact = self.exact && decoding && view == View::Ar;
         let shape = self.shape(view, pos0, rows, graph_out, logits, decoding);
         let (n_kv, attention) = (shape.n_kv, shape.attention);
+        let key = if decoding {
+            SchedKey::Decode(view, rows)
+        } else {
+            SchedKey::Prompt
+        };
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             // The least recently used goes: a prompt's, as a rule, not one
             // of the few that decoding cycles through.
@@ -529,17 +550,17 @@ impl<'m> Session<'m> {
                     graph: g,
                     used: Instant::now(),
                     runs: 0,
+                    sched: key,
                 },
             );
         }
-        let key = if decoding {
-            SchedKey::Decode(view, rows)
-        } else {
-            SchedKey::Prompt
-        };
         self.sched(key)?;
         let kept = self.graphs.get_mut(&shape).expect("inserted above");
-        if kept.start_run(self.on_gpu) {
+        // A run that builds, captures or allocates its graph afresh is no
+        // sample of what a step costs.
+        let allocating = !self.scheds[&key].holds(&kept.graph);
+        let building = kept.start_run(self.on_gpu) || allocating;
+        if building {
             self.graphs_built += 1;
         }
         let graph = &mut kept.graph;
@@ -589,7 +610,19 @@ impl<'m> Session<'m> {
             }
             let sched = self.scheds.get_mut(&key).expect("made above");
             sched.set_reference_kernels(exact);
-            sched.run(graph, &inputs, &mut outputs)?;
+            if sched.run(graph, &inputs, &mut outputs)? && self.on_gpu {
+                // Every graph of this scheduler moved: each runs uncaptured,
+                // then is captured again, as if new; this one has had its
+                // first such run.
+                for (s, g) in self.graphs.iter_mut() {
+                    if g.sched == key {
+                        g.runs = if *s == shape { 1 } else { 0 };
+                    }
+                }
+                if !building {
+                    self.graphs_built += 1;
+                }
+            }
         }
         if rows > t {
             // All rows were computed; the batch's last n_out are asked for.

@@ -75,7 +75,47 @@ impl Scheduler {
         }
     }
 
+    /// Sizes the compute buffers for `graph`, the largest this scheduler is
+    /// to run, so that smaller ones fit without regrowing them: a regrown
+    /// buffer moves every tensor of the graphs allocated in it, and CUDA
+    /// must then capture each of them anew.
+    pub fn reserve(&mut self, graph: &OwnedGraph<'_>) -> Result<(), GgmlError> {
+        self.allocated = None;
+        graph.clear_allocation();
+        // SAFETY: live scheduler and graph; reserving only measures the graph.
+        let ok = unsafe {
+            let ok = sys::ggml_backend_sched_reserve(self.ptr.as_ptr(), graph.raw());
+            sys::ggml_backend_sched_reset(self.ptr.as_ptr());
+            ok
+        };
+        graph.clear_allocation();
+        if ok {
+            Ok(())
+        } else {
+            Err(GgmlError::GraphAlloc)
+        }
+    }
+
+    /// Whether `graph` is the one allocated by the last run: running it
+    /// again skips splitting and allocating it, host work that on a GPU
+    /// took a step of the bundled model 0.2 ms longer a pass.
+    pub fn holds(&self, graph: &OwnedGraph<'_>) -> bool {
+        self.allocated == Some(graph.id())
+    }
+
+    /// Bytes of its compute buffers, over its backends.
+    fn buffer_bytes(&self) -> usize {
+        self.backends
+            .iter()
+            // SAFETY: live scheduler; the backend is one of its own.
+            .map(|b| unsafe { sys::ggml_backend_sched_get_buffer_size(self.ptr.as_ptr(), b.raw()) })
+            .sum()
+    }
+
     /// Allocates `graph`, writes `inputs`, computes, and reads `outputs`.
+    /// Returns whether allocating it grew the compute buffers, which moved
+    /// the tensors of every graph allocated here before (see
+    /// [`Self::reserve`]).
     /// Graph tensors are only touched inside this call, while their memory
     /// (the scheduler's compute buffers) is known to be theirs.
     pub fn run(
@@ -83,11 +123,13 @@ impl Scheduler {
         graph: &OwnedGraph<'_>,
         inputs: &[Input<'_>],
         outputs: &mut [Output<'_>],
-    ) -> Result<(), GgmlError> {
+    ) -> Result<bool, GgmlError> {
         let s = self.ptr.as_ptr();
+        let mut grew = false;
         if self.allocated != Some(graph.id()) {
             self.allocated = None;
             graph.clear_allocation();
+            let before = self.buffer_bytes();
             // SAFETY: live scheduler and graph; the graph's tensors live in its context.
             unsafe {
                 sys::ggml_backend_sched_reset(s);
@@ -96,6 +138,7 @@ impl Scheduler {
                 }
             }
             self.allocated = Some(graph.id());
+            grew = self.buffer_bytes() > before;
         }
         for input in inputs {
             match input {
@@ -116,7 +159,7 @@ impl Scheduler {
                 Output::I32(name, d) => node(graph, name).read(d),
             }
         }
-        Ok(())
+        Ok(grew)
     }
 }
 
