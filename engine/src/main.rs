@@ -462,11 +462,10 @@ fn bench(a: BenchArgs) -> Result<()> {
         };
         generate(&mut session, &prompts[0], &p, &mut |_| true)?;
     }
-    // What auto mode learnt of the drafts there stays with the warm-up: the
-    // first prompt's first 8 tokens again, which the measured runs would
-    // otherwise start from where a server's first request starts from the
-    // prior (on the shifting prompts, prose whose rejected drafts kept the
-    // first generations to AR steps).
+    // Auto's acceptance estimates start afresh, from the prior, as a
+    // server's first request does: those of the warm-up's 8 tokens (on the
+    // shifting prompts, prose whose drafts were rejected) kept the first
+    // measured generations to AR steps.
     session.set_history(Default::default());
     // Each prompt runs in every mode, the modes in turn starting one later
     // each prompt, so that a device that drifts (clocks, heat) over the run

@@ -171,10 +171,10 @@ impl<'m> Session<'m> {
             let nodes = graph::max_nodes(self.model.hparams.n_layer);
             let mut sched = Scheduler::new(backends, nodes);
             if let SchedKey::Decode(view, rows) = key {
-                // Sized once for its pass at the end of the cache: buffers
-                // that grew with the context would move the tensors of the
-                // graphs already captured (three slow runs each, which a
-                // probe in auto mode paid for as a 4x dearer step).
+                // Sized once, for its pass at the end of the cache: buffers
+                // that grew with the context moved the tensors of the graphs
+                // already captured, and each then ran uncaptured and was
+                // captured again (a probe in auto mode paid 2-4x its cost).
                 let rows = rows.min(self.cache.n_ctx);
                 let pos0 = self.cache.n_ctx - rows;
                 let shape = self.shape(view, pos0, rows, rows, true, true);

@@ -113,11 +113,10 @@ impl Scheduler {
     }
 
     /// Allocates `graph`, writes `inputs`, computes, and reads `outputs`.
-    /// Returns whether allocating it grew the compute buffers, which moved
-    /// the tensors of every graph allocated here before (see
-    /// [`Self::reserve`]).
     /// Graph tensors are only touched inside this call, while their memory
-    /// (the scheduler's compute buffers) is known to be theirs.
+    /// (the scheduler's compute buffers) is known to be theirs. Returns
+    /// whether allocating it grew the compute buffers, which moved the
+    /// tensors of every graph allocated here before (see [`Self::reserve`]).
     pub fn run(
         &mut self,
         graph: &OwnedGraph<'_>,
