@@ -77,8 +77,9 @@ pub struct Step {
     pub drafts: Vec<u32>,
     pub accepted: usize,
     /// Tokens in the cache before the step, rows of its passes' graphs, its
-    /// microseconds, and whether it built (on a GPU: captured) a graph:
-    /// `bench --steps-out`'s record of what auto mode chose and paid.
+    /// microseconds, and whether it built (on a GPU: captured) a graph or
+    /// allocated one afresh: `bench --steps-out`'s record of what auto mode
+    /// chose and paid.
     #[serde(skip)]
     pub position: usize,
     #[serde(skip)]
