@@ -902,13 +902,7 @@ mod tests {
             "/../models/tiny-orthrus/shifting-traces-h200.json"
         )))
         .unwrap();
-        let samples: Vec<(usize, usize, f64)> = file["step_ms"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(rows, ms)| (rows.parse().unwrap(), 0, ms.as_f64().unwrap() / 1e3))
-            .collect();
-        let costs = StepCosts::from_samples(&samples);
+        let costs = costs_from_json(&file, "step_ms", None);
         let generations: Vec<Vec<usize>> = file["accepted"]
             .as_array()
             .unwrap()

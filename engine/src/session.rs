@@ -613,14 +613,11 @@ impl<'m> Session<'m> {
             if sched.run(graph, &inputs, &mut outputs)? && self.on_gpu {
                 // Every graph of this scheduler moved: each runs uncaptured,
                 // then is captured again, as if new; this one has had its
-                // first such run.
+                // first such run (counted as building: it allocated).
                 for (s, g) in self.graphs.iter_mut() {
                     if g.sched == key {
                         g.runs = if *s == shape { 1 } else { 0 };
                     }
-                }
-                if !building {
-                    self.graphs_built += 1;
                 }
             }
         }
