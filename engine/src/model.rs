@@ -459,7 +459,7 @@ impl Model {
     }
 
     /// Whether our batch-invariant CUDA matmul (`CudaMatmul::BatchInvariant`)
-    /// takes every weight product: all of Q4_K, Q6_K and Q8_0, rows a
+    /// takes every weight product: all of Q4_K, Q6_K, Q8_0 and Q4_0, rows a
     /// multiple of 256 values.
     pub fn matmuls_batch_invariant(&self) -> bool {
         let mut ids = vec![self.output];
@@ -473,8 +473,10 @@ impl Model {
         }
         ids.iter().all(|&id| {
             let t = self.weights.get(id);
-            matches!(t.ty(), GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0)
-                && t.ne()[0] % 256 == 0
+            matches!(
+                t.ty(),
+                GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q8_0 | GgmlType::Q4_0
+            ) && t.ne()[0] % 256 == 0
         })
     }
 

@@ -10,10 +10,11 @@
 //
 // The engine sets the mode (ggml_cuda_orthrus_set_mmv_mode; 1 until then):
 //   0: off, ggml's own kernels everywhere (attention too);
-//   1: our matmul for Q4_K and Q6_K products of 3..32 columns and Q4_K's of
-//      1 and 2, and our attention for blocks of 2..32 queries. Q8_0 and lone
-//      queries stay with ggml's kernels, which are as quick there;
-//   2: exact decoding: Q4_K, Q6_K and Q8_0 products of 1..64 columns, and no
+//   1: our matmul for Q4_K and Q6_K products of 3..32 columns, Q4_K's of 1
+//      and 2 and Q4_0's of 8..32, and our attention for blocks of 2..32
+//      queries. Q8_0, fewer Q4_0 columns and lone queries stay with ggml's
+//      kernels, which are as quick there;
+//   2: exact decoding: Q4_K, Q6_K, Q8_0 and Q4_0 products of 1..64 columns, and no
 //      fused one-column products of ggml's, so every product of a decoding
 //      pass sums each column as it would alone.
 // Products beyond our matmul's 32 columns run 32 at a time (mode 2), blocks
@@ -82,6 +83,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         case GGML_TYPE_Q4_K: type = orthrus_mmv::WType::Q4_K; break;
         case GGML_TYPE_Q6_K: type = orthrus_mmv::WType::Q6_K; break;
         case GGML_TYPE_Q8_0: type = orthrus_mmv::WType::Q8_0; break;
+        case GGML_TYPE_Q4_0: type = orthrus_mmv::WType::Q4_0; break;
         default: return false;
     }
     if (!has_mma(ctx)) {
@@ -112,8 +114,13 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     // as quick for the other types.
     const int64_t max_cols = (mode == 2 ? 2 : 1) * orthrus_mmv::MAX_COLS;
     const bool few = ncols < 3 && type != orthrus_mmv::WType::Q4_K;
+    // Q4_0 in mode 1 from 8 columns: ggml's matrix-vector kernel was quicker
+    // at 4 (a step of 4 rows on the 1.7B's shapes on the H200, 3.82 ms
+    // against 4.04 with ours preloading), ours from 8 (4.04 against 4.21; 16
+    // rows 4.52 against 5.55).
+    const bool few_q4_0 = ncols < 8 && type == orthrus_mmv::WType::Q4_0;
     if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
-        (mode == 1 && (few || type == orthrus_mmv::WType::Q8_0))) {
+        (mode == 1 && (few || few_q4_0 || type == orthrus_mmv::WType::Q8_0))) {
         return false;
     }
 

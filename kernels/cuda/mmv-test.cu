@@ -26,7 +26,9 @@ static const char * variant_name(Variant v) {
     return v == Variant::Preload ? "preloading" : v == Variant::Words ? "in words" : "plain";
 }
 
-static const char * name(WType t) { return t == WType::Q4_K ? "q4_K" : t == WType::Q6_K ? "q6_K" : "q8_0"; }
+static const char * name(WType t) {
+    return t == WType::Q4_K ? "q4_K" : t == WType::Q6_K ? "q6_K" : t == WType::Q8_0 ? "q8_0" : "q4_0";
+}
 
 // Random rows of blocks; W (nrows x k floats) gets their dequantized values.
 static std::vector<uint8_t> random_weights(WType t, int64_t k, int64_t nrows, std::vector<float> & W) {
@@ -83,6 +85,18 @@ static std::vector<uint8_t> random_weights(WType t, int64_t k, int64_t nrows, st
                         y[l + 32] = d * sc[is + 2] * q2;
                         y[l + 64] = d * sc[is + 4] * q3;
                         y[l + 96] = d * sc[is + 6] * q4;
+                    }
+                }
+            } else if (t == WType::Q4_0) {
+                for (int i = 0; i < 8; ++i) {
+                    block_q4_0 b;
+                    b.d = __float2half(urand(1e-3f, 4e-3f));
+                    for (auto & q : b.qs) q = ubyte();
+                    memcpy(row + u * 8 * sizeof b + i * sizeof b, &b, sizeof b);
+                    const float d = __half2float(b.d);
+                    for (int l = 0; l < 16; ++l) {
+                        wr[u * 256 + i * 32 + l] = d * ((b.qs[l] & 0xF) - 8);
+                        wr[u * 256 + i * 32 + l + 16] = d * ((b.qs[l] >> 4) - 8);
                     }
                 }
             } else {
@@ -147,7 +161,7 @@ int main(int argc, char ** argv) {
             passes.push_back({v, rt});
         }
     }
-    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
+    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0, WType::Q4_0}) {
         for (int64_t k : ks) {
             if (profile) break;
             const int64_t nrows = 200;
@@ -247,7 +261,7 @@ int main(int argc, char ** argv) {
     // quantized exactly as quantize() quantizes that h; in place (x = h) the
     // same; and a column the same alone as among 16. Then its time and
     // quantize()'s for 16 columns of 2048 and 4096.
-    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
+    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0, WType::Q4_0}) {
         for (int64_t k : ks) {
             if (profile) break;
             const float eps = 1e-6f;
@@ -337,18 +351,18 @@ int main(int argc, char ** argv) {
         {"8B gate/up", 12288, 4096}, {"8B gate+up", 24576, 4096}, {"8B down", 4096, 12288},
         {"lm head", 151936, 2048}, {"8B lm head", 151936, 4096},
     };
-    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0}) {
+    for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0, WType::Q4_0}) {
         for (const Shape & s : shapes) {
             // Profiling (kernel-test.sh PROFILE=1, under Nsight Compute): the
             // 8B's Q4_K and Q6_K shapes (K 4096 or 12288; not gate/up alone,
             // 12288 rows, which the engine stacks into gate+up), 1 and 16
             // columns, as ggml-hook.cu launches them (row_tiles, default_variant).
-            if (profile && (t == WType::Q8_0 || s.k == 2048 || s.nrows == 12288)) continue;
+            if (profile && (t == WType::Q8_0 || t == WType::Q4_0 || s.k == 2048 || s.nrows == 12288)) continue;
             std::vector<float> W, X;
             const int64_t row_bytes = (s.k / UNIT) * unit_bytes(t);
             std::vector<uint8_t> wbytes(row_bytes * s.nrows);
             for (auto & b : wbytes) b = ubyte();
-            if (t == WType::Q8_0 || t == WType::Q4_K || t == WType::Q6_K) {
+            {
                 // keep the f16 scales finite: fill from one valid random row
                 std::vector<float> Wrow;
                 const auto one = random_weights(t, s.k, 1, Wrow);

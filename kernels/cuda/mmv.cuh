@@ -7,13 +7,13 @@
 // passes are up to 32 columns (a block of drafts), so both views paid 1.8x a
 // one-token pass at 16 with those. This kernel reads each weight once and
 // multiplies it by all the columns with int8 mma (m16n8k32, m16n8k16 for
-// Q6_K's 16-value scale groups):
+// Q6_K's 16-value scale groups), for Q4_K, Q6_K, Q8_0 and Q4_0 weights:
 //
 //   - a warp owns 16 rows; the 8 warps of a block split K (units of 256 values);
 //   - the activations are quantized by quantize() into the mma's B layout; for
 //     the K-quants with one scale per column and 256 values (as ggml's CPU
 //     code does, q8_K), so that a unit's products add up in integers and meet
-//     the float scales once; for Q8_0 one per 32 (as ggml's q8_1);
+//     the float scales once; for Q8_0 and Q4_0 one per 32 (as ggml's q8_1);
 //   - each output (row, column) is summed in an order that depends only on K:
 //     the same for 1 and for 32 columns, so a 32-column product equals 32
 //     one-column ones bit for bit.
@@ -38,10 +38,10 @@ using orthrus_launch::launch_kernel_as;
 using orthrus_launch::prefetch_l2;
 using orthrus_launch::use_pdl;
 
-enum class WType { Q4_K, Q6_K, Q8_0 };
+enum class WType { Q4_K, Q6_K, Q8_0, Q4_0 };
 
 // The kernels' variants (the same sums): Plain; Preload, with 2 blocks per SM
-// and a unit's weights loaded first (Q4_K, Q6_K); Words, Q8_0's blocks read
+// and a unit's weights loaded first (Q4_K, Q6_K, Q4_0); Words, Q8_0's blocks read
 // in aligned 4- and 8-byte words instead of 2-byte pieces.
 enum class Variant { Plain, Preload, Words };
 
@@ -50,11 +50,14 @@ __host__ __device__ constexpr bool has_variant(WType t, Variant v) {
 }
 
 // The variant a product takes unless told otherwise: Q4_K preloading, Q8_0
-// in words, Q6_K plain. Measured on the H200, 2026-12-01 (mmv-test.cu, 16
+// in words, Q6_K and Q4_0 plain. Measured on the H200, 2026-12-01 (mmv-test.cu, 16
 // columns): preloading makes Q4_K 8-17% quicker on the 8B's shapes and Q6_K
 // up to 14% slower; end to end (8B Q4_K_M) the step ratio 2.21 plain, 2.06
 // with Q4_K preloading. Q8_0's words are 11-28% quicker than its 2-byte loads
-// at every shape there (the 8B's LM head 377 against 521 us).
+// at every shape there (the 8B's LM head 377 against 521 us). Q4_0 (2026-12-04,
+// the 1.7B's shapes, 16 columns): preloading 3-6% quicker on qkv, o and down,
+// 27% slower on gate+up (21.2 against 16.7 us); a layer's products 50.2 us
+// preloading, 46.8 plain.
 __host__ __device__ constexpr Variant default_variant(WType t) {
     return t == WType::Q4_K ? Variant::Preload : t == WType::Q8_0 ? Variant::Words : Variant::Plain;
 }
@@ -68,13 +71,15 @@ constexpr int UNIT = 256;     // values of K per unit of work
 struct block_q8_0 { half d; int8_t qs[32]; };
 struct block_q4_K { half2 dm; uint8_t scales[12]; uint8_t qs[128]; };
 struct block_q6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; half d; };
+struct block_q4_0 { half d; uint8_t qs[16]; };
 static_assert(sizeof(block_q8_0) == 34, "q8_0");
 static_assert(sizeof(block_q4_K) == 144, "q4_K");
 static_assert(sizeof(block_q6_K) == 210, "q6_K");
+static_assert(sizeof(block_q4_0) == 18, "q4_0");
 
 // Bytes of one unit (256 values) of a row.
 __host__ __device__ constexpr int unit_bytes(WType t) {
-    return t == WType::Q4_K ? 144 : t == WType::Q6_K ? 210 : 8 * 34;
+    return t == WType::Q4_K ? 144 : t == WType::Q6_K ? 210 : t == WType::Q8_0 ? 8 * 34 : 8 * 18;
 }
 
 // An int from a 2-byte-aligned address.
@@ -115,10 +120,11 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 //   - per pair pr and n-tile nt, lane (g, t)'s int4: block 2 pr's two ints of
 //     column 8 nt + g, then block 2 pr + 1's (ints 2t, 2t+1 = values 8t..8t+7
 //     for Q4_K and Q8_0, whose A rows a lane reads 8 bytes at a time; ints t,
-//     t+4 for Q6_K, whose 16-value groups are then one int each);
+//     t+4 for Q6_K, whose 16-value groups are then one int each, and Q4_0,
+//     whose bytes 4t.. hold values 4t.. and 16 + 4t..);
 //   - the scales d = max|x|/127 (q = round(x/d)) of the 8 NT columns: per
-//     unit of 256 values for the K-quants ([unit][8 NT]); per 32 for Q8_0,
-//     as the sums below;
+//     unit of 256 values for the K-quants ([unit][8 NT]); per 32 for Q8_0
+//     and Q4_0, as the sums below;
 //   - for Q4_K's mins, the sums of q per 32, as int16 (|sum| <= 32 * 127):
 //     per unit, n-tile and column, 4 ints, pair p's (block 2p low, 2p + 1
 //     high), so that lane t reads its columns 2t, 2t + 1 with two 16-byte
@@ -126,10 +132,12 @@ static __device__ __forceinline__ void mma_k16(int c[4], int a0, int a1, int b0)
 // Columns past the last are zeros.
 enum class KOrder { Pairs, Halves };
 
-__host__ __device__ constexpr KOrder korder(WType t) { return t == WType::Q6_K ? KOrder::Halves : KOrder::Pairs; }
+__host__ __device__ constexpr KOrder korder(WType t) {
+    return t == WType::Q6_K || t == WType::Q4_0 ? KOrder::Halves : KOrder::Pairs;
+}
 
 // Values per activation scale.
-__host__ __device__ constexpr int scale_span(WType t) { return t == WType::Q8_0 ? 32 : UNIT; }
+__host__ __device__ constexpr int scale_span(WType t) { return t == WType::Q8_0 || t == WType::Q4_0 ? 32 : UNIT; }
 
 // n-tiles of 8 columns: 1, 2 or 4 (17..24 columns take 4, one kernel fewer
 // to build for each type, row tiling and variant).
@@ -142,7 +150,7 @@ static inline size_t acts_bytes(int64_t k, int ncols) {
 
 struct Acts {
     const int4 * q;     // [nkb / 2][NT][32 lanes]
-    const float * d;    // K-quants: [k / 256][8 NT]; Q8_0: as pair_slot lays it out
+    const float * d;    // K-quants: [k / 256][8 NT]; Q8_0, Q4_0: as pair_slot lays it out
     const int * qsum;   // Q4_K: [k / 256][NT][8 columns][4 pairs] int16 pairs
 };
 
@@ -578,6 +586,73 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
     }
 }
 
+// The 4 bytes at p + 18 i + 2 + 4 t of a Q4_0 unit p (8 blocks of 18 bytes,
+// 16-byte aligned): block i's bytes 4t..4t+3, values 4t.. (low nibbles) and
+// 16 + 4t.. (high); an aligned load for odd i, two and a funnel shift for even
+// i. (i is known at compile time where the caller's loop is unrolled.)
+static __device__ __forceinline__ int q4_0_word(const char * p, int i, int t) {
+    const int o = 18 * i + 2 + 4 * t;
+    if (i % 2 == 1) {
+        return *(const int *) (p + o);
+    }
+    const int * w = (const int *) (p + o - 2);
+    return (int) __funnelshift_r((unsigned) w[0], (unsigned) w[1], 16);
+}
+
+// Q4_0: 8 blocks of 32 per unit (a unit 16-byte aligned, as Q8_0's), a scale
+// per 32 on both sides. Values in the mma's own K order (KOrder::Halves): lane
+// t's word of bytes 4t..4t+3 holds its A values for K 4t.. (low nibbles) and
+// 16 + 4t.. (high), each stored plus 8, made int8 by a bytewise subtraction.
+// PRELOAD: all the unit's weight loads are issued before its first product.
+template <int NT, bool PRELOAD>
+static __device__ __forceinline__ void unit_q4_0(const char * wa, const char * wb, int u, const Acts & y,
+                                                 float acc[NT][4], int lane, int t) {
+    const char * pa = wa + 144 * (int64_t) u;
+    const char * pb = wb + 144 * (int64_t) u;
+    int pre_a[PRELOAD ? 8 : 1], pre_b[PRELOAD ? 8 : 1];
+    half pre_da[PRELOAD ? 8 : 1], pre_db[PRELOAD ? 8 : 1];
+    if (PRELOAD) {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+            pre_a[i] = q4_0_word(pa, i, t);
+            pre_b[i] = q4_0_word(pb, i, t);
+            pre_da[i] = *(const half *) (pa + 18 * i);
+            pre_db[i] = *(const half *) (pb + 18 * i);
+        }
+    }
+    int4 b4[NT];
+    float4 d4[NT];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        if (i % 2 == 0) {
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt) {
+                b4[nt] = b_frags<NT>(y, 4 * u + i / 2, nt, lane);
+                d4[nt] = pair_cols<NT, float4>(y.d, 4 * u + i / 2, nt, t);
+            }
+        }
+        const int qa = PRELOAD ? pre_a[i] : q4_0_word(pa, i, t);
+        const int qb = PRELOAD ? pre_b[i] : q4_0_word(pb, i, t);
+        const float da = __half2float(PRELOAD ? pre_da[i] : *(const half *) (pa + 18 * i));
+        const float db = __half2float(PRELOAD ? pre_db[i] : *(const half *) (pb + 18 * i));
+        const int a0 = (int) __vsub4((unsigned) qa & 0x0F0F0F0Fu, 0x08080808u);
+        const int a2 = (int) __vsub4(((unsigned) qa >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+        const int a1 = (int) __vsub4((unsigned) qb & 0x0F0F0F0Fu, 0x08080808u);
+        const int a3 = (int) __vsub4(((unsigned) qb >> 4) & 0x0F0F0F0Fu, 0x08080808u);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int2 b = pair_half(b4[nt], i % 2);
+            const float2 d = pair_half(d4[nt], i % 2);
+            int c[4] = {0, 0, 0, 0};
+            mma_k32(c, a0, a1, a2, a3, b.x, b.y);
+            acc[nt][0] += (da * d.x) * (float) c[0];
+            acc[nt][1] += (da * d.y) * (float) c[1];
+            acc[nt][2] += (db * d.x) * (float) c[2];
+            acc[nt][3] += (db * d.y) * (float) c[3];
+        }
+    }
+}
+
 // The sums of a block's row tile (the warps' acc, warp = ks RT + rt) into
 // dst: the K splits' partial sums added in the order of the splits, by the
 // tile's first warp. Every warp of the block calls it (a barrier).
@@ -667,6 +742,8 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || NT == 4 ?
                                                  lane, t);
         } else if (T == WType::Q6_K) {
             unit_q6_K<NT>(wa, wb, u, y, acc, lane, t);
+        } else if (T == WType::Q4_0) {
+            unit_q4_0<NT, V == Variant::Preload>(wa, wb, u, y, acc, lane, t);
         } else {
             unit_q8_0<NT, V == Variant::Words>(wa, wb, u, y, acc, lane, t);
         }
@@ -796,6 +873,7 @@ static inline void norm_quantize(WType type, const float * x, const float * w, f
         case WType::Q4_K: norm_quantize_type<WType::Q4_K>(x, w, eps, k, c0, ncols, h, buf, stream); break;
         case WType::Q6_K: norm_quantize_type<WType::Q6_K>(x, w, eps, k, c0, ncols, h, buf, stream); break;
         case WType::Q8_0: norm_quantize_type<WType::Q8_0>(x, w, eps, k, c0, ncols, h, buf, stream); break;
+        case WType::Q4_0: norm_quantize_type<WType::Q4_0>(x, w, eps, k, c0, ncols, h, buf, stream); break;
     }
 }
 
@@ -810,6 +888,7 @@ static inline void quantize(WType type, const float * x, int64_t k, int c0, int 
         case WType::Q4_K: quantize_type<WType::Q4_K>(x, k, c0, ncols, a, b, s1, s2, s3, buf, stream); break;
         case WType::Q6_K: quantize_type<WType::Q6_K>(x, k, c0, ncols, a, b, s1, s2, s3, buf, stream); break;
         case WType::Q8_0: quantize_type<WType::Q8_0>(x, k, c0, ncols, a, b, s1, s2, s3, buf, stream); break;
+        case WType::Q4_0: quantize_type<WType::Q4_0>(x, k, c0, ncols, a, b, s1, s2, s3, buf, stream); break;
     }
 }
 
@@ -825,6 +904,7 @@ static inline void launch(WType type, const void * w, const void * acts, const f
         case WType::Q4_K: launch_type<WType::Q4_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
         case WType::Q6_K: launch_type<WType::Q6_K>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
         case WType::Q8_0: launch_type<WType::Q8_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
+        case WType::Q4_0: launch_type<WType::Q4_0>(w, acts, add, dst, k, nrows, ncols, row_bytes, dst_col_stride, plan, stream); break;
     }
 }
 
