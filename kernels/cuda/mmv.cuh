@@ -49,17 +49,19 @@ __host__ __device__ constexpr bool has_variant(WType t, Variant v) {
     return v == Variant::Plain || (v == Variant::Preload && t != WType::Q8_0) || (v == Variant::Words && t == WType::Q8_0);
 }
 
-// The variant a product takes unless told otherwise: Q4_K preloading, Q8_0
-// in words, Q6_K and Q4_0 plain. Measured on the H200, 2026-12-01 (mmv-test.cu, 16
-// columns): preloading makes Q4_K 8-17% quicker on the 8B's shapes and Q6_K
-// up to 14% slower; end to end (8B Q4_K_M) the step ratio 2.21 plain, 2.06
-// with Q4_K preloading. Q8_0's words are 11-28% quicker than its 2-byte loads
-// at every shape there (the 8B's LM head 377 against 521 us). Q4_0 (2026-12-04,
-// the 1.7B's shapes, 16 columns): preloading 3-6% quicker on qkv, o and down,
-// 27% slower on gate+up (21.2 against 16.7 us); a layer's products 50.2 us
-// preloading, 46.8 plain.
+// The variant a product takes unless told otherwise: Q4_K and Q4_0
+// preloading, Q8_0 in words, Q6_K plain. Measured on the H200, 2026-12-01
+// (mmv-test.cu, 16 columns): preloading makes Q4_K 8-17% quicker on the 8B's
+// shapes and Q6_K up to 14% slower; end to end (8B Q4_K_M) the step ratio
+// 2.21 plain, 2.06 with Q4_K preloading. Q8_0's words are 11-28% quicker than
+// its 2-byte loads at every shape there (the 8B's LM head 377 against 521
+// us). Q4_0, 2026-12-04, the 1.7B's shapes: alone, preloading is 3-6% quicker
+// on qkv, o and down and 27% slower on gate+up; end to end its 16-row pass
+// took 2.26 ms, plain 2.43.
 __host__ __device__ constexpr Variant default_variant(WType t) {
-    return t == WType::Q4_K ? Variant::Preload : t == WType::Q8_0 ? Variant::Words : Variant::Plain;
+    return t == WType::Q4_K || t == WType::Q4_0 ? Variant::Preload
+           : t == WType::Q8_0                   ? Variant::Words
+                                                : Variant::Plain;
 }
 
 constexpr int ROWS = 16;      // rows per warp (the mma's M)
