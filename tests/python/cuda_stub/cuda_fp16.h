@@ -41,6 +41,7 @@ unsigned __byte_perm(unsigned, unsigned, unsigned);
 int __dp2a_lo(int, int, int);
 unsigned __funnelshift_r(unsigned, unsigned, unsigned);
 int __dp2a_hi(int, int, int);
+unsigned __vsub4(unsigned, unsigned);
 float __shfl_xor_sync(unsigned, float, int);
 int __shfl_xor_sync(unsigned, int, int);
 int __shfl_down_sync(unsigned, int, int);
