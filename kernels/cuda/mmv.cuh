@@ -541,6 +541,37 @@ static __device__ __forceinline__ int2 q8_0_words(const char * p, int i, int o) 
                      (int) __funnelshift_r((unsigned) w1, (unsigned) w2, 16));
 }
 
+// For the types with a scale per 32 values on both sides (Q8_0, Q4_0): the
+// activations' B fragments and scales of pair pr (blocks 2 pr and 2 pr + 1),
+// every n-tile.
+template <int NT>
+static __device__ __forceinline__ void pair_acts(const Acts & y, int pr, int lane, int t, int4 b4[NT], float4 d4[NT]) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        b4[nt] = b_frags<NT>(y, pr, nt, lane);
+        d4[nt] = pair_cols<NT, float4>(y.d, pr, nt, t);
+    }
+}
+
+// acc += the products of one 32-value block, block h of the pair pair_acts
+// loaded: A rows g (a0, a2; weight scale da) and g + 8 (a1, a3; db), each sum
+// times both sides' scales.
+template <int NT>
+static __device__ __forceinline__ void block32_products(float acc[NT][4], int a0, int a1, int a2, int a3, float da,
+                                                        float db, const int4 b4[NT], const float4 d4[NT], int h) {
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+        const int2 b = pair_half(b4[nt], h);
+        const float2 d = pair_half(d4[nt], h);
+        int c[4] = {0, 0, 0, 0};
+        mma_k32(c, a0, a1, a2, a3, b.x, b.y);
+        acc[nt][0] += (da * d.x) * (float) c[0];
+        acc[nt][1] += (da * d.y) * (float) c[1];
+        acc[nt][2] += (db * d.x) * (float) c[2];
+        acc[nt][3] += (db * d.y) * (float) c[3];
+    }
+}
+
 // Q8_0: 8 blocks of 32 per unit, 2-byte aligned (a unit 16-byte aligned: rows
 // of whole units from 16-byte aligned weights); a scale per 32 on both sides.
 // WORDS: the values read by q8_0_words, else 2 bytes at a time.
@@ -553,11 +584,7 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
     for (int i = 0; i < 8; ++i) {
         const int kb = 8 * u + i;
         if (i % 2 == 0) {
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                b4[nt] = b_frags<NT>(y, kb / 2, nt, lane);
-                d4[nt] = pair_cols<NT, float4>(y.d, kb / 2, nt, t);
-            }
+            pair_acts<NT>(y, kb / 2, lane, t, b4, d4);
         }
         const block_q8_0 * xa = (const block_q8_0 *) wa + kb;
         const block_q8_0 * xb = (const block_q8_0 *) wb + kb;
@@ -572,19 +599,7 @@ static __device__ __forceinline__ void unit_q8_0(const char * wa, const char * w
             a1 = load_b2(xb->qs + 8 * t);
             a3 = load_b2(xb->qs + 8 * t + 4);
         }
-        const float da = __half2float(xa->d);
-        const float db = __half2float(xb->d);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int2 b = pair_half(b4[nt], i % 2);
-            const float2 d = pair_half(d4[nt], i % 2);
-            int c[4] = {0, 0, 0, 0};
-            mma_k32(c, a0, a1, a2, a3, b.x, b.y);
-            acc[nt][0] += (da * d.x) * (float) c[0];
-            acc[nt][1] += (da * d.y) * (float) c[1];
-            acc[nt][2] += (db * d.x) * (float) c[2];
-            acc[nt][3] += (db * d.y) * (float) c[3];
-        }
+        block32_products<NT>(acc, a0, a1, a2, a3, __half2float(xa->d), __half2float(xb->d), b4, d4, i % 2);
     }
 }
 
@@ -627,11 +642,7 @@ static __device__ __forceinline__ void unit_q4_0(const char * wa, const char * w
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
         if (i % 2 == 0) {
-#pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                b4[nt] = b_frags<NT>(y, 4 * u + i / 2, nt, lane);
-                d4[nt] = pair_cols<NT, float4>(y.d, 4 * u + i / 2, nt, t);
-            }
+            pair_acts<NT>(y, 4 * u + i / 2, lane, t, b4, d4);
         }
         const int qa = PRELOAD ? pre_a[i] : q4_0_word(pa, i, t);
         const int qb = PRELOAD ? pre_b[i] : q4_0_word(pb, i, t);
@@ -641,17 +652,7 @@ static __device__ __forceinline__ void unit_q4_0(const char * wa, const char * w
         const int a2 = (int) __vsub4(((unsigned) qa >> 4) & 0x0F0F0F0Fu, 0x08080808u);
         const int a1 = (int) __vsub4((unsigned) qb & 0x0F0F0F0Fu, 0x08080808u);
         const int a3 = (int) __vsub4(((unsigned) qb >> 4) & 0x0F0F0F0Fu, 0x08080808u);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int2 b = pair_half(b4[nt], i % 2);
-            const float2 d = pair_half(d4[nt], i % 2);
-            int c[4] = {0, 0, 0, 0};
-            mma_k32(c, a0, a1, a2, a3, b.x, b.y);
-            acc[nt][0] += (da * d.x) * (float) c[0];
-            acc[nt][1] += (da * d.y) * (float) c[1];
-            acc[nt][2] += (db * d.x) * (float) c[2];
-            acc[nt][3] += (db * d.y) * (float) c[3];
-        }
+        block32_products<NT>(acc, a0, a1, a2, a3, da, db, b4, d4, i % 2);
     }
 }
 
