@@ -191,7 +191,9 @@ def gguf_weights(path: Path, cfg: Config) -> dict[str, np.ndarray]:
     Lets a test separate the engine's arithmetic from quantization error: the reference
     then computes with exactly the weights the engine reads.
     """
+    from gguf.constants import GGMLQuantizationType
     from gguf.quants import dequantize
+    from gguf_scan import scan, tensor_bytes  # models/, on the path above
 
     stems = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
              "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
@@ -200,86 +202,18 @@ def gguf_weights(path: Path, cfg: Config) -> dict[str, np.ndarray]:
         stems[f"attn_output{v}"] = f"self_attn.o_proj{v}"
         stems.update({f"attn_{p}_norm{v}": f"self_attn.{p}_norm{v}" for p in "qk"})
     out = {}
-    for tname, shape, qtype, data in gguf_tensors(path):
-        parts = tname.split(".")
+    file = scan(path)
+    for t in file.tensors:
+        parts = t.name.split(".")
         if parts[0] == "blk":
             name = f"model.layers.{parts[1]}.{stems[parts[2]]}.weight"
         else:
             name = {"token_embd": "model.embed_tokens.weight", "output_norm": "model.norm.weight",
                     "output": "lm_head.weight"}[parts[0]]
-        out[name] = dequantize(data, qtype).reshape(shape).astype(np.float32)
+        qtype = GGMLQuantizationType(t.qtype)
+        shape = list(reversed(t.dims))
+        out[name] = dequantize(tensor_bytes(file, t), qtype).reshape(shape).astype(np.float32)
     return out
-
-
-def gguf_tensors(path: Path):
-    """(name, shape outermost first, GGMLQuantizationType, raw bytes) of each tensor of a GGUF.
-
-    The header's values are skipped, not decoded: the gguf package's GGUFReader decodes the
-    300k tokenizer strings one numpy view at a time, ~12 s a file, where only the tensors
-    are needed here. Their bytes still go through the package's dequantizers.
-    """
-    import struct
-
-    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
-
-    raw = np.memmap(path, dtype=np.uint8, mode="r")
-    buf = memoryview(raw)
-    pos = 0
-
-    def take(fmt: str):
-        nonlocal pos
-        v = struct.unpack_from("<" + fmt, buf, pos)
-        pos += struct.calcsize("<" + fmt)
-        return v[0] if len(v) == 1 else v
-
-    def string() -> str:
-        nonlocal pos
-        n = take("Q")
-        pos += n
-        return bytes(buf[pos - n:pos]).decode()
-
-    # GGUF value types: 0-7, 10-12 fixed-size scalars, 8 string, 9 array.
-    sizes = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-    def skip_value(vtype: int) -> int | None:
-        nonlocal pos
-        if vtype == 8:
-            string()
-        elif vtype == 9:
-            sub, count = take("IQ")
-            if sub == 8:
-                for _ in range(count):
-                    n = take("Q")  # before the +=, which would read pos first
-                    pos += n
-            else:
-                pos += sizes[sub] * count
-        else:
-            if vtype == 4:  # uint32: general.alignment is one
-                return take("I")
-            pos += sizes[vtype]
-        return None
-
-    magic, version, n_tensors, n_kv = take("4sIQQ")
-    if magic != b"GGUF" or version != 3:
-        raise ValueError(f"{path}: not a GGUF v3 file")
-    alignment = 32
-    for _ in range(n_kv):
-        key = string()
-        value = skip_value(take("I"))
-        if key == "general.alignment":
-            alignment = value
-    infos = []
-    for _ in range(n_tensors):
-        name = string()
-        dims = [take("Q") for _ in range(take("I"))]
-        qtype = GGMLQuantizationType(take("I"))
-        infos.append((name, dims, qtype, take("Q")))
-    start = -(-pos // alignment) * alignment
-    for name, dims, qtype, offset in infos:
-        block, size = GGML_QUANT_SIZES[qtype]
-        nbytes = int(np.prod(dims)) // block * size
-        data = raw[start + offset:start + offset + nbytes]
-        yield name, list(reversed(dims)), qtype, data.view(np.uint8)
 
 
 def load_weights(hf_dir: Path) -> dict[str, np.ndarray]:
