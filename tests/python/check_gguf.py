@@ -569,11 +569,8 @@ def check_tensors(reader: GGUFReader, hf: Hf, expected: dict[str, str], file_typ
 def check(gguf_path: Path, hf_dir: Path, kind: str, expect_file_type: str | None = None) -> tuple[Problems, str]:
     """Run every check; returns the problems and a summary line."""
     problems = Problems()
-    try:
-        reader = GGUFReader(gguf_path)
-    except Exception as e:
-        problems.add(f"{gguf_path}: not a readable GGUF file: {type(e).__name__}: {e}")
-        return problems, ""
+    # The checkpoint first: a wrong file kind is then reported without the ~12 s
+    # GGUFReader takes to decode a whole model's tokenizer.
     try:
         hf = load_hf(hf_dir, need_tokenizer=kind != "head")
     except Exception as e:
@@ -581,6 +578,11 @@ def check(gguf_path: Path, hf_dir: Path, kind: str, expect_file_type: str | None
         return problems, ""
     if kind != "model" and not hf.is_orthrus:
         problems.add(f"HF: {hf_dir} is a plain Qwen3 checkpoint; --{kind} files exist only for Orthrus checkpoints")
+        return problems, ""
+    try:
+        reader = GGUFReader(gguf_path)
+    except Exception as e:
+        problems.add(f"{gguf_path}: not a readable GGUF file: {type(e).__name__}: {e}")
         return problems, ""
 
     keys = expected_keys(hf, kind, problems)
