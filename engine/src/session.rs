@@ -1,10 +1,11 @@
 //! A model, its cache and a scheduler: runs forward passes of either view.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use orthrus_kernels::ggml::{
-    set_cuda_matmul, CudaMatmul, DeviceKind, Input, Output, OwnedGraph, Scheduler, Type,
+    set_cuda_matmul, CudaMatmul, DeviceKind, Input, Output, OwnedGraph, Scheduler, ThreadPool, Type,
 };
 use orthrus_kernels::GgmlType;
 
@@ -116,6 +117,9 @@ pub struct Session<'m> {
     /// What auto mode's last generation left the next.
     history: History,
     switches: Switches,
+    /// The CPU workers of every scheduler's CPU backend (one pool: the
+    /// passes run one at a time, and idle pools would spin beside it).
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl<'m> Session<'m> {
@@ -149,6 +153,7 @@ impl<'m> Session<'m> {
             step_costs: None,
             history: History::default(),
             switches,
+            pool: None,
         };
         // The prompt's scheduler now, so that a device that cannot start
         // fails here rather than at the first pass.
@@ -159,14 +164,20 @@ impl<'m> Session<'m> {
     /// The scheduler of `key`, made on first use (backends of its own).
     fn sched(&mut self, key: SchedKey) -> Result<&mut Scheduler, EngineError> {
         if !self.scheds.contains_key(&key) {
-            let backends = self
+            let mut backends = self
                 .model
                 .devices
                 .iter()
                 .map(|d| d.init())
                 .collect::<Result<Vec<_>, _>>()?;
-            for b in &backends {
+            if self.threads > 1 && self.pool.is_none() {
+                self.pool = ThreadPool::new(self.threads);
+            }
+            for b in &mut backends {
                 b.set_threads(self.threads);
+                if let Some(pool) = &self.pool {
+                    b.set_thread_pool(pool);
+                }
             }
             let nodes = graph::max_nodes(self.model.hparams.n_layer);
             let mut sched = Scheduler::new(backends, nodes);

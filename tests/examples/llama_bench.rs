@@ -48,6 +48,12 @@ fn main() {
         cp.n_threads_batch = cores;
         let ctx = llama::llama_init_from_model(model, cp);
         assert!(!ctx.is_null(), "llama.cpp could not create a context");
+        // A pool of kept threads, as llama-bench attaches (without one,
+        // ggml-cpu starts threads for every graph).
+        let pool = orthrus_kernels::ggml::ThreadPool::new(cores as usize);
+        if let Some(p) = &pool {
+            llama::llama_attach_threadpool(ctx, p.raw(), p.raw());
+        }
         let n_vocab = llama::llama_vocab_n_tokens(llama::llama_model_get_vocab(model)).min(150_000);
         let seed = std::cell::Cell::new(12345u64);
         let rand_tok = || {

@@ -446,6 +446,43 @@ fn trained_model_file(path: &Path, opts: &LoadOptions) -> (Model, Vec<Vec<u32>>)
     (model, ids)
 }
 
+/// Sessions of more than one thread compute on a pool of kept threads
+/// (ggml would otherwise start threads for every graph); the pool splits the
+/// work as fresh threads did, so the logits are those of one thread bit for
+/// bit: a prompt, AR steps and diffusion and verify passes, run twice.
+#[test]
+fn passes_on_kept_threads_equal_one_threads() {
+    assert!(orthrus_kernels::ggml::ThreadPool::new(2).is_some());
+    let (model, prompts) = trained_model_with(&cpu());
+    let prompt = &prompts[0];
+    let mask = model.hparams.orthrus.unwrap().mask_token;
+    let passes = |threads: usize| {
+        let cache = KvCache::new(&model, 512, GgmlType::F16).unwrap();
+        let mut s = Session::new(&model, &cache, threads, 512).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let n = prompt.len();
+            out.push(s.forward(View::Ar, prompt, 0, 1, true).unwrap().logits);
+            let x = *prompt.last().unwrap();
+            out.push(s.forward(View::Ar, &[x], n, 1, true).unwrap().logits);
+            let mut blk = vec![mask; 8];
+            blk[0] = x;
+            out.push(s.forward(View::Diffusion, &blk, n, 8, true).unwrap().logits);
+            out.push(s.forward(View::Ar, &[x; 8], n, 8, true).unwrap().logits);
+        }
+        out
+    };
+    let one = passes(1);
+    let kept = passes(2);
+    for (i, (a, b)) in one.iter().zip(&kept).enumerate() {
+        assert!(!a.is_empty());
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "pass {i}: two threads' logits differ from one's"
+        );
+    }
+}
+
 /// In exact mode a decoding pass over a block computes each row exactly as a
 /// one-token pass over the same cache does (the trained model's Q8_0 matmuls
 /// round their inputs to 8 bits, which turns the last-bit differences of

@@ -3,6 +3,7 @@
 use std::ffi::CStr;
 use std::path::Path;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use llama_cpp_sys_2 as sys;
 
@@ -177,7 +178,11 @@ impl Device {
         // SAFETY: registry device; null params means defaults.
         let ptr = unsafe { sys::ggml_backend_dev_init(self.ptr, std::ptr::null()) };
         NonNull::new(ptr)
-            .map(|ptr| Backend { ptr, device: *self })
+            .map(|ptr| Backend {
+                ptr,
+                device: *self,
+                pool: None,
+            })
             .ok_or_else(|| GgmlError::BackendInit(self.name()))
     }
 
@@ -228,6 +233,9 @@ impl std::fmt::Debug for Device {
 pub struct Backend {
     ptr: NonNull<sys::ggml_backend>,
     device: Device,
+    /// The CPU workers it computes on; dropped after the backend (fields
+    /// drop after `Drop::drop`).
+    pool: Option<Arc<ThreadPool>>,
 }
 
 impl Backend {
@@ -248,6 +256,26 @@ impl Backend {
                 unsafe { std::mem::transmute(f) };
             // SAFETY: a live backend of the registry that exported `f`.
             unsafe { f(self.raw(), n.max(1) as i32) };
+        }
+    }
+
+    /// Makes a CPU backend compute on `pool`'s threads (at most its count)
+    /// instead of starting and joining threads for every graph; a no-op on
+    /// other backends. Backends may share a pool as long as they do not
+    /// compute at the same time.
+    pub fn set_thread_pool(&mut self, pool: &Arc<ThreadPool>) {
+        if self.device.kind() != DeviceKind::Cpu {
+            return;
+        }
+        // SAFETY: exported by the CPU registry as
+        // `void ggml_backend_cpu_set_threadpool(ggml_backend_t, ggml_threadpool_t)`.
+        if let Some(f) = unsafe { self.proc_address(c"ggml_backend_cpu_set_threadpool") } {
+            let f: unsafe extern "C" fn(sys::ggml_backend_t, sys::ggml_threadpool_t) =
+                unsafe { std::mem::transmute(f) };
+            // SAFETY: a live CPU backend and a live pool, which `self` keeps
+            // alive until the backend is freed.
+            unsafe { f(self.raw(), pool.ptr.as_ptr()) };
+            self.pool = Some(Arc::clone(pool));
         }
     }
 
@@ -327,6 +355,59 @@ impl Drop for Backend {
     fn drop(&mut self) {
         // SAFETY: created by ggml_backend_dev_init, freed once.
         unsafe { sys::ggml_backend_free(self.ptr.as_ptr()) }
+    }
+}
+
+/// Worker threads for CPU backends, kept from one graph to the next.
+/// Without a pool ggml-cpu starts and joins its threads for every graph;
+/// those fresh threads often waited a whole scheduler tick for a core (a
+/// pass of 0.3 ms took 4-40 ms at times on a 2-core machine). Between graphs
+/// the workers spin a while (ggml's default polling, as llama.cpp's tools
+/// use), then sleep.
+pub struct ThreadPool {
+    ptr: NonNull<sys::ggml_threadpool>,
+    free: unsafe extern "C" fn(sys::ggml_threadpool_t),
+}
+
+// SAFETY: ggml's pool is driven by whichever thread computes a graph on it;
+// `Backend::set_thread_pool` leaves it to one graph at a time.
+unsafe impl Send for ThreadPool {}
+unsafe impl Sync for ThreadPool {}
+
+impl ThreadPool {
+    /// A pool of `threads` (the computing thread among them) from the CPU
+    /// device's registry; None where it exports no pools.
+    pub fn new(threads: usize) -> Option<Arc<ThreadPool>> {
+        let cpu = Device::cpu();
+        // SAFETY: the CPU registry exports these names with the signatures
+        // of ggml-cpu.h.
+        let (new, free) = unsafe {
+            (
+                cpu.proc_address(c"ggml_threadpool_new")?,
+                cpu.proc_address(c"ggml_threadpool_free")?,
+            )
+        };
+        let new: unsafe extern "C" fn(*mut sys::ggml_threadpool_params) -> sys::ggml_threadpool_t =
+            unsafe { std::mem::transmute(new) };
+        let free: unsafe extern "C" fn(sys::ggml_threadpool_t) =
+            unsafe { std::mem::transmute(free) };
+        // SAFETY: ggml-base fills the parameters; the pool copies them.
+        let mut params = unsafe { sys::ggml_threadpool_params_default(threads.max(1) as i32) };
+        let ptr = NonNull::new(unsafe { new(&mut params) })?;
+        Some(Arc::new(ThreadPool { ptr, free }))
+    }
+
+    /// The pool as ggml's handle (for llama.cpp's `llama_attach_threadpool`).
+    pub fn raw(&self) -> sys::ggml_threadpool_t {
+        self.ptr.as_ptr()
+    }
+}
+
+impl Drop for ThreadPool {
+    fn drop(&mut self) {
+        // SAFETY: made by ggml_threadpool_new, freed once, after every
+        // backend holding it (each holds an Arc).
+        unsafe { (self.free)(self.ptr.as_ptr()) }
     }
 }
 
