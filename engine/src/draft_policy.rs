@@ -40,6 +40,8 @@ pub fn bucket_rows(block: usize) -> Vec<usize> {
 #[derive(Clone, Debug, Default)]
 pub struct StepCosts {
     buckets: Vec<BucketCost>,
+    /// The farthest position calibrated.
+    far: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -98,7 +100,32 @@ impl StepCosts {
                 }
             })
             .collect();
-        StepCosts { buckets }
+        let far = samples.iter().map(|s| s.1).max().unwrap_or(0);
+        let mut costs = StepCosts { buckets, far };
+        costs.bound_ar();
+        costs
+    }
+
+    /// A drafting step runs two passes of at least one row each, so a
+    /// one-token step that reads dearer than half of one (at the start of
+    /// the cache or as far as calibration went) was timed in a stall: its
+    /// line is scaled down to that bound. Auto mode would otherwise draft
+    /// for good and seldom time an AR step that could correct it.
+    fn bound_ar(&mut self) {
+        let Some(ar) = self.buckets.iter().position(|b| b.rows == 1) else {
+            return;
+        };
+        let at = |b: &BucketCost, p: usize| b.base + b.per_position * p as f64;
+        let a = self.buckets[ar];
+        let scale = self
+            .buckets
+            .iter()
+            .filter(|b| b.rows > 1)
+            .flat_map(|b| [0, self.far].map(|p| at(b, p) / 2.0 / at(&a, p)))
+            .fold(1.0, f64::min);
+        let b = &mut self.buckets[ar];
+        b.base *= scale;
+        b.per_position *= scale;
     }
 
     /// The rows that have a cost, ascending.
@@ -143,6 +170,10 @@ impl StepCosts {
     /// `position`: the estimate moves a little towards it, in ratio (the
     /// context slope keeps its share).
     pub fn observe(&mut self, rows: usize, position: usize, seconds: f64) {
+        self.observe_at_rate(rows, position, seconds, COST_RATE);
+    }
+
+    fn observe_at_rate(&mut self, rows: usize, position: usize, seconds: f64, rate: f64) {
         let Some(b) = self.buckets.iter_mut().find(|b| b.rows == rows) else {
             return;
         };
@@ -151,9 +182,10 @@ impl StepCosts {
             return;
         }
         let ratio = (seconds / estimate).clamp(1.0 / COST_CLAMP, COST_CLAMP);
-        let f = ratio.powf(COST_RATE);
+        let f = ratio.powf(rate);
         b.base *= f;
         b.per_position *= f;
+        self.bound_ar();
     }
 }
 
@@ -334,6 +366,23 @@ const PROBE_SHARE: f64 = 0.01;
 /// the shifting generations and better where drafts are dear.
 const EXPLORE_SHARE: f64 = 0.01;
 
+/// Share of the drafting steps' time auto mode may spend checking AR's
+/// cost: an AR step among drafting ones is paid from a budget that every
+/// drafting step adds this share of its cost to, once the budget covers its
+/// expected loss against drafting. AR's cost is otherwise timed only while
+/// AR steps are chosen, so one calibrated too high would never be corrected.
+const CHECK_SHARE: f64 = 0.005;
+/// Steps since AR's cost was last timed before an AR check may be paid
+/// for: where drafting is barely better, the checks' expected loss is near
+/// zero, and unbounded they came in runs (a replay of the bundled model's
+/// recorded generations lost 6% to them). A check records no acceptance
+/// (an AR step's decay of the recent estimates cost that replay 1%).
+const CHECK_AFTER: usize = 128;
+/// Checks in a row while they build graphs instead of timing a step.
+const CHECK_TRIES: usize = 3;
+/// How far one check's timing moves AR's cost (see [`COST_RATE`]).
+const CHECK_RATE: f64 = 0.3;
+
 /// What one generation's policy leaves the next in a session: a model
 /// whose drafts are rarely accepted should not pay for a long first draft
 /// in every generation, nor for a probe in every short one.
@@ -344,6 +393,9 @@ pub struct History {
     /// (below zero when such steps took longer than expected).
     probe_budget: f64,
     explore_budget: f64,
+    check_budget: f64,
+    /// Steps since an AR step was timed.
+    untimed_ar: usize,
 }
 
 /// Which budget paid for a step auto mode would not otherwise take.
@@ -351,6 +403,7 @@ pub struct History {
 enum Budget {
     Probe,
     Explore,
+    Check,
 }
 
 /// The draft length of every step of one generation in auto mode.
@@ -360,7 +413,9 @@ pub struct DraftPolicy {
     acceptance: Acceptance,
     probe_budget: f64,
     explore_budget: f64,
-    /// The last probe or explored step, the cost it was charged at and the
+    check_budget: f64,
+    untimed_ar: usize,
+    /// The last probe, explored step or AR check, the cost it was charged at and the
     /// budget that paid, until it reports.
     charged: Option<(Choice, f64, Budget)>,
     /// Draws the explored rates (the output never depends on them).
@@ -376,6 +431,8 @@ impl DraftPolicy {
             acceptance: history.acceptance,
             probe_budget: history.probe_budget,
             explore_budget: history.explore_budget,
+            check_budget: history.check_budget,
+            untimed_ar: history.untimed_ar,
             charged: None,
             rng: Rng::new(0x5eed),
         }
@@ -463,6 +520,16 @@ impl DraftPolicy {
             }
         }
         if best.0 != ar {
+            // Drafting: now and then an AR step, to time it (see CHECK_SHARE);
+            // it costs the time beyond what the best step takes for a token.
+            self.check_budget += CHECK_SHARE * step_cost(best.0);
+            let cost = ar_cost + build_of(1);
+            let loss = cost - 1.0 / best.1;
+            if self.untimed_ar >= CHECK_AFTER && loss <= self.check_budget {
+                self.check_budget -= loss.max(0.0);
+                self.charged = Some((ar, cost, Budget::Check));
+                return ar;
+            }
             return best.0;
         }
         // An AR step: it adds to the probe budget; the cheapest draft that
@@ -502,7 +569,10 @@ impl DraftPolicy {
         accepted: usize,
         seconds: Option<f64>,
     ) {
-        self.acceptance.record(choice.drafts, accepted);
+        let check = matches!(self.charged, Some((c, _, Budget::Check)) if c == choice);
+        if !check {
+            self.acceptance.record(choice.drafts, accepted);
+        }
         // A probe or explored step that took longer than expected pays the
         // difference (on the H200 probes averaged 7.7 ms where 3.5 were
         // expected); one that was quicker gets nothing back, as the costs
@@ -512,13 +582,23 @@ impl DraftPolicy {
                 let budget = match budget {
                     Budget::Probe => &mut self.probe_budget,
                     Budget::Explore => &mut self.explore_budget,
+                    Budget::Check => &mut self.check_budget,
                 };
                 *budget -= (s - charged).max(0.0);
             }
         }
         if let Some(s) = seconds {
-            self.costs.observe(choice.rows, position, s);
+            // A check is a rare sample of AR's cost: it counts as ten.
+            let rate = if check { CHECK_RATE } else { COST_RATE };
+            self.costs.observe_at_rate(choice.rows, position, s, rate);
         }
+        // A check that built graphs is tried again (on a GPU the third run
+        // is timed), up to CHECK_TRIES, then waits for the next period.
+        self.untimed_ar = match (choice.rows == 1 && seconds.is_some(), check) {
+            (true, _) => 0,
+            (false, true) if self.untimed_ar >= CHECK_AFTER + CHECK_TRIES - 1 => 0,
+            _ => self.untimed_ar + 1,
+        };
     }
 
     /// The costs, as refined by this generation's steps, and what it
@@ -528,6 +608,8 @@ impl DraftPolicy {
             acceptance: self.acceptance,
             probe_budget: self.probe_budget,
             explore_budget: self.explore_budget,
+            check_budget: self.check_budget,
+            untimed_ar: self.untimed_ar,
         };
         (self.costs, history)
     }
@@ -588,12 +670,23 @@ mod tests {
 
     #[test]
     fn costs_fit_the_context_and_follow_timed_steps() {
-        let c =
-            StepCosts::from_samples(&[(1, 0, 1.0), (1, 1000, 2.0), (1, 1000, 2.2), (4, 0, 3.0)]);
+        let c = StepCosts::from_samples(&[
+            (1, 0, 1.0),
+            (1, 1000, 2.0),
+            (1, 1000, 2.2),
+            (4, 0, 3.0),
+            (4, 1000, 5.0),
+        ]);
         assert_eq!(c.rows().collect::<Vec<_>>(), [1, 4]);
         assert!((c.cost(1, 500).unwrap() - 1.55).abs() < 1e-9);
-        assert_eq!(c.cost(4, 5000), Some(3.0));
+        assert_eq!(c.cost(4, 2000), Some(7.0));
         assert_eq!(c.cost(2, 0), None);
+        // A one-token step dearer than half a step of more rows was timed
+        // in a stall: it is taken down to that bound (here at position 0).
+        let stalled =
+            StepCosts::from_samples(&[(1, 0, 10.0), (1, 1000, 11.0), (4, 0, 3.0), (4, 1000, 3.3)]);
+        assert!((stalled.cost(1, 0).unwrap() - 1.5).abs() < 1e-9);
+        assert!((stalled.cost(1, 1000).unwrap() - 1.65).abs() < 1e-9);
         // A lasting slowdown of 4 rows is followed, one stalled step is not.
         let mut d = c.clone();
         d.observe(4, 0, 300.0);
@@ -681,6 +774,46 @@ mod tests {
         );
     }
 
+    /// A one-token pass timed during a stall at calibration (on a 2-core
+    /// CPU, 16 ms where it takes 0.4) must not keep auto drafting for good:
+    /// AR steps now and then while drafting correct its cost.
+    #[test]
+    fn an_ar_cost_measured_too_high_is_corrected() {
+        // A CPU-like device: a step of r rows costs 2r one-token passes.
+        let truth = |r: usize| if r == 1 { 1.0 } else { 2.0 * r as f64 };
+        let mut calibrated = costs(truth, 16);
+        calibrated = {
+            let mut t = calibrated.table(0);
+            t[0].1 = 40.0;
+            t[1].1 = 100.0;
+            StepCosts::from_samples(&t.iter().map(|&(r, c)| (r, 0, c)).collect::<Vec<_>>())
+        };
+        let mut p = DraftPolicy::new(calibrated, History::default());
+        let mut rng = crate::sampling::Rng::new(3);
+        let (mut tokens, mut time) = (0.0, 0.0);
+        for s in 0..3000 {
+            let c = p.choose(15, 100, &|_| 0.0);
+            let accepted = (0..c.drafts).take_while(|_| rng.uniform() < 0.6).count();
+            p.report(c, 100, accepted, Some(truth(c.rows)));
+            if s >= 1000 {
+                tokens += 1.0 + accepted as f64;
+                time += truth(c.rows);
+            }
+        }
+        // AR steps commit 1 token per unit; the best draft (3 of 4 rows at
+        // 0.6 each) 1.78 per 8 units.
+        assert!(
+            tokens / time > 0.95,
+            "{} tokens per AR step's cost",
+            tokens / time
+        );
+        assert!(
+            p.costs.cost(1, 100).unwrap() < 1.5,
+            "{:?}",
+            p.costs.table(100)
+        );
+    }
+
     #[test]
     fn probes_pay_what_they_took() {
         // Probes that take three times their cost are about a third as many.
@@ -751,9 +884,12 @@ mod tests {
         // down.
         let ar = lengths[230..400].iter().filter(|&&n| n == 0).count();
         assert!(ar > 130, "{ar} AR steps of 170");
-        // The probes find the good drafts again.
+        // The probes find the good drafts again (AR steps now and then
+        // check AR's cost: untimed here, so CHECK_TRIES in a row).
         let tail = &lengths[1000..];
-        assert!(tail.iter().all(|&n| n >= 3), "{:?}", &lengths[400..]);
+        let short = tail.iter().filter(|&&n| n < 3).count();
+        let checks = CHECK_TRIES * (tail.len() / CHECK_AFTER + 1);
+        assert!(short <= checks, "{:?}", &lengths[400..]);
         assert!(tail.iter().filter(|&&n| n == 15).count() > tail.len() * 8 / 10);
     }
 
@@ -847,9 +983,12 @@ mod tests {
                 let a = accept(g, n, c.drafts);
                 auto += costs.cost(c.rows, 0).unwrap();
                 let r = runs.entry((c.rows, window(n, c.rows))).or_insert(0);
-                auto += to_build(Some(r)) * costs.fresh(c.rows);
+                let built = to_build(Some(r)) * costs.fresh(c.rows);
+                auto += built;
                 *r += 1;
-                p.report(c, 0, a, None);
+                // Timed as estimated (so that AR checks see AR timed), unless it built.
+                let timed = (built == 0.0).then(|| costs.cost(c.rows, 0).unwrap());
+                p.report(c, 0, a, timed);
                 n += a + 1;
             }
             history = p.into_parts().1;
