@@ -106,11 +106,12 @@ impl StepCosts {
         costs
     }
 
-    /// A drafting step runs two passes of at least one row each, so a
-    /// one-token step that reads dearer than half of one (at the start of
-    /// the cache or as far as calibration went) was timed in a stall: its
-    /// line is scaled down to that bound. Auto mode would otherwise draft
-    /// for good and seldom time an AR step that could correct it.
+    /// A drafting step runs a pass of more rows than a one-token step, and
+    /// a diffusion pass besides, so a one-token step that reads dearer than
+    /// one (at the start of the cache or as far as calibration went) was
+    /// timed in a stall: its line is scaled down to that bound. Auto mode
+    /// would otherwise draft for good and seldom time an AR step that could
+    /// correct it.
     fn bound_ar(&mut self) {
         let Some(ar) = self.buckets.iter().position(|b| b.rows == 1) else {
             return;
@@ -121,7 +122,7 @@ impl StepCosts {
             .buckets
             .iter()
             .filter(|b| b.rows > 1)
-            .flat_map(|b| [0, self.far].map(|p| at(b, p) / 2.0 / at(&a, p)))
+            .flat_map(|b| [0, self.far].map(|p| at(b, p) / at(&a, p)))
             .fold(1.0, f64::min);
         let b = &mut self.buckets[ar];
         b.base *= scale;
@@ -681,12 +682,12 @@ mod tests {
         assert!((c.cost(1, 500).unwrap() - 1.55).abs() < 1e-9);
         assert_eq!(c.cost(4, 2000), Some(7.0));
         assert_eq!(c.cost(2, 0), None);
-        // A one-token step dearer than half a step of more rows was timed
-        // in a stall: it is taken down to that bound (here at position 0).
+        // A one-token step dearer than a step of more rows was timed in a
+        // stall: it is taken down to that bound.
         let stalled =
             StepCosts::from_samples(&[(1, 0, 10.0), (1, 1000, 11.0), (4, 0, 3.0), (4, 1000, 3.3)]);
-        assert!((stalled.cost(1, 0).unwrap() - 1.5).abs() < 1e-9);
-        assert!((stalled.cost(1, 1000).unwrap() - 1.65).abs() < 1e-9);
+        assert!((stalled.cost(1, 0).unwrap() - 3.0).abs() < 1e-9);
+        assert!((stalled.cost(1, 1000).unwrap() - 3.3).abs() < 1e-9);
         // A lasting slowdown of 4 rows is followed, one stalled step is not.
         let mut d = c.clone();
         d.observe(4, 0, 300.0);
