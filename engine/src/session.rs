@@ -153,7 +153,7 @@ impl<'m> Session<'m> {
             step_costs: None,
             history: History::default(),
             switches,
-            pool: None,
+            pool: (threads > 1).then(|| ThreadPool::new(threads)).flatten(),
         };
         // The prompt's scheduler now, so that a device that cannot start
         // fails here rather than at the first pass.
@@ -170,9 +170,6 @@ impl<'m> Session<'m> {
                 .iter()
                 .map(|d| d.init())
                 .collect::<Result<Vec<_>, _>>()?;
-            if self.threads > 1 && self.pool.is_none() {
-                self.pool = ThreadPool::new(self.threads);
-            }
             for b in &mut backends {
                 b.set_threads(self.threads);
                 if let Some(pool) = &self.pool {
