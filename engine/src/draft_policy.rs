@@ -56,6 +56,13 @@ struct BucketCost {
     fresh: f64,
 }
 
+impl BucketCost {
+    /// Seconds at `position`.
+    fn at(&self, position: usize) -> f64 {
+        self.base + self.per_position * position as f64
+    }
+}
+
 /// How much of the log of a timed step's ratio to its estimate one step
 /// moves the estimate: about 30 steps to follow a lasting change, so that a
 /// burst of load on the machine does not swing the choice.
@@ -116,13 +123,12 @@ impl StepCosts {
         let Some(ar) = self.buckets.iter().position(|b| b.rows == 1) else {
             return;
         };
-        let at = |b: &BucketCost, p: usize| b.base + b.per_position * p as f64;
         let a = self.buckets[ar];
         let scale = self
             .buckets
             .iter()
             .filter(|b| b.rows > 1)
-            .flat_map(|b| [0, self.far].map(|p| at(b, p) / at(&a, p)))
+            .flat_map(|b| [0, self.far].map(|p| b.at(p) / a.at(p)))
             .fold(1.0, f64::min);
         let b = &mut self.buckets[ar];
         b.base *= scale;
@@ -140,7 +146,7 @@ impl StepCosts {
         self.buckets
             .iter()
             .find(|b| b.rows == rows)
-            .map(|b| b.base + b.per_position * position as f64)
+            .map(|b| b.at(position))
     }
 
     /// Sets the extra seconds of a step of `rows` whose graphs are not built
@@ -163,7 +169,7 @@ impl StepCosts {
     pub fn table(&self, position: usize) -> Vec<(usize, f64)> {
         self.buckets
             .iter()
-            .map(|b| (b.rows, b.base + b.per_position * position as f64))
+            .map(|b| (b.rows, b.at(position)))
             .collect()
     }
 
@@ -178,7 +184,7 @@ impl StepCosts {
         let Some(b) = self.buckets.iter_mut().find(|b| b.rows == rows) else {
             return;
         };
-        let estimate = b.base + b.per_position * position as f64;
+        let estimate = b.at(position);
         if !(seconds > 0.0 && estimate > 0.0) {
             return;
         }
