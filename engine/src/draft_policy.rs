@@ -135,6 +135,30 @@ impl StepCosts {
         b.per_position *= scale;
     }
 
+    /// Drops each drafting size that costs within `margin` of the next
+    /// larger size kept, at the start of the cache and as far as
+    /// calibration went: the larger drafts more for about the same, while
+    /// every size auto mode uses builds (on a GPU: captures) its graphs
+    /// again in each KV window, at many steps' cost. (Where passes are
+    /// bound by latency, 2, 4 and 8 rows often cost the same to a percent.)
+    pub fn drop_dominated(&mut self, margin: f64) {
+        let far = self.far;
+        let mut kept: Vec<BucketCost> = Vec::new();
+        for b in self.buckets.iter().rev() {
+            let dominated = b.rows > 1
+                && kept.last().is_some_and(|l| {
+                    [0, far]
+                        .iter()
+                        .all(|&p| l.at(p) <= (1.0 + margin) * b.at(p))
+                });
+            if !dominated {
+                kept.push(*b);
+            }
+        }
+        kept.reverse();
+        self.buckets = kept;
+    }
+
     /// The rows that have a cost, ascending.
     pub fn rows(&self) -> impl Iterator<Item = usize> + '_ {
         self.buckets.iter().map(|b| b.rows)
@@ -673,6 +697,36 @@ mod tests {
         assert_eq!(bucket_rows(12), [1, 2, 4, 8, 12]);
         assert_eq!(bucket_rows(2), [1, 2]);
         assert_eq!(bucket_rows(1), [1]);
+    }
+
+    #[test]
+    fn sizes_costing_about_what_a_larger_one_does_are_dropped() {
+        // Step costs of Qwen3-1.7B shapes on the H200 after a 512-token
+        // prompt (ms): 2, 4 and 8 rows within 1.5% of each other.
+        let h200 = [
+            (1, 1.529),
+            (2, 3.276),
+            (4, 3.267),
+            (8, 3.274),
+            (16, 3.668),
+            (32, 4.608),
+        ];
+        let samples = |ms: &[(usize, f64)], far: &dyn Fn(usize, f64) -> f64| {
+            let mut s: Vec<(usize, usize, f64)> = ms.iter().map(|&(r, c)| (r, 0, c)).collect();
+            s.extend(ms.iter().map(|&(r, c)| (r, 2000, far(r, c))));
+            StepCosts::from_samples(&s)
+        };
+        let mut c = samples(&h200, &|_, c| 1.1 * c);
+        c.drop_dominated(0.03);
+        assert_eq!(c.rows().collect::<Vec<_>>(), [1, 8, 16, 32]);
+        // Dominated at the start but not far into the cache: kept.
+        let mut c = samples(&h200, &|r, c| if r == 4 { c } else { 1.2 * c });
+        c.drop_dominated(0.03);
+        assert_eq!(c.rows().collect::<Vec<_>>(), [1, 4, 8, 16, 32]);
+        // A CPU, where a step costs about its rows: every size kept.
+        let mut c = samples(&[(1, 1.0), (2, 2.3), (4, 4.4), (8, 8.5)], &|_, c| c);
+        c.drop_dominated(0.03);
+        assert_eq!(c.rows().collect::<Vec<_>>(), [1, 2, 4, 8]);
     }
 
     #[test]

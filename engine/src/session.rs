@@ -68,6 +68,10 @@ impl Kept<'_> {
 /// Attention reads the cache in windows of this many slots, so a graph built
 /// for one step is reused by the next steps of the same batch shape.
 pub(crate) const KV_WINDOW: usize = 256;
+/// A drafting size that costs within this share of a larger one is not
+/// used (see [`StepCosts::drop_dominated`]): about what calibration's
+/// medians vary by.
+const DOMINATED_MARGIN: f64 = 0.03;
 /// Graphs kept for reuse before the cache of graphs is dropped.
 const MAX_GRAPHS: usize = 32;
 /// Which scheduler a pass runs on: decoding passes one per view and rows
@@ -263,7 +267,8 @@ impl<'m> Session<'m> {
     /// [`Self::set_step_costs`]. Larger steps are measured no further once
     /// one cannot beat AR steps even if every draft is accepted (a step of r
     /// rows costs more than r one-token steps) and costs as much a row as
-    /// the one before it.
+    /// the one before it; sizes that cost about what a larger one does are
+    /// left out.
     pub fn step_costs(&mut self) -> Result<StepCosts, EngineError> {
         if let Some(c) = &self.step_costs {
             return Ok(c.clone());
@@ -365,6 +370,7 @@ impl<'m> Session<'m> {
         for (rows, seconds) in fresh {
             costs.set_fresh(rows, seconds);
         }
+        costs.drop_dominated(DOMINATED_MARGIN);
         Ok(costs)
     }
 
