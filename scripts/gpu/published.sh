@@ -12,7 +12,9 @@
 #   - the bundled trained model (real acceptance): ar, orthrus and auto, on
 #     its held-out prompts and on its shifting ones (prose, then code: the
 #     acceptance rises mid-generation); TINY=0 leaves it out.
-# Results go to $OUT as JSON, one file a run.
+# Results go to $OUT as JSON, one file a run; each bench's steps (drafts,
+# acceptance, time, whether it built graphs) to $OUT/steps/, for replaying
+# auto mode's choices offline.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/gpu/start.sh
@@ -29,15 +31,16 @@ run() { # NAME ARGS...: one JSON result, its stderr's tail on failure
     local out=$1; shift
     "$@" > "$OUT/$out.json" 2> "$work/$out.err" || { echo "$out failed:"; tail -5 "$work/$out.err"; }
 }
+mkdir -p "$OUT/steps"
 run llama-q4_k_m "$bin/llama_bench" "$m" 3 512
-run bench-d15 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 15 --json
-run bench-d31 "$bin/orthrus" bench -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 31 --check --json
-run bench-8k "$bin/orthrus" bench -m "$m" --head "$h" -c 8704 --random-prompt-len 8192 --random-prompts "$long" -n 64 --draft-max 15 --json
-run bench-32k "$bin/orthrus" bench -m "$m" --head "$h" -c 33024 --random-prompt-len 32768 --random-prompts "$long" -n 64 --draft-max 15 --json
+run bench-d15 "$bin/orthrus" bench --steps-out "$OUT/steps/d15.json" -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 15 --json
+run bench-d31 "$bin/orthrus" bench --steps-out "$OUT/steps/d31.json" -m "$m" --head "$h" --random-prompt-len 512 --random-prompts 3 -n 128 --draft-max 31 --check --json
+run bench-8k "$bin/orthrus" bench --steps-out "$OUT/steps/8k.json" -m "$m" --head "$h" -c 8704 --random-prompt-len 8192 --random-prompts "$long" -n 64 --draft-max 15 --json
+run bench-32k "$bin/orthrus" bench --steps-out "$OUT/steps/32k.json" -m "$m" --head "$h" -c 33024 --random-prompt-len 32768 --random-prompts "$long" -n 64 --draft-max 15 --json
 if [ "${TINY:-1}" != 0 ]; then
-    run bench-tiny "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+    run bench-tiny "$bin/orthrus" bench --steps-out "$OUT/steps/tiny.json" -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
         --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
-    run bench-shifting "$bin/orthrus" bench -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
+    run bench-shifting "$bin/orthrus" bench --steps-out "$OUT/steps/shifting.json" -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
         --prompts-file models/tiny-orthrus/shifting-prompts.json -n 256 --json
 fi
 python3 - "$OUT" <<'EOF'
