@@ -1026,6 +1026,8 @@ mod tests {
         let mut runs: HashMap<(usize, usize), u32> = HashMap::new();
         let mut runs_whole: HashMap<usize, u32> = HashMap::new();
         let to_build = |runs: Option<&u32>| (2 - runs.copied().unwrap_or(0).min(2)) as f64 / 2.0;
+        // What a run pays of the build: its share of what is left.
+        let paid = |runs: &u32| to_build(Some(runs)) - to_build(Some(&(runs + 1)));
         for (g, &total) in lengths.iter().enumerate() {
             let mut p = DraftPolicy::new(
                 costs.clone(),
@@ -1042,7 +1044,7 @@ mod tests {
                 let a = accept(g, n, c.drafts);
                 auto += costs.cost(c.rows, 0).unwrap();
                 let r = runs.entry((c.rows, window(n, c.rows))).or_insert(0);
-                let built = to_build(Some(r)) * costs.fresh(c.rows);
+                let built = paid(r) * costs.fresh(c.rows);
                 auto += built;
                 *r += 1;
                 // Timed as estimated (so that AR checks see AR timed), unless it built.
@@ -1057,7 +1059,7 @@ mod tests {
                 let d = 15.min(total - n - 1);
                 whole += costs.cost(16, 0).unwrap();
                 let r = runs_whole.entry(window(n, 16)).or_insert(0);
-                whole += to_build(Some(r)) * costs.fresh(16);
+                whole += paid(r) * costs.fresh(16);
                 *r += 1;
                 n += accept(g, n, d) + 1;
             }
@@ -1070,20 +1072,7 @@ mod tests {
     /// `n` accepts what the recorded step starting at `n` accepted, or the
     /// rest of the recorded run `n` falls in, at most `d`.
     fn replay_recorded(costs: &StepCosts, generations: &[Vec<usize>], fresh: bool) -> (f64, f64) {
-        let rest: Vec<Vec<usize>> = generations
-            .iter()
-            .map(|accepted| {
-                let mut rest = vec![0; accepted.iter().map(|a| a + 1).sum::<usize>() + 1];
-                let mut t = 0;
-                for &a in accepted {
-                    for k in 0..=a {
-                        rest[t + k] = a - k;
-                    }
-                    t += a + 1;
-                }
-                rest
-            })
-            .collect();
+        let rest: Vec<Vec<usize>> = generations.iter().map(|g| rest_of_runs(g)).collect();
         let lengths: Vec<usize> = rest.iter().map(|r| r.len() - 1).collect();
         replay(costs, &lengths, &|g, n, d| rest[g][n].min(d), fresh)
     }
@@ -1267,6 +1256,109 @@ mod tests {
                 auto >= bound,
                 "one session {one_session}: auto {auto:.3} of AR"
             );
+        }
+    }
+
+    /// For each step of a recorded generation, the drafts still accepted
+    /// from its token on: a step at token `n` accepts what the recorded step
+    /// starting there accepted, or the rest of the recorded run `n` falls in.
+    fn rest_of_runs(accepted: &[usize]) -> Vec<usize> {
+        let mut rest = vec![0; accepted.iter().map(|a| a + 1).sum::<usize>() + 1];
+        let mut t = 0;
+        for &a in accepted {
+            for k in 0..=a {
+                rest[t + k] = a - k;
+            }
+            t += a + 1;
+        }
+        rest
+    }
+
+    /// `orthrus bench` replayed on generations recorded in `orthrus` mode
+    /// (drafts accepted per step), every prompt of `prompt` tokens: the
+    /// warm-up (8 tokens a mode at the first prompt, leaving the graphs of
+    /// AR steps and of `orthrus` mode's size ready, and auto's of its own 8
+    /// tokens built), the acceptance estimates reset, then auto on each
+    /// generation in one session, its graphs per KV window of 256 slots
+    /// ready from their third run (each of the first two paying half of
+    /// `fresh`). Returns auto's speed over AR steps'.
+    fn replay_bench(
+        costs: &StepCosts,
+        prompt: usize,
+        draft_max: usize,
+        gens: &[Vec<usize>],
+    ) -> f64 {
+        let rests: Vec<Vec<usize>> = gens.iter().map(|g| rest_of_runs(g)).collect();
+        let window = |n: usize, rows: usize| (prompt + n + rows).div_ceil(KV_WINDOW);
+        let mut runs: HashMap<(usize, usize), u32> = HashMap::from([
+            ((1, window(0, 1)), 3),
+            ((draft_max + 1, window(0, draft_max + 1)), 3),
+        ]);
+        let share = |r: Option<&u32>| (2 - r.copied().unwrap_or(0).min(2)) as f64 / 2.0;
+        let paid = |r: &u32| share(Some(r)) - share(Some(&(r + 1)));
+        let (mut costs, mut history) = (costs.clone(), History::default());
+        let (mut auto, mut ar) = (0.0, 0.0);
+        // The warm-up on the first generation, then each generation.
+        let plan = std::iter::once((0, 8, false)).chain((0..gens.len()).map(|g| (g, 0, true)));
+        for (g, max_tokens, timed) in plan {
+            let total = if max_tokens > 0 {
+                max_tokens
+            } else {
+                rests[g].len() - 1
+            };
+            let mut p = DraftPolicy::new(costs.clone(), history);
+            let mut n = 0;
+            while n < total {
+                let left = |rows: usize| share(runs.get(&(rows, window(n, rows))));
+                let c = p.choose(draft_max.min(total - n - 1), prompt + n, &left);
+                let a = rests[g][n].min(c.drafts);
+                let step = costs.cost(c.rows, 0).unwrap();
+                let r = runs.entry((c.rows, window(n, c.rows))).or_insert(0);
+                let built = paid(r) * costs.fresh(c.rows);
+                *r += 1;
+                if timed {
+                    auto += step + built;
+                }
+                p.report(c, prompt + n, a, (built == 0.0).then_some(step));
+                n += a + 1;
+            }
+            if timed {
+                ar += total as f64 * costs.cost(1, 0).unwrap();
+            }
+            (costs, history) = p.into_parts();
+            if !timed {
+                history = History::default();
+            }
+        }
+        ar / auto
+    }
+
+    #[test]
+    fn auto_keeps_up_with_ar_on_random_weights_recorded_on_the_h200() {
+        // Random weights of published shapes on the H200, where AR steps
+        // are the faster mode: the drafts' first token is often accepted
+        // (the text repeats itself), hardly ever more, so a drafting step
+        // commits about what it costs. Live, auto came to 0.975, 0.963 and
+        // 0.898 of AR; replayed, 0.940, 0.956 and 0.937: the first
+        // generation drafts at the prior rate, builds graphs in the
+        // prompt's KV window, and needs a few rejections at position 1 to
+        // stop. (Less optimism there, a prior of half the weight or
+        // position 1 judged by position 0, gave 0.97-0.98 here but 0.94
+        // and 0.85 of the whole block on the shifting generations.)
+        let file: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/golden/h200-random-steps.json"
+        )))
+        .unwrap();
+        for (name, c) in file["configs"].as_object().unwrap() {
+            let mut costs = costs_from_json(c, "step_ms", Some("fresh_ms"));
+            costs.drop_dominated(0.03);
+            let gens: Vec<Vec<usize>> = serde_json::from_value(c["accepted"].clone()).unwrap();
+            let prompt = c["prompt"].as_u64().unwrap() as usize;
+            let draft_max = c["draft_max"].as_u64().unwrap() as usize;
+            let auto = replay_bench(&costs, prompt, draft_max, &gens);
+            eprintln!("{name}: auto {auto:.3} of AR (live {})", c["auto_vs_best"]);
+            assert!(auto >= 0.93, "{name}: auto {auto:.3} of AR");
         }
     }
 
