@@ -382,6 +382,16 @@ pub struct Choice {
     pub rows: usize,
 }
 
+/// Long-run observations of the first draft position at which a graph
+/// build is shared by half the tokens left in its KV window (all of them as
+/// observations grow, none before the first: the step that builds pays all
+/// of it). Spread over the whole window from the first step, builds chosen
+/// on the prior rate were paid for by one or two steps: replaying the H200
+/// bench's first generations on random weights (where AR steps are the
+/// faster mode), auto came to 0.940, 0.956 and 0.937 of AR, and to 0.974,
+/// 0.974 and 0.965 with this (the same from 5 to 15 observations).
+const BUILD_EVIDENCE: f64 = 8.0;
+
 /// Share of the AR steps' time auto mode may spend re-probing: a probe is a
 /// short draft whose expected loss against an AR step is paid from a budget
 /// that every AR step adds this share of its cost to.
@@ -501,7 +511,12 @@ impl DraftPolicy {
         // generations): per step, the build's share of the tokens left in
         // the window that the step commits. (Unshared, a build of 4.5 AR steps' time for 60 tokens
         // left made a single draft of the 8B after an 8K prompt look free.)
-        let left = (KV_WINDOW - position % KV_WINDOW) as f64;
+        // Shared only as far as the estimates rest on observations (see
+        // BUILD_EVIDENCE): a length chosen on the prior may be dropped
+        // after its first step.
+        let (a0, r0) = self.acceptance.long.counts(0);
+        let observed = (a0 + r0) / (a0 + r0 + BUILD_EVIDENCE);
+        let left = ((KV_WINDOW - position % KV_WINDOW) as f64 * observed).max(1.0);
         let build: Vec<(usize, f64)> = std::iter::once(1)
             .chain(candidates.iter().map(|(c, _)| c.rows))
             .map(|rows| (rows, to_build(rows) * self.costs.fresh(rows)))
@@ -1339,12 +1354,13 @@ mod tests {
         // are the faster mode: the drafts' first token is often accepted
         // (the text repeats itself), hardly ever more, so a drafting step
         // commits about what it costs. Live, auto came to 0.975, 0.963 and
-        // 0.898 of AR; replayed, 0.940, 0.956 and 0.937: the first
-        // generation drafts at the prior rate, builds graphs in the
-        // prompt's KV window, and needs a few rejections at position 1 to
-        // stop. (Less optimism there, a prior of half the weight or
-        // position 1 judged by position 0, gave 0.97-0.98 here but 0.94
-        // and 0.85 of the whole block on the shifting generations.)
+        // 0.898 of AR; replayed then, 0.940, 0.956 and 0.937: the first
+        // generation drafted at the prior rate, built graphs in the
+        // prompt's KV window for one or two steps, and needed a few
+        // rejections at position 1 to stop (see BUILD_EVIDENCE). (Less
+        // optimism at position 1, a prior of half the weight or position 1
+        // judged by position 0, gave 0.97-0.98 here but 0.94 and 0.85 of
+        // the whole block on the shifting generations.)
         let file: serde_json::Value = serde_json::from_str(include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../tests/golden/h200-random-steps.json"
@@ -1358,7 +1374,7 @@ mod tests {
             let draft_max = c["draft_max"].as_u64().unwrap() as usize;
             let auto = replay_bench(&costs, prompt, draft_max, &gens);
             eprintln!("{name}: auto {auto:.3} of AR (live {})", c["auto_vs_best"]);
-            assert!(auto >= 0.93, "{name}: auto {auto:.3} of AR");
+            assert!(auto >= 0.96, "{name}: auto {auto:.3} of AR");
         }
     }
 
