@@ -54,6 +54,8 @@ struct BucketCost {
     /// are not built yet (for each window of context positions): building
     /// them, and on CUDA running them uncaptured and capturing them.
     fresh: f64,
+    /// Cache slots a window of its graphs spans (see [`StepCosts::set_windows`]).
+    window: usize,
 }
 
 impl BucketCost {
@@ -62,6 +64,9 @@ impl BucketCost {
         self.base + self.per_position * position as f64
     }
 }
+
+/// The largest KV window of a step size (see [`StepCosts::set_windows`]).
+const MAX_WINDOW: usize = 64 * KV_WINDOW;
 
 /// How much of the log of a timed step's ratio to its estimate one step
 /// moves the estimate: about 30 steps to follow a lasting change, so that a
@@ -104,6 +109,7 @@ impl StepCosts {
                     base: (y0 - per_position * lo as f64).max(1e-9),
                     per_position,
                     fresh: 0.0,
+                    window: KV_WINDOW,
                 }
             })
             .collect();
@@ -157,6 +163,46 @@ impl StepCosts {
         }
         kept.reverse();
         self.buckets = kept;
+    }
+
+    /// Sets each size's KV window, the slots that its graphs' attention
+    /// reads in steps (a power of two times [`KV_WINDOW`], at most
+    /// [`MAX_WINDOW`]): the window that costs least a step, reading half a
+    /// window more of the cache than it needs on average (`per_position`
+    /// a slot) against building its graphs once a window (`fresh`, shared
+    /// by a window of steps of one token). Where a build costs many steps,
+    /// as a small model's on a GPU, windows grow; where reading the cache
+    /// costs more, they stay small. A CPU keeps [`KV_WINDOW`] (its builds
+    /// cost little, see `Session::step_graphs_to_build`).
+    pub fn set_windows(&mut self) {
+        for b in &mut self.buckets {
+            let cost = |w: usize| b.per_position * w as f64 / 2.0 + b.fresh / w as f64;
+            b.window = std::iter::successors(Some(KV_WINDOW), |w| Some(w * 2))
+                .take_while(|&w| w <= MAX_WINDOW)
+                .min_by(|x, y| cost(*x).total_cmp(&cost(*y)))
+                .unwrap_or(KV_WINDOW);
+        }
+    }
+
+    /// The KV window of a step of `rows` rows: its size's, or the next
+    /// larger size's (a length padded to none of them), else the largest's.
+    pub fn window(&self, rows: usize) -> usize {
+        self.buckets
+            .iter()
+            .find(|b| b.rows >= rows)
+            .or(self.buckets.last())
+            .map_or(KV_WINDOW, |b| b.window)
+    }
+
+    /// Where a step of `rows` rows at `position` runs: the position whose
+    /// calibrated cost it has (its graph reads as many cache slots as one
+    /// there in windows of [`KV_WINDOW`]: calibration's), and the tokens
+    /// left before its window no longer holds it.
+    fn layout(&self, rows: usize, position: usize) -> (usize, f64) {
+        let end = position + rows;
+        let n_kv = end.next_multiple_of(self.window(rows));
+        let cost_position = position + n_kv - end.next_multiple_of(KV_WINDOW);
+        (cost_position, (n_kv + 1 - end) as f64)
     }
 
     /// The rows that have a cost, ascending.
@@ -491,7 +537,8 @@ impl DraftPolicy {
         to_build: &dyn Fn(usize) -> f64,
     ) -> Choice {
         let ar = Choice { drafts: 0, rows: 1 };
-        let Some(ar_cost) = self.costs.cost(1, position) else {
+        let at = |rows| self.costs.layout(rows, position).0;
+        let Some(ar_cost) = self.costs.cost(1, at(1)) else {
             return ar;
         };
         let mean = expected(&self.acceptance.rates(max_drafts));
@@ -502,7 +549,7 @@ impl DraftPolicy {
             .filter(|&r| r >= 2 && max_drafts > 0)
             .filter_map(|rows| {
                 let drafts = (rows - 1).min(max_drafts);
-                let cost = self.costs.cost(rows, position)?;
+                let cost = self.costs.cost(rows, at(rows))?;
                 Some((Choice { drafts, rows }, cost))
             })
             .collect();
@@ -516,13 +563,13 @@ impl DraftPolicy {
         // after its first step.
         let (a0, r0) = self.acceptance.long.counts(0);
         let observed = (a0 + r0) / (a0 + r0 + BUILD_EVIDENCE);
-        let left = ((KV_WINDOW - position % KV_WINDOW) as f64 * observed).max(1.0);
+        let left = |rows| (self.costs.layout(rows, position).1 * observed).max(1.0);
         let build: Vec<(usize, f64)> = std::iter::once(1)
             .chain(candidates.iter().map(|(c, _)| c.rows))
             .map(|rows| (rows, to_build(rows) * self.costs.fresh(rows)))
             .collect();
         let build_of = |rows: usize| build.iter().find(|b| b.0 == rows).map_or(0.0, |b| b.1);
-        let build_share = |rows: usize, tokens: f64| build_of(rows) * tokens / left;
+        let build_share = |rows: usize, tokens: f64| build_of(rows) * tokens / left(rows);
         // The step of most expected tokens a second, and that rate.
         let best_by = |expected: &[f64]| {
             let mut best = (ar, 1.0 / (ar_cost + build_share(1, 1.0)));
@@ -636,7 +683,8 @@ impl DraftPolicy {
         if let Some(s) = seconds {
             // A check is a rare sample of AR's cost: it counts as ten.
             let rate = if check { CHECK_RATE } else { COST_RATE };
-            self.costs.observe_at_rate(choice.rows, position, s, rate);
+            let at = self.costs.layout(choice.rows, position).0;
+            self.costs.observe_at_rate(choice.rows, at, s, rate);
         }
         // A check that built graphs is tried again (on a GPU the third run
         // is timed), up to CHECK_TRIES, then waits for the next period.
@@ -712,6 +760,39 @@ mod tests {
         assert_eq!(bucket_rows(12), [1, 2, 4, 8, 12]);
         assert_eq!(bucket_rows(2), [1, 2]);
         assert_eq!(bucket_rows(1), [1]);
+    }
+
+    #[test]
+    fn windows_grow_where_builds_cost_many_steps() {
+        // Qwen3-1.7B shapes on the H200 (s): steps after 0 and 7680
+        // positions, and what building their graphs cost.
+        let mut c = StepCosts::from_samples(&[
+            (1, 0, 1.49e-3),
+            (1, 7680, 1.801e-3),
+            (16, 0, 3.641e-3),
+            (16, 7680, 4.665e-3),
+        ]);
+        c.set_fresh(1, 7.7e-3);
+        c.set_fresh(16, 11.2e-3);
+        let mut cpu = c.clone();
+        c.set_windows();
+        assert_eq!((c.window(1), c.window(16)), (512, 512));
+        // A length between sizes takes the next larger size's window.
+        assert_eq!(c.window(9), 512);
+        // Building for free (a CPU): the default.
+        cpu.set_fresh(1, 0.0);
+        cpu.set_fresh(16, 0.0);
+        cpu.set_windows();
+        assert_eq!((cpu.window(1), cpu.window(16)), (KV_WINDOW, KV_WINDOW));
+        // A small model's: reading more of the cache costs next to nothing.
+        let mut small = StepCosts::from_samples(&[(1, 0, 0.25e-3), (1, 2000, 0.2502e-3)]);
+        small.set_fresh(1, 1.9e-3);
+        small.set_windows();
+        assert!(small.window(1) >= 4096, "{}", small.window(1));
+        // A step of 16 rows at 600 in a window of 512 reads 1024 slots, as
+        // one at 856 does in windows of 256, and fits until 1009.
+        assert_eq!(c.layout(16, 600), (856, 409.0));
+        assert_eq!(cpu.layout(16, 600), (600, 153.0));
     }
 
     #[test]

@@ -561,7 +561,8 @@ fn bench(a: BenchArgs) -> Result<()> {
         check = serde_json::json!({ "prompts": prompts.len(), "tokens_each": a.n_predict, "compared": compared, "identical": compared - divergences.len(), "divergences": divergences });
     }
     // Auto mode's step costs after the runs (at the first prompt's end),
-    // and what a step costs more when it must build its graphs.
+    // what a step costs more when it must build its graphs, and the KV
+    // window its graphs span.
     let costs: serde_json::Map<String, serde_json::Value> = if l.model.is_orthrus() {
         let pos = prompts[0].len();
         let c = session.step_costs()?;
@@ -572,6 +573,7 @@ fn bench(a: BenchArgs) -> Result<()> {
                 [
                     (format!("rows_{r}"), ms(s)),
                     (format!("fresh_{r}"), ms(c.fresh(r))),
+                    (format!("window_{r}"), serde_json::json!(c.window(r))),
                 ]
             })
             .collect()

@@ -370,6 +370,9 @@ impl<'m> Session<'m> {
         for (rows, seconds) in fresh {
             costs.set_fresh(rows, seconds);
         }
+        if self.on_gpu && !self.exact {
+            costs.set_windows();
+        }
         costs.drop_dominated(DOMINATED_MARGIN);
         Ok(costs)
     }
@@ -437,13 +440,17 @@ impl<'m> Session<'m> {
         // The exact attention path reads V transposed, as only an f32 cache
         // holds it; on the CPU the reference kernels make the rest exact.
         let exact_path = exact && self.cache.ty == GgmlType::F32;
+        // Decoding graphs span the windows calibration chose for their rows
+        // (on a GPU; see StepCosts::set_windows), other passes KV_WINDOW.
+        let window = match &self.step_costs {
+            Some(c) if decoding && !self.exact => c.window(rows),
+            _ => KV_WINDOW,
+        };
         let n_kv = if exact_path {
             // Within the allocation: slots are whole windows of SLOT_ALIGN.
             (pos0 + rows).next_multiple_of(SLOT_ALIGN)
         } else {
-            (pos0 + rows)
-                .next_multiple_of(KV_WINDOW)
-                .min(self.cache.n_ctx)
+            (pos0 + rows).next_multiple_of(window).min(self.cache.n_ctx)
         };
         let col_group = match (exact, decoding) {
             (true, _) if self.exact_matmul => 0,

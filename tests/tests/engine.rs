@@ -576,6 +576,57 @@ fn auto_mode_keeps_to_the_draft_limit() {
     assert_eq!(g.stats.draft_tokens_per_pos.len(), 3);
 }
 
+/// Decoding graphs whose attention spans a larger KV window than the
+/// default (as a GPU's calibration sets them where building graphs costs
+/// many steps) read the same cache slots unmasked, so they decode the same
+/// tokens with the same steps; and a generation crossing a default window
+/// builds fewer graphs.
+#[test]
+fn larger_kv_windows_decode_the_same() {
+    let (model, prompts) = trained_model();
+    let cache = KvCache::new(&model, 1024, GgmlType::F16).unwrap();
+    // Builds costing a second each, reading the cache nothing: every size
+    // takes the largest window (the whole cache here).
+    let mut wide = varied_costs();
+    for rows in [1, 2, 4, 8, 16] {
+        wide.set_fresh(rows, 1.0);
+    }
+    wide.set_windows();
+    assert!(wide.window(1) >= 1024 && wide.window(16) >= 1024);
+    for prompt in prompts.iter().take(3) {
+        for (mode, draft_max) in [(Mode::Ar, None), (Mode::Orthrus, Some(15))] {
+            let p = GenerateParams {
+                mode,
+                max_tokens: 300,
+                ignore_eos: true,
+                draft_max,
+                ..Default::default()
+            };
+            let run = |costs: Option<StepCosts>| {
+                let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+                if let Some(c) = costs {
+                    s.set_step_costs(c);
+                }
+                let g = generate(&mut s, prompt, &p, &mut |_| true).unwrap();
+                let steps: Vec<(usize, usize)> = g
+                    .steps
+                    .iter()
+                    .map(|st| (st.position, st.accepted))
+                    .collect();
+                (g.tokens, steps, s.graphs_built())
+            };
+            let (tokens, steps, built) = run(None);
+            let (wide_tokens, wide_steps, wide_built) = run(Some(wide.clone()));
+            assert_eq!(tokens, wide_tokens, "{mode:?}");
+            assert_eq!(steps, wide_steps, "{mode:?}");
+            assert!(
+                prompt.len() + 300 > 256 && wide_built < built,
+                "{mode:?}: {wide_built} graphs built in wide windows, {built} in the default ones"
+            );
+        }
+    }
+}
+
 /// Greedy Orthrus == greedy AR on a model whose drafts are accepted (the
 /// random fixtures' mostly are not), over its held-out prompts, with draft
 /// lengths 15 and 1 and in auto mode (with the costs measured here, and
