@@ -576,28 +576,37 @@ fn auto_mode_keeps_to_the_draft_limit() {
     assert_eq!(g.stats.draft_tokens_per_pos.len(), 3);
 }
 
-/// Decoding graphs whose attention spans a larger KV window than the
+/// Decoding graphs whose attention spans larger KV windows than the
 /// default (as a GPU's calibration sets them where building graphs costs
 /// many steps) read the same cache slots unmasked, so they decode the same
-/// tokens with the same steps; and a generation crossing a default window
-/// builds fewer graphs.
+/// tokens with the same steps, windows of 512 crossed as those of 256 are,
+/// and one spanning the whole cache; and they build fewer graphs.
 #[test]
 fn larger_kv_windows_decode_the_same() {
     let (model, prompts) = trained_model();
-    let cache = KvCache::new(&model, 1024, GgmlType::F16).unwrap();
-    // Builds costing a second each, reading the cache nothing: every size
-    // takes the largest window (the whole cache here).
-    let mut wide = varied_costs();
-    for rows in [1, 2, 4, 8, 16] {
-        wide.set_fresh(rows, 1.0);
-    }
-    wide.set_windows();
-    assert!(wide.window(1) >= 1024 && wide.window(16) >= 1024);
-    for prompt in prompts.iter().take(3) {
+    let cache = KvCache::new(&model, 2048, GgmlType::F16).unwrap();
+    // Costs timed at 0 and 2000 positions, per position `slope` more, and
+    // `fresh` to build a size's graphs.
+    let windowed = |slope: f64, fresh: f64| {
+        let at_start = [(1, 1.0), (2, 1.4), (4, 1.8), (8, 2.0), (16, 2.2)];
+        let mut samples: Vec<(usize, usize, f64)> =
+            at_start.iter().map(|&(r, c)| (r, 0, c)).collect();
+        samples.extend(at_start.iter().map(|&(r, c)| (r, 2000, c + 2000.0 * slope)));
+        let mut costs = StepCosts::from_samples(&samples);
+        for (rows, _) in at_start {
+            costs.set_fresh(rows, fresh);
+        }
+        costs.set_windows();
+        costs
+    };
+    let (w512, whole) = (windowed(1e-6, 0.131), windowed(0.0, 1.0));
+    assert_eq!((w512.window(1), w512.window(16)), (512, 512));
+    assert_eq!((whole.window(1), whole.window(16)), (2048, 2048));
+    for prompt in prompts.iter().take(2) {
         for (mode, draft_max) in [(Mode::Ar, None), (Mode::Orthrus, Some(15))] {
             let p = GenerateParams {
                 mode,
-                max_tokens: 300,
+                max_tokens: 600,
                 ignore_eos: true,
                 draft_max,
                 ..Default::default()
@@ -616,13 +625,15 @@ fn larger_kv_windows_decode_the_same() {
                 (g.tokens, steps, s.graphs_built())
             };
             let (tokens, steps, built) = run(None);
-            let (wide_tokens, wide_steps, wide_built) = run(Some(wide.clone()));
-            assert_eq!(tokens, wide_tokens, "{mode:?}");
-            assert_eq!(steps, wide_steps, "{mode:?}");
-            assert!(
-                prompt.len() + 300 > 256 && wide_built < built,
-                "{mode:?}: {wide_built} graphs built in wide windows, {built} in the default ones"
-            );
+            for (what, costs) in [("512", &w512), ("whole cache", &whole)] {
+                let (wide_tokens, wide_steps, wide_built) = run(Some(costs.clone()));
+                assert_eq!(tokens, wide_tokens, "{mode:?}, windows {what}");
+                assert_eq!(steps, wide_steps, "{mode:?}, windows {what}");
+                assert!(
+                    wide_built < built,
+                    "{mode:?}: {wide_built} graphs built in windows of {what}, {built} in the default ones"
+                );
+            }
         }
     }
 }
