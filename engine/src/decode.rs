@@ -214,10 +214,10 @@ pub fn generate(
         };
     // Measured before the prefill: measuring writes scratch cache slots.
     let mut lengths = match params.mode {
-        Mode::Auto if max_drafts > 0 => DraftLengths::Auto(DraftPolicy::new(
+        Mode::Auto if max_drafts > 0 => DraftLengths::Auto(Box::new(DraftPolicy::new(
             session.step_costs()?,
             session.history().clone(),
-        )),
+        ))),
         _ => DraftLengths::Fixed(max_drafts),
     };
     let mask = hp.orthrus.map_or(0, |o| o.mask_token);
@@ -374,7 +374,7 @@ pub fn generate(
 enum DraftLengths {
     /// Always this many (0: AR steps), through graphs of that many + 1 rows.
     Fixed(usize),
-    Auto(DraftPolicy),
+    Auto(Box<DraftPolicy>),
 }
 
 impl DraftLengths {

@@ -42,6 +42,8 @@ pub struct StepCosts {
     buckets: Vec<BucketCost>,
     /// The farthest position calibrated.
     far: usize,
+    /// The cache's slots, once windows are set: no graph reads past them.
+    n_ctx: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -111,7 +113,11 @@ impl StepCosts {
             })
             .collect();
         let far = samples.iter().map(|s| s.1).max().unwrap_or(0);
-        let mut costs = StepCosts { buckets, far };
+        let mut costs = StepCosts {
+            buckets,
+            far,
+            n_ctx: None,
+        };
         costs.bound_ar();
         costs
     }
@@ -171,8 +177,10 @@ impl StepCosts {
     /// by a window of steps of one token). Where a build costs many steps,
     /// as a small model's on a GPU, windows grow; where reading the cache
     /// costs more, they stay small. A CPU keeps [`KV_WINDOW`] (its builds
-    /// cost little, see `Session::step_graphs_to_build`).
-    pub fn set_windows(&mut self) {
+    /// cost little, see `Session::step_graphs_to_build`). `n_ctx`: the
+    /// cache's slots, where every window ends.
+    pub fn set_windows(&mut self, n_ctx: usize) {
+        self.n_ctx = Some(n_ctx);
         // Beyond the timed span the cost per position is a guess (0 where
         // timing noise flattened it).
         let largest = (self.far + 1).next_power_of_two().max(KV_WINDOW);
@@ -201,8 +209,9 @@ impl StepCosts {
     /// left before its window no longer holds it.
     fn layout(&self, rows: usize, position: usize) -> (usize, f64) {
         let end = position + rows;
-        let n_kv = end.next_multiple_of(self.window(rows));
-        let cost_position = position + n_kv - end.next_multiple_of(KV_WINDOW);
+        let within = |n: usize| self.n_ctx.map_or(n, |c| n.min(c.max(end)));
+        let n_kv = within(end.next_multiple_of(self.window(rows)));
+        let cost_position = position + n_kv - within(end.next_multiple_of(KV_WINDOW));
         (cost_position, (n_kv + 1 - end) as f64)
     }
 
@@ -776,25 +785,28 @@ mod tests {
         c.set_fresh(1, 7.7e-3);
         c.set_fresh(16, 11.2e-3);
         let mut cpu = c.clone();
-        c.set_windows();
+        c.set_windows(1 << 20);
         assert_eq!((c.window(1), c.window(16)), (512, 512));
         // A length between sizes takes the next larger size's window.
         assert_eq!(c.window(9), 512);
         // Building for free (a CPU): the default.
         cpu.set_fresh(1, 0.0);
         cpu.set_fresh(16, 0.0);
-        cpu.set_windows();
+        cpu.set_windows(1 << 20);
         assert_eq!((cpu.window(1), cpu.window(16)), (KV_WINDOW, KV_WINDOW));
         // A small model's: reading more of the cache costs next to nothing,
         // so as far as calibration timed it (2000 positions).
         let mut small = StepCosts::from_samples(&[(1, 0, 0.25e-3), (1, 2000, 0.2502e-3)]);
         small.set_fresh(1, 1.9e-3);
-        small.set_windows();
+        small.set_windows(1 << 20);
         assert_eq!(small.window(1), 2048);
         // A step of 16 rows at 600 in a window of 512 reads 1024 slots, as
         // one at 856 does in windows of 256, and fits until 1009.
         assert_eq!(c.layout(16, 600), (856, 409.0));
         assert_eq!(cpu.layout(16, 600), (600, 153.0));
+        // In a cache of 900 slots the window ends there.
+        c.set_windows(900);
+        assert_eq!(c.layout(16, 600), (732, 285.0));
     }
 
     #[test]

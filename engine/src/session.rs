@@ -371,7 +371,7 @@ impl<'m> Session<'m> {
             costs.set_fresh(rows, seconds);
         }
         if self.on_gpu && !self.exact {
-            costs.set_windows();
+            costs.set_windows(self.cache.n_ctx);
         }
         costs.drop_dominated(DOMINATED_MARGIN);
         Ok(costs)

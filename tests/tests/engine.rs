@@ -596,7 +596,7 @@ fn larger_kv_windows_decode_the_same() {
         for (rows, _) in at_start {
             costs.set_fresh(rows, fresh);
         }
-        costs.set_windows();
+        costs.set_windows(2048);
         costs
     };
     let (w512, whole) = (windowed(1e-6, 0.131), windowed(0.0, 1.0));
