@@ -1113,6 +1113,17 @@ mod tests {
         }
     }
 
+    /// The share of a graph's build still to pay after `runs` runs (none:
+    /// not built), as a GPU session counts it (`Kept::to_build`).
+    fn to_build(runs: Option<u32>) -> f64 {
+        (2 - runs.unwrap_or(0).min(2)) as f64 / 2.0
+    }
+
+    /// What the run after `runs` runs pays of the build: its share of it.
+    fn paid(runs: u32) -> f64 {
+        to_build(Some(runs)) - to_build(Some(runs + 1))
+    }
+
     /// Replays greedy generations of `lengths[g]` tokens whose step of `d`
     /// drafts at token `n` accepts `accept(g, n, d)`. Returns auto's and the
     /// whole-block drafts' committed tokens per unit of cost, relative to
@@ -1135,9 +1146,6 @@ mod tests {
         // Runs of the graphs of (rows, window); a session keeps them.
         let mut runs: HashMap<(usize, usize), u32> = HashMap::new();
         let mut runs_whole: HashMap<usize, u32> = HashMap::new();
-        let to_build = |runs: Option<&u32>| (2 - runs.copied().unwrap_or(0).min(2)) as f64 / 2.0;
-        // What a run pays of the build: its share of what is left.
-        let paid = |runs: &u32| to_build(Some(runs)) - to_build(Some(&(runs + 1)));
         for (g, &total) in lengths.iter().enumerate() {
             let mut p = DraftPolicy::new(
                 costs.clone(),
@@ -1149,12 +1157,12 @@ mod tests {
             }
             let mut n = 0;
             while n < total {
-                let left = |rows: usize| to_build(runs.get(&(rows, window(n, rows))));
+                let left = |rows: usize| to_build(runs.get(&(rows, window(n, rows))).copied());
                 let c = p.choose(15.min(total - n - 1), PROMPT + n, &left);
                 let a = accept(g, n, c.drafts);
                 auto += costs.cost(c.rows, 0).unwrap();
                 let r = runs.entry((c.rows, window(n, c.rows))).or_insert(0);
-                let built = paid(r) * costs.fresh(c.rows);
+                let built = paid(*r) * costs.fresh(c.rows);
                 auto += built;
                 *r += 1;
                 // Timed as estimated (so that AR checks see AR timed), unless it built.
@@ -1169,7 +1177,7 @@ mod tests {
                 let d = 15.min(total - n - 1);
                 whole += costs.cost(16, 0).unwrap();
                 let r = runs_whole.entry(window(n, 16)).or_insert(0);
-                whole += paid(r) * costs.fresh(16);
+                whole += paid(*r) * costs.fresh(16);
                 *r += 1;
                 n += accept(g, n, d) + 1;
             }
@@ -1404,8 +1412,6 @@ mod tests {
             ((1, window(0, 1)), 3),
             ((draft_max + 1, window(0, draft_max + 1)), 3),
         ]);
-        let share = |r: Option<&u32>| (2 - r.copied().unwrap_or(0).min(2)) as f64 / 2.0;
-        let paid = |r: &u32| share(Some(r)) - share(Some(&(r + 1)));
         let (mut costs, mut history) = (costs.clone(), History::default());
         let (mut auto, mut ar) = (0.0, 0.0);
         // The warm-up on the first generation, then each generation.
@@ -1419,12 +1425,12 @@ mod tests {
             let mut p = DraftPolicy::new(costs.clone(), history);
             let mut n = 0;
             while n < total {
-                let left = |rows: usize| share(runs.get(&(rows, window(n, rows))));
+                let left = |rows: usize| to_build(runs.get(&(rows, window(n, rows))).copied());
                 let c = p.choose(draft_max.min(total - n - 1), prompt + n, &left);
                 let a = rests[g][n].min(c.drafts);
                 let step = costs.cost(c.rows, 0).unwrap();
                 let r = runs.entry((c.rows, window(n, c.rows))).or_insert(0);
-                let built = paid(r) * costs.fresh(c.rows);
+                let built = paid(*r) * costs.fresh(c.rows);
                 *r += 1;
                 if timed {
                     auto += step + built;
