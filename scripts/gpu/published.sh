@@ -14,7 +14,8 @@
 #     acceptance rises mid-generation); TINY=0 leaves it out.
 # Results go to $OUT as JSON, one file a run; each bench's steps (drafts,
 # acceptance, time, whether it built graphs) to $OUT/steps/, for replaying
-# auto mode's choices offline.
+# auto mode's choices offline; then all of it into $OUT/all.tgz (pack.sh):
+# the device tool brings back 8 files at most, none three folders down.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 . scripts/gpu/start.sh
@@ -62,3 +63,4 @@ for f in sorted(out.glob("*.json")):
     print(f.name, "gen tok/s", modes, "auto/best", round(d["auto_vs_best"], 3),
           "ar step ms", ar_steps, "ms", steps, "drafting steps, building steps, their ms", built)
 EOF
+OUT="$OUT" bash scripts/gpu/pack.sh
