@@ -1279,6 +1279,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn auto_follows_the_shifting_generations_at_h100_costs() {
+        // The same prompts on an H100, where a 4-row step costs 86% of a
+        // 16-row one: in one session (the server's, and bench's) auto keeps
+        // up with the whole block. (In a new session each generation it
+        // keeps to AR steps through most of the prose and falls below.)
+        let file: serde_json::Value = serde_json::from_str(include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../models/tiny-orthrus/shifting-traces-h100.json"
+        )))
+        .unwrap();
+        let mut costs = costs_from_json(&file, "step_ms", None);
+        costs.drop_dominated(0.03);
+        let generations: Vec<Vec<usize>> =
+            serde_json::from_value(file["accepted"].clone()).unwrap();
+        let (auto, whole) = replay_recorded(&costs, &generations, false);
+        eprintln!("one session: auto {auto:.3}, whole block {whole:.3} (AR 1)");
+        assert!(
+            auto >= 0.96 * whole.max(1.0),
+            "auto {auto:.3}, whole block {whole:.3}"
+        );
+    }
+
     /// Step costs in a JSON object of milliseconds by rows (`key`), with
     /// the fresh costs under `fresh` when given.
     fn costs_from_json(file: &serde_json::Value, key: &str, fresh: Option<&str>) -> StepCosts {
