@@ -67,6 +67,11 @@ impl BucketCost {
     }
 }
 
+/// A drafting size that costs within this share of a larger one is not
+/// used (see [`StepCosts::drop_dominated`]): about what calibration's
+/// medians vary by.
+pub(crate) const DOMINATED_MARGIN: f64 = 0.03;
+
 /// How much of the log of a timed step's ratio to its estimate one step
 /// moves the estimate: about 30 steps to follow a lasting change, so that a
 /// burst of load on the machine does not swing the choice.
@@ -1139,7 +1144,7 @@ mod tests {
         fresh: bool,
     ) -> (f64, f64) {
         const PROMPT: usize = 40;
-        let window = |n: usize, rows: usize| (PROMPT + n + rows).div_ceil(256);
+        let window = |n: usize, rows: usize| (PROMPT + n + rows).div_ceil(KV_WINDOW);
         let (mut tokens, mut auto, mut whole) = (0.0, 0.0, 0.0);
         let ar = costs.cost(1, 0).unwrap();
         let mut history = History::default();
@@ -1208,18 +1213,8 @@ mod tests {
         )))
         .unwrap();
         let costs = costs_from_json(&file, "step_ms", None);
-        let generations: Vec<Vec<usize>> = file["accepted"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|g| {
-                g.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a.as_u64().unwrap() as usize)
-                    .collect()
-            })
-            .collect();
+        let generations: Vec<Vec<usize>> =
+            serde_json::from_value(file["accepted"].clone()).unwrap();
         // Then with graphs built per KV window, at what building a step's
         // graphs cost beyond the step there (ms by rows, same call). A new
         // session each generation: 0.925 of the whole block while a chosen
@@ -1291,7 +1286,7 @@ mod tests {
         )))
         .unwrap();
         let mut costs = costs_from_json(&file, "step_ms", None);
-        costs.drop_dominated(0.03);
+        costs.drop_dominated(DOMINATED_MARGIN);
         let generations: Vec<Vec<usize>> =
             serde_json::from_value(file["accepted"].clone()).unwrap();
         let (auto, whole) = replay_recorded(&costs, &generations, false);
@@ -1492,7 +1487,7 @@ mod tests {
         .unwrap();
         for (name, c) in file["configs"].as_object().unwrap() {
             let mut costs = costs_from_json(c, "step_ms", Some("fresh_ms"));
-            costs.drop_dominated(0.03);
+            costs.drop_dominated(DOMINATED_MARGIN);
             let gens: Vec<Vec<usize>> = serde_json::from_value(c["accepted"].clone()).unwrap();
             let prompt = c["prompt"].as_u64().unwrap() as usize;
             let draft_max = c["draft_max"].as_u64().unwrap() as usize;

@@ -10,7 +10,7 @@ use orthrus_kernels::ggml::{
 use orthrus_kernels::GgmlType;
 
 use crate::backend_layout::{self, Attention, EXACT_COL_GROUP};
-use crate::draft_policy::{bucket_rows, History, StepCosts};
+use crate::draft_policy::{bucket_rows, History, StepCosts, DOMINATED_MARGIN};
 use crate::graph::{self, io, Shape, View};
 use crate::kv_cache::{KvCache, SLOT_ALIGN};
 use crate::model::Model;
@@ -68,10 +68,6 @@ impl Kept<'_> {
 /// Attention reads the cache in windows of this many slots, so a graph built
 /// for one step is reused by the next steps of the same batch shape.
 pub(crate) const KV_WINDOW: usize = 256;
-/// A drafting size that costs within this share of a larger one is not
-/// used (see [`StepCosts::drop_dominated`]): about what calibration's
-/// medians vary by.
-const DOMINATED_MARGIN: f64 = 0.03;
 /// Graphs kept for reuse before the cache of graphs is dropped.
 const MAX_GRAPHS: usize = 32;
 /// Which scheduler a pass runs on: decoding passes one per view and rows
