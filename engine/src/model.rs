@@ -118,6 +118,9 @@ pub struct Model {
     pub repacked: bool,
     /// Loaded with [`LoadOptions::exact`].
     pub exact: bool,
+    /// Every layer and the output layer sit on a GPU: the CPU only looks up
+    /// the tokens' embeddings.
+    pub fully_offloaded: bool,
 }
 
 fn open(path: &Path) -> Result<GgufFile, EngineError> {
@@ -427,6 +430,7 @@ impl Model {
             weight_type,
             repacked,
             exact: opts.exact,
+            fully_offloaded: gpu.is_some() && ngl > n_layer,
             weights: store,
             hparams: hp,
             file_name: name,

@@ -22,7 +22,8 @@ pub struct ModelArgs {
     /// Layers on the GPU, counted from the last (layers + 1 includes the output layer).
     #[arg(long = "n-gpu-layers", visible_alias = "ngl")]
     pub n_gpu_layers: Option<usize>,
-    /// CPU threads (default: the physical cores; at most the logical ones).
+    /// CPU threads (default: the physical cores, or 1 with every layer on
+    /// the GPU; at most the logical cores).
     #[arg(short, long)]
     pub threads: Option<usize>,
     /// Context size in tokens (default: 4096, at most the model's).
@@ -84,6 +85,11 @@ impl ModelArgs {
             .unwrap_or_else(|| 4096.min(model.hparams.context_length));
         let logical = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = match self.threads {
+            // With every layer on a GPU the CPU's part of a pass is the
+            // embedding lookup, too small to share; a pool's workers, which
+            // spin between passes, took the cores from the thread that
+            // drives the GPU and stalled its passes.
+            None if model.fully_offloaded => 1,
             None => physical_cores().unwrap_or(logical).min(logical),
             Some(t) if (1..=logical).contains(&t) => t,
             Some(t) => {
