@@ -154,7 +154,8 @@ struct BenchArgs {
     json: bool,
     /// Write every step of the orthrus and auto generations to this file
     /// (JSON: per mode, per prompt, [position, drafts, rows, accepted,
-    /// microseconds, built a graph]).
+    /// microseconds, built a graph]; under "tokens", per mode, each
+    /// prompt's generated tokens).
     #[arg(long = "steps-out")]
     steps_out: Option<std::path::PathBuf>,
 }
@@ -497,12 +498,21 @@ fn bench(a: BenchArgs) -> Result<()> {
         .map(|(mode, t)| t.json(*mode))
         .collect();
     if let Some(path) = &a.steps_out {
-        let steps: serde_json::Map<String, serde_json::Value> = modes
+        let mut steps: serde_json::Map<String, serde_json::Value> = modes
             .iter()
             .zip(&totals)
             .filter(|(m, _)| **m != Mode::Ar)
             .map(|(m, t)| (m.name().to_string(), t.step_log.clone().into()))
             .collect();
+        // Each mode's generations, so that an acceptance oracle can be
+        // computed for the very text a device wrote (near-ties part it from
+        // another device's).
+        let tokens: serde_json::Map<String, serde_json::Value> = modes
+            .iter()
+            .zip(&totals)
+            .map(|(m, t)| (m.name().to_string(), serde_json::json!(t.tokens)))
+            .collect();
+        steps.insert("tokens".into(), tokens.into());
         std::fs::write(path, serde_json::Value::Object(steps).to_string())
             .with_context(|| format!("{}", path.display()))?;
     }

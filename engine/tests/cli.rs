@@ -365,3 +365,52 @@ fn a_chat_template_that_grows_memory_is_stopped() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn bench_steps_out_has_every_step_and_the_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let m =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny-orthrus/tiny-orthrus-q8_0.gguf");
+    let steps = dir.path().join("steps.json");
+    let n = 24;
+    let out = orthrus(&[
+        "bench",
+        "-m",
+        m.to_str().unwrap(),
+        "--device",
+        "CPU",
+        "-p",
+        "def add(a, b):",
+        "-n",
+        &n.to_string(),
+        "--json",
+        "--steps-out",
+        steps.to_str().unwrap(),
+    ]);
+    json(&out);
+    let log: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&steps).unwrap()).unwrap();
+    for mode in ["ar", "orthrus", "auto"] {
+        let tokens = log["tokens"][mode].as_array().unwrap();
+        assert_eq!(tokens.len(), 1, "{mode}: one prompt");
+        assert_eq!(tokens[0].as_array().unwrap().len(), n, "{mode}");
+    }
+    for mode in ["orthrus", "auto"] {
+        let gens = log[mode].as_array().unwrap();
+        assert_eq!(gens.len(), 1, "{mode}");
+        let mut committed = 0;
+        for s in gens[0].as_array().unwrap() {
+            let s: Vec<u64> = s.as_array().unwrap()[..5]
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect();
+            let (drafts, rows, accepted) = (s[1], s[2], s[3]);
+            assert!(accepted <= drafts && drafts < rows, "{mode}: {s:?}");
+            committed += accepted + 1;
+        }
+        // The first token comes from the prompt's pass; the last step may
+        // commit past the limit.
+        assert!(committed + 1 >= n as u64, "{mode}: {committed} committed");
+    }
+    assert!(log.get("ar").is_none(), "AR steps are not logged");
+}

@@ -7,14 +7,19 @@
 //! draft lengths), which lets auto mode's replays
 //! (engine/src/draft_policy.rs) price any sequence of draft lengths.
 //!
-//! `acceptance_oracle MODEL.gguf PROMPTS.json [N] [D]` prints JSON.
+//! `acceptance_oracle MODEL.gguf PROMPTS.json [N] [D] [CONTINUATIONS.json]`
+//! prints JSON. CONTINUATIONS.json (a JSON array of token-id arrays, one
+//! per prompt, such as a mode's entry under "tokens" in `bench
+//! --steps-out`) scores those continuations instead of this machine's own:
+//! greedy text parts between devices at near-ties, so an oracle for a GPU
+//! run is computed on the text that run wrote.
 
 use orthrus_engine::{generate, GenerateParams, KvCache, LoadOptions, Mode, Model, Session, View};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
-        eprintln!("usage: acceptance_oracle MODEL.gguf PROMPTS.json [N] [D]");
+        eprintln!("usage: acceptance_oracle MODEL.gguf PROMPTS.json [N] [D] [CONTINUATIONS.json]");
         std::process::exit(2);
     }
     let n_gen: usize = args.get(3).map_or(256, |s| s.parse().expect("N: a number"));
@@ -32,21 +37,44 @@ fn main() {
     let tok = model.tokenizer().expect("tokenizer");
     let text = std::fs::read_to_string(&args[2]).expect("prompts file");
     let prompts: Vec<String> = serde_json::from_str(&text).expect("a JSON array of strings");
+    let given: Option<Vec<Vec<u32>>> = args.get(5).map(|f| {
+        let text = std::fs::read_to_string(f).expect("continuations file");
+        let seqs: Vec<Vec<u32>> =
+            serde_json::from_str(&text).expect("a JSON array of token-id arrays");
+        assert_eq!(seqs.len(), prompts.len(), "one continuation per prompt");
+        seqs
+    });
     let cache = KvCache::new(&model, 4096, orthrus_kernels::GgmlType::F16).expect("cache");
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut session = Session::new(&model, &cache, threads, 512).expect("session");
     let mut out = Vec::new();
-    for p in &prompts {
+    for (i, p) in prompts.iter().enumerate() {
         let prompt = tok.encode(p).expect("tokenize");
-        let params = GenerateParams {
-            mode: Mode::Ar,
-            max_tokens: n_gen,
-            ignore_eos: true,
-            ..Default::default()
+        let seq = match &given {
+            // The AR view over the prompt and the continuation fills the
+            // cache as generating it would have.
+            Some(seqs) => {
+                let seq = seqs[i].clone();
+                let all: Vec<u32> = prompt.iter().chain(&seq).copied().collect();
+                for (c, chunk) in all.chunks(512).enumerate() {
+                    session
+                        .forward(View::Ar, chunk, c * 512, 1, false)
+                        .expect("AR pass");
+                }
+                seq
+            }
+            None => {
+                let params = GenerateParams {
+                    mode: Mode::Ar,
+                    max_tokens: n_gen,
+                    ignore_eos: true,
+                    ..Default::default()
+                };
+                generate(&mut session, &prompt, &params, &mut |_| true)
+                    .expect("generate")
+                    .tokens
+            }
         };
-        let seq = generate(&mut session, &prompt, &params, &mut |_| true)
-            .expect("generate")
-            .tokens;
         // The cache holds the prompt and seq[..n - 1]; a block at n reads
         // the slots before it and writes its own as scratch, so from the
         // last position back every block finds its context intact.
