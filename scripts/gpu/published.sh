@@ -13,7 +13,8 @@
 #     its held-out prompts and on its shifting ones (prose, then code: the
 #     acceptance rises mid-generation); TINY=0 leaves it out.
 # Results go to $OUT as JSON, one file a run; each bench's steps (drafts,
-# acceptance, time, whether it built graphs) to $OUT/steps/, for replaying
+# acceptance, time, whether it built graphs, the tokens) to $OUT/steps/, with
+# the acceptance oracle of the shifting prompts' orthrus text, for replaying
 # auto mode's choices offline; then all of it into $OUT/all.tgz (pack.sh):
 # the device tool brings back 8 files at most, none three folders down.
 set -uo pipefail
@@ -43,6 +44,13 @@ if [ "${TINY:-1}" != 0 ]; then
         --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
     run bench-shifting "$bin/orthrus" bench --steps-out "$OUT/steps/shifting.json" -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
         --prompts-file models/tiny-orthrus/shifting-prompts.json -n 256 --json
+    # The acceptance oracle of the text the orthrus run wrote here, for
+    # replays priced as this GPU ran (greedy text parts between devices).
+    python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["tokens"]["orthrus"], sys.stdout)' \
+        "$OUT/steps/shifting.json" > "$work/shifting-tokens.json" \
+        && "$bin/acceptance_oracle" models/tiny-orthrus/tiny-orthrus-q8_0.gguf models/tiny-orthrus/shifting-prompts.json \
+            256 15 "$work/shifting-tokens.json" > "$OUT/steps/shifting-oracle.json" 2> "$work/oracle.err" \
+        || { echo "oracle failed:"; tail -3 "$work/oracle.err"; }
 fi
 python3 - "$OUT" <<'EOF'
 import json, sys, pathlib
