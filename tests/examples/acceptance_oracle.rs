@@ -56,11 +56,7 @@ fn main() {
             Some(seqs) => {
                 let seq = seqs[i].clone();
                 let all: Vec<u32> = prompt.iter().chain(&seq).copied().collect();
-                for (c, chunk) in all.chunks(512).enumerate() {
-                    session
-                        .forward(View::Ar, chunk, c * 512, 1, false)
-                        .expect("AR pass");
-                }
+                session.prefill(&all, 0, false).expect("AR pass");
                 seq
             }
             None => {
