@@ -25,6 +25,10 @@ const EXACT_ATTN_HEADS: i64 = 3;
 /// (sweeping every 5): its next run is uncaptured, the one after captures
 /// it again, as for a graph just built. Taken a little short of that.
 pub const GPU_GRAPH_IDLE_DROP: std::time::Duration = std::time::Duration::from_secs(9);
+/// ...except, in ggml-cuda as our patches leave it, the graphs among the
+/// most recently used this many (kernels/cuda/patches/0002-*): a server's
+/// next request, or bench's next mode, finds its graphs still captured.
+pub const GPU_GRAPHS_KEPT: u64 = 64;
 
 /// How attention is computed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use orthrus_kernels::ggml::{
-    set_cuda_matmul, CudaMatmul, DeviceKind, Input, Output, OwnedGraph, Scheduler, ThreadPool, Type,
+    orthrus_cuda, set_cuda_matmul, CudaMatmul, DeviceKind, Input, Output, OwnedGraph, Scheduler,
+    ThreadPool, Type,
 };
 use orthrus_kernels::GgmlType;
 
@@ -23,6 +24,8 @@ struct Kept<'m> {
     /// Its last use: the least recently used goes first (see
     /// [`Session::run`]), and ggml-cuda drops a captured graph idle for long.
     used: Instant,
+    /// [`Session::graphs_made`] at its last use.
+    made: u64,
     /// Runs since it was built or, on a GPU, went idle: ggml-cuda runs a
     /// graph's kernels one by one the first time and captures them the
     /// second, so a step costs its usual time from the third run on (a
@@ -34,11 +37,36 @@ struct Kept<'m> {
     sched: SchedKey,
 }
 
+/// What decides whether ggml-cuda still holds a kept graph's capture.
+#[derive(Clone, Copy, Debug)]
+struct GpuGraphs {
+    /// Whether the session's passes run on a GPU (else nothing is captured).
+    on: bool,
+    /// Whether ggml-cuda is ours, which keeps its most recently used
+    /// graphs however long idle (`backend_layout::GPU_GRAPHS_KEPT`).
+    ours: bool,
+    /// [`Session::graphs_made`] now.
+    made: u64,
+}
+
+/// Whether ggml-cuda dropped the capture of a graph that was (`idle`) or
+/// was not used in the last [`backend_layout::GPU_GRAPH_IDLE_DROP`], with
+/// `made_since` graphs made since its last use: ggml-cuda evicts graphs
+/// idle for 10 s, except ours among the most recently used
+/// [`backend_layout::GPU_GRAPHS_KEPT`], of which at most the others kept
+/// here and those made since were used after it.
+fn capture_dropped(idle: bool, ours: bool, made_since: u64) -> bool {
+    idle && (!ours || made_since + MAX_GRAPHS as u64 >= backend_layout::GPU_GRAPHS_KEPT)
+}
+
 impl Kept<'_> {
     /// Its runs as ggml-cuda sees them: none after it sat idle long enough
-    /// to be dropped.
-    fn runs_now(&self) -> u32 {
-        if self.used.elapsed() >= backend_layout::GPU_GRAPH_IDLE_DROP {
+    /// to be dropped. Our ggml-cuda drops it only when more recent ones than
+    /// it keeps were used since: at most the others kept here and those made
+    /// since.
+    fn runs_now(&self, gpu: GpuGraphs) -> u32 {
+        let idle = self.used.elapsed() >= backend_layout::GPU_GRAPH_IDLE_DROP;
+        if capture_dropped(idle, gpu.ours, gpu.made - self.made) {
             0
         } else {
             self.runs
@@ -48,19 +76,20 @@ impl Kept<'_> {
     /// The share of building it that its next runs still cost: 0 once a
     /// run costs what a step usually does; on a GPU a half for each of the
     /// two runs before capture.
-    fn to_build(&self, on_gpu: bool) -> f64 {
-        if !on_gpu {
+    fn to_build(&self, gpu: GpuGraphs) -> f64 {
+        if !gpu.on {
             return 0.0;
         }
-        (2 - self.runs_now().min(2)) as f64 / 2.0
+        (2 - self.runs_now(gpu).min(2)) as f64 / 2.0
     }
 
     /// Counts a run starting now; returns whether it is one of those that
     /// still build the graph (on a GPU: run it uncaptured, or capture it).
-    fn start_run(&mut self, on_gpu: bool) -> bool {
-        let building = self.to_build(on_gpu) > 0.0;
-        self.runs = self.runs_now().saturating_add(1);
+    fn start_run(&mut self, gpu: GpuGraphs) -> bool {
+        let building = self.to_build(gpu) > 0.0;
+        self.runs = self.runs_now(gpu).saturating_add(1);
         self.used = Instant::now();
+        self.made = gpu.made;
         building
     }
 }
@@ -109,6 +138,10 @@ pub struct Session<'m> {
     exact_matmul: bool,
     /// Whether a layer sits on a GPU.
     on_gpu: bool,
+    /// Whether every GPU's ggml-cuda is ours (see [`GpuGraphs::ours`]).
+    ours_on_gpu: bool,
+    /// Graphs made so far: each a new CUDA graph for ggml-cuda to keep.
+    graphs_made: u64,
     /// Graphs built, or on a GPU run uncaptured or captured, so far (a step
     /// that did so is no sample of its cost).
     graphs_built: usize,
@@ -149,6 +182,8 @@ impl<'m> Session<'m> {
             exact: false,
             exact_matmul: false,
             on_gpu,
+            ours_on_gpu: on_gpu && orthrus_cuda(&model.devices),
+            graphs_made: 0,
             graphs_built: 0,
             step_costs: None,
             history: History::default(),
@@ -494,10 +529,18 @@ impl<'m> Session<'m> {
                 let shape = self.shape(v, pos0, rows, rows, logits, true);
                 self.graphs
                     .get(&shape)
-                    .map_or(1.0, |g| g.to_build(self.on_gpu))
+                    .map_or(1.0, |g| g.to_build(self.gpu_graphs()))
             })
             .sum();
         left / views.len() as f64
+    }
+
+    fn gpu_graphs(&self) -> GpuGraphs {
+        GpuGraphs {
+            on: self.on_gpu,
+            ours: self.ours_on_gpu,
+            made: self.graphs_made,
+        }
     }
 
     /// The one pass behind `forward`, `forward_padded` and `prefill`.
@@ -560,23 +603,26 @@ impl<'m> Session<'m> {
         }
         if !self.graphs.contains_key(&shape) {
             self.graphs_built += 1;
+            self.graphs_made += 1;
             let g = graph::build(self.model, self.cache, shape);
             self.graphs.insert(
                 shape,
                 Kept {
                     graph: g,
                     used: Instant::now(),
+                    made: self.graphs_made,
                     runs: 0,
                     sched: key,
                 },
             );
         }
         self.sched(key)?;
+        let gpu = self.gpu_graphs();
         let kept = self.graphs.get_mut(&shape).expect("inserted above");
         // A run that builds, captures or allocates its graph afresh is no
         // sample of what a step costs.
         let allocating = !self.scheds[&key].holds(&kept.graph);
-        let building = kept.start_run(self.on_gpu) || allocating;
+        let building = kept.start_run(gpu) || allocating;
         if building {
             self.graphs_built += 1;
         }
@@ -682,4 +728,22 @@ fn causal_mask<T: Copy>(
         row[..visible(j)].fill(zero);
     }
     mask
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_captures_stay_in_our_ggml_cuda_until_newer_ones_push_them_out() {
+        // Used within the idle limit: captured, whatever ggml-cuda it is.
+        assert!(!capture_dropped(false, false, 1000));
+        // Idle: a plain ggml-cuda drops it.
+        assert!(capture_dropped(true, false, 0));
+        // Ours keeps it while it is among the most recently used.
+        assert!(!capture_dropped(true, true, 0));
+        let room = backend_layout::GPU_GRAPHS_KEPT - MAX_GRAPHS as u64;
+        assert!(!capture_dropped(true, true, room - 1));
+        assert!(capture_dropped(true, true, room));
+    }
 }

@@ -24,6 +24,7 @@ APPLY = CUDA / "cmake" / "apply-patches.cmake"
 PATCHES = sorted((CUDA / "patches").glob("*.patch"))
 HOOK = CUDA / "ggml-hook.cu"
 TARGET = "src/ggml-cuda/ggml-cuda.cu"
+COMMON = "src/ggml-cuda/common.cuh"
 
 
 def vendored_ggml() -> Path:
@@ -38,7 +39,8 @@ def vendored_ggml() -> Path:
 def src(tmp_path: Path) -> Path:
     root = tmp_path / "src-ggml"
     (root / "src/ggml-cuda").mkdir(parents=True)
-    shutil.copyfile(vendored_ggml() / TARGET, root / TARGET)
+    for f in (TARGET, COMMON):
+        shutil.copyfile(vendored_ggml() / f, root / f)
     return root
 
 
@@ -92,6 +94,11 @@ def test_applies_and_places_each_hook(tmp_path: Path, src: Path) -> None:
     assert all(any(line == k for k in kept) for line in before.splitlines())
     # The source is left as it was.
     assert (src / TARGET).read_text() == before
+    # ggml-cuda's idle CUDA graphs are evicted only beyond the most recent 64.
+    common = (dest / COMMON).read_text()
+    sweep = common[common.index("// sweep every 5s"):]
+    assert sweep.index("cuda_graphs.size() > orthrus_keep_graphs") < sweep.index("cuda_graphs.erase(it)")
+    assert "it->second->last_used_time < kept_from" in sweep
 
 
 def test_same_result_as_git_apply(tmp_path: Path, src: Path) -> None:
@@ -104,7 +111,8 @@ def test_same_result_as_git_apply(tmp_path: Path, src: Path) -> None:
     for p in PATCHES:
         r = subprocess.run(["git", "apply", str(p)], cwd=ref, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
-    assert (dest / TARGET).read_bytes() == (ref / TARGET).read_bytes()
+    for f in (TARGET, COMMON):
+        assert (dest / f).read_bytes() == (ref / f).read_bytes()
 
 
 def test_up_to_date_file_is_not_rewritten(tmp_path: Path, src: Path) -> None:

@@ -323,6 +323,19 @@ pub enum CudaMatmul {
     BatchInvariant,
 }
 
+/// Whether there is a GPU among `devices` and every one is ggml-cuda with
+/// this project's patches (`kernels/cuda/patches/`): then, among other
+/// things, it keeps its most recently used CUDA graphs however long idle.
+pub fn orthrus_cuda(devices: &[Device]) -> bool {
+    let mut gpus = devices
+        .iter()
+        .filter(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
+        .peekable();
+    gpus.peek().is_some()
+        // SAFETY: only looked up, not called.
+        && gpus.all(|d| unsafe { d.proc_address(c"ggml_backend_cuda_orthrus_set_mmv_mode") }.is_some())
+}
+
 /// Sets the matmul of every GPU among `devices` (process-wide, for graphs
 /// computed from now on) and returns the one now in effect on all of them:
 /// `None` when one lacks our matmul (another backend, or a ggml-cuda without

@@ -13,8 +13,8 @@ mod sched;
 mod store;
 
 pub use backend::{
-    load_backends, set_cuda_matmul, Backend, Buffer, BufferType, CudaMatmul, Device, DeviceKind,
-    ThreadPool,
+    load_backends, orthrus_cuda, set_cuda_matmul, Backend, Buffer, BufferType, CudaMatmul, Device,
+    DeviceKind, ThreadPool,
 };
 pub use context::{Context, Element, OwnedGraph, Tensor};
 pub use sched::{Input, Output, Scheduler};
