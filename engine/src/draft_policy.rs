@@ -358,7 +358,11 @@ impl Counts {
         }
         let observed = (accepted + 1).min(drafted);
         for (i, (a, r)) in self.accepted.iter_mut().zip(&mut self.rejected).enumerate() {
-            let f = if i < observed { decay } else { UNOBSERVED_DECAY };
+            let f = if i < observed {
+                decay
+            } else {
+                UNOBSERVED_DECAY
+            };
             *a *= f;
             *r *= f;
         }
