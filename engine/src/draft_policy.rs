@@ -300,15 +300,6 @@ const AR_DECAY: f64 = 0.85;
 /// (about the last 20 drafting steps of the session): after a good stretch
 /// the tries to return during a bad one stop within about 20.
 const LONG_DECAY: f64 = 0.95;
-/// Each drafting step multiplies the long-run observations of the positions
-/// it did not observe (past its first rejection or its last draft) by this,
-/// those it observed by LONG_DECAY. Drafts rarely reach the late positions,
-/// so with LONG_DECAY for all their estimates were mostly their neighbours':
-/// on the bundled model (H100, shifting prompts) positions 5-14 came to
-/// about 0.5-0.6 where 0.6-0.95 of the drafts reaching them were accepted,
-/// and auto drafted 3 or 7 where the whole block would have paid. Kept
-/// below 1 so that what a past stretch left there still fades.
-const UNOBSERVED_DECAY: f64 = 0.99;
 /// While some first draft was accepted in the long run (this much of a
 /// count at position 0) and the long-run rate of position 0 is at least
 /// EXPLORE_RATE, position 0's long-run rate is drawn from its posterior when
@@ -344,32 +335,6 @@ impl Counts {
             self.rejected.resize(drafted, 0.0);
         }
         self.decay(decay);
-        self.add(drafted, accepted);
-    }
-
-    /// Records a step as [`Self::record`] does, but forgetting mostly at
-    /// the positions it observed: each keeps about its own last
-    /// observations, however rarely drafts reach it (see
-    /// [`UNOBSERVED_DECAY`]).
-    fn record_observed(&mut self, drafted: usize, accepted: usize, decay: f64) {
-        if self.accepted.len() < drafted {
-            self.accepted.resize(drafted, 0.0);
-            self.rejected.resize(drafted, 0.0);
-        }
-        let observed = (accepted + 1).min(drafted);
-        for (i, (a, r)) in self.accepted.iter_mut().zip(&mut self.rejected).enumerate() {
-            let f = if i < observed {
-                decay
-            } else {
-                UNOBSERVED_DECAY
-            };
-            *a *= f;
-            *r *= f;
-        }
-        self.add(drafted, accepted);
-    }
-
-    fn add(&mut self, drafted: usize, accepted: usize) {
         for a in &mut self.accepted[..accepted.min(drafted)] {
             *a += 1.0;
         }
@@ -424,7 +389,7 @@ impl Acceptance {
             return;
         }
         self.recent.record(drafted, accepted, DECAY);
-        self.long.record_observed(drafted, accepted, LONG_DECAY);
+        self.long.record(drafted, accepted, LONG_DECAY);
     }
 
     /// `rate(i)` for `i` in `0..n`.
