@@ -74,6 +74,9 @@ def test_applies_and_places_each_hook(tmp_path: Path, src: Path) -> None:
     # Our attention comes first for GGML_OP_FLASH_ATTN_EXT.
     fa = after[after.index("        case GGML_OP_FLASH_ATTN_EXT:\n            if"):]
     assert fa.index("ggml_cuda_orthrus_flash_attn(ctx, dst)") < fa.index("ggml_cuda_flash_attn_ext(ctx, dst)")
+    # Our argmax comes first for GGML_OP_ARGMAX.
+    am = after[after.index("        case GGML_OP_ARGMAX:\n            if"):]
+    assert am.index("ggml_cuda_orthrus_argmax(ctx, dst)") < am.index("ggml_cuda_argmax(ctx, dst)")
     # Our RMS norm + matmul comes first in the fusion loop, before ggml's own fusions.
     loop = after[after.index("static int ggml_cuda_try_fuse("):]
     assert loop.index("ggml_cuda_orthrus_norm_mul_mat(*cuda_ctx, cgraph, i)") < loop.index("GGML_OP_MUL_MAT_ID")
@@ -84,7 +87,7 @@ def test_applies_and_places_each_hook(tmp_path: Path, src: Path) -> None:
     # Every function the patch declares is defined by the hook, with the same signature.
     hook = HOOK.read_text()
     decls = re.findall(r"^(int|bool) (ggml_cuda_orthrus_\w+)\(([^;]*)\);$", after, re.M)
-    assert len(decls) == 6
+    assert len(decls) == 7
     for ret, name, params in decls:
         defn = re.search(rf"^{ret} {name}\(([^{{]*)\)\s*{{", hook, re.M)
         assert defn, f"{name} is not defined in ggml-hook.cu"
