@@ -590,12 +590,16 @@ impl<'m> Session<'m> {
             SchedKey::Prompt
         };
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
-            // The least recently used goes: a prompt's, as a rule, not one
-            // of the few that decoding cycles through.
+            // A prompt's graph goes first, the least recently used: a
+            // prompt's last chunk has a shape of its own, while decoding
+            // cycles through a few, some rarely (a draft length auto mode
+            // chose once in a while), and on a GPU a step whose graphs
+            // were dropped builds and captures them again (milliseconds,
+            // where a step of the bundled model takes 0.25-0.7).
             let oldest = self
                 .graphs
                 .iter()
-                .min_by_key(|(_, g)| g.used)
+                .min_by_key(|(_, g)| (g.sched != SchedKey::Prompt, g.used))
                 .map(|(k, _)| *k);
             if let Some(k) = oldest {
                 self.graphs.remove(&k);

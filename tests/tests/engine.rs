@@ -1373,3 +1373,46 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
     );
     assert_eq!(count(&ops, &["MUL_MAT", "GLU"]), n_layer, "exact: {ops:?}");
 }
+
+/// Prompts of many lengths (a graph each) between two generations do not
+/// push out the graphs that decoding cycles through: the second generation
+/// builds only what its prompt does.
+#[test]
+fn prompts_do_not_push_out_decoding_graphs() {
+    let (model, prompts) = trained_model();
+    let cache = KvCache::new(&model, 1024, GgmlType::F16).unwrap();
+    let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+    let p = GenerateParams {
+        mode: Mode::Orthrus,
+        max_tokens: 48,
+        ignore_eos: true,
+        draft_max: Some(7),
+        ..Default::default()
+    };
+    let first = generate(&mut s, &prompts[0], &p, &mut |_| true).unwrap();
+    let ids = |len: usize| -> Vec<u32> {
+        prompts
+            .iter()
+            .flatten()
+            .copied()
+            .cycle()
+            .take(len)
+            .collect()
+    };
+    // What a prompt of a new length builds.
+    let built = s.graphs_built();
+    s.prefill(&ids(41), 0, false).unwrap();
+    let one_prompt = s.graphs_built() - built;
+    assert!(one_prompt > 0);
+    for len in 1..=40 {
+        s.prefill(&ids(len), 0, false).unwrap();
+    }
+    let built = s.graphs_built();
+    let again = generate(&mut s, &prompts[0], &p, &mut |_| true).unwrap();
+    assert_eq!(first.tokens, again.tokens);
+    let rebuilt = s.graphs_built() - built;
+    assert!(
+        rebuilt <= one_prompt,
+        "{rebuilt} graphs built again, {one_prompt} for a new prompt"
+    );
+}
