@@ -11,7 +11,9 @@
 #     first);
 #   - the bundled trained model (real acceptance): ar, orthrus and auto, on
 #     its held-out prompts and on its shifting ones (prose, then code: the
-#     acceptance rises mid-generation); TINY=0 leaves it out.
+#     acceptance rises mid-generation), with how many texts equal ar's
+#     (greedy text parts between modes at near-ties, and each mode is timed
+#     on its own); TINY=0 leaves it out.
 # Results go to $OUT as JSON, one file a run; each bench's steps (drafts,
 # acceptance, time, whether it built graphs, the tokens) to $OUT/steps/, with
 # the acceptance oracle of the shifting prompts' orthrus text, for replaying
@@ -41,9 +43,9 @@ run bench-8k "$bin/orthrus" bench --steps-out "$OUT/steps/8k.json" -m "$m" --hea
 run bench-32k "$bin/orthrus" bench --steps-out "$OUT/steps/32k.json" -m "$m" --head "$h" -c 33024 --random-prompt-len 32768 --random-prompts "$long" -n 64 --draft-max 15 --json
 if [ "${TINY:-1}" != 0 ]; then
     run bench-tiny "$bin/orthrus" bench --steps-out "$OUT/steps/tiny.json" -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
-        --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --json
+        --prompts-file models/tiny-orthrus/heldout-prompts.json -n 256 --check --json
     run bench-shifting "$bin/orthrus" bench --steps-out "$OUT/steps/shifting.json" -m models/tiny-orthrus/tiny-orthrus-q8_0.gguf \
-        --prompts-file models/tiny-orthrus/shifting-prompts.json -n 256 --json
+        --prompts-file models/tiny-orthrus/shifting-prompts.json -n 256 --check --json
     # The acceptance oracle of the text the orthrus run wrote here, for
     # replays priced as this GPU ran (greedy text parts between devices).
     python3 -c 'import json, sys; json.dump(json.load(open(sys.argv[1]))["tokens"]["orthrus"], sys.stdout)' \
@@ -68,7 +70,10 @@ for f in sorted(out.glob("*.json")):
     steps = {k: v for k, v in p.items() if k.startswith("step_") or k == "ar_1"}
     built = {r["mode"]: (r["draft_steps"], r.get("build_steps"), round(r.get("build_ms", 0), 1))
              for r in d["results"]}
+    c = d.get("check") or {}
+    same = f'{c["identical"]}/{c["compared"]}' if c else "unchecked"
     print(f.name, "gen tok/s", modes, "auto/best", round(d["auto_vs_best"], 3),
-          "ar step ms", ar_steps, "ms", steps, "drafting steps, building steps, their ms", built)
+          "ar step ms", ar_steps, "ms", steps, "drafting steps, building steps, their ms", built,
+          "texts as ar's", same)
 EOF
 OUT="$OUT" bash scripts/gpu/pack.sh
