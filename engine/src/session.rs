@@ -21,10 +21,12 @@ use crate::EngineError;
 /// A graph the session keeps for its shape.
 struct Kept<'m> {
     graph: OwnedGraph<'m>,
-    /// Its last use: the least recently used goes first (see
-    /// [`Session::run`]), and ggml-cuda drops a captured graph idle for long.
+    /// Its last use: of the prompts' graphs, or else of all, the least
+    /// recently used goes first (see [`Session::run`]), and ggml-cuda drops
+    /// a captured graph idle for long.
     used: Instant,
-    /// [`Session::graphs_made`] at its last use.
+    /// Graphs made on its scheduler (see [`Session::graphs_made`]) by its
+    /// last use.
     made: u64,
     /// Runs since it was built or, on a GPU, went idle: ggml-cuda runs a
     /// graph's kernels one by one the first time and captures them the
@@ -45,19 +47,22 @@ struct GpuGraphs {
     /// Whether ggml-cuda is ours, which keeps its most recently used
     /// graphs however long idle (`backend_layout::GPU_GRAPHS_KEPT`).
     ours: bool,
-    /// [`Session::graphs_made`] now.
+    /// Graphs made on the graph's scheduler so far.
     made: u64,
 }
 
 /// Whether ggml-cuda dropped the capture of a graph that was (`idle`) or
 /// was not used in the last [`backend_layout::GPU_GRAPH_IDLE_DROP`], with
-/// `made_since` graphs made since its last use: ggml-cuda evicts graphs
-/// idle for 10 s, except ours among the most recently used
-/// [`backend_layout::GPU_GRAPHS_KEPT`], of which at most the others kept
-/// here and those made since were used after it.
+/// `made_since` graphs made on its scheduler since its last use. ggml-cuda
+/// evicts graphs idle for 10 s, except, in ours, those among the most
+/// recently used [`backend_layout::GPU_GRAPHS_KEPT`] of the scheduler's
+/// backend; used after it were at most the others kept here and those made
+/// since.
 fn capture_dropped(idle: bool, ours: bool, made_since: u64) -> bool {
-    idle && (!ours || made_since + MAX_GRAPHS as u64 >= backend_layout::GPU_GRAPHS_KEPT)
+    idle && (!ours || made_since + MAX_GRAPHS as u64 > backend_layout::GPU_GRAPHS_KEPT)
 }
+
+const _: () = assert!(backend_layout::GPU_GRAPHS_KEPT > MAX_GRAPHS as u64);
 
 impl Kept<'_> {
     /// Its runs as ggml-cuda sees them: none after it sat idle long enough
@@ -140,8 +145,9 @@ pub struct Session<'m> {
     on_gpu: bool,
     /// Whether every GPU's ggml-cuda is ours (see [`GpuGraphs::ours`]).
     ours_on_gpu: bool,
-    /// Graphs made so far: each a new CUDA graph for ggml-cuda to keep.
-    graphs_made: u64,
+    /// Graphs made so far on each scheduler: each a new CUDA graph for its
+    /// ggml-cuda backend to keep.
+    graphs_made: HashMap<SchedKey, u64>,
     /// Graphs built, or on a GPU run uncaptured or captured, so far (a step
     /// that did so is no sample of its cost).
     graphs_built: usize,
@@ -183,7 +189,7 @@ impl<'m> Session<'m> {
             exact_matmul: false,
             on_gpu,
             ours_on_gpu: on_gpu && orthrus_cuda(&model.devices),
-            graphs_made: 0,
+            graphs_made: HashMap::new(),
             graphs_built: 0,
             step_costs: None,
             history: History::default(),
@@ -529,17 +535,17 @@ impl<'m> Session<'m> {
                 let shape = self.shape(v, pos0, rows, rows, logits, true);
                 self.graphs
                     .get(&shape)
-                    .map_or(1.0, |g| g.to_build(self.gpu_graphs()))
+                    .map_or(1.0, |g| g.to_build(self.gpu_graphs(g.sched)))
             })
             .sum();
         left / views.len() as f64
     }
 
-    fn gpu_graphs(&self) -> GpuGraphs {
+    fn gpu_graphs(&self, key: SchedKey) -> GpuGraphs {
         GpuGraphs {
             on: self.on_gpu,
             ours: self.ours_on_gpu,
-            made: self.graphs_made,
+            made: self.graphs_made.get(&key).copied().unwrap_or(0),
         }
     }
 
@@ -607,21 +613,23 @@ impl<'m> Session<'m> {
         }
         if !self.graphs.contains_key(&shape) {
             self.graphs_built += 1;
-            self.graphs_made += 1;
+            let made = self.graphs_made.entry(key).or_default();
+            *made += 1;
+            let made = *made;
             let g = graph::build(self.model, self.cache, shape);
             self.graphs.insert(
                 shape,
                 Kept {
                     graph: g,
                     used: Instant::now(),
-                    made: self.graphs_made,
+                    made,
                     runs: 0,
                     sched: key,
                 },
             );
         }
         self.sched(key)?;
-        let gpu = self.gpu_graphs();
+        let gpu = self.gpu_graphs(key);
         let kept = self.graphs.get_mut(&shape).expect("inserted above");
         // A run that builds, captures or allocates its graph afresh is no
         // sample of what a step costs.
@@ -747,7 +755,7 @@ mod tests {
         // Ours keeps it while it is among the most recently used.
         assert!(!capture_dropped(true, true, 0));
         let room = backend_layout::GPU_GRAPHS_KEPT - MAX_GRAPHS as u64;
-        assert!(!capture_dropped(true, true, room - 1));
-        assert!(capture_dropped(true, true, room));
+        assert!(!capture_dropped(true, true, room));
+        assert!(capture_dropped(true, true, room + 1));
     }
 }

@@ -1,7 +1,7 @@
 """Tests of kernels/cuda/patches/*.patch and of kernels/cuda/cmake/apply-patches.cmake,
 which applies them (with CMake alone) when kernels/cuda/CMakeLists.txt stages ggml for
 `cargo build --features cuda` and for the GPU machine's build. No GPU or nvcc here, so:
-the patches must apply to the ggml-cuda.cu that llama-cpp-sys-2 vendors (each hunk's
+the patches must apply to the ggml-cuda sources that llama-cpp-sys-2 vendors (each hunk's
 text found once), as `git apply` applies them, put each hook where it belongs, declare
 what ggml-hook.cu defines, leave an up-to-date file untouched, and refuse, writing
 nothing, a source they no longer match.
@@ -102,6 +102,11 @@ def test_applies_and_places_each_hook(tmp_path: Path, src: Path) -> None:
     sweep = common[common.index("// sweep every 5s"):]
     assert sweep.index("cuda_graphs.size() > orthrus_keep_graphs") < sweep.index("cuda_graphs.erase(it)")
     assert "it->second->last_used_time < kept_from" in sweep
+    # ...the count the engine models (engine/src/backend_layout.rs).
+    kept = re.search(r"constexpr size_t orthrus_keep_graphs = (\d+);", common)
+    engine = re.search(r"pub const GPU_GRAPHS_KEPT: u64 = (\d+);",
+                       (REPO / "engine/src/backend_layout.rs").read_text())
+    assert kept and engine and kept.group(1) == engine.group(1)
 
 
 def test_same_result_as_git_apply(tmp_path: Path, src: Path) -> None:

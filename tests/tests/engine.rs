@@ -1389,6 +1389,8 @@ fn prompts_do_not_push_out_decoding_graphs() {
         draft_max: Some(7),
         ..Default::default()
     };
+    // In one KV window: a graph of the next would be built the second time too.
+    assert!(prompts[0].len() + 48 + 8 <= 256);
     let first = generate(&mut s, &prompts[0], &p, &mut |_| true).unwrap();
     let ids = |len: usize| -> Vec<u32> {
         prompts
