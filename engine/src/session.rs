@@ -71,7 +71,7 @@ impl Kept<'_> {
     /// since.
     fn runs_now(&self, gpu: GpuGraphs) -> u32 {
         let idle = self.used.elapsed() >= backend_layout::GPU_GRAPH_IDLE_DROP;
-        if capture_dropped(idle, gpu.ours, gpu.made - self.made) {
+        if capture_dropped(idle, gpu.ours, gpu.made.saturating_sub(self.made)) {
             0
         } else {
             self.runs
@@ -629,8 +629,19 @@ impl<'m> Session<'m> {
             );
         }
         self.sched(key)?;
-        let gpu = self.gpu_graphs(key);
         let kept = self.graphs.get_mut(&shape).expect("inserted above");
+        let made = self.graphs_made.entry(key).or_default();
+        if kept.sched != key {
+            // A shape that prompts and decoding share, run on the other's
+            // scheduler: a new graph for that one's backend.
+            *made += 1;
+            (kept.sched, kept.runs, kept.made) = (key, 0, *made);
+        }
+        let gpu = GpuGraphs {
+            on: self.on_gpu,
+            ours: self.ours_on_gpu,
+            made: *made,
+        };
         // A run that builds, captures or allocates its graph afresh is no
         // sample of what a step costs.
         let allocating = !self.scheds[&key].holds(&kept.graph);
