@@ -611,37 +611,33 @@ impl<'m> Session<'m> {
                 self.graphs.remove(&k);
             }
         }
-        if !self.graphs.contains_key(&shape) {
+        let new = !self.graphs.contains_key(&shape);
+        if new {
             self.graphs_built += 1;
-            let made = self.graphs_made.entry(key).or_default();
-            *made += 1;
-            let made = *made;
             let g = graph::build(self.model, self.cache, shape);
             self.graphs.insert(
                 shape,
                 Kept {
                     graph: g,
                     used: Instant::now(),
-                    made,
+                    made: 0,
                     runs: 0,
                     sched: key,
                 },
             );
         }
         self.sched(key)?;
-        let kept = self.graphs.get_mut(&shape).expect("inserted above");
-        let made = self.graphs_made.entry(key).or_default();
-        if kept.sched != key {
-            // A shape that prompts and decoding share, run on the other's
-            // scheduler: a new graph for that one's backend.
-            *made += 1;
-            (kept.sched, kept.runs, kept.made) = (key, 0, *made);
+        // A new graph for the scheduler's backend: one just built, or a
+        // shape that prompts and decoding share, run on the other's.
+        let fresh = new || self.graphs[&shape].sched != key;
+        if fresh {
+            *self.graphs_made.entry(key).or_default() += 1;
         }
-        let gpu = GpuGraphs {
-            on: self.on_gpu,
-            ours: self.ours_on_gpu,
-            made: *made,
-        };
+        let gpu = self.gpu_graphs(key);
+        let kept = self.graphs.get_mut(&shape).expect("inserted above");
+        if fresh {
+            (kept.sched, kept.runs, kept.made) = (key, 0, gpu.made);
+        }
         // A run that builds, captures or allocates its graph afresh is no
         // sample of what a step costs.
         let allocating = !self.scheds[&key].holds(&kept.graph);

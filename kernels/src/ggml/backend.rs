@@ -123,9 +123,7 @@ impl Device {
 
     /// The first GPU-like device, if any.
     pub fn first_gpu() -> Option<Device> {
-        Device::all()
-            .into_iter()
-            .find(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
+        Device::all().into_iter().find(Device::is_gpu)
     }
 
     /// The CPU device (always present).
@@ -171,6 +169,11 @@ impl Device {
             sys::GGML_BACKEND_DEVICE_TYPE_IGPU => DeviceKind::IntegratedGpu,
             _ => DeviceKind::Accelerator,
         }
+    }
+
+    /// Whether it is a GPU, discrete or integrated.
+    pub fn is_gpu(&self) -> bool {
+        matches!(self.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu)
     }
 
     /// Starts a backend (a stream/queue) on this device.
@@ -323,17 +326,22 @@ pub enum CudaMatmul {
     BatchInvariant,
 }
 
+/// ggml-cuda's setter of our matmul mode on `d`, where its ggml-cuda has our
+/// patches (`kernels/cuda/patches/`).
+fn mmv_mode_setter(d: &Device) -> Option<unsafe extern "C" fn(i32) -> i32> {
+    // SAFETY: exported by kernels/cuda/ggml-hook.cu as `int (int)`.
+    let f = unsafe { d.proc_address(c"ggml_backend_cuda_orthrus_set_mmv_mode") }?;
+    Some(unsafe {
+        std::mem::transmute::<*mut std::ffi::c_void, unsafe extern "C" fn(i32) -> i32>(f)
+    })
+}
+
 /// Whether there is a GPU among `devices` and every one is ggml-cuda with
-/// this project's patches (`kernels/cuda/patches/`): then, among other
-/// things, it keeps its most recently used CUDA graphs however long idle.
+/// this project's patches: then, among other things, it keeps its most
+/// recently used CUDA graphs however long idle.
 pub fn orthrus_cuda(devices: &[Device]) -> bool {
-    let mut gpus = devices
-        .iter()
-        .filter(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
-        .peekable();
-    gpus.peek().is_some()
-        // SAFETY: only looked up, not called.
-        && gpus.all(|d| unsafe { d.proc_address(c"ggml_backend_cuda_orthrus_set_mmv_mode") }.is_some())
+    let mut gpus = devices.iter().filter(|d| d.is_gpu()).peekable();
+    gpus.peek().is_some() && gpus.all(|d| mmv_mode_setter(d).is_some())
 }
 
 /// Sets the matmul of every GPU among `devices` (process-wide, for graphs
@@ -342,13 +350,8 @@ pub fn orthrus_cuda(devices: &[Device]) -> bool {
 /// it), when they differ, or when there is no GPU.
 pub fn set_cuda_matmul(devices: &[Device], want: CudaMatmul) -> Option<CudaMatmul> {
     let mut now = None;
-    for d in devices
-        .iter()
-        .filter(|d| matches!(d.kind(), DeviceKind::Gpu | DeviceKind::IntegratedGpu))
-    {
-        // SAFETY: exported by kernels/cuda/ggml-hook.cu as `int (int)`.
-        let f = unsafe { d.proc_address(c"ggml_backend_cuda_orthrus_set_mmv_mode") }?;
-        let f: unsafe extern "C" fn(i32) -> i32 = unsafe { std::mem::transmute(f) };
+    for d in devices.iter().filter(|d| d.is_gpu()) {
+        let f = mmv_mode_setter(d)?;
         // SAFETY: sets an atomic in the loaded ggml-cuda.
         let mode = match unsafe { f(want as i32) } {
             0 => CudaMatmul::Ggml,
