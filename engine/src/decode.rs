@@ -277,17 +277,24 @@ pub fn generate(
         let l = choice.drafts + 1;
         let built = session.graphs_built();
         let t = Instant::now();
-        let (drafts, q) = if l > 1 {
-            let mut blk = vec![mask; l];
-            blk[0] = x;
-            let d = session.forward_padded(View::Diffusion, &blk, n, l, !greedy, choice.rows)?;
-            draft(&d, l - 1, n_vocab, greedy, &dist, &mut rng)
+        let mut blk = vec![mask; l];
+        blk[0] = x;
+        let (drafts, q, v) = if l > 1 && session.fuses_steps(!greedy) {
+            let mut s = session.step(&blk, n, choice.rows)?;
+            (std::mem::take(&mut s.drafts), Vec::new(), s)
         } else {
-            (Vec::new(), Vec::new())
+            let (drafts, q) = if l > 1 {
+                let d =
+                    session.forward_padded(View::Diffusion, &blk, n, l, !greedy, choice.rows)?;
+                draft(&d, l - 1, n_vocab, greedy, &dist, &mut rng)
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            let mut verify = vec![x];
+            verify.extend(&drafts);
+            let v = session.forward_padded(View::Ar, &verify, n, l, !greedy, choice.rows)?;
+            (drafts, q, v)
         };
-        let mut verify = vec![x];
-        verify.extend(&drafts);
-        let v = session.forward_padded(View::Ar, &verify, n, l, !greedy, choice.rows)?;
         let (accepted, next) = if greedy {
             let a = drafts
                 .iter()

@@ -21,6 +21,11 @@ pub enum View {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Shape {
     pub view: View,
+    /// A whole greedy decoding step in one graph: the diffusion view over
+    /// the block `[x, M, ...]`, then the AR view over `x` and the block's
+    /// drafts (its argmax rows), which stay on the device. `view` is then
+    /// `Diffusion`, and `n_out` the rows.
+    pub step: bool,
     /// Tokens in the batch.
     pub n_tokens: usize,
     /// Cache slots attention reads (slots past the batch are masked out).
@@ -46,8 +51,12 @@ pub mod io {
     pub const SLOTS: &str = "inp_slots";
     /// `[n_kv, n_tokens]`: 0 where a query may attend, -inf elsewhere.
     pub const MASK: &str = "inp_mask";
+    /// A step's verify pass's (causal) mask, as `MASK`.
+    pub const MASK_VERIFY: &str = "inp_mask_verify";
     /// I32 `[n_out]`: argmax of each logits row.
     pub const ARGMAX: &str = "out_argmax";
+    /// I32 `[n_tokens]`: a step's drafts, the argmax rows of its diffusion pass.
+    pub const DRAFTS: &str = "out_drafts";
     /// F32 `[n_vocab, n_out]`.
     pub const LOGITS: &str = "result_output";
 }
@@ -60,9 +69,10 @@ pub fn mask_type(attention: Attention) -> Type {
     }
 }
 
-/// Upper bound on graph nodes for a model of `n_layer` layers.
+/// Upper bound on graph nodes for a model of `n_layer` layers (a step's
+/// two passes).
 pub fn max_nodes(n_layer: usize) -> usize {
-    64 * n_layer + 256
+    2 * (64 * n_layer + 256)
 }
 
 pub fn build<'m>(model: &'m Model, cache: &'m KvCache, shape: Shape) -> OwnedGraph<'m> {
@@ -75,6 +85,63 @@ pub fn build<'m>(model: &'m Model, cache: &'m KvCache, shape: Shape) -> OwnedGra
 }
 
 fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> Vec<Tensor<'c>> {
+    let t = s.n_tokens as i64;
+    let tokens = ctx.input(io::TOKENS, Type::I32, &[t]);
+    let pos = ctx.input(io::POS, Type::I32, &[t]);
+    let slots = ctx.input(io::SLOTS, Type::I64, &[t]);
+    let mask = ctx.input(io::MASK, mask_type(s.attention), &[s.n_kv as i64, t]);
+    let embd = ctx.get_rows(m.weights.get(m.tok_embd), tokens);
+    let inputs = PassInputs { pos, slots, mask };
+    let logits = layers(ctx, m, cache, embd, s.view, inputs, s);
+    if !s.step {
+        let logits = logits.named(io::LOGITS);
+        let argmax = ctx.argmax(logits).named(io::ARGMAX);
+        return if s.logits {
+            vec![argmax, logits]
+        } else {
+            vec![argmax]
+        };
+    }
+    // Row j of the diffusion pass drafts the token after row j, so the
+    // verify pass reads x (the block's first row) and then drafts 0..t-1.
+    let drafts = ctx.argmax(logits).named(io::DRAFTS);
+    let row = embd.nb()[1];
+    let x = ctx.view(embd, [m.hparams.n_embd as i64, 1, 1], [row, row], 0);
+    let before_last = ctx.view(drafts, [t - 1, 1, 1], [4 * (t - 1) as usize; 2], 0);
+    // A tied head is the embedding, already on the head's device: looking
+    // the drafts up there keeps the step on it.
+    let lookup = if m.output_is_embd {
+        m.output
+    } else {
+        m.tok_embd
+    };
+    let verify = ctx.concat(x, ctx.get_rows(m.weights.get(lookup), before_last), 1);
+    let mask = ctx.input(io::MASK_VERIFY, mask_type(s.attention), &[s.n_kv as i64, t]);
+    let inputs = PassInputs { pos, slots, mask };
+    let logits = layers(ctx, m, cache, verify, View::Ar, inputs, s);
+    vec![drafts, ctx.argmax(logits).named(io::ARGMAX)]
+}
+
+/// A pass's inputs besides its tokens' embeddings (see [`io`]).
+#[derive(Clone, Copy)]
+struct PassInputs<'c> {
+    pos: Tensor<'c>,
+    slots: Tensor<'c>,
+    mask: Tensor<'c>,
+}
+
+/// The layers of `view` over the embeddings `x` `[n_embd, n_tokens]`, then
+/// the LM head over the last `n_out` rows: their logits.
+fn layers<'c>(
+    ctx: &'c Context,
+    m: &'c Model,
+    cache: &'c KvCache,
+    mut x: Tensor<'c>,
+    view: View,
+    inputs: PassInputs<'c>,
+    s: Shape,
+) -> Tensor<'c> {
+    let PassInputs { pos, slots, mask } = inputs;
     let hp = &m.hparams;
     let (t, hd, nh, nkv) = (
         s.n_tokens as i64,
@@ -89,15 +156,10 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     // graphs of the two can be dumped and compared node by node.
     let name = |x: Tensor<'c>, what: &str, il: usize| x.named(&format!("{what}-{il}"));
 
-    let tokens = ctx.input(io::TOKENS, Type::I32, &[t]);
-    let pos = ctx.input(io::POS, Type::I32, &[t]);
-    let slots = ctx.input(io::SLOTS, Type::I64, &[t]);
-    let mask = ctx.input(io::MASK, mask_type(s.attention), &[s.n_kv as i64, t]);
     let norm = |x, weight| ctx.mul(ctx.rms_norm(x, eps), w(weight));
 
-    let mut x = ctx.get_rows(w(m.tok_embd), tokens);
     for (il, layer) in m.layers.iter().enumerate() {
-        let a = match s.view {
+        let a = match view {
             View::Ar => layer.ar,
             View::Diffusion => layer
                 .diffusion
@@ -183,13 +245,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         x = name(ctx.add(x, ffn_out), "l_out", il);
     }
     let h = norm(x, m.output_norm).named("result_norm");
-    let logits = mm(m.output, h).named(io::LOGITS);
-    let argmax = ctx.argmax(logits).named(io::ARGMAX);
-    if s.logits {
-        vec![argmax, logits]
-    } else {
-        vec![argmax]
-    }
+    mm(m.output, h)
 }
 
 /// Writes the batch's V `[hd * nkv, T]` into the cache slots `slots`; a

@@ -676,7 +676,8 @@ fn bench(a: BenchArgs) -> Result<()> {
 /// view over each of auto mode's graph sizes (`bucket_rows`: 1, 2, 4, ...,
 /// the block), each averaged over repeated passes at the same position after
 /// `prompt`; and the step of N drafts for each of them (`step_N`: both
-/// passes of N + 1 rows).
+/// passes of N + 1 rows, timed as one graph where greedy steps run as one,
+/// else the sum of the two).
 fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::Value> {
     use orthrus_engine::View;
     const REPS: usize = 30;
@@ -714,8 +715,23 @@ fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::V
         out.insert(name, serde_json::json!((ms * 1000.0).round() / 1000.0));
     }
     for &t in rows.iter().filter(|&&t| t > 1) {
-        if let (Some(a), Some(d)) = (ms_of.get(&(View::Ar, t)), ms_of.get(&(View::Diffusion, t))) {
-            let ms = a + d;
+        let ms = if session.fuses_steps(false) {
+            // One graph, as greedy decoding runs a step.
+            let mut block = vec![model.hparams.orthrus.map_or(0, |o| o.mask_token); t];
+            block[0] = prompt[0];
+            session.step(&block, pos0, t)?;
+            let t0 = Instant::now();
+            for _ in 0..REPS {
+                session.step(&block, pos0, t)?;
+            }
+            Some(1000.0 * t0.elapsed().as_secs_f64() / REPS as f64)
+        } else {
+            match (ms_of.get(&(View::Ar, t)), ms_of.get(&(View::Diffusion, t))) {
+                (Some(a), Some(d)) => Some(a + d),
+                _ => None,
+            }
+        };
+        if let Some(ms) = ms {
             out.insert(
                 format!("step_{}", t - 1),
                 serde_json::json!((ms * 1000.0).round() / 1000.0),

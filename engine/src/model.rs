@@ -100,6 +100,9 @@ pub struct Model {
     pub(crate) tok_embd: StoreId,
     pub(crate) output_norm: StoreId,
     pub(crate) output: StoreId,
+    /// The LM head is the token embedding (tied), `output` on the head's
+    /// device: a lookup there needs no copy from the CPU.
+    pub(crate) output_is_embd: bool,
     pub(crate) layers: Vec<Layer>,
     /// The devices in use, in the scheduler's order (the CPU last).
     pub devices: Vec<Device>,
@@ -418,6 +421,7 @@ impl Model {
             tok_embd: embd,
             output_norm,
             output,
+            output_is_embd: tied,
             layers,
             devices,
             tokenizer_json,

@@ -110,6 +110,8 @@ const MAX_GRAPHS: usize = 32;
 enum SchedKey {
     Prompt,
     Decode(View, usize),
+    /// Whole steps in one graph (see [`Shape::step`]), by rows.
+    Step(usize),
 }
 
 /// What one forward pass returns.
@@ -119,6 +121,8 @@ pub struct PassOutput {
     pub argmax: Vec<u32>,
     /// `n_out * n_vocab` logits when asked for, else empty.
     pub logits: Vec<f32>,
+    /// A whole step's drafts (see [`Session::step`]), else empty.
+    pub drafts: Vec<u32>,
 }
 
 pub struct Session<'m> {
@@ -143,6 +147,9 @@ pub struct Session<'m> {
     exact_matmul: bool,
     /// Whether a layer sits on a GPU.
     on_gpu: bool,
+    /// Whether greedy steps run their two passes as two graphs (see
+    /// [`Self::fuses_steps`]).
+    steps_apart: bool,
     /// Whether every GPU's ggml-cuda is ours (see [`GpuGraphs::ours`]).
     ours_on_gpu: bool,
     /// Graphs made so far on each scheduler: each a new CUDA graph for its
@@ -188,6 +195,7 @@ impl<'m> Session<'m> {
             exact: false,
             exact_matmul: false,
             on_gpu,
+            steps_apart: switches.steps_apart,
             ours_on_gpu: on_gpu && orthrus_cuda(&model.devices),
             graphs_made: HashMap::new(),
             graphs_built: 0,
@@ -219,16 +227,27 @@ impl<'m> Session<'m> {
             }
             let nodes = graph::max_nodes(self.model.hparams.n_layer);
             let mut sched = Scheduler::new(backends, nodes);
-            if let SchedKey::Decode(view, rows) = key {
-                // Sized once, for its pass at the end of the cache: buffers
-                // that grew with the context moved the tensors of the graphs
-                // already captured, and each then ran uncaptured and was
-                // captured again (a probe in auto mode paid 2-4x its cost).
+            // Sized once, for its pass at the end of the cache: buffers that
+            // grew with the context moved the tensors of the graphs already
+            // captured, and each then ran uncaptured and was captured again
+            // (a probe in auto mode paid 2-4x its cost).
+            let end_shape = |rows: usize| {
                 let rows = rows.min(self.cache.n_ctx);
-                let pos0 = self.cache.n_ctx - rows;
-                let shape = self.shape(view, pos0, rows, rows, true, true);
-                let g = graph::build(self.model, self.cache, shape);
-                sched.reserve(&g)?;
+                (self.cache.n_ctx - rows, rows)
+            };
+            let shape = match key {
+                SchedKey::Prompt => None,
+                SchedKey::Decode(view, rows) => {
+                    let (pos0, rows) = end_shape(rows);
+                    Some(self.shape(view, pos0, rows, rows, true, true))
+                }
+                SchedKey::Step(rows) => {
+                    let (pos0, rows) = end_shape(rows);
+                    Some(self.step_shape(pos0, rows))
+                }
+            };
+            if let Some(shape) = shape {
+                sched.reserve(&graph::build(self.model, self.cache, shape))?;
             }
             self.scheds.insert(key, sched);
         }
@@ -278,7 +297,40 @@ impl<'m> Session<'m> {
         logits: bool,
         rows: usize,
     ) -> Result<PassOutput, EngineError> {
-        self.run(view, tokens, pos0, n_out, logits, true, rows)
+        self.run(view, false, tokens, pos0, n_out, logits, true, rows)
+    }
+
+    /// A greedy decoding step in one graph: the diffusion view over `block`
+    /// (`[x, M, ...]`) at `pos0..`, then the AR view over `x` and the
+    /// block's drafts, which stay on the device between the two (see
+    /// [`Shape::step`]); through the graph of `rows` rows when the block is
+    /// shorter, as [`Self::forward_padded`]. Returns the drafts (one a row
+    /// but the last) and the verify pass's argmax rows, as the two passes
+    /// `forward_padded` runs would: the same graphs' nodes.
+    pub fn step(
+        &mut self,
+        block: &[u32],
+        pos0: usize,
+        rows: usize,
+    ) -> Result<PassOutput, EngineError> {
+        assert!(block.len() > 1, "a step drafts at least one token");
+        let n = block.len();
+        self.run(View::Diffusion, true, block, pos0, n, false, true, rows)
+    }
+
+    /// Whether greedy steps (`logits` false) run as one graph
+    /// ([`Self::step`]): not in exact mode, whose verify pass takes graphs
+    /// of its own, nor where `ORTHRUS_STEP=apart` or
+    /// [`Self::set_steps_apart`] says otherwise.
+    pub fn fuses_steps(&self, logits: bool) -> bool {
+        !logits && !self.exact && !self.steps_apart && self.model.is_orthrus()
+    }
+
+    /// Runs greedy steps as two graphs (`true`) or one (see
+    /// [`Self::fuses_steps`]), to compare them.
+    pub fn set_steps_apart(&mut self, apart: bool) {
+        self.steps_apart = apart;
+        self.step_costs = None;
     }
 
     /// Sets `Shape::col_group` of the decoding passes from now on (the
@@ -354,9 +406,13 @@ impl<'m> Session<'m> {
             let mut at_start = 0.0;
             for pos in positions {
                 let step = |s: &mut Self| -> Result<(), EngineError> {
+                    let mut blk = vec![mask; rows];
+                    blk[0] = 0;
+                    if rows > 1 && s.fuses_steps(false) {
+                        s.step(&blk, pos, rows)?;
+                        return Ok(());
+                    }
                     if rows > 1 {
-                        let mut blk = vec![mask; rows];
-                        blk[0] = 0;
                         s.forward(View::Diffusion, &blk, pos, rows, false)?;
                     }
                     s.forward(View::Ar, &vec![0; rows], pos, rows, false)?;
@@ -506,12 +562,21 @@ impl<'m> Session<'m> {
         };
         Shape {
             view,
+            step: false,
             n_tokens: rows,
             n_kv,
             n_out,
             logits,
             col_group,
             attention,
+        }
+    }
+
+    /// The shape of a whole step of `rows` rows at `pos0` (see [`Self::step`]).
+    fn step_shape(&self, pos0: usize, rows: usize) -> Shape {
+        Shape {
+            step: true,
+            ..self.shape(View::Diffusion, pos0, rows, rows, false, true)
         }
     }
 
@@ -524,21 +589,24 @@ impl<'m> Session<'m> {
         if pos0 + rows > self.cache.n_ctx {
             return 0.0;
         }
-        let views: &[View] = if rows > 1 {
-            &[View::Diffusion, View::Ar]
+        let shapes = if rows > 1 && self.fuses_steps(logits) {
+            vec![self.step_shape(pos0, rows)]
+        } else if rows > 1 {
+            [View::Diffusion, View::Ar]
+                .map(|v| self.shape(v, pos0, rows, rows, logits, true))
+                .to_vec()
         } else {
-            &[View::Ar]
+            vec![self.shape(View::Ar, pos0, rows, rows, logits, true)]
         };
-        let left: f64 = views
+        let left: f64 = shapes
             .iter()
-            .map(|&v| {
-                let shape = self.shape(v, pos0, rows, rows, logits, true);
+            .map(|shape| {
                 self.graphs
-                    .get(&shape)
+                    .get(shape)
                     .map_or(1.0, |g| g.to_build(self.gpu_graphs(g.sched)))
             })
             .sum();
-        left / views.len() as f64
+        left / shapes.len() as f64
     }
 
     fn gpu_graphs(&self, key: SchedKey) -> GpuGraphs {
@@ -549,11 +617,12 @@ impl<'m> Session<'m> {
         }
     }
 
-    /// The one pass behind `forward`, `forward_padded` and `prefill`.
+    /// The one pass behind `forward`, `forward_padded`, `step` and `prefill`.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         view: View,
+        step: bool,
         tokens: &[u32],
         pos0: usize,
         n_out: usize,
@@ -588,12 +657,16 @@ impl<'m> Session<'m> {
             )));
         }
         let exact = self.exact && decoding && view == View::Ar;
-        let shape = self.shape(view, pos0, rows, graph_out, logits, decoding);
-        let (n_kv, attention) = (shape.n_kv, shape.attention);
-        let key = if decoding {
-            SchedKey::Decode(view, rows)
+        let shape = if step {
+            self.step_shape(pos0, rows)
         } else {
-            SchedKey::Prompt
+            self.shape(view, pos0, rows, graph_out, logits, decoding)
+        };
+        let (n_kv, attention) = (shape.n_kv, shape.attention);
+        let key = match (step, decoding) {
+            (true, _) => SchedKey::Step(rows),
+            (false, true) => SchedKey::Decode(view, rows),
+            (false, false) => SchedKey::Prompt,
         };
         if !self.graphs.contains_key(&shape) && self.graphs.len() >= MAX_GRAPHS {
             // A prompt's graph goes first, the least recently used: a
@@ -650,45 +723,40 @@ impl<'m> Session<'m> {
         let ids: Vec<i32> = (0..rows).map(|j| tokens[j.min(t - 1)] as i32).collect();
         let pos: Vec<i32> = (pos0..pos0 + rows).map(|p| p as i32).collect();
         let slots: Vec<i64> = (pos0..pos0 + rows).map(|p| p as i64).collect();
-        // Written in the graph's type: converting a 16-row mask of a 32K
-        // cache from f32 cost about 1 ms of CPU a pass, before the GPU began.
+        let causal = |j: usize| pos0 + j + 1;
         let visible = |j: usize| match view {
             View::Diffusion if j < t => end,
-            _ => pos0 + j + 1,
+            _ => causal(j),
         };
-        let (mask16, mask32);
-        let mask_input = if graph::mask_type(attention) == Type::F16 {
-            mask16 = causal_mask(
-                n_kv,
-                rows,
-                visible,
-                half::f16::ZERO,
-                half::f16::NEG_INFINITY,
-            );
-            Input::F16(io::MASK, &mask16)
-        } else {
-            mask32 = causal_mask(n_kv, rows, visible, 0.0f32, f32::NEG_INFINITY);
-            Input::F32(io::MASK, &mask32)
-        };
-        let inputs = [
+        let f16 = graph::mask_type(attention) == Type::F16;
+        let masks = [(io::MASK, true), (io::MASK_VERIFY, step)].map(|(name, used)| {
+            let visible: &dyn Fn(usize) -> usize =
+                if name == io::MASK { &visible } else { &causal };
+            used.then(|| (name, Mask::new(f16, n_kv, rows, visible)))
+        });
+        let mut inputs = vec![
             Input::I32(io::TOKENS, &ids),
             Input::I32(io::POS, &pos),
             Input::I64(io::SLOTS, &slots),
-            mask_input,
         ];
+        inputs.extend(masks.iter().flatten().map(|(name, m)| m.input(name)));
         let mut argmax = vec![0i32; graph_out];
+        let mut drafts = vec![0i32; if step { rows } else { 0 }];
         let mut out = PassOutput {
-            argmax: Vec::new(),
             logits: if logits {
                 vec![0.0; graph_out * hp.n_vocab]
             } else {
                 Vec::new()
             },
+            ..PassOutput::default()
         };
         {
             let mut outputs = vec![Output::I32(io::ARGMAX, &mut argmax)];
             if logits {
                 outputs.push(Output::F32(io::LOGITS, &mut out.logits));
+            }
+            if step {
+                outputs.push(Output::I32(io::DRAFTS, &mut drafts));
             }
             let sched = self.scheds.get_mut(&key).expect("made above");
             sched.set_reference_kernels(exact);
@@ -711,6 +779,8 @@ impl<'m> Session<'m> {
             }
         }
         out.argmax = argmax.into_iter().map(|x| x as u32).collect();
+        // The drafts: of the rows but the last (the next pass's tokens).
+        out.drafts = drafts.iter().take(t - 1).map(|&x| x as u32).collect();
         Ok(out)
     }
 
@@ -726,10 +796,40 @@ impl<'m> Session<'m> {
         let mut last = PassOutput::default();
         let mut pos = pos0;
         for chunk in tokens.chunks(self.n_batch) {
-            last = self.run(View::Ar, chunk, pos, 1, logits, false, chunk.len())?;
+            last = self.run(View::Ar, false, chunk, pos, 1, logits, false, chunk.len())?;
             pos += chunk.len();
         }
         Ok(last)
+    }
+}
+
+/// An attention mask in the graph's type: converting a 16-row mask of a 32K
+/// cache from f32 cost about 1 ms of CPU a pass, before the GPU began.
+enum Mask {
+    F16(Vec<half::f16>),
+    F32(Vec<f32>),
+}
+
+impl Mask {
+    fn new(f16: bool, n_kv: usize, rows: usize, visible: &dyn Fn(usize) -> usize) -> Mask {
+        if f16 {
+            Mask::F16(causal_mask(
+                n_kv,
+                rows,
+                visible,
+                half::f16::ZERO,
+                half::f16::NEG_INFINITY,
+            ))
+        } else {
+            Mask::F32(causal_mask(n_kv, rows, visible, 0.0f32, f32::NEG_INFINITY))
+        }
+    }
+
+    fn input<'a>(&'a self, name: &'a str) -> Input<'a> {
+        match self {
+            Mask::F16(m) => Input::F16(name, m),
+            Mask::F32(m) => Input::F32(name, m),
+        }
     }
 }
 

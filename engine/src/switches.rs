@@ -7,6 +7,9 @@
 //! - `ORTHRUS_ATTN=plain`: attention as matmul, softmax, matmul instead of
 //!   ggml's fused kernel, a diagnostic for a backend whose fused kernel
 //!   misbehaves (`fused`, the default).
+//! - `ORTHRUS_STEP=apart`: a greedy decoding step runs its diffusion and
+//!   verify passes as two graphs, the drafts going through the host between
+//!   them, instead of one graph (`one`, the default): to compare the two.
 //!
 //! Two build-time settings of the `cuda` feature are read by CMake, not
 //! here: `ORTHRUS_CUDA_NATIVE` and `ORTHRUS_GGML_CUDA_MODULE` (see
@@ -22,10 +25,13 @@ pub struct Switches {
     pub cuda_kernels: bool,
     /// Whether attention avoids ggml's fused kernel.
     pub plain_attention: bool,
+    /// Whether a greedy step's two passes run as two graphs.
+    pub steps_apart: bool,
 }
 
 pub const CUDA_KERNELS: &str = "ORTHRUS_CUDA_KERNELS";
 pub const ATTN: &str = "ORTHRUS_ATTN";
+pub const STEP: &str = "ORTHRUS_STEP";
 
 impl Switches {
     /// The switches of this process, read from the environment on the first
@@ -53,6 +59,7 @@ impl Switches {
         Ok(Switches {
             cuda_kernels: !pick(CUDA_KERNELS, ["on", "off"])?,
             plain_attention: pick(ATTN, ["fused", "plain"])?,
+            steps_apart: pick(STEP, ["one", "apart"])?,
         })
     }
 }
@@ -75,11 +82,15 @@ mod tests {
         let default = Switches {
             cuda_kernels: true,
             plain_attention: false,
+            steps_apart: false,
         };
         assert_eq!(parse(&[]), Ok(default));
-        assert_eq!(parse(&[(CUDA_KERNELS, ""), (ATTN, "fused")]), Ok(default));
-        let off = parse(&[(CUDA_KERNELS, "off"), (ATTN, "plain")]).unwrap();
-        assert!(!off.cuda_kernels && off.plain_attention);
+        assert_eq!(
+            parse(&[(CUDA_KERNELS, ""), (ATTN, "fused"), (STEP, "one")]),
+            Ok(default)
+        );
+        let off = parse(&[(CUDA_KERNELS, "off"), (ATTN, "plain"), (STEP, "apart")]).unwrap();
+        assert!(!off.cuda_kernels && off.plain_attention && off.steps_apart);
         for bad in ["0", "1", "OFF", "of"] {
             let e = parse(&[(CUDA_KERNELS, bad)]).unwrap_err();
             assert!(
@@ -88,5 +99,6 @@ mod tests {
             );
         }
         assert!(parse(&[(ATTN, "flash")]).is_err());
+        assert!(parse(&[(STEP, "two")]).is_err());
     }
 }

@@ -483,6 +483,84 @@ fn passes_on_kept_threads_equal_one_threads() {
     }
 }
 
+/// A greedy step in one graph (the drafts staying on the device between the
+/// diffusion and the verify pass) returns what its two passes return as two
+/// graphs, and leaves the cache as they do: on a tied model (drafts looked up
+/// in the LM head) and an untied one (in the token embedding), padded to a
+/// larger graph, past a KV window, bit for bit on the CPU.
+#[test]
+fn a_step_in_one_graph_equals_its_two_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trained, prompts) = trained_model();
+    let untied = Model::load(
+        &gguf(dir.path(), "tiny-untied-f16-sharded", FileType::Q8_0, false),
+        &cpu(),
+    )
+    .unwrap();
+    for model in [&trained, &untied] {
+        let mask = model.hparams.orthrus.unwrap().mask_token;
+        let prompt: Vec<u32> = prompts[0]
+            .iter()
+            .map(|&t| t % model.hparams.n_vocab as u32)
+            .collect();
+        let (fused_cache, apart_cache) = (
+            KvCache::new(model, 1024, GgmlType::F16).unwrap(),
+            KvCache::new(model, 1024, GgmlType::F16).unwrap(),
+        );
+        let mut fused = Session::new(model, &fused_cache, 1, 512).unwrap();
+        let mut apart = Session::new(model, &apart_cache, 1, 512).unwrap();
+        apart.set_steps_apart(true);
+        assert!(fused.fuses_steps(false) && !apart.fuses_steps(false));
+        // Sampling needs both passes' logits on the host.
+        assert!(!fused.fuses_steps(true));
+        let long: Vec<u32> = prompt.iter().cycle().take(300).copied().collect();
+        for (p, l, rows) in [
+            (&prompt, 8, 8),
+            (&prompt, 5, 16),
+            (&long, 16, 16),
+            (&long, 2, 2),
+        ] {
+            let mut outs = Vec::new();
+            for s in [&mut fused, &mut apart] {
+                let n = p.len();
+                let x = s.prefill(p, 0, false).unwrap().argmax[0];
+                let mut blk = vec![mask; l];
+                blk[0] = x;
+                let (drafts, verify) = if s.fuses_steps(false) {
+                    let o = s.step(&blk, n, rows).unwrap();
+                    (o.drafts, o.argmax)
+                } else {
+                    let d = s
+                        .forward_padded(View::Diffusion, &blk, n, l, false, rows)
+                        .unwrap();
+                    let mut v = vec![x];
+                    v.extend(&d.argmax[..l - 1]);
+                    let o = s.forward_padded(View::Ar, &v, n, l, false, rows).unwrap();
+                    (d.argmax[..l - 1].to_vec(), o.argmax)
+                };
+                assert_eq!((drafts.len(), verify.len()), (l - 1, l));
+                // What the verify pass cached: the next one-token pass reads it.
+                let next = s
+                    .forward(View::Ar, &[verify[0]], n + 1, 1, true)
+                    .unwrap()
+                    .logits;
+                outs.push((drafts, verify, next));
+            }
+            let what = format!("{} tokens cached, {l} of {rows} rows", p.len());
+            assert_eq!(outs[0].0, outs[1].0, "{what}: drafts differ");
+            assert_eq!(outs[0].1, outs[1].1, "{what}: verify rows differ");
+            assert!(
+                outs[0]
+                    .2
+                    .iter()
+                    .zip(&outs[1].2)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: the caches differ"
+            );
+        }
+    }
+}
+
 /// In exact mode a decoding pass over a block computes each row exactly as a
 /// one-token pass over the same cache does (the trained model's Q8_0 matmuls
 /// round their inputs to 8 bits, which turns the last-bit differences of
@@ -1302,9 +1380,17 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
             .count()
     };
     let n_layer = model.hparams.n_layer;
-    for (view, n_tokens) in [(View::Ar, 1), (View::Ar, 16), (View::Diffusion, 16)] {
+    // A step is a diffusion pass and a verify pass in one graph.
+    for (view, n_tokens, step) in [
+        (View::Ar, 1, false),
+        (View::Ar, 16, false),
+        (View::Diffusion, 16, false),
+        (View::Diffusion, 16, true),
+    ] {
+        let passes = if step { 2 } else { 1 };
         let shape = Shape {
             view,
+            step,
             n_tokens,
             n_kv: 256,
             n_out: n_tokens,
@@ -1329,18 +1415,20 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
                 assert!(g.has_tensor(&name), "no {name}");
             }
         }
-        assert!(g.has_tensor("result_norm") && g.has_tensor("result_output"));
+        assert!(g.has_tensor("result_norm"));
+        assert!(g.has_tensor(if step { "out_drafts" } else { "result_output" }));
         let ops = g.ops();
-        let what = format!("{view:?} pass of {n_tokens}");
+        let what = format!("{view:?} pass of {n_tokens}, step {step}");
         assert_eq!(
             count(&ops, &["RMS_NORM", "MUL", "ROPE", "VIEW", "SET_ROWS"]),
-            n_layer,
+            passes * n_layer,
             "{what}: {ops:?}"
         );
+        assert_eq!(count(&ops, &["GET_ROWS"]), passes, "{what}: {ops:?}");
         let (stack_apart, stack_whole) = if n_tokens == 1 {
             (n_layer, 0)
         } else {
-            (0, n_layer)
+            (0, passes * n_layer)
         };
         assert_eq!(
             count(&ops, &["MUL_MAT", "MUL_MAT", "GLU"]),
@@ -1358,6 +1446,7 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
     let cache = KvCache::new(&model, 1024, GgmlType::F32).unwrap();
     let shape = Shape {
         view: View::Ar,
+        step: false,
         n_tokens: 1,
         n_kv: orthrus_engine::kv_cache::SLOT_ALIGN,
         n_out: 1,

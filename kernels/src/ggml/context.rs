@@ -348,6 +348,18 @@ impl Context {
         self.op("swiglu", |c| unsafe { sys::ggml_swiglu(c, gate_up.raw()) })
     }
 
+    /// `a` and `b` joined along dimension `dim` (their other dimensions equal).
+    pub fn concat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>, dim: usize) -> Tensor<'a> {
+        let (x, y) = (a.ne(), b.ne());
+        assert!(
+            dim < 4 && a.ty() == b.ty() && (0..4).all(|i| i == dim || x[i] == y[i]),
+            "concat along {dim}: {x:?} and {y:?}"
+        );
+        self.op("concat", |c| unsafe {
+            sys::ggml_concat(c, a.raw(), b.raw(), dim as i32)
+        })
+    }
+
     /// Index of the largest value of each row of matrix `a` (I32 `[rows]`).
     pub fn argmax<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
         assert!(a.ne()[2] == 1 && a.ne()[3] == 1, "argmax wants a matrix");
