@@ -216,6 +216,14 @@ impl Device {
         out
     }
 
+    /// Host memory this device copies to and from directly (a GPU's pinned
+    /// memory), if it has such a buffer type.
+    pub fn host_buffer_type(&self) -> Option<BufferType> {
+        // SAFETY: registry query; buffer types are static.
+        let ptr = unsafe { sys::ggml_backend_dev_host_buffer_type(self.ptr) };
+        (!ptr.is_null()).then_some(BufferType { ptr, device: *self })
+    }
+
     /// The device's default buffer type (device memory).
     pub fn buffer_type(&self) -> BufferType {
         // SAFETY: registry query; buffer types are static.

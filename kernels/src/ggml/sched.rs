@@ -45,11 +45,37 @@ impl Scheduler {
             "the scheduler's last backend must be the CPU"
         );
         let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.raw()).collect();
-        // SAFETY: live backends, kept alive in self; default buffer types.
+        // With a GPU, the CPU's compute buffers (where the graph's inputs
+        // live, and what the CPU computes for the GPU) in its pinned host
+        // memory, as llama.cpp has them: the copies between the two then
+        // need no staging. Otherwise every backend's default.
+        let pinned = backends
+            .iter()
+            .map(|b| b.device())
+            .find(|d| d.is_gpu())
+            .and_then(|gpu| gpu.host_buffer_type());
+        let mut bufts: Vec<sys::ggml_backend_buffer_type_t> = match pinned {
+            Some(host) => backends
+                .iter()
+                .map(|b| match b.device().kind() {
+                    DeviceKind::Cpu => host.ptr,
+                    // SAFETY: a live backend's default buffer type (static).
+                    _ => unsafe { sys::ggml_backend_get_default_buffer_type(b.raw()) },
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let bufts_ptr = if bufts.is_empty() {
+            std::ptr::null_mut()
+        } else {
+            bufts.as_mut_ptr()
+        };
+        // SAFETY: live backends, kept alive in self; buffer types static (or
+        // null: the defaults), one per backend.
         let ptr = unsafe {
             sys::ggml_backend_sched_new(
                 raw.as_mut_ptr(),
-                std::ptr::null_mut(),
+                bufts_ptr,
                 raw.len() as i32,
                 max_nodes,
                 false,
