@@ -39,6 +39,11 @@ pub struct Shape {
     /// matrix, 1: each column alone.
     pub col_group: usize,
     pub attention: Attention,
+    /// The mask is made in the graph from each row's visible slots
+    /// (`io::VISIBLE`) instead of being an input of `n_kv` entries a row: a
+    /// 16-row mask over a 32K cache is 1 MB to write and copy to the GPU
+    /// for each pass.
+    pub mask_on_device: bool,
 }
 
 /// Names of the graph's inputs and outputs.
@@ -53,6 +58,11 @@ pub mod io {
     pub const MASK: &str = "inp_mask";
     /// A step's verify pass's (causal) mask, as `MASK`.
     pub const MASK_VERIFY: &str = "inp_mask_verify";
+    /// F32 `[1, n_tokens]`, for a mask made on the device: the slots each
+    /// row sees (a prefix of the cache), in place of `MASK`.
+    pub const VISIBLE: &str = "inp_visible";
+    /// As `VISIBLE`, in place of `MASK_VERIFY`.
+    pub const VISIBLE_VERIFY: &str = "inp_visible_verify";
     /// I32 `[n_out]`: argmax of each logits row.
     pub const ARGMAX: &str = "out_argmax";
     /// I32 `[n_tokens]`: a step's drafts, the argmax rows of its diffusion pass.
@@ -89,7 +99,7 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     let tokens = ctx.input(io::TOKENS, Type::I32, &[t]);
     let pos = ctx.input(io::POS, Type::I32, &[t]);
     let slots = ctx.input(io::SLOTS, Type::I64, &[t]);
-    let mask = ctx.input(io::MASK, mask_type(s.attention), &[s.n_kv as i64, t]);
+    let mask = attention_mask(ctx, io::MASK, io::VISIBLE, s);
     let embd = ctx.get_rows(m.weights.get(m.tok_embd), tokens);
     let inputs = PassInputs { pos, slots, mask };
     let logits = layers(ctx, m, cache, embd, s.view, inputs, s);
@@ -116,10 +126,30 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
         m.tok_embd
     };
     let verify = ctx.concat(x, ctx.get_rows(m.weights.get(lookup), before_last), 1);
-    let mask = ctx.input(io::MASK_VERIFY, mask_type(s.attention), &[s.n_kv as i64, t]);
+    let mask = attention_mask(ctx, io::MASK_VERIFY, io::VISIBLE_VERIFY, s);
     let inputs = PassInputs { pos, slots, mask };
     let logits = layers(ctx, m, cache, verify, View::Ar, inputs, s);
     vec![drafts, ctx.argmax(logits).named(io::ARGMAX)]
+}
+
+/// A pass's attention mask `[n_kv, n_tokens]`: the input `host`, or, with
+/// `Shape::mask_on_device`, made from the input `visible` (each row's open
+/// prefix): log(step(visible - slot - 1/2)), 0 where the slot is seen and
+/// -inf where not, as the host writes it.
+fn attention_mask<'c>(ctx: &'c Context, host: &str, visible: &str, s: Shape) -> Tensor<'c> {
+    let (n_kv, t) = (s.n_kv as i64, s.n_tokens as i64);
+    if !s.mask_on_device {
+        return ctx.input(host, mask_type(s.attention), &[n_kv, t]);
+    }
+    let seen = ctx.input(visible, Type::F32, &[1, t]);
+    let slots = ctx.arange(0.5, n_kv as f32 + 0.5, 1.0);
+    // In place: a prompt's mask over a long cache is tens of MB a step.
+    let open = ctx.step_in_place(ctx.sub_in_place(ctx.repeat(seen, [n_kv, t, 1, 1]), slots));
+    let mask = ctx.log_in_place(open);
+    match mask_type(s.attention) {
+        Type::F32 => mask,
+        ty => ctx.cast(mask, ty),
+    }
 }
 
 /// A pass's inputs besides its tokens' embeddings (see [`io`]).

@@ -102,6 +102,11 @@ impl Kept<'_> {
 /// Attention reads the cache in windows of this many slots, so a graph built
 /// for one step is reused by the next steps of the same batch shape.
 pub(crate) const KV_WINDOW: usize = 256;
+/// Masks of this many entries or more are made in the graph from each
+/// row's visible slots (see [`Shape::mask_on_device`]): a 16-row pass over
+/// 8K slots and more, where writing and copying the mask on the host costs
+/// more than the few small kernels that make it.
+pub const DEVICE_MASK_MIN: usize = 1 << 17;
 /// Graphs kept for reuse before the cache of graphs is dropped.
 const MAX_GRAPHS: usize = 32;
 /// Which scheduler a pass runs on: decoding passes one per view and rows
@@ -150,6 +155,9 @@ pub struct Session<'m> {
     /// Whether greedy steps run their two passes as two graphs (see
     /// [`Self::fuses_steps`]).
     steps_apart: bool,
+    /// Masks of at least this many entries are made in the graph (see
+    /// [`Shape::mask_on_device`]).
+    device_mask_min: usize,
     /// Whether every GPU's ggml-cuda is ours (see [`GpuGraphs::ours`]).
     ours_on_gpu: bool,
     /// Graphs made so far on each scheduler: each a new CUDA graph for its
@@ -196,6 +204,7 @@ impl<'m> Session<'m> {
             exact_matmul: false,
             on_gpu,
             steps_apart: switches.steps_apart,
+            device_mask_min: DEVICE_MASK_MIN,
             ours_on_gpu: on_gpu && orthrus_cuda(&model.devices),
             graphs_made: HashMap::new(),
             graphs_built: 0,
@@ -324,6 +333,13 @@ impl<'m> Session<'m> {
     /// [`Self::set_steps_apart`] says otherwise.
     pub fn fuses_steps(&self, logits: bool) -> bool {
         !logits && !self.exact && !self.steps_apart && self.model.is_orthrus()
+    }
+
+    /// Makes masks of at least `entries` entries in the graph (see
+    /// [`Shape::mask_on_device`]), smaller ones on the host (the default:
+    /// [`DEVICE_MASK_MIN`]); a test sets 0 or `usize::MAX` to compare them.
+    pub fn set_device_mask_min(&mut self, entries: usize) {
+        self.device_mask_min = entries;
     }
 
     /// Runs greedy steps as two graphs (`true`) or one (see
@@ -564,6 +580,7 @@ impl<'m> Session<'m> {
             view,
             step: false,
             n_tokens: rows,
+            mask_on_device: n_kv * rows >= self.device_mask_min,
             n_kv,
             n_out,
             logits,
@@ -729,10 +746,23 @@ impl<'m> Session<'m> {
             _ => causal(j),
         };
         let f16 = graph::mask_type(attention) == Type::F16;
-        let masks = [(io::MASK, true), (io::MASK_VERIFY, step)].map(|(name, used)| {
-            let visible: &dyn Fn(usize) -> usize =
-                if name == io::MASK { &visible } else { &causal };
-            used.then(|| (name, Mask::new(f16, n_kv, rows, visible)))
+        let masks = [
+            (
+                io::MASK,
+                io::VISIBLE,
+                true,
+                &visible as &dyn Fn(usize) -> usize,
+            ),
+            (io::MASK_VERIFY, io::VISIBLE_VERIFY, step, &causal),
+        ]
+        .map(|(host, device, used, visible)| {
+            used.then(|| match shape.mask_on_device {
+                false => (host, Mask::new(f16, n_kv, rows, visible)),
+                true => (
+                    device,
+                    Mask::Visible((0..rows).map(|j| visible(j) as f32).collect()),
+                ),
+            })
         });
         let mut inputs = vec![
             Input::I32(io::TOKENS, &ids),
@@ -803,11 +833,13 @@ impl<'m> Session<'m> {
     }
 }
 
-/// An attention mask in the graph's type: converting a 16-row mask of a 32K
-/// cache from f32 cost about 1 ms of CPU a pass, before the GPU began.
+/// An attention mask in the graph's type (converting a 16-row mask of a 32K
+/// cache from f32 cost about 1 ms of CPU a pass, before the GPU began), or
+/// each row's visible slots for a mask made in the graph.
 enum Mask {
     F16(Vec<half::f16>),
     F32(Vec<f32>),
+    Visible(Vec<f32>),
 }
 
 impl Mask {
@@ -828,7 +860,7 @@ impl Mask {
     fn input<'a>(&'a self, name: &'a str) -> Input<'a> {
         match self {
             Mask::F16(m) => Input::F16(name, m),
-            Mask::F32(m) => Input::F32(name, m),
+            Mask::F32(m) | Mask::Visible(m) => Input::F32(name, m),
         }
     }
 }

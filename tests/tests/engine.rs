@@ -561,6 +561,58 @@ fn a_step_in_one_graph_equals_its_two_passes() {
     }
 }
 
+/// A mask made in the graph from each row's visible slots is the mask the
+/// host writes: a prompt, one-token, diffusion, verify passes and a whole
+/// step give the same logits and argmax rows bit for bit, with an f16 cache
+/// (ggml's fused attention), an f32 one (softmax on an f32 mask) and in
+/// exact mode.
+#[test]
+fn masks_made_in_the_graph_equal_the_hosts() {
+    let (model, prompts) = trained_model_with(&cpu_exact());
+    let mask = model.hparams.orthrus.unwrap().mask_token;
+    let prompt = &prompts[1];
+    for (cache_ty, exact) in [
+        (GgmlType::F16, false),
+        (GgmlType::F32, false),
+        (GgmlType::F32, true),
+    ] {
+        let passes = |min: usize| {
+            let cache = KvCache::new(&model, 512, cache_ty).unwrap();
+            let mut s = Session::new(&model, &cache, 1, 64).unwrap();
+            s.set_exact(exact).unwrap();
+            s.set_device_mask_min(min);
+            let n = prompt.len();
+            let mut out = vec![s.prefill(prompt, 0, true).unwrap()];
+            let x = *prompt.last().unwrap();
+            out.push(s.forward(View::Ar, &[x], n, 1, true).unwrap());
+            let mut blk = vec![mask; 8];
+            blk[0] = x;
+            out.push(
+                s.forward_padded(View::Diffusion, &blk[..5], n, 5, true, 8)
+                    .unwrap(),
+            );
+            out.push(s.forward(View::Ar, &blk, n, 8, true).unwrap());
+            if s.fuses_steps(false) {
+                out.push(s.step(&blk[..6], n, 8).unwrap());
+            }
+            out
+        };
+        let (host, device) = (passes(usize::MAX), passes(0));
+        assert_eq!(host.len(), device.len());
+        for (i, (h, d)) in host.iter().zip(&device).enumerate() {
+            let what = format!("{cache_ty:?} cache, exact {exact}, pass {i}");
+            assert_eq!((&h.argmax, &h.drafts), (&d.argmax, &d.drafts), "{what}");
+            assert!(
+                h.logits
+                    .iter()
+                    .zip(&d.logits)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{what}: logits differ"
+            );
+        }
+    }
+}
+
 /// In exact mode a decoding pass over a block computes each row exactly as a
 /// one-token pass over the same cache does (the trained model's Q8_0 matmuls
 /// round their inputs to 8 bits, which turns the last-bit differences of
@@ -1397,6 +1449,7 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
             logits: false,
             col_group: 0,
             attention: Attention::Fused,
+            mask_on_device: false,
         };
         let g = graph::build(&model, &cache, shape);
         // Named as llama.cpp names them, so that graphs can be compared.
@@ -1453,6 +1506,7 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
         logits: false,
         col_group: 0,
         attention: Attention::Exact,
+        mask_on_device: false,
     };
     let ops = graph::build(&model, &cache, shape).ops();
     assert_eq!(

@@ -348,6 +348,47 @@ impl Context {
         self.op("swiglu", |c| unsafe { sys::ggml_swiglu(c, gate_up.raw()) })
     }
 
+    /// `a - b`, `b` broadcast over `a`, written over `a`.
+    pub fn sub_in_place<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        check_repeat("sub", b, a);
+        self.op("sub", |c| unsafe {
+            sys::ggml_sub_inplace(c, a.raw(), b.raw())
+        })
+    }
+
+    /// `a` repeated to shape `ne` (each dimension a multiple of `a`'s).
+    pub fn repeat<'a>(&'a self, a: Tensor<'a>, ne: [i64; 4]) -> Tensor<'a> {
+        let x = a.ne();
+        assert!(
+            (0..4).all(|i| ne[i] % x[i] == 0),
+            "repeat: {x:?} does not tile {ne:?}"
+        );
+        self.op("repeat", |c| unsafe {
+            sys::ggml_repeat_4d(c, a.raw(), ne[0], ne[1], ne[2], ne[3])
+        })
+    }
+
+    /// `[start, start + step, ...]` below `stop`, f32.
+    pub fn arange(&self, start: f32, stop: f32, step: f32) -> Tensor<'_> {
+        assert!(
+            step > 0.0 && stop > start,
+            "arange({start}, {stop}, {step})"
+        );
+        self.op("arange", |c| unsafe {
+            sys::ggml_arange(c, start, stop, step)
+        })
+    }
+
+    /// 1 where `a` > 0, else 0, written over `a`.
+    pub fn step_in_place<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.op("step", |c| unsafe { sys::ggml_step_inplace(c, a.raw()) })
+    }
+
+    /// The natural log of each value (of 0: -inf), written over `a`.
+    pub fn log_in_place<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.op("log", |c| unsafe { sys::ggml_log_inplace(c, a.raw()) })
+    }
+
     /// `a` and `b` joined along dimension `dim` (their other dimensions equal).
     pub fn concat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>, dim: usize) -> Tensor<'a> {
         let (x, y) = (a.ne(), b.ne());
