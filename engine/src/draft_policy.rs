@@ -35,8 +35,9 @@ pub fn bucket_rows(block: usize) -> Vec<usize> {
 }
 
 /// Seconds of one step by graph rows: the diffusion and verify passes of
-/// `rows` rows (rows = 1: the one-token AR pass), linear in the position the
-/// step starts at (attention reads the whole context).
+/// `rows` rows as greedy decoding runs them (one graph; rows = 1: the
+/// one-token AR pass), linear in the position the step starts at (attention
+/// reads the whole context).
 #[derive(Clone, Debug, Default)]
 pub struct StepCosts {
     buckets: Vec<BucketCost>,

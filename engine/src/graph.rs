@@ -134,8 +134,9 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
 
 /// A pass's attention mask `[n_kv, n_tokens]`: the input `host`, or, with
 /// `Shape::mask_on_device`, made from the input `visible` (each row's open
-/// prefix): log(step(visible - slot - 1/2)), 0 where the slot is seen and
-/// -inf where not, as the host writes it.
+/// prefix): `visible - slot - 1/2` (never 0) times +inf, clamped to at most
+/// 0: 0 where the slot is seen and -inf where not, as the host writes them,
+/// exactly on any device (no transcendental, which fast math would round).
 fn attention_mask<'c>(ctx: &'c Context, host: &str, visible: &str, s: Shape) -> Tensor<'c> {
     let (n_kv, t) = (s.n_kv as i64, s.n_tokens as i64);
     if !s.mask_on_device {
@@ -143,9 +144,13 @@ fn attention_mask<'c>(ctx: &'c Context, host: &str, visible: &str, s: Shape) -> 
     }
     let seen = ctx.input(visible, Type::F32, &[1, t]);
     let slots = ctx.arange(0.5, n_kv as f32 + 0.5, 1.0);
-    // In place: a prompt's mask over a long cache is tens of MB a step.
-    let open = ctx.step_in_place(ctx.sub_in_place(ctx.repeat(seen, [n_kv, t, 1, 1]), slots));
-    let mask = ctx.log_in_place(open);
+    // In place: a prompt's mask over a long cache is tens of MB.
+    let ahead = ctx.sub_in_place(ctx.repeat(seen, [n_kv, t, 1, 1]), slots);
+    let mask = ctx.clamp_in_place(
+        ctx.scale_in_place(ahead, f32::INFINITY),
+        f32::NEG_INFINITY,
+        0.0,
+    );
     match mask_type(s.attention) {
         Type::F32 => mask,
         ty => ctx.cast(mask, ty),

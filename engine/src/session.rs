@@ -102,15 +102,17 @@ impl Kept<'_> {
 /// Attention reads the cache in windows of this many slots, so a graph built
 /// for one step is reused by the next steps of the same batch shape.
 pub(crate) const KV_WINDOW: usize = 256;
-/// Masks of this many entries or more are made in the graph from each
-/// row's visible slots (see [`Shape::mask_on_device`]): a 16-row pass over
-/// 8K slots and more, where writing and copying the mask on the host costs
-/// more than the few small kernels that make it.
+/// With a GPU, masks of this many entries or more are made in the graph
+/// from each row's visible slots (see [`Shape::mask_on_device`]): a 16-row
+/// pass over 8K slots and more, where writing and copying the mask on the
+/// host costs more than the few small kernels that make it. On the CPU
+/// alone nothing is copied, and the host's fill is the cheaper.
 pub const DEVICE_MASK_MIN: usize = 1 << 17;
 /// Graphs kept for reuse before the cache of graphs is dropped.
 const MAX_GRAPHS: usize = 32;
-/// Which scheduler a pass runs on: decoding passes one per view and rows
-/// (the shapes a generation cycles through), prompts all on one.
+/// Which scheduler a pass runs on: decoding passes one per view and rows,
+/// whole steps one per rows (the shapes a generation cycles through),
+/// prompts all on one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum SchedKey {
     Prompt,
@@ -204,7 +206,7 @@ impl<'m> Session<'m> {
             exact_matmul: false,
             on_gpu,
             steps_apart: switches.steps_apart,
-            device_mask_min: DEVICE_MASK_MIN,
+            device_mask_min: if on_gpu { DEVICE_MASK_MIN } else { usize::MAX },
             ours_on_gpu: on_gpu && orthrus_cuda(&model.devices),
             graphs_made: HashMap::new(),
             graphs_built: 0,
@@ -314,8 +316,10 @@ impl<'m> Session<'m> {
     /// block's drafts, which stay on the device between the two (see
     /// [`Shape::step`]); through the graph of `rows` rows when the block is
     /// shorter, as [`Self::forward_padded`]. Returns the drafts (one a row
-    /// but the last) and the verify pass's argmax rows, as the two passes
-    /// `forward_padded` runs would: the same graphs' nodes.
+    /// but the last) and the verify pass's argmax rows: the two passes'
+    /// nodes, whose values on the CPU are `forward_padded`'s bit for bit (on
+    /// a GPU the drafts' embeddings are looked up there, which may round
+    /// them otherwise). Only where [`Self::fuses_steps`] says so.
     pub fn step(
         &mut self,
         block: &[u32],
@@ -323,6 +327,11 @@ impl<'m> Session<'m> {
         rows: usize,
     ) -> Result<PassOutput, EngineError> {
         assert!(block.len() > 1, "a step drafts at least one token");
+        if !self.model.is_orthrus() || self.exact {
+            return Err(EngineError::Usage(
+                "a step in one graph needs a diffusion view and runs no exact decoding".into(),
+            ));
+        }
         let n = block.len();
         self.run(View::Diffusion, true, block, pos0, n, false, true, rows)
     }
@@ -337,7 +346,8 @@ impl<'m> Session<'m> {
 
     /// Makes masks of at least `entries` entries in the graph (see
     /// [`Shape::mask_on_device`]), smaller ones on the host (the default:
-    /// [`DEVICE_MASK_MIN`]); a test sets 0 or `usize::MAX` to compare them.
+    /// [`DEVICE_MASK_MIN`] with a GPU, none in the graph without); a test
+    /// sets 0 or `usize::MAX` to compare them.
     pub fn set_device_mask_min(&mut self, entries: usize) {
         self.device_mask_min = entries;
     }
@@ -599,7 +609,8 @@ impl<'m> Session<'m> {
 
     /// What share of a fresh shape's extra cost (`StepCosts::fresh`) a
     /// decoding step of `rows` rows at `pos0` still pays: 0 when its graphs
-    /// (both views' when it drafts) are ready, 1 when they are not built;
+    /// (a drafting step's one, or both views' as sampling runs it) are
+    /// ready, 1 when they are not built;
     /// on a GPU, a half for each of the two runs before one is captured
     /// (see [`Kept::runs`]). `logits`: whether the step samples.
     pub fn step_graphs_to_build(&self, rows: usize, pos0: usize, logits: bool) -> f64 {

@@ -539,9 +539,10 @@ fn a_step_in_one_graph_equals_its_two_passes() {
                     (d.argmax[..l - 1].to_vec(), o.argmax)
                 };
                 assert_eq!((drafts.len(), verify.len()), (l - 1, l));
-                // What the verify pass cached: the next one-token pass reads it.
+                // What the verify pass cached: a one-token pass after the
+                // block reads all of it.
                 let next = s
-                    .forward(View::Ar, &[verify[0]], n + 1, 1, true)
+                    .forward(View::Ar, &[verify[0]], n + l, 1, true)
                     .unwrap()
                     .logits;
                 outs.push((drafts, verify, next));
@@ -581,6 +582,7 @@ fn masks_made_in_the_graph_equal_the_hosts() {
             let mut s = Session::new(&model, &cache, 1, 64).unwrap();
             s.set_exact(exact).unwrap();
             s.set_device_mask_min(min);
+            s.set_steps_apart(false);
             let n = prompt.len();
             let mut out = vec![s.prefill(prompt, 0, true).unwrap()];
             let x = *prompt.last().unwrap();

@@ -379,14 +379,18 @@ impl Context {
         })
     }
 
-    /// 1 where `a` > 0, else 0, written over `a`.
-    pub fn step_in_place<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
-        self.op("step", |c| unsafe { sys::ggml_step_inplace(c, a.raw()) })
+    /// `a * s`, written over `a`.
+    pub fn scale_in_place<'a>(&'a self, a: Tensor<'a>, s: f32) -> Tensor<'a> {
+        self.op("scale", |c| unsafe {
+            sys::ggml_scale_inplace(c, a.raw(), s)
+        })
     }
 
-    /// The natural log of each value (of 0: -inf), written over `a`.
-    pub fn log_in_place<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
-        self.op("log", |c| unsafe { sys::ggml_log_inplace(c, a.raw()) })
+    /// Each value of `a` clamped to `[min, max]`, written over `a`.
+    pub fn clamp_in_place<'a>(&'a self, a: Tensor<'a>, min: f32, max: f32) -> Tensor<'a> {
+        self.op("clamp", |c| unsafe {
+            sys::ggml_clamp_inplace(c, a.raw(), min, max)
+        })
     }
 
     /// `a` and `b` joined along dimension `dim` (their other dimensions equal).

@@ -129,10 +129,13 @@ impl Scheduler {
         self.allocated == Some(graph.id())
     }
 
-    /// Bytes of its compute buffers, over its backends.
-    fn buffer_bytes(&self) -> usize {
+    /// Bytes of its compute buffers on devices other than the CPU, whose
+    /// tensors a GPU's captured graphs point at (the graph's inputs, on the
+    /// CPU, are copied over before a captured graph runs).
+    fn device_buffer_bytes(&self) -> usize {
         self.backends
             .iter()
+            .filter(|b| b.device().kind() != DeviceKind::Cpu)
             // SAFETY: live scheduler; the backend is one of its own.
             .map(|b| unsafe { sys::ggml_backend_sched_get_buffer_size(self.ptr.as_ptr(), b.raw()) })
             .sum()
@@ -141,7 +144,7 @@ impl Scheduler {
     /// Allocates `graph`, writes `inputs`, computes, and reads `outputs`.
     /// Graph tensors are only touched inside this call, while their memory
     /// (the scheduler's compute buffers) is known to be theirs. Returns
-    /// whether allocating it grew the compute buffers, which moved the
+    /// whether allocating it grew a device's compute buffer, which moved the
     /// tensors of every graph allocated here before (see [`Self::reserve`]).
     pub fn run(
         &mut self,
@@ -154,7 +157,7 @@ impl Scheduler {
         if self.allocated != Some(graph.id()) {
             self.allocated = None;
             graph.clear_allocation();
-            let before = self.buffer_bytes();
+            let before = self.device_buffer_bytes();
             // SAFETY: live scheduler and graph; the graph's tensors live in its context.
             unsafe {
                 sys::ggml_backend_sched_reset(s);
@@ -163,7 +166,7 @@ impl Scheduler {
                 }
             }
             self.allocated = Some(graph.id());
-            grew = self.buffer_bytes() > before;
+            grew = self.device_buffer_bytes() > before;
         }
         for input in inputs {
             match input {
