@@ -697,19 +697,26 @@ fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::V
                 .map(|&t| (View::Diffusion, t)),
         );
     }
+    // Milliseconds of one run, averaged over REPS after two untimed ones:
+    // the first builds and allocates the graph, and on CUDA the second
+    // captures it.
+    let mean_ms = |run: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        run()?;
+        run()?;
+        let t0 = Instant::now();
+        for _ in 0..REPS {
+            run()?;
+        }
+        Ok(1000.0 * t0.elapsed().as_secs_f64() / REPS as f64)
+    };
     let mut out = serde_json::Map::new();
     let mut ms_of = std::collections::HashMap::new();
     for (view, t) in shapes {
         let tokens: Vec<u32> = prompt.iter().cycle().take(t).copied().collect();
-        // Untimed: the first run builds and allocates the graph, and on CUDA
-        // the second captures it.
-        session.forward(view, &tokens, pos0, t, false)?;
-        session.forward(view, &tokens, pos0, t, false)?;
-        let t0 = Instant::now();
-        for _ in 0..REPS {
+        let ms = mean_ms(&mut || {
             session.forward(view, &tokens, pos0, t, false)?;
-        }
-        let ms = 1000.0 * t0.elapsed().as_secs_f64() / REPS as f64;
+            Ok(())
+        })?;
         ms_of.insert((view, t), ms);
         let name = match view {
             View::Ar => format!("ar_{t}"),
@@ -722,15 +729,10 @@ fn pass_times(session: &mut Session<'_>, prompt: &[u32]) -> Result<serde_json::V
             // One graph, as greedy decoding runs a step.
             let mut block = vec![model.hparams.orthrus.map_or(0, |o| o.mask_token); t];
             block[0] = prompt[0];
-            // Untimed: the first run builds the graph, and on CUDA the
-            // second captures it.
-            session.step(&block, pos0, t)?;
-            session.step(&block, pos0, t)?;
-            let t0 = Instant::now();
-            for _ in 0..REPS {
+            Some(mean_ms(&mut || {
                 session.step(&block, pos0, t)?;
-            }
-            Some(1000.0 * t0.elapsed().as_secs_f64() / REPS as f64)
+                Ok(())
+            })?)
         } else {
             match (ms_of.get(&(View::Ar, t)), ms_of.get(&(View::Diffusion, t))) {
                 (Some(a), Some(d)) => Some(a + d),

@@ -757,24 +757,18 @@ impl<'m> Session<'m> {
             _ => causal(j),
         };
         let f16 = graph::mask_type(attention) == Type::F16;
+        let mask = |visible: &dyn Fn(usize) -> usize| match shape.mask_on_device {
+            true => Mask::Visible((0..rows).map(|j| visible(j) as f32).collect()),
+            false => Mask::new(f16, n_kv, rows, visible),
+        };
+        let (name, verify_name) = match shape.mask_on_device {
+            true => (io::VISIBLE, io::VISIBLE_VERIFY),
+            false => (io::MASK, io::MASK_VERIFY),
+        };
         let masks = [
-            (
-                io::MASK,
-                io::VISIBLE,
-                true,
-                &visible as &dyn Fn(usize) -> usize,
-            ),
-            (io::MASK_VERIFY, io::VISIBLE_VERIFY, step, &causal),
-        ]
-        .map(|(host, device, used, visible)| {
-            used.then(|| match shape.mask_on_device {
-                false => (host, Mask::new(f16, n_kv, rows, visible)),
-                true => (
-                    device,
-                    Mask::Visible((0..rows).map(|j| visible(j) as f32).collect()),
-                ),
-            })
-        });
+            Some((name, mask(&visible))),
+            step.then(|| (verify_name, mask(&causal))),
+        ];
         let mut inputs = vec![
             Input::I32(io::TOKENS, &ids),
             Input::I32(io::POS, &pos),

@@ -54,22 +54,19 @@ impl Scheduler {
             .map(|b| b.device())
             .find(|d| d.is_gpu())
             .and_then(|gpu| gpu.host_buffer_type());
-        let mut bufts: Vec<sys::ggml_backend_buffer_type_t> = match pinned {
-            Some(host) => backends
+        let mut bufts: Option<Vec<sys::ggml_backend_buffer_type_t>> = pinned.map(|host| {
+            backends
                 .iter()
                 .map(|b| match b.device().kind() {
                     DeviceKind::Cpu => host.ptr,
                     // SAFETY: a live backend's default buffer type (static).
                     _ => unsafe { sys::ggml_backend_get_default_buffer_type(b.raw()) },
                 })
-                .collect(),
-            None => Vec::new(),
-        };
-        let bufts_ptr = if bufts.is_empty() {
-            std::ptr::null_mut()
-        } else {
-            bufts.as_mut_ptr()
-        };
+                .collect()
+        });
+        let bufts_ptr = bufts
+            .as_mut()
+            .map_or(std::ptr::null_mut(), |b| b.as_mut_ptr());
         // SAFETY: live backends, kept alive in self; buffer types static (or
         // null: the defaults), one per backend.
         let ptr = unsafe {
