@@ -144,6 +144,9 @@ struct BenchArgs {
     random_prompts: usize,
     #[command(flatten)]
     draft: DraftArgs,
+    /// Sampling of every mode (greedy by default).
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Also check that greedy orthrus and auto output equals greedy ar output
     /// on every prompt; a divergence is reported with the AR top-2 logit gap
     /// there.
@@ -409,6 +412,10 @@ fn bench(a: BenchArgs) -> Result<()> {
             a.random_prompts
         );
     }
+    let sampling = sampling(&a.sampling)?;
+    if a.check && !sampling.is_greedy() {
+        bail!("--check compares greedy outputs; it takes no --temp");
+    }
     let l = a.model.load()?;
     if let Some(n) = a.random_prompt_len.filter(|&n| n >= l.n_ctx) {
         bail!(
@@ -465,7 +472,7 @@ fn bench(a: BenchArgs) -> Result<()> {
             max_tokens: 8,
             ignore_eos: true,
             draft_max,
-            ..Default::default()
+            sampling,
         };
         generate(&mut session, &prompts[0], &p, &mut |_| true)?;
     }
@@ -486,7 +493,7 @@ fn bench(a: BenchArgs) -> Result<()> {
                 max_tokens: a.n_predict,
                 ignore_eos: true,
                 draft_max,
-                ..Default::default()
+                sampling,
             };
             let g = generate(&mut session, p, &params, &mut |_| true)?;
             totals[m].add(g);
@@ -613,11 +620,11 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "auto_step_ms": costs, "pass_ms": passes, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "temperature": sampling.temperature, "top_k": sampling.top_k, "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "auto_step_ms": costs, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
-            "model {} on {} ({} threads, {} cache{}), {} prompts x {} tokens",
+            "model {} on {} ({} threads, {} cache{}), {} prompts x {} tokens, {}",
             a.model.model.display(),
             devices.join("+"),
             l.threads,
@@ -628,7 +635,15 @@ fn bench(a: BenchArgs) -> Result<()> {
                 _ => "",
             },
             prompts.len(),
-            a.n_predict
+            a.n_predict,
+            if sampling.is_greedy() {
+                "greedy".to_string()
+            } else {
+                format!(
+                    "temperature {}, top-k {}",
+                    sampling.temperature, sampling.top_k
+                )
+            }
         );
         println!(
             "{:<8} {:>12} {:>12} {:>14} {:>10} {:>11} {:>11} {:>10}",
