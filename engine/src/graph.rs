@@ -32,8 +32,8 @@ pub struct Shape {
     pub n_kv: usize,
     /// Rows of logits computed: the last `n_out` tokens of the batch.
     pub n_out: usize,
-    /// Whether the logits themselves are copied back (sampling, tests), or only their argmax.
-    pub logits: bool,
+    /// What of the logits is copied back besides their argmax.
+    pub logits: Logits,
     /// Batch columns per weight matmul group (see
     /// [`backend_layout::project`]); 0: the batch goes to ggml as one
     /// matrix, 1: each column alone.
@@ -44,6 +44,31 @@ pub struct Shape {
     /// 16-row mask over a 32K cache is 1 MB to write and copy to the GPU
     /// for each pass.
     pub mask_on_device: bool,
+}
+
+/// What of a pass's logits goes to the host besides each row's argmax.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Logits {
+    /// Nothing (greedy decoding).
+    #[default]
+    None,
+    /// Each row's `k` largest logits and their ids, in no order (top-k
+    /// sampling): 16 rows of the 151936 a Qwen3 row has are 9.7 MB to copy
+    /// from a GPU and sort on the host, where a step's passes take a few ms.
+    Top(usize),
+    /// Every logit (sampling without top-k, tests).
+    All,
+}
+
+impl From<bool> for Logits {
+    /// `true`: all of them; `false`: none.
+    fn from(all: bool) -> Logits {
+        if all {
+            Logits::All
+        } else {
+            Logits::None
+        }
+    }
 }
 
 /// Names of the graph's inputs and outputs.
@@ -69,6 +94,10 @@ pub mod io {
     pub const DRAFTS: &str = "out_drafts";
     /// F32 `[n_vocab, n_out]`.
     pub const LOGITS: &str = "result_output";
+    /// I32 `[k, n_out]`: ids of each row's `k` largest logits (`Logits::Top`).
+    pub const TOP_IDS: &str = "out_top_ids";
+    /// F32 `[1, k, n_out]`: those logits, in the order of `TOP_IDS`.
+    pub const TOP_LOGITS: &str = "out_top_logits";
 }
 
 /// Element type of the mask input.
@@ -106,10 +135,17 @@ fn forward<'c>(ctx: &'c Context, m: &'c Model, cache: &'c KvCache, s: Shape) -> 
     if !s.step {
         let logits = logits.named(io::LOGITS);
         let argmax = ctx.argmax(logits).named(io::ARGMAX);
-        return if s.logits {
-            vec![argmax, logits]
-        } else {
-            vec![argmax]
+        return match s.logits {
+            Logits::None => vec![argmax],
+            Logits::All => vec![argmax, logits],
+            Logits::Top(k) => {
+                let ids = ctx.top_k(logits, k).named(io::TOP_IDS);
+                // Gathered per row: the logits as n_out matrices of one column.
+                let [n_vocab, n_out, ..] = logits.ne();
+                let columns = ctx.reshape(logits, &[1, n_vocab, n_out]);
+                let top = ctx.get_rows(columns, ids).named(io::TOP_LOGITS);
+                vec![argmax, ids, top]
+            }
         };
     }
     // Row j of the diffusion pass drafts the token after row j, so the

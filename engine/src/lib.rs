@@ -32,7 +32,7 @@ pub mod template_process;
 pub mod tokenizer;
 
 pub use decode::{generate, Finish, GenerateParams, Generation, Mode, Stats, Step};
-pub use graph::View;
+pub use graph::{Logits, View};
 pub use kv_cache::KvCache;
 pub use model::{LoadOptions, Model};
 pub use sampling::SamplingParams;

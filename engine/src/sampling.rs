@@ -43,12 +43,23 @@ impl Distribution {
     /// Applies temperature, then top-k, then top-p, then min-p to one row of
     /// logits (the order of the reference implementation; min-p last).
     pub fn from_logits(logits: &[f32], p: &SamplingParams) -> Distribution {
-        let t = p.temperature.max(1e-6);
-        let mut idx: Vec<(u32, f32)> = logits
+        let scores = logits
             .iter()
             .enumerate()
-            .map(|(i, &l)| (i as u32, l / t))
+            .map(|(i, &l)| (i as u32, l))
             .collect();
+        Distribution::from_scores(scores, p)
+    }
+
+    /// As [`Self::from_logits`] from part of a row: `(id, logit)` pairs that
+    /// hold its `p.top_k` largest logits (all of them when top-k is off),
+    /// the rest taken as -inf.
+    pub fn from_scores(mut idx: Vec<(u32, f32)>, p: &SamplingParams) -> Distribution {
+        assert!(!idx.is_empty(), "a distribution over no tokens");
+        let t = p.temperature.max(1e-6);
+        for s in &mut idx {
+            s.1 /= t;
+        }
         let k = if p.top_k == 0 {
             idx.len()
         } else {

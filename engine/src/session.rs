@@ -12,9 +12,10 @@ use orthrus_kernels::GgmlType;
 
 use crate::backend_layout::{self, Attention, EXACT_COL_GROUP};
 use crate::draft_policy::{bucket_rows, History, StepCosts, DOMINATED_MARGIN};
-use crate::graph::{self, io, Shape, View};
+use crate::graph::{self, io, Logits, Shape, View};
 use crate::kv_cache::{KvCache, SLOT_ALIGN};
 use crate::model::Model;
+use crate::sampling::{Distribution, SamplingParams};
 use crate::switches::Switches;
 use crate::EngineError;
 
@@ -126,10 +127,28 @@ enum SchedKey {
 pub struct PassOutput {
     /// Argmax of each computed row.
     pub argmax: Vec<u32>,
-    /// `n_out * n_vocab` logits when asked for, else empty.
+    /// `n_out * n_vocab` logits when all are asked for, else empty.
     pub logits: Vec<f32>,
+    /// Each row's `k` largest logits with their ids, in no order, when
+    /// asked for (`Logits::Top`), else empty.
+    pub top: Vec<(u32, f32)>,
     /// A whole step's drafts (see [`Session::step`]), else empty.
     pub drafts: Vec<u32>,
+}
+
+impl PassOutput {
+    /// The sampling distribution of row `row`, from its top logits or all of
+    /// them, whichever the pass returned (the same where the top were
+    /// `p.top_k` or more).
+    pub fn distribution(&self, row: usize, p: &SamplingParams) -> Distribution {
+        let rows = self.argmax.len();
+        if !self.top.is_empty() {
+            let k = self.top.len() / rows;
+            return Distribution::from_scores(self.top[row * k..(row + 1) * k].to_vec(), p);
+        }
+        let n = self.logits.len() / rows;
+        Distribution::from_logits(&self.logits[row * n..(row + 1) * n], p)
+    }
 }
 
 pub struct Session<'m> {
@@ -250,7 +269,7 @@ impl<'m> Session<'m> {
                 SchedKey::Prompt => None,
                 SchedKey::Decode(view, rows) => {
                     let (pos0, rows) = end_shape(rows);
-                    Some(self.shape(view, pos0, rows, rows, true, true))
+                    Some(self.shape(view, pos0, rows, rows, Logits::All, true))
                 }
                 SchedKey::Step(rows) => {
                     let (pos0, rows) = end_shape(rows);
@@ -287,7 +306,7 @@ impl<'m> Session<'m> {
         tokens: &[u32],
         pos0: usize,
         n_out: usize,
-        logits: bool,
+        logits: impl Into<Logits>,
     ) -> Result<PassOutput, EngineError> {
         self.forward_padded(view, tokens, pos0, n_out, logits, tokens.len())
     }
@@ -305,10 +324,10 @@ impl<'m> Session<'m> {
         tokens: &[u32],
         pos0: usize,
         n_out: usize,
-        logits: bool,
+        logits: impl Into<Logits>,
         rows: usize,
     ) -> Result<PassOutput, EngineError> {
-        self.run(view, false, tokens, pos0, n_out, logits, true, rows)
+        self.run(view, false, tokens, pos0, n_out, logits.into(), true, rows)
     }
 
     /// A greedy decoding step in one graph: the diffusion view over `block`
@@ -333,15 +352,24 @@ impl<'m> Session<'m> {
             ));
         }
         let n = block.len();
-        self.run(View::Diffusion, true, block, pos0, n, false, true, rows)
+        self.run(
+            View::Diffusion,
+            true,
+            block,
+            pos0,
+            n,
+            Logits::None,
+            true,
+            rows,
+        )
     }
 
-    /// Whether greedy steps (`logits` false) run as one graph
+    /// Whether greedy steps (`logits` none) run as one graph
     /// ([`Self::step`]): not in exact mode, whose verify pass takes graphs
     /// of its own, nor where `ORTHRUS_STEP=apart` or
     /// [`Self::set_steps_apart`] says otherwise.
-    pub fn fuses_steps(&self, logits: bool) -> bool {
-        !logits && !self.exact && !self.steps_apart && self.model.is_orthrus()
+    pub fn fuses_steps(&self, logits: impl Into<Logits>) -> bool {
+        logits.into() == Logits::None && !self.exact && !self.steps_apart && self.model.is_orthrus()
     }
 
     /// Makes masks of at least `entries` entries in the graph (see
@@ -552,7 +580,7 @@ impl<'m> Session<'m> {
         pos0: usize,
         rows: usize,
         n_out: usize,
-        logits: bool,
+        logits: Logits,
         decoding: bool,
     ) -> Shape {
         let exact = self.exact && decoding && view == View::Ar;
@@ -603,7 +631,7 @@ impl<'m> Session<'m> {
     fn step_shape(&self, pos0: usize, rows: usize) -> Shape {
         Shape {
             step: true,
-            ..self.shape(View::Diffusion, pos0, rows, rows, false, true)
+            ..self.shape(View::Diffusion, pos0, rows, rows, Logits::None, true)
         }
     }
 
@@ -612,8 +640,9 @@ impl<'m> Session<'m> {
     /// (a drafting step's one, or both views' as sampling runs it) are
     /// ready, 1 when they are not built;
     /// on a GPU, a half for each of the two runs before one is captured
-    /// (see [`Kept::runs`]). `logits`: whether the step samples.
-    pub fn step_graphs_to_build(&self, rows: usize, pos0: usize, logits: bool) -> f64 {
+    /// (see [`Kept::runs`]). `logits`: what of the logits the step's
+    /// sampling takes.
+    pub fn step_graphs_to_build(&self, rows: usize, pos0: usize, logits: Logits) -> f64 {
         if pos0 + rows > self.cache.n_ctx {
             return 0.0;
         }
@@ -654,7 +683,7 @@ impl<'m> Session<'m> {
         tokens: &[u32],
         pos0: usize,
         n_out: usize,
-        logits: bool,
+        logits: Logits,
         decoding: bool,
         rows: usize,
     ) -> Result<PassOutput, EngineError> {
@@ -777,18 +806,24 @@ impl<'m> Session<'m> {
         inputs.extend(masks.iter().flatten().map(|(name, m)| m.input(name)));
         let mut argmax = vec![0i32; graph_out];
         let mut drafts = vec![0i32; if step { rows } else { 0 }];
-        let mut out = PassOutput {
-            logits: if logits {
-                vec![0.0; graph_out * hp.n_vocab]
-            } else {
-                Vec::new()
-            },
-            ..PassOutput::default()
+        let mut out = PassOutput::default();
+        let k = match logits {
+            Logits::Top(k) => k,
+            _ => 0,
         };
+        let (mut top_ids, mut top_logits) = (vec![0i32; graph_out * k], vec![0f32; graph_out * k]);
+        if logits == Logits::All {
+            out.logits = vec![0.0; graph_out * hp.n_vocab];
+        }
         {
             let mut outputs = vec![Output::I32(io::ARGMAX, &mut argmax)];
-            if logits {
-                outputs.push(Output::F32(io::LOGITS, &mut out.logits));
+            match logits {
+                Logits::None => {}
+                Logits::All => outputs.push(Output::F32(io::LOGITS, &mut out.logits)),
+                Logits::Top(_) => {
+                    outputs.push(Output::I32(io::TOP_IDS, &mut top_ids));
+                    outputs.push(Output::F32(io::TOP_LOGITS, &mut top_logits));
+                }
             }
             if step {
                 outputs.push(Output::I32(io::DRAFTS, &mut drafts));
@@ -809,10 +844,17 @@ impl<'m> Session<'m> {
         if rows > t {
             // All rows were computed; the batch's last n_out are asked for.
             argmax = argmax[t - n_out..t].to_vec();
-            if logits {
+            if logits == Logits::All {
                 out.logits = out.logits[(t - n_out) * hp.n_vocab..t * hp.n_vocab].to_vec();
             }
+            top_ids = top_ids[(t - n_out) * k..t * k].to_vec();
+            top_logits = top_logits[(t - n_out) * k..t * k].to_vec();
         }
+        out.top = top_ids
+            .iter()
+            .zip(&top_logits)
+            .map(|(&id, &l)| (id as u32, l))
+            .collect();
         out.argmax = argmax.into_iter().map(|x| x as u32).collect();
         // The drafts: of the rows but the last (the next pass's tokens).
         out.drafts = drafts.iter().take(t - 1).map(|&x| x as u32).collect();
@@ -826,8 +868,9 @@ impl<'m> Session<'m> {
         &mut self,
         tokens: &[u32],
         pos0: usize,
-        logits: bool,
+        logits: impl Into<Logits>,
     ) -> Result<PassOutput, EngineError> {
+        let logits = logits.into();
         let mut last = PassOutput::default();
         let mut pos = pos0;
         for chunk in tokens.chunks(self.n_batch) {

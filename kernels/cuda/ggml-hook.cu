@@ -7,7 +7,8 @@
 //   - ggml_cuda_orthrus_norm_mul_mat first in that loop, for an RMS_NORM,
 //     MUL, MUL_MAT;
 //   - ggml_cuda_orthrus_flash_attn at the top of GGML_OP_FLASH_ATTN_EXT;
-//   - ggml_cuda_orthrus_argmax at the top of GGML_OP_ARGMAX.
+//   - ggml_cuda_orthrus_argmax at the top of GGML_OP_ARGMAX;
+//   - ggml_cuda_orthrus_top_k at the top of GGML_OP_TOP_K.
 //
 // The engine sets the mode (ggml_cuda_orthrus_set_mmv_mode; 1 until then):
 //   0: off, ggml's own kernels everywhere (attention too);
@@ -18,7 +19,8 @@
 //   2: exact decoding: Q4_K, Q6_K, Q8_0 and Q4_0 products of 1..64 columns, and no
 //      fused one-column products of ggml's, so every product of a decoding
 //      pass sums each column as it would alone.
-// Our argmax (argmax.cuh) takes every row length in modes 1 and 2.
+// Our argmax (argmax.cuh) takes every row length in modes 1 and 2, our
+// top-k (topk.cuh) every k up to its MAX_K.
 // Products beyond our matmul's 32 columns run 32 at a time (mode 2), blocks
 // beyond what our attention takes in one launch (32 queries, 128 rows of
 // queries times heads per KV head) as many launches. An RMS norm whose
@@ -32,6 +34,7 @@
 #include "argmax.cuh"
 #include "attn.cuh"
 #include "mmv.cuh"
+#include "topk.cuh"
 
 #include <algorithm>
 #include <atomic>
@@ -297,6 +300,31 @@ bool ggml_cuda_orthrus_argmax(ggml_backend_cuda_context & ctx, ggml_tensor * dst
     set_pdl(ctx);
     orthrus_argmax::launch((const float *) src->data, ncols, nrows, ncols, (int32_t *) dst->data, scratch.get(),
                            info.nsm, ctx.stream());
+    CUDA_CHECK(cudaGetLastError());
+    return true;
+}
+
+// GGML_OP_TOP_K through topk.cuh (false: ggml's sort computes it). Not
+// mode-dependent beyond off: the set of the k largest is the same however
+// it is found.
+bool ggml_cuda_orthrus_top_k(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
+    const ggml_tensor * src = dst->src[0];
+    const auto & info = ggml_cuda_info().devices[ctx.device];
+    if (ggml_cuda_orthrus_mmv_mode() <= 0 || !GGML_CUDA_CC_IS_NVIDIA(info.cc) || src->type != GGML_TYPE_F32 ||
+        dst->type != GGML_TYPE_I32 || !ggml_is_contiguous(src) || !ggml_is_contiguous(dst) ||
+        !orthrus_topk::supported(src->ne[0], ggml_nrows(src), dst->ne[0])) {
+        return false;
+    }
+    const int ncols = (int) src->ne[0];
+    const int nrows = (int) ggml_nrows(src);
+    const int k = (int) dst->ne[0];
+    ggml_cuda_pool_alloc<char> scratch(ctx.pool());
+    if (const size_t bytes = orthrus_topk::scratch_bytes(ncols, nrows, k)) {
+        scratch.alloc(bytes);
+    }
+    set_pdl(ctx);
+    orthrus_topk::launch((const float *) src->data, ncols, nrows, ncols, k, (int32_t *) dst->data, scratch.get(),
+                         ctx.stream());
     CUDA_CHECK(cudaGetLastError());
     return true;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run ON THE GPU MACHINE: compiles and runs the tests of our CUDA kernels
 # without ggml (kernels/cuda/NAME-test.cu for each NAME given, default: mmv
-# attn argmax): checks and timings into $OUT/NAME-test.txt, ptxas's register counts
+# attn argmax topk): checks and timings into $OUT/NAME-test.txt, ptxas's register counts
 # into $OUT/NAME-ptxas.txt. Compiled for every architecture a `cargo build
 # --features cuda` defaults to (kernels/cuda/CMakeLists.txt's
 # orthrus_archs_default: the check that they all compile), run on this
@@ -23,7 +23,7 @@ gencode=()
 for a in ${archs//;/ }; do gencode+=(-gencode "arch=compute_$a,code=sm_$a"); done
 [[ ";$archs;" == *";$arch;"* ]] || echo "warning: this GPU (sm_$arch) is not among $archs: the tests will not run" >&2
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-names=("$@"); [ ${#names[@]} -gt 0 ] || names=(mmv attn argmax)
+names=("$@"); [ ${#names[@]} -gt 0 ] || names=(mmv attn argmax topk)
 t0=$(date +%s)
 for n in "${names[@]}"; do
     rm -f "/tmp/$n-test"

@@ -77,6 +77,9 @@ def test_applies_and_places_each_hook(tmp_path: Path, src: Path) -> None:
     # Our argmax comes first for GGML_OP_ARGMAX.
     am = after[after.index("        case GGML_OP_ARGMAX:\n            if"):]
     assert am.index("ggml_cuda_orthrus_argmax(ctx, dst)") < am.index("ggml_cuda_argmax(ctx, dst)")
+    # Our top-k comes first for GGML_OP_TOP_K.
+    tk = after[after.index("        case GGML_OP_TOP_K:\n            if"):]
+    assert tk.index("ggml_cuda_orthrus_top_k(ctx, dst)") < tk.index("ggml_cuda_op_top_k(ctx, dst)")
     # Our RMS norm + matmul comes first in the fusion loop, before ggml's own fusions.
     loop = after[after.index("static int ggml_cuda_try_fuse("):]
     assert loop.index("ggml_cuda_orthrus_norm_mul_mat(*cuda_ctx, cgraph, i)") < loop.index("GGML_OP_MUL_MAT_ID")
@@ -87,7 +90,7 @@ def test_applies_and_places_each_hook(tmp_path: Path, src: Path) -> None:
     # Every function the patch declares is defined by the hook, with the same signature.
     hook = HOOK.read_text()
     decls = re.findall(r"^(int|bool) (ggml_cuda_orthrus_\w+)\(([^;]*)\);$", after, re.M)
-    assert len(decls) == 7
+    assert len(decls) == 8
     for ret, name, params in decls:
         defn = re.search(rf"^{ret} {name}\(([^{{]*)\)\s*{{", hook, re.M)
         assert defn, f"{name} is not defined in ggml-hook.cu"

@@ -9,7 +9,8 @@ use std::process::Command;
 use orthrus_convert::FileType;
 use orthrus_engine::draft_policy::StepCosts;
 use orthrus_engine::{
-    generate, GenerateParams, KvCache, LoadOptions, Mode, Model, SamplingParams, Session, View,
+    generate, GenerateParams, KvCache, LoadOptions, Logits, Mode, Model, SamplingParams, Session,
+    View,
 };
 use orthrus_kernels::GgmlType;
 use orthrus_tests::{convert_fixture, fixture, repo, BLOCK32};
@@ -611,6 +612,55 @@ fn masks_made_in_the_graph_equal_the_hosts() {
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{what}: logits differ"
             );
+        }
+    }
+}
+
+/// Sampling from a pass's top logits, as the backend picks them
+/// (`Logits::Top`), is sampling from all of them: every row's distribution is
+/// the same, whatever top-p and min-p then cut, for a prompt, a one-token, a
+/// padded diffusion and a verify pass.
+#[test]
+fn top_logits_from_the_backend_give_the_distributions_of_all_of_them() {
+    let (model, prompts) = trained_model();
+    let mask = model.hparams.orthrus.unwrap().mask_token;
+    let prompt = &prompts[2];
+    let cache = KvCache::new(&model, 512, GgmlType::F16).unwrap();
+    let mut s = Session::new(&model, &cache, 1, 64).unwrap();
+    let n = prompt.len();
+    let x = *prompt.last().unwrap();
+    let mut blk = vec![mask; 8];
+    blk[0] = x;
+    for k in [1, 7, 40] {
+        let mut passes = |logits: Logits| {
+            vec![
+                s.prefill(prompt, 0, logits).unwrap(),
+                s.forward(View::Ar, &[x], n, 1, logits).unwrap(),
+                s.forward_padded(View::Diffusion, &blk[..5], n, 5, logits, 8)
+                    .unwrap(),
+                s.forward(View::Ar, &blk, n, 8, logits).unwrap(),
+            ]
+        };
+        let (all, top) = (passes(Logits::All), passes(Logits::Top(k)));
+        for (i, (a, t)) in all.iter().zip(&top).enumerate() {
+            assert_eq!(t.top.len(), k * a.argmax.len(), "pass {i}: top {k}");
+            assert!(t.logits.is_empty(), "pass {i}: all logits copied too");
+            for (top_p, min_p) in [(1.0, 0.0), (0.8, 0.0), (1.0, 0.2)] {
+                let p = SamplingParams {
+                    temperature: 0.7,
+                    top_k: k,
+                    top_p,
+                    min_p,
+                    seed: 0,
+                };
+                for row in 0..a.argmax.len() {
+                    assert_eq!(
+                        a.distribution(row, &p),
+                        t.distribution(row, &p),
+                        "pass {i}, row {row}, top {k}, top-p {top_p}, min-p {min_p}"
+                    );
+                }
+            }
         }
     }
 }
@@ -1448,7 +1498,7 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
             n_tokens,
             n_kv: 256,
             n_out: n_tokens,
-            logits: false,
+            logits: Logits::None,
             col_group: 0,
             attention: Attention::Fused,
             mask_on_device: false,
@@ -1505,7 +1555,7 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
         n_tokens: 1,
         n_kv: orthrus_engine::kv_cache::SLOT_ALIGN,
         n_out: 1,
-        logits: false,
+        logits: Logits::None,
         col_group: 0,
         attention: Attention::Exact,
         mask_on_device: false,

@@ -105,13 +105,16 @@ impl Context {
         t
     }
 
-    /// Rows `ids` (I32) of matrix `a`.
+    /// Rows `ids` (I32) of matrix `a`; or, `a` of `n` matrices and `ids`
+    /// `[k, n]`, rows `ids[.., i]` of matrix `i` (`[a.ne[0], k, n]`).
     pub fn get_rows<'a>(&'a self, a: Tensor<'a>, ids: Tensor<'a>) -> Tensor<'a> {
+        let [_, _, n, batches] = a.ne();
         assert!(
-            ids.ty() == Type::I32 && ids.dims() == 1,
-            "get_rows wants 1-D I32 ids"
+            ids.ty() == Type::I32 && ids.dims() <= 2 && ids.ne()[1] == n && batches == 1,
+            "get_rows: ids {:?} for a {:?}",
+            ids.ne(),
+            a.ne()
         );
-        assert!(a.ne()[2] == 1 && a.ne()[3] == 1, "get_rows wants a matrix");
         self.op("get_rows", |c| unsafe {
             sys::ggml_get_rows(c, a.raw(), ids.raw())
         })
@@ -402,6 +405,20 @@ impl Context {
         );
         self.op("concat", |c| unsafe {
             sys::ggml_concat(c, a.raw(), b.raw(), dim as i32)
+        })
+    }
+
+    /// Indices of the `k` largest values of each row of f32 matrix `a`, in
+    /// no order (I32 `[k, rows]`).
+    pub fn top_k<'a>(&'a self, a: Tensor<'a>, k: usize) -> Tensor<'a> {
+        let [n, _, one, _] = a.ne();
+        assert!(
+            a.ty() == Type::F32 && a.is_contiguous() && one == 1 && (1..=n).contains(&(k as i64)),
+            "top_k {k} of {:?}",
+            a.ne()
+        );
+        self.op("top_k", |c| unsafe {
+            sys::ggml_top_k(c, a.raw(), k as i32)
         })
     }
 
