@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::draft_policy::{Choice, DraftPolicy};
-use crate::graph::{Logits, View};
+use crate::graph::View;
 use crate::sampling::{Distribution, Rng, SamplingParams};
 use crate::session::{PassOutput, Session};
 use crate::EngineError;
@@ -215,7 +215,7 @@ pub fn generate(
     // Measured before the prefill: measuring writes scratch cache slots.
     let mut lengths = match params.mode {
         Mode::Auto if max_drafts > 0 => DraftLengths::Auto(Box::new(DraftPolicy::new(
-            session.step_costs()?,
+            session.step_costs_for(&params.sampling)?,
             session.history().clone(),
         ))),
         _ => DraftLengths::Fixed(max_drafts),
@@ -223,7 +223,7 @@ pub fn generate(
     let mask = hp.orthrus.map_or(0, |o| o.mask_token);
     let greedy = params.sampling.is_greedy();
     let mut rng = Rng::new(params.sampling.seed);
-    let logits = logits_needed(&params.sampling, hp.n_vocab);
+    let logits = session.logits_for(&params.sampling);
     let dist = |out: &PassOutput, row: usize| out.distribution(row, &params.sampling);
     let eos: Vec<u32> = if params.ignore_eos {
         Vec::new()
@@ -349,7 +349,7 @@ pub fn generate(
     }
     if let DraftLengths::Auto(policy) = lengths {
         let (costs, history) = policy.into_parts();
-        session.set_step_costs(costs);
+        session.set_step_costs_for(&params.sampling, costs);
         session.set_history(history);
     }
     stats.generation_seconds = t1.elapsed().as_secs_f64();
@@ -374,25 +374,6 @@ pub fn generate(
         finish: sink.finish.unwrap_or(Finish::Length),
         stats,
     })
-}
-
-/// Top-k sampling of at most this many tokens takes a pass's top logits
-/// from the backend (`Logits::Top`), larger or no top-k all of them.
-const TOP_K_FROM_BACKEND: usize = 1024;
-/// ... from a vocabulary of at least this many tokens: below, copying a
-/// row and choosing on the host is the quicker. On the H100 (1.7B random
-/// weights, top-k 40, 16 drafts) sampled steps took 4.08 ms taking the top
-/// 40 from the GPU and 14.4-15.0 copying all 151936 logits, AR steps 1.53
-/// and 1.83 ms; on the bundled model's 4160, AR steps 0.327 and 0.240.
-const TOP_K_MIN_VOCAB: usize = 32768;
-
-/// What of a pass's logits sampling with `p` needs.
-fn logits_needed(p: &SamplingParams, n_vocab: usize) -> Logits {
-    match p.top_k {
-        _ if p.is_greedy() => Logits::None,
-        k if (1..=TOP_K_FROM_BACKEND).contains(&k) && n_vocab >= TOP_K_MIN_VOCAB => Logits::Top(k),
-        _ => Logits::All,
-    }
 }
 
 /// How each step's draft length is set.

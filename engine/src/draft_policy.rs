@@ -199,6 +199,15 @@ impl StepCosts {
         }
     }
 
+    /// Takes the KV windows `other` set (see [`Self::set_windows`]): costs
+    /// measured for other steps of the same graphs.
+    pub fn copy_windows(&mut self, other: &StepCosts) {
+        self.n_ctx = other.n_ctx;
+        for b in &mut self.buckets {
+            b.window = other.window(b.rows);
+        }
+    }
+
     /// The KV window of a step of `rows` rows: its size's, or the next
     /// larger size's (a length padded to none of them), else the largest's.
     pub fn window(&self, rows: usize) -> usize {

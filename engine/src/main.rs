@@ -463,7 +463,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     // they set the KV windows of every mode's graphs, so that the warm-up
     // builds the graphs the runs use.
     if l.model.is_orthrus() {
-        session.step_costs()?;
+        session.step_costs_for(&sampling)?;
     }
     // Warm-up: builds the graphs and wakes the device.
     for &mode in &modes {
@@ -588,7 +588,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     // window its graphs span.
     let costs: serde_json::Map<String, serde_json::Value> = if l.model.is_orthrus() {
         let pos = prompts[0].len();
-        let c = session.step_costs()?;
+        let c = session.step_costs_for(&sampling)?;
         let ms = |s: f64| serde_json::json!((s * 1e6).round() / 1e3);
         c.table(pos)
             .into_iter()

@@ -735,6 +735,43 @@ fn varied_costs() -> StepCosts {
     ])
 }
 
+/// Sampled steps have costs of their own: measured as sampling runs them
+/// (two graphs, logits to the host), and refined by sampled generations
+/// only, so that sampling does not move what greedy steps are taken to cost.
+#[test]
+fn sampled_steps_have_costs_of_their_own() {
+    let (model, prompts) = trained_model();
+    let cache = KvCache::new(&model, 1024, GgmlType::F16).unwrap();
+    let mut s = Session::new(&model, &cache, 1, 512).unwrap();
+    s.set_step_costs(varied_costs());
+    let greedy = s.step_costs().unwrap().table(0);
+    let sampling = SamplingParams {
+        temperature: 0.8,
+        top_k: 40,
+        ..Default::default()
+    };
+    // Calibrated on first use; then what the generation leaves them.
+    let measured = s.step_costs_for(&sampling).unwrap().table(0);
+    assert_ne!(measured, greedy);
+    let p = GenerateParams {
+        mode: Mode::Auto,
+        max_tokens: 48,
+        ignore_eos: true,
+        sampling,
+        draft_max: Some(7),
+    };
+    generate(&mut s, &prompts[0], &p, &mut |_| true).unwrap();
+    assert_eq!(s.step_costs().unwrap().table(0), greedy);
+    let refined = s.step_costs_for(&sampling).unwrap().table(0);
+    assert_ne!(
+        refined, measured,
+        "the sampled generation's steps were not timed into its costs"
+    );
+    // Greedy decoding keeps to the greedy costs.
+    let greedy_costs = s.step_costs_for(&SamplingParams::default()).unwrap();
+    assert_eq!(greedy_costs.table(0), greedy);
+}
+
 /// `--draft-max` bounds auto mode's drafts as it does orthrus mode's (on the
 /// H200 auto drafted 31 of a 32-token block under `--draft-max 15`, and its
 /// per-position counts, sized by the limit, went out of range).
@@ -1061,7 +1098,7 @@ fn sampled_orthrus_has_the_ar_distribution_on(name: &str) {
                 draft_max: None,
             };
             if let Some(c) = &costs {
-                s.set_step_costs(c.clone());
+                s.set_step_costs_for(&sampling, c.clone());
             }
             let g = generate(&mut s, &[1, 2, 3], &p, &mut |_| true).unwrap();
             drafted += g.stats.draft_tokens;
