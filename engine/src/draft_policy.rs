@@ -4,7 +4,8 @@
 //!
 //! - [`StepCosts`]: what a step costs on this device and model, by the rows
 //!   of its passes and the context length; calibrated by the session
-//!   (`Session::step_costs`), refined here from the steps decoding times.
+//!   (`Session::step_costs`, and `step_costs_for` sampled steps), refined
+//!   here from the steps decoding times.
 //! - [`Acceptance`]: running per-position acceptance estimates of one
 //!   generation.
 //! - [`History`]: what a generation leaves the next: the estimates and the
@@ -36,8 +37,9 @@ pub fn bucket_rows(block: usize) -> Vec<usize> {
 
 /// Seconds of one step by graph rows: the diffusion and verify passes of
 /// `rows` rows as greedy decoding runs them (one graph; rows = 1: the
-/// one-token AR pass), linear in the position the step starts at (attention
-/// reads the whole context).
+/// one-token AR pass), or as sampling does (two graphs, logits to the host),
+/// linear in the position the step starts at (attention reads the whole
+/// context).
 #[derive(Clone, Debug, Default)]
 pub struct StepCosts {
     buckets: Vec<BucketCost>,

@@ -617,10 +617,15 @@ fn bench(a: BenchArgs) -> Result<()> {
         _ => 1.0,
     };
     let devices: Vec<String> = l.model.devices.iter().map(|d| d.name()).collect();
+    let sampling_json = if sampling.is_greedy() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!({ "temperature": sampling.temperature, "top_k": sampling.top_k, "top_p": sampling.top_p, "min_p": sampling.min_p, "seed": sampling.seed })
+    };
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "temperature": sampling.temperature, "top_k": sampling.top_k, "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "auto_step_ms": costs, "pass_ms": passes, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "sampling": sampling_json, "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "auto_step_ms": costs, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
@@ -640,8 +645,12 @@ fn bench(a: BenchArgs) -> Result<()> {
                 "greedy".to_string()
             } else {
                 format!(
-                    "temperature {}, top-k {}",
-                    sampling.temperature, sampling.top_k
+                    "temperature {}, top-k {}, top-p {}, min-p {}, seed {}",
+                    sampling.temperature,
+                    sampling.top_k,
+                    sampling.top_p,
+                    sampling.min_p,
+                    sampling.seed
                 )
             }
         );

@@ -53,7 +53,9 @@ impl Distribution {
 
     /// As [`Self::from_logits`] from part of a row: `(id, logit)` pairs that
     /// hold its `p.top_k` largest logits (all of them when top-k is off),
-    /// the rest taken as -inf.
+    /// the rest taken as -inf. The same distribution, but where several
+    /// logits equal the k-th (which of them the part holds decides) or are
+    /// NaN (the backends' top-k takes NaN as -inf, `total_cmp` above all).
     pub fn from_scores(mut idx: Vec<(u32, f32)>, p: &SamplingParams) -> Distribution {
         assert!(!idx.is_empty(), "a distribution over no tokens");
         let t = p.temperature.max(1e-6);

@@ -454,7 +454,9 @@ impl<'m> Session<'m> {
             Logits::None => return Ok(greedy),
             l => costs_key(l),
         };
-        if let Some(c) = self.sampled_costs.get(&key) {
+        if let Some(c) = self.sampled_costs.get_mut(&key) {
+            // The greedy costs may have been replaced since.
+            c.copy_windows(&greedy);
             return Ok(c.clone());
         }
         // Measured as the greedy costs were: with graphs of KV_WINDOW.
@@ -472,6 +474,10 @@ impl<'m> Session<'m> {
         match self.logits_for(sampling) {
             Logits::None => self.set_step_costs(costs),
             l => {
+                let mut costs = costs;
+                if let Some(greedy) = &self.step_costs {
+                    costs.copy_windows(greedy);
+                }
                 self.sampled_costs.insert(costs_key(l), costs);
             }
         }

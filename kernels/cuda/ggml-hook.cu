@@ -306,7 +306,8 @@ bool ggml_cuda_orthrus_argmax(ggml_backend_cuda_context & ctx, ggml_tensor * dst
 
 // GGML_OP_TOP_K through topk.cuh (false: ggml's sort computes it). Not
 // mode-dependent beyond off: the set of the k largest is the same however
-// it is found.
+// it is found, but for which of several values equal to the k-th it takes
+// (ours: the lowest indices; CUB's: any).
 bool ggml_cuda_orthrus_top_k(ggml_backend_cuda_context & ctx, ggml_tensor * dst) {
     const ggml_tensor * src = dst->src[0];
     const auto & info = ggml_cuda_info().devices[ctx.device];

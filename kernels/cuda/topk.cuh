@@ -120,7 +120,8 @@ inline size_t scratch_bytes(int ncols, int nrows, int k) {
 }
 
 inline bool supported(int64_t ncols, int64_t nrows, int64_t k) {
-    return k >= 1 && k <= MAX_K && k <= ncols && ncols <= INT_MAX && nrows >= 1 && nrows <= MAX_ROWS;
+    // Chunk offsets (begin + CHUNK) stay ints.
+    return k >= 1 && k <= MAX_K && k <= ncols && ncols <= INT_MAX - CHUNK && nrows >= 1 && nrows <= MAX_ROWS;
 }
 
 // dst[r * k, ...) = the indices of the k largest of x[r * s1 + 0 .. ncols),

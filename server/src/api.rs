@@ -14,6 +14,15 @@ use crate::worker::{FinishReason, ModelInfo, Outcome};
 /// Stop strings a request may give at most.
 pub const MAX_STOPS: usize = 16;
 
+/// A request's sampling where it names none: llama-server's defaults.
+pub const DEFAULT_SAMPLING: SamplingParams = SamplingParams {
+    temperature: 0.8,
+    top_k: 40,
+    top_p: 0.95,
+    min_p: 0.05,
+    seed: 0,
+};
+
 /// Generation fields every generating endpoint takes.
 #[derive(Deserialize, Default, Debug)]
 pub struct GenFields {
@@ -224,28 +233,29 @@ impl GenFields {
             }
             Some(v) => v as usize,
         };
-        let temperature = self.temperature.unwrap_or(0.8);
+        let d = DEFAULT_SAMPLING;
+        let temperature = self.temperature.unwrap_or(d.temperature as f64);
         if !(temperature.is_finite() && temperature >= 0.0) {
             return Err(ApiError::invalid(
                 "invalid_temperature",
                 "temperature must be >= 0",
             ));
         }
-        let top_p = self.top_p.unwrap_or(0.95);
+        let top_p = self.top_p.unwrap_or(d.top_p as f64);
         if !(top_p > 0.0 && top_p <= 1.0) {
             return Err(ApiError::invalid(
                 "invalid_top_p",
                 "top_p must be in (0, 1]",
             ));
         }
-        let top_k = self.top_k.unwrap_or(40);
+        let top_k = self.top_k.unwrap_or(d.top_k as i64);
         if top_k < 0 {
             return Err(ApiError::invalid(
                 "invalid_top_k",
                 "top_k must be >= 0 (0 disables it)",
             ));
         }
-        let min_p = self.min_p.unwrap_or(0.05);
+        let min_p = self.min_p.unwrap_or(d.min_p as f64);
         if !(0.0..=1.0).contains(&min_p) {
             return Err(ApiError::invalid(
                 "invalid_min_p",

@@ -111,8 +111,10 @@ fn load_and_serve(
     let mut session = Session::new(model, &cache, loaded.threads, loaded.batch)?;
     session.set_exact(loaded.exact)?;
     if model.is_orthrus() {
-        // Auto mode's step costs, measured now rather than in the first request.
-        session.step_costs()?;
+        // Auto mode's step costs, measured now rather than in the first
+        // request: greedy steps' and, as most requests sample, those of
+        // steps sampled as by default.
+        session.step_costs_for(&crate::api::DEFAULT_SAMPLING)?;
     }
     let info = ModelInfo {
         hparams: model.hparams.clone(),
