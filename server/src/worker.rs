@@ -112,8 +112,8 @@ fn load_and_serve(
     session.set_exact(loaded.exact)?;
     if model.is_orthrus() {
         // Auto mode's step costs, measured now rather than in the first
-        // request: greedy steps' and, as most requests sample, those of
-        // steps sampled as by default.
+        // request: greedy steps' and, as most requests sample, with a GPU
+        // those of steps sampled as by default.
         session.step_costs_for(&crate::api::DEFAULT_SAMPLING)?;
     }
     let info = ModelInfo {

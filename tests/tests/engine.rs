@@ -735,7 +735,7 @@ fn varied_costs() -> StepCosts {
     ])
 }
 
-/// Sampled steps have costs of their own: measured as sampling runs them
+/// Sampled steps (with a GPU) have costs of their own: measured as sampling runs them
 /// (two graphs, logits to the host), and refined by sampled generations
 /// only, so that sampling does not move what greedy steps are taken to cost.
 #[test]
@@ -743,13 +743,17 @@ fn sampled_steps_have_costs_of_their_own() {
     let (model, prompts) = trained_model();
     let cache = KvCache::new(&model, 1024, GgmlType::F16).unwrap();
     let mut s = Session::new(&model, &cache, 1, 512).unwrap();
-    s.set_step_costs(varied_costs());
-    let greedy = s.step_costs().unwrap().table(0);
     let sampling = SamplingParams {
         temperature: 0.8,
         top_k: 40,
         ..Default::default()
     };
+    // On a CPU they share the greedy costs unless told otherwise.
+    s.set_step_costs(varied_costs());
+    let greedy = s.step_costs().unwrap().table(0);
+    assert_eq!(s.step_costs_for(&sampling).unwrap().table(0), greedy);
+    s.set_sampled_costs_apart(true);
+    s.set_step_costs(varied_costs());
     // Calibrated on first use; then what the generation leaves them.
     let measured = s.step_costs_for(&sampling).unwrap().table(0);
     assert_ne!(measured, greedy);
