@@ -71,9 +71,22 @@ impl Distribution {
             idx.select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
             idx.truncate(k);
         }
-        idx.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        let max = idx[0].1;
-        let mut probs: Vec<(u32, f32)> = idx.iter().map(|&(i, l)| (i, (l - max).exp())).collect();
+        if idx.len() >= NUCLEUS_SELECT_MIN && p.top_p < 1.0 {
+            if let Some(keep) = nucleus(&mut idx, p.top_p) {
+                idx.truncate(keep);
+                let mut probs = exp_from_max(&idx);
+                normalize(&mut probs);
+                return Distribution::min_p(probs, p.min_p);
+            }
+        }
+        Distribution::from_sorted_cut(idx, p)
+    }
+
+    /// [`Self::from_scores`] after temperature and top-k: the whole rest
+    /// sorted, then top-p and min-p.
+    fn from_sorted_cut(mut idx: Vec<(u32, f32)>, p: &SamplingParams) -> Distribution {
+        idx.sort_by(best_first);
+        let mut probs = exp_from_max(&idx);
         normalize(&mut probs);
         if p.top_p < 1.0 {
             let mut acc = 0.0;
@@ -88,8 +101,13 @@ impl Distribution {
             probs.truncate(keep);
             normalize(&mut probs);
         }
-        if p.min_p > 0.0 {
-            let floor = probs[0].1 * p.min_p;
+        Distribution::min_p(probs, p.min_p)
+    }
+
+    /// Drops what is below `min_p` times the best (`probs` sorted, summing to 1).
+    fn min_p(mut probs: Vec<(u32, f32)>, min_p: f32) -> Distribution {
+        if min_p > 0.0 {
+            let floor = probs[0].1 * min_p;
             probs.retain(|&(_, q)| q >= floor);
             normalize(&mut probs);
         }
@@ -128,6 +146,75 @@ impl Distribution {
         normalize(&mut probs);
         probs.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Some(Distribution { probs })
+    }
+}
+
+/// Rows of at least this many candidates (no top-k, or a large one) find
+/// their top-p nucleus by selecting ever more of their best instead of
+/// sorting them all. On this project's 2-core CPU, rows of 151936 Gaussian
+/// logits at temperature 0.8, top-p 0.95, against a whole sort (6.4-6.7 ms):
+/// 1.6 ms at sigma 4 (a nucleus of 543), 2.5 at 3 (4068), 7.7 at 2 (31291),
+/// 8.6 at 1 (99419). A trained model's rows are the peaked ones.
+const NUCLEUS_SELECT_MIN: usize = 4096;
+
+/// Larger score first, then lower id.
+fn best_first(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// `exp(score - best)` of each of `sorted` (best first).
+fn exp_from_max(sorted: &[(u32, f32)]) -> Vec<(u32, f32)> {
+    let max = sorted[0].1;
+    sorted.iter().map(|&(i, l)| (i, (l - max).exp())).collect()
+}
+
+/// The top-p nucleus of `idx`: moves its best first, sorted, and returns how
+/// many they are (all where rounding leaves the row short of top-p). Found
+/// among the best few hundred (or twice as many as it has at least), then
+/// more (at least 8 times as many) while they fall short, at last the whole
+/// row. None where a NaN or no finite score is among them: the caller
+/// sorts the row.
+fn nucleus(idx: &mut [(u32, f32)], top_p: f32) -> Option<usize> {
+    // NaN (the fold's max skips it) goes to the sort, which ranks it first.
+    let (max, nan) = idx.iter().fold((f32::NEG_INFINITY, false), |(m, nan), s| {
+        (m.max(s.1), nan || s.1.is_nan())
+    });
+    if nan || !max.is_finite() {
+        return None;
+    }
+    let total: f64 = idx.iter().map(|s| (s.1 - max).exp() as f64).sum();
+    // No token holds more than 1 / total of the mass (the best holds that):
+    // the nucleus has at least top_p * total of them.
+    let least = (top_p as f64 * total) as usize;
+    let mut m = if least >= idx.len() / 8 {
+        idx.len()
+    } else {
+        (2 * least).max(256)
+    };
+    loop {
+        let m_now = m.min(idx.len());
+        if m_now < idx.len() {
+            idx.select_nth_unstable_by(m_now - 1, best_first);
+        }
+        idx[..m_now].sort_by(best_first);
+        let mut acc = 0.0;
+        for (n, s) in idx[..m_now].iter().enumerate() {
+            acc += (s.1 - max).exp() as f64 / total;
+            if acc >= top_p as f64 {
+                return Some(n + 1);
+            }
+        }
+        if m_now == idx.len() {
+            return Some(m_now);
+        }
+        // Twice as many as this share of the mass suggests (the tail is
+        // flatter than the head), and a whole sort at once where that is an
+        // eighth of the row: rounds that each select again cost more.
+        m = ((m as f64 * 2.0 * top_p as f64 / acc.max(1e-12)).min(idx.len() as f64) as usize)
+            .max(8 * m);
+        if m >= idx.len() / 8 {
+            m = idx.len();
+        }
     }
 }
 
@@ -217,6 +304,76 @@ mod tests {
                 (var / v - 1.0).abs() < 0.1,
                 "Beta({a}, {b}): variance {var}, not {v}"
             );
+        }
+    }
+
+    #[test]
+    fn a_selected_nucleus_is_the_sorted_rows() {
+        // Peaked rows (a nucleus of a few tokens), flatter ones (thousands:
+        // several rounds of selection) and flat ones (most of the row: the
+        // sorted path; all tied), as a sorted row gives them.
+        let mut rng = Rng::new(11);
+        let n = 151936;
+        for spread in [40.0f32, 8.0, 2.0, 0.5, 0.0] {
+            let row: Vec<(u32, f32)> = (0..n as u32)
+                .map(|i| (i, (rng.uniform() as f32).powi(3) * spread))
+                .collect();
+            for (top_p, min_p) in [(0.1, 0.0), (0.5, 0.0), (0.9, 0.05), (0.99, 0.0)] {
+                let p = SamplingParams {
+                    temperature: 0.7,
+                    top_k: 0,
+                    top_p,
+                    min_p,
+                    seed: 0,
+                };
+                let fast = Distribution::from_scores(row.clone(), &p);
+                let mut scaled = row.clone();
+                for s in &mut scaled {
+                    s.1 /= p.temperature;
+                }
+                let sorted = Distribution::from_sorted_cut(scaled.clone(), &p);
+                let what = format!("spread {spread}, top-p {top_p}, min-p {min_p}");
+                if min_p == 0.0 {
+                    // The nucleus exactly, as sums in f64 find it.
+                    scaled.sort_by(best_first);
+                    let e: Vec<f64> = scaled
+                        .iter()
+                        .map(|s| (s.1 - scaled[0].1).exp() as f64)
+                        .collect();
+                    let total: f64 = e.iter().sum();
+                    let mut acc = 0.0;
+                    let want = 1 + e
+                        .iter()
+                        .position(|x| {
+                            acc += x / total;
+                            acc >= top_p as f64
+                        })
+                        .unwrap();
+                    assert_eq!(fast.probs.len(), want, "{what}");
+                }
+                // Against the sorted path: the same tokens in the same
+                // order, but where its f32 sums (over a whole flat row, off
+                // by about 1e-3) move the cut: at most 1e-2 of the mass.
+                let (a, b) = (&fast.probs, &sorted.probs);
+                let common = a.len().min(b.len());
+                let longer = if a.len() > b.len() { a } else { b };
+                let extra: f32 = longer[common..].iter().map(|x| x.1).sum();
+                assert!(
+                    extra * top_p < 1e-2,
+                    "{what}: {} tokens against {}",
+                    a.len(),
+                    b.len()
+                );
+                for (f, s) in a.iter().zip(b) {
+                    assert_eq!(f.0, s.0, "{what}");
+                    assert!(
+                        (f.1 / s.1 - 1.0).abs() < 1e-2,
+                        "{what}: {} against {}",
+                        f.1,
+                        s.1
+                    );
+                }
+            }
         }
     }
 
