@@ -64,9 +64,8 @@ struct Case {
     int offset;  // floats from a 16-byte boundary to the first row
 };
 
-// Row r: uniform values; every third row its maximum planted at several
-// places (one near each end, so across splits); every fifth some NaNs; row
-// 1 a +inf (twice); row 2 nothing above -inf (NaN and -inf).
+// Row r: uniform values, then plant_specials' (11 the maximum, planted
+// across splits).
 static std::vector<float> make(const Case & c) {
     std::vector<float> h(c.offset + c.s1 * c.nrows, 7.0f);
     std::uniform_real_distribution<float> u(-10.0f, 10.0f);
@@ -75,27 +74,7 @@ static std::vector<float> make(const Case & c) {
         for (int k = 0; k < c.ncols; ++k) {
             row[k] = u(rng);
         }
-        if (r % 3 == 0) {
-            for (int k : {c.ncols - 1, c.ncols / 2, 1, c.ncols / 3}) {
-                if (k >= 0 && k < c.ncols) {
-                    row[k] = 11.0f;
-                }
-            }
-        }
-        if (r % 5 == 4) {
-            for (int k = 0; k < c.ncols; k += 97) {
-                row[k] = NAN;
-            }
-        }
-        if (r == 1) {
-            row[c.ncols - 1] = INFINITY;
-            row[c.ncols / 2] = INFINITY;
-        }
-        if (r == 2) {
-            for (int k = 0; k < c.ncols; ++k) {
-                row[k] = k % 2 ? NAN : -INFINITY;
-            }
-        }
+        plant_specials(row, r, c.ncols, 11.0f);
     }
     return h;
 }

@@ -3,6 +3,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -77,4 +78,32 @@ static float graph_us_with_pdl(F && launch) {
     const float us = graph_us(launch);
     orthrus_launch::use_pdl() = false;
     return us;
+}
+
+// What the row tests (argmax, top-k) plant in row r of ncols values, after
+// their own values: every third row `top` at several places (one near each
+// end, so across a row's splits or chunks); every fifth a NaN every 97th
+// value; row 1 two +inf; row 2 nothing above -inf (NaN and -inf).
+static void plant_specials(float * row, int r, int ncols, float top) {
+    if (r % 3 == 0) {
+        for (int k : {ncols - 1, ncols / 2, 1, ncols / 3}) {
+            if (k >= 0 && k < ncols) {
+                row[k] = top;
+            }
+        }
+    }
+    if (r % 5 == 4) {
+        for (int k = 0; k < ncols; k += 97) {
+            row[k] = NAN;
+        }
+    }
+    if (r == 1) {
+        row[ncols - 1] = INFINITY;
+        row[ncols / 2] = INFINITY;
+    }
+    if (r == 2) {
+        for (int k = 0; k < ncols; ++k) {
+            row[k] = k % 2 ? NAN : -INFINITY;
+        }
+    }
 }

@@ -37,9 +37,8 @@ struct Case {
     int64_t s1;  // row stride, >= ncols
 };
 
-// Row r: values on a coarse grid (many ties); every third row the maximum
-// planted at several places (near each end, so across chunks); every fifth
-// some NaNs; row 1 two +inf; row 2 nothing above -inf (NaN and -inf).
+// Row r: values on a coarse grid (many ties), then plant_specials' (11 the
+// maximum, planted across chunks).
 static std::vector<float> make(const Case & c) {
     std::vector<float> h(c.s1 * c.nrows, 7.0f);
     std::uniform_int_distribution<int> u(-400, 400);
@@ -48,27 +47,7 @@ static std::vector<float> make(const Case & c) {
         for (int i = 0; i < c.ncols; ++i) {
             row[i] = u(rng) / 40.0f;
         }
-        if (r % 3 == 0) {
-            for (int i : {c.ncols - 1, c.ncols / 2, 1, c.ncols / 3}) {
-                if (i >= 0 && i < c.ncols) {
-                    row[i] = 11.0f;
-                }
-            }
-        }
-        if (r % 5 == 4) {
-            for (int i = 0; i < c.ncols; i += 97) {
-                row[i] = NAN;
-            }
-        }
-        if (r == 1) {
-            row[c.ncols - 1] = INFINITY;
-            row[c.ncols / 2] = INFINITY;
-        }
-        if (r == 2) {
-            for (int i = 0; i < c.ncols; ++i) {
-                row[i] = i % 2 ? NAN : -INFINITY;
-            }
-        }
+        plant_specials(row, r, c.ncols, 11.0f);
     }
     return h;
 }
