@@ -454,13 +454,12 @@ impl<'m> Session<'m> {
     /// of the greedy steps' costs (which decide the graphs' windows).
     pub fn step_costs_for(&mut self, sampling: &SamplingParams) -> Result<StepCosts, EngineError> {
         let greedy = self.step_costs()?;
-        let key = match self.logits_for(sampling) {
-            _ if !self.sampled_costs_apart => return Ok(greedy),
-            Logits::None => return Ok(greedy),
-            l => costs_key(l),
+        let Some(key) = self.sampled_costs_key(sampling) else {
+            return Ok(greedy);
         };
         if let Some(c) = self.sampled_costs.get_mut(&key) {
-            // The greedy costs may have been replaced since.
+            // The greedy costs may have been replaced since (read here
+            // only, so this serves what set_step_costs_for gave too).
             c.copy_windows(&greedy);
             return Ok(c.clone());
         }
@@ -476,16 +475,23 @@ impl<'m> Session<'m> {
 
     /// [`Self::set_step_costs`] for steps that decode with `sampling`.
     pub fn set_step_costs_for(&mut self, sampling: &SamplingParams, costs: StepCosts) {
-        match self.logits_for(sampling) {
-            _ if !self.sampled_costs_apart => self.set_step_costs(costs),
-            Logits::None => self.set_step_costs(costs),
-            l => {
-                let mut costs = costs;
-                if let Some(greedy) = &self.step_costs {
-                    costs.copy_windows(greedy);
-                }
-                self.sampled_costs.insert(costs_key(l), costs);
+        match self.sampled_costs_key(sampling) {
+            Some(key) => {
+                self.sampled_costs.insert(key, costs);
             }
+            None => self.set_step_costs(costs),
+        }
+    }
+
+    /// Where the costs of steps decoding with `sampling` are kept among
+    /// `sampled_costs` (by kind: top-k, whatever k, or all logits); None
+    /// where they are the greedy ones.
+    fn sampled_costs_key(&self, sampling: &SamplingParams) -> Option<Logits> {
+        match self.logits_for(sampling) {
+            _ if !self.sampled_costs_apart => None,
+            Logits::None => None,
+            Logits::Top(_) => Some(Logits::Top(0)),
+            Logits::All => Some(Logits::All),
         }
     }
 
@@ -529,6 +535,7 @@ impl<'m> Session<'m> {
         const MAX_REPS: usize = 9;
         const SAMPLE_SECONDS: f64 = 0.03;
         let block = self.model.hparams.orthrus.map_or(1, |o| o.block_size);
+        let logits = sampling.map_or(Logits::None, |p| self.logits_for(p));
         let mask = self.model.hparams.orthrus.map_or(0, |o| o.mask_token);
         let n_ctx = self.n_ctx();
         let (mut samples, mut fresh) = (Vec::new(), Vec::new());
@@ -548,7 +555,6 @@ impl<'m> Session<'m> {
                 let step = |s: &mut Self| -> Result<(), EngineError> {
                     let mut blk = vec![mask; rows];
                     blk[0] = 0;
-                    let logits = sampling.map_or(Logits::None, |p| s.logits_for(p));
                     if rows > 1 && s.fuses_steps(logits) {
                         s.step(&blk, pos, rows)?;
                         return Ok(());
@@ -987,14 +993,6 @@ const TOP_K_FROM_BACKEND: usize = 1024;
 /// 40 from the GPU and 14.4-15.0 copying all 151936 logits, AR steps 1.53
 /// and 1.83 ms; on the bundled model's 4160, AR steps 0.327 and 0.240.
 const TOP_K_MIN_VOCAB: usize = 32768;
-
-/// Sampled step costs are kept by kind: top-k (whatever k) or all logits.
-fn costs_key(logits: Logits) -> Logits {
-    match logits {
-        Logits::Top(_) => Logits::Top(0),
-        l => l,
-    }
-}
 
 /// An attention mask in the graph's type (converting a 16-row mask of a 32K
 /// cache from f32 cost about 1 ms of CPU a pass, before the GPU began), or
