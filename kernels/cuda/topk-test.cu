@@ -1,9 +1,10 @@
 // Tests and times kernels/cuda/topk.cuh on the GPU, without ggml:
 //   nvcc -O3 -std=c++17 -arch=sm_90a -o topk-test kernels/cuda/topk-test.cu && ./topk-test
-// Rows of random values with planted ties (across chunks too), NaNs, +inf
-// and rows of nothing above -inf, for row lengths around the chunk, k from 1
-// to MAX_K, one to several rounds, with row strides; each row's indices
-// against the reference's, with and without programmatic dependent launch.
+// Rows of random values with planted ties (across chunks too), NaNs, +inf,
+// +0 beside -0 and rows of nothing above -inf, for row lengths around the
+// chunk, k from 1 to MAX_K, one to four rounds (chunks of fewer than k
+// too), with row strides; each row's indices against the reference's, in
+// three launches (launch() takes no PDL: topk.cuh says why).
 // Then times rows of Qwen3's vocabulary (a one-token pass, blocks of 16 and
 // 32) at the top-k of llama-server's and the reference's defaults. Exit
 // status 1 on any failed check.
@@ -38,7 +39,8 @@ struct Case {
 };
 
 // Row r: values on a coarse grid (many ties), then plant_specials' (11 the
-// maximum, planted across chunks).
+// maximum, planted across chunks); rows 6, 13, ...: negative values but for
+// every 50th, +0 and -0 alternating (equal, ties by index).
 static std::vector<float> make(const Case & c) {
     std::vector<float> h(c.s1 * c.nrows, 7.0f);
     std::uniform_int_distribution<int> u(-400, 400);
@@ -46,6 +48,9 @@ static std::vector<float> make(const Case & c) {
         float * row = h.data() + c.s1 * r;
         for (int i = 0; i < c.ncols; ++i) {
             row[i] = u(rng) / 40.0f;
+            if (r % 7 == 6) {
+                row[i] = i % 50 ? row[i] - 20.0f : i % 100 ? -0.0f : 0.0f;
+            }
         }
         plant_specials(row, r, c.ncols, 11.0f);
     }
@@ -59,10 +64,11 @@ int main() {
     printf("device: %s (sm_%d%d), %d SMs\n", prop.name, prop.major, prop.minor, prop.multiProcessorCount);
 
     const Case cases[] = {
-        {1, 1, 1, 1},          {5, 4, 3, 5},          {5, 3, 5, 8},           {100, 7, 20, 100},
-        {4095, 3, 40, 4095},   {4096, 5, 40, 4096},   {4097, 5, 40, 4100},    {4097, 2, 1024, 4097},
-        {20000, 16, 64, 20004}, {20000, 3, 1024, 20000}, {151936, 1, 40, 151936}, {151936, 16, 40, 151936},
-        {151936, 33, 20, 151940}, {151936, 4, 1, 151936}, {151936, 2, 1024, 151936}, {151937, 9, 257, 151937},
+        {1, 1, 1, 1},           {5, 4, 3, 5},           {5, 3, 5, 8},             {100, 7, 20, 100},
+        {1024, 8, 1024, 1024},  {8191, 3, 40, 8191},    {8192, 7, 1024, 8192},    {8193, 7, 40, 8200},
+        {8197, 2, 1024, 8197},  {20000, 16, 64, 20004}, {20000, 3, 1024, 20000},  {151936, 1, 40, 151936},
+        {151936, 16, 40, 151936}, {151936, 33, 20, 151940}, {151936, 4, 1, 151936}, {151936, 2, 1024, 151936},
+        {151937, 9, 257, 151937}, {600000, 2, 1000, 600000},
     };
     for (const Case & c : cases) {
         const std::vector<float> h = make(c);
@@ -75,30 +81,29 @@ int main() {
         if (const size_t bytes = scratch_bytes(c.ncols, c.nrows, c.k)) {
             CHECK(cudaMalloc(&scratch, bytes));
         }
-        for (bool pdl : {false, true}) {
-            orthrus_launch::use_pdl() = pdl;
+        int bad = 0;
+        for (int launches = 0; launches < 3; ++launches) {
             CHECK(cudaMemset(ddst, 0xff, (size_t) c.nrows * c.k * sizeof(int32_t)));
             launch(dx, c.ncols, c.nrows, c.s1, c.k, ddst, scratch, 0);
             CHECK(cudaGetLastError());
             std::vector<int32_t> got((size_t) c.nrows * c.k);
             CHECK(cudaMemcpy(got.data(), ddst, got.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
-            int bad = 0;
             for (int r = 0; r < c.nrows; ++r) {
                 const std::vector<int> want = reference(h.data() + c.s1 * r, c.ncols, c.k);
                 for (int j = 0; j < c.k; ++j) {
                     if (got[(size_t) r * c.k + j] != want[j]) {
                         if (bad++ < 3) {
-                            printf("  row %d, place %d: %d, want %d\n", r, j, got[(size_t) r * c.k + j], want[j]);
+                            printf("  launch %d, row %d, place %d: %d, want %d\n", launches, r, j,
+                                   got[(size_t) r * c.k + j], want[j]);
                         }
                         break;
                     }
                 }
             }
-            printf("%-4s ncols %6d rows %2d k %4d stride %6lld%s: %s\n", bad ? "FAIL" : "ok", c.ncols, c.nrows, c.k,
-                   (long long) c.s1, pdl ? ", PDL" : "", bad ? "wrong rows" : "every row");
-            failures += bad != 0;
         }
-        orthrus_launch::use_pdl() = false;
+        printf("%-4s ncols %6d rows %2d k %4d stride %6lld: %s\n", bad ? "FAIL" : "ok", c.ncols, c.nrows, c.k,
+               (long long) c.s1, bad ? "wrong rows" : "every row");
+        failures += bad != 0;
         CHECK(cudaFree(dx));
         CHECK(cudaFree(ddst));
         if (scratch) {
@@ -120,9 +125,7 @@ int main() {
             CHECK(cudaMalloc(&ddst, (size_t) nrows * k * sizeof(int32_t)));
             CHECK(cudaMalloc(&scratch, scratch_bytes(ncols, nrows, k)));
             const float us = graph_us([&](cudaStream_t s) { launch(dx, ncols, nrows, ncols, k, ddst, scratch, s); });
-            const float us_pdl =
-                graph_us_with_pdl([&](cudaStream_t s) { launch(dx, ncols, nrows, ncols, k, ddst, scratch, s); });
-            printf("time ncols %d rows %2d k %d: %.2f us (%.2f with PDL)\n", ncols, nrows, k, us, us_pdl);
+            printf("time ncols %d rows %2d k %d: %.2f us\n", ncols, nrows, k, us);
             CHECK(cudaFree(dx));
             CHECK(cudaFree(ddst));
             CHECK(cudaFree(scratch));
