@@ -81,6 +81,10 @@ int main() {
         if (const size_t bytes = scratch_bytes(c.ncols, c.nrows, c.k)) {
             CHECK(cudaMalloc(&scratch, bytes));
         }
+        std::vector<std::vector<int>> want(c.nrows);
+        for (int r = 0; r < c.nrows; ++r) {
+            want[r] = reference(h.data() + c.s1 * r, c.ncols, c.k);
+        }
         int bad = 0;
         for (int launches = 0; launches < 3; ++launches) {
             CHECK(cudaMemset(ddst, 0xff, (size_t) c.nrows * c.k * sizeof(int32_t)));
@@ -89,12 +93,11 @@ int main() {
             std::vector<int32_t> got((size_t) c.nrows * c.k);
             CHECK(cudaMemcpy(got.data(), ddst, got.size() * sizeof(int32_t), cudaMemcpyDeviceToHost));
             for (int r = 0; r < c.nrows; ++r) {
-                const std::vector<int> want = reference(h.data() + c.s1 * r, c.ncols, c.k);
                 for (int j = 0; j < c.k; ++j) {
-                    if (got[(size_t) r * c.k + j] != want[j]) {
+                    if (got[(size_t) r * c.k + j] != want[r][j]) {
                         if (bad++ < 3) {
                             printf("  launch %d, row %d, place %d: %d, want %d\n", launches, r, j,
-                                   got[(size_t) r * c.k + j], want[j]);
+                                   got[(size_t) r * c.k + j], want[r][j]);
                         }
                         break;
                     }

@@ -62,7 +62,8 @@ struct Shared {
 
 // The k-th largest of the block's keys whose bit in `live` is set (k at most
 // their count), by radix select; *equal_to_take: how many keys equal to it are
-// among the k, *equal: how many live keys equal it. Every thread calls it.
+// among the k, *equal (unless null): how many live keys equal it. Every
+// thread calls it.
 static __device__ uint32_t kth_largest(const uint32_t (&key)[PER_THREAD], unsigned live, unsigned k, Shared & s,
                                        unsigned * equal_to_take, unsigned * equal) {
     uint32_t prefix = 0;
@@ -113,7 +114,9 @@ static __device__ uint32_t kth_largest(const uint32_t (&key)[PER_THREAD], unsign
         krem = s.krem;
     }
     *equal_to_take = krem;
-    *equal = s.hist[prefix & 255u];
+    if (equal) {
+        *equal = s.hist[prefix & 255u];
+    }
     return prefix;
 }
 
@@ -192,7 +195,7 @@ static __global__ void __launch_bounds__(THREADS)
     // The winners: keys above the k-th largest, and of those equal to it the
     // lowest indices (taken whole when all of them fit).
     uint32_t kth = 0, kth_index = 0;  // kth_index as the complement, so that larger is better
-    unsigned tie_take = 0, tie_equal = 0, last_take = 0, last_equal = 0;
+    unsigned tie_take = 0, tie_equal = 0, last_take = 0;
     if (have > k) {
         kth = kth_largest(key, live, (unsigned) k, s, &tie_take, &tie_equal);
         if (tie_equal > tie_take) {
@@ -206,7 +209,7 @@ static __global__ void __launch_bounds__(THREADS)
                     tied |= 1u << j;
                 }
             }
-            kth_index = kth_largest(rank, tied, tie_take, s, &last_take, &last_equal);
+            kth_index = kth_largest(rank, tied, tie_take, s, &last_take, nullptr);
         }
     }
     __syncthreads();
@@ -239,8 +242,13 @@ static __global__ void __launch_bounds__(THREADS)
             }
         }
     }
-    // A chunk of fewer than k: the rest padding, below every value.
-    for (int slot = max(have, 0) + threadIdx.x; slot < k; slot += THREADS) {
+    // Padding, below every value, after the winners: in a chunk of fewer
+    // than k, up to k; in the last round, up to the sort's power of two.
+    int size = 1;
+    while (LAST && size < k) {
+        size <<= 1;
+    }
+    for (int slot = min(have, k) + threadIdx.x; slot < (LAST ? size : k); slot += THREADS) {
         if (LAST) {
             s_key[slot] = NO_KEY;
             s_idx[slot] = INT_MAX;
@@ -250,14 +258,6 @@ static __global__ void __launch_bounds__(THREADS)
         }
     }
     if (LAST) {
-        int size = 1;
-        while (size < k) {
-            size <<= 1;
-        }
-        for (int slot = k + threadIdx.x; slot < size; slot += THREADS) {
-            s_key[slot] = NO_KEY;
-            s_idx[slot] = INT_MAX;
-        }
         sort_best_first(s_key, s_idx, size);
         for (int t = threadIdx.x; t < k; t += THREADS) {
             out_i[(int64_t) row * k + t] = s_idx[t];
