@@ -171,29 +171,18 @@ static __device__ __forceinline__ int64_t pair_slot(int kb, int c) {
     return ((int64_t) (kb / 2) * NT + c / 8) * 16 + (c % 8) / 2 * 4 + 2 * (kb % 2) + c % 2;
 }
 
-// Span sp of column c (of the 8 NT) into buf, by one warp: span points at the
-// span's values (null: a column past the last, zeros); a lane holds 8
-// consecutive values (32 for a 256 span, 4 lanes a 32 block, of which lanes
-// 1..3 hold nothing for a span of 32).
+// Span sp of column c (of the 8 NT) into buf, by one warp, from the lane's 8
+// consecutive values of it in v (lanes of 32 for a 256 span, 4 lanes for a 32
+// block; the others' v zeros).
 template <WType T, int NT>
-static __device__ __forceinline__ void quantize_span(const float * span, void * buf, const int nkb, const int sp,
-                                                     const int c, const int lane) {
+static __device__ __forceinline__ void quantize_values(const float (&v)[8], void * buf, const int nkb, const int sp,
+                                                       const int c, const int lane) {
     constexpr int SPAN = scale_span(T);
     constexpr int LANES = SPAN / 8;  // lanes with values
-    float v[8];
     float amax = 0.0f;
 #pragma unroll
     for (int e = 0; e < 8; ++e) {
-        v[e] = 0.0f;
-    }
-    if (span && lane < LANES) {
-        const float4 * src = (const float4 *) (span + 8 * lane);
-        const float4 a = src[0], b = src[1];
-        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            amax = fmaxf(amax, fabsf(v[e]));
-        }
+        amax = fmaxf(amax, fabsf(v[e]));
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) {
@@ -239,6 +228,21 @@ static __device__ __forceinline__ void quantize_span(const float * span, void * 
     }
 }
 
+// The same from memory: span points at the span's values (null: a column
+// past the last, zeros).
+template <WType T, int NT>
+static __device__ __forceinline__ void quantize_span(const float * span, void * buf, const int nkb, const int sp,
+                                                     const int c, const int lane) {
+    constexpr int LANES = scale_span(T) / 8;
+    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (span && lane < LANES) {
+        const float4 * src = (const float4 *) (span + 8 * lane);
+        const float4 a = src[0], b = src[1];
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    }
+    quantize_values<T, NT>(v, buf, nkb, sp, c, lane);
+}
+
 // One warp per (span of values, column). Column c (of ncols, from c0) of x is
 // x + i1*s1 + i2*s2 + i3*s3, c0 + c = i1 + n1*(i2 + n2*i3).
 template <WType T, int NT>
@@ -264,10 +268,17 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
     quantize_span<T, NT>(span, buf, nkb, sp, c, threadIdx.x);
 }
 
+// Spans of 256 a warp of norm_quantize_kernel holds in registers (k up to
+// 8 * 256 * this; longer rows, and Q8_0's and Q4_0's spans of 32, write h and
+// read it back).
+constexpr int NORM_SPANS = 4;
+
 // RMS norm, its weight and quantize() in one: a block per column c of the 8 NT
 // (columns c0 + c of x and h, k = 32 nkb floats each, contiguous): h = x /
-// sqrt(mean(x^2) + eps) * w, then h's spans quantized by its 8 warps as
-// quantize() would quantize h. x may be h.
+// sqrt(mean(x^2) + eps) * w, written to h and quantized by its 8 warps as
+// quantize() would quantize h. x may be h. For the K-quants warp w holds
+// spans w, w + 8, ... of x (8 values a lane, as quantize_values takes them),
+// so that h is quantized from registers, not read back.
 template <WType T, int NT>
 __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, const float * __restrict__ w, const float eps,
                                                             float * h, void * buf, const int nkb, const int c0,
@@ -278,9 +289,67 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
     const int c = blockIdx.x;
     const int lane = threadIdx.x, warp = threadIdx.y, tid = 32 * warp + lane;
     const int k = 32 * nkb;
+    const int nspan = k / SPAN;
     float * hc = h + (int64_t) (c0 + c) * k;
+    const float * xc = x + (int64_t) (c0 + c) * k;
+    __shared__ float part[8];
+    if (SPAN == UNIT && nspan <= 8 * NORM_SPANS) {
+        float v[NORM_SPANS][8];
+        float ss = 0.0f;
+#pragma unroll
+        for (int j = 0; j < NORM_SPANS; ++j) {
+            const int sp = warp + 8 * j;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                v[j][e] = 0.0f;
+            }
+            if (c < ncols && sp < nspan) {
+                const float4 * src = (const float4 *) (xc + SPAN * sp + 8 * lane);
+                const float4 a = src[0], b = src[1];
+                v[j][0] = a.x; v[j][1] = a.y; v[j][2] = a.z; v[j][3] = a.w;
+                v[j][4] = b.x; v[j][5] = b.y; v[j][6] = b.z; v[j][7] = b.w;
+                ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+                ss += b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+            }
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            ss += __shfl_xor_sync(0xFFFFFFFF, ss, o);
+        }
+        if (lane == 0) {
+            part[warp] = ss;
+        }
+        __syncthreads();
+        float total = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            total += part[j];
+        }
+        const float scale = rsqrtf(total / (float) k + eps);
+#pragma unroll
+        for (int j = 0; j < NORM_SPANS; ++j) {
+            const int sp = warp + 8 * j;
+            if (sp >= nspan) {
+                break;
+            }
+            if (c < ncols) {
+                const float4 * ws = (const float4 *) (w + SPAN * sp + 8 * lane);
+                const float4 ga = ws[0], gb = ws[1];
+                const float g[8] = {ga.x, ga.y, ga.z, ga.w, gb.x, gb.y, gb.z, gb.w};
+#pragma unroll
+                for (int e = 0; e < 8; ++e) {
+                    v[j][e] = v[j][e] * scale * g[e];
+                }
+                float4 * dst = (float4 *) (hc + SPAN * sp + 8 * lane);
+                dst[0] = make_float4(v[j][0], v[j][1], v[j][2], v[j][3]);
+                dst[1] = make_float4(v[j][4], v[j][5], v[j][6], v[j][7]);
+            }
+            quantize_values<T, NT>(v[j], buf, nkb, sp, c, lane);
+        }
+        return;
+    }
     if (c < ncols) {
-        const float4 * xs = (const float4 *) (x + (int64_t) (c0 + c) * k);
+        const float4 * xs = (const float4 *) xc;
         float ss = 0.0f;
         for (int i = tid; i < k / 4; i += 256) {
             const float4 v = xs[i];
@@ -290,7 +359,6 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
         for (int o = 16; o > 0; o >>= 1) {
             ss += __shfl_xor_sync(0xFFFFFFFF, ss, o);
         }
-        __shared__ float part[8];
         if (lane == 0) {
             part[warp] = ss;
         }
@@ -308,7 +376,7 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
         }
         __syncthreads();  // the block's writes of h, read back below
     }
-    for (int sp = warp; sp < k / SPAN; sp += 8) {
+    for (int sp = warp; sp < nspan; sp += 8) {
         quantize_span<T, NT>(c < ncols ? hc + (int64_t) SPAN * sp : nullptr, buf, nkb, sp, c, lane);
     }
 }
@@ -657,43 +725,38 @@ static __device__ __forceinline__ void unit_q4_0(const char * wa, const char * w
 }
 
 // The sums of a block's row tile (the warps' acc, warp = ks RT + rt) into
-// dst: the K splits' partial sums added in the order of the splits, by the
-// tile's first warp. Every warp of the block calls it (a barrier).
+// dst: the K splits' partial sums added in the order of the splits. Every
+// warp of the tile adds and stores a share of its sums (its first warp alone
+// took 1.6x as long at 32 columns: NT * 4 sums of KS partials a lane). Every
+// warp of the block calls it (a barrier).
 template <int NT, int RT>
 static __device__ __forceinline__ void store_tile(const float acc[NT][4], float (*part)[NT * 4][32], const float * add,
                                                   float * dst, int row0, int nrows, int ncols, int64_t dst_col_stride,
                                                   int warp, int lane) {
     constexpr int KS = WARPS / RT;
+    constexpr int SUMS = NT * 4 * 32;  // a tile's sums, (nt, i, lane) as acc holds them
     const int rt = warp % RT, ks = warp / RT;
-    const int g = lane / 4, t = lane % 4;
-    if (ks > 0) {
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                part[warp - RT][nt * 4 + i][lane] = acc[nt][i];
-            }
-        }
-    }
-    __syncthreads();
-    if (ks > 0) {
-        return;
-    }
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-            float v = acc[nt][i];
+            part[warp][nt * 4 + i][lane] = acc[nt][i];
+        }
+    }
+    __syncthreads();
+    for (int e = ks * 32 + lane; e < SUMS; e += KS * 32) {
+        const int v_at = e / 32, l = e % 32;  // the sum's nt * 4 + i and lane
+        float v = part[rt][v_at][l];
 #pragma unroll
-            for (int j = 1; j < KS; ++j) {
-                v += part[j * RT + rt - RT][nt * 4 + i][lane];
-            }
-            const int row = row0 + g + 8 * (i / 2);
-            const int col = 8 * nt + 2 * t + (i % 2);
-            if (row < nrows && col < ncols) {
-                const int64_t at = (int64_t) col * dst_col_stride + row;
-                dst[at] = add ? v + add[at] : v;
-            }
+        for (int j = 1; j < KS; ++j) {
+            v += part[j * RT + rt][v_at][l];
+        }
+        const int i = v_at % 4, g = l / 4, t = l % 4;
+        const int row = row0 + g + 8 * (i / 2);
+        const int col = 8 * (v_at / 4) + 2 * t + (i % 2);
+        if (row < nrows && col < ncols) {
+            const int64_t at = (int64_t) col * dst_col_stride + row;
+            dst[at] = add ? v + add[at] : v;
         }
     }
 }
@@ -753,7 +816,7 @@ __global__ void __launch_bounds__(32 * WARPS, V == Variant::Preload || NT == 4 ?
     }
 
     grid_release();
-    __shared__ float part[WARPS - RT][NT * 4][32];
+    __shared__ float part[WARPS][NT * 4][32];
     store_tile<NT, RT>(acc, part, add, dst, row0, nrows, ncols, dst_col_stride, warp, lane);
 }
 
