@@ -228,6 +228,12 @@ static __device__ __forceinline__ void quantize_values(const float (&v)[8], void
     }
 }
 
+// v = the 8 floats at p (16-byte aligned).
+static __device__ __forceinline__ void load8(const float * p, float (&v)[8]) {
+    const float4 a = ((const float4 *) p)[0], b = ((const float4 *) p)[1];
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+
 // The same from memory: span points at the span's values (null: a column
 // past the last, zeros).
 template <WType T, int NT>
@@ -236,9 +242,7 @@ static __device__ __forceinline__ void quantize_span(const float * span, void * 
     constexpr int LANES = scale_span(T) / 8;
     float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     if (span && lane < LANES) {
-        const float4 * src = (const float4 *) (span + 8 * lane);
-        const float4 a = src[0], b = src[1];
-        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+        load8(span + 8 * lane, v);
     }
     quantize_values<T, NT>(v, buf, nkb, sp, c, lane);
 }
@@ -266,6 +270,27 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
         span = x + i1 * s1 + i2 * s2 + i3 * s3 + (int64_t) SPAN * sp;
     }
     quantize_span<T, NT>(span, buf, nkb, sp, c, threadIdx.x);
+}
+
+// 1 / sqrt(mean(x^2) + eps) of a row of k values, from each thread's sum of
+// squares ss over its share, by the block's 8 warps (part: 8 shared floats).
+// Every thread of the block calls it (a barrier).
+static __device__ __forceinline__ float block_rms_scale(float ss, float (&part)[8], int warp, int lane, int k,
+                                                        float eps) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        ss += __shfl_xor_sync(0xFFFFFFFF, ss, o);
+    }
+    if (lane == 0) {
+        part[warp] = ss;
+    }
+    __syncthreads();
+    float total = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        total += part[j];
+    }
+    return rsqrtf(total / (float) k + eps);
 }
 
 // Spans of 256 a warp of norm_quantize_kernel holds in registers (k up to
@@ -304,28 +329,13 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
                 v[j][e] = 0.0f;
             }
             if (c < ncols && sp < nspan) {
-                const float4 * src = (const float4 *) (xc + SPAN * sp + 8 * lane);
-                const float4 a = src[0], b = src[1];
-                v[j][0] = a.x; v[j][1] = a.y; v[j][2] = a.z; v[j][3] = a.w;
-                v[j][4] = b.x; v[j][5] = b.y; v[j][6] = b.z; v[j][7] = b.w;
-                ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
-                ss += b.x * b.x + b.y * b.y + b.z * b.z + b.w * b.w;
+                const float * u = v[j];
+                load8(xc + SPAN * sp + 8 * lane, v[j]);
+                ss += u[0] * u[0] + u[1] * u[1] + u[2] * u[2] + u[3] * u[3];
+                ss += u[4] * u[4] + u[5] * u[5] + u[6] * u[6] + u[7] * u[7];
             }
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            ss += __shfl_xor_sync(0xFFFFFFFF, ss, o);
-        }
-        if (lane == 0) {
-            part[warp] = ss;
-        }
-        __syncthreads();
-        float total = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            total += part[j];
-        }
-        const float scale = rsqrtf(total / (float) k + eps);
+        const float scale = block_rms_scale(ss, part, warp, lane, k, eps);
 #pragma unroll
         for (int j = 0; j < NORM_SPANS; ++j) {
             const int sp = warp + 8 * j;
@@ -355,20 +365,7 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
             const float4 v = xs[i];
             ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
         }
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            ss += __shfl_xor_sync(0xFFFFFFFF, ss, o);
-        }
-        if (lane == 0) {
-            part[warp] = ss;
-        }
-        __syncthreads();
-        float total = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            total += part[j];
-        }
-        const float scale = rsqrtf(total / (float) k + eps);
+        const float scale = block_rms_scale(ss, part, warp, lane, k, eps);
         const float4 * ws = (const float4 *) w;
         for (int i = tid; i < k / 4; i += 256) {
             const float4 v = xs[i], g = ws[i];
