@@ -76,10 +76,19 @@ struct NormArgs {
     float eps;
 };
 
-// dst = src0 src1 (+ add, laid out as dst, when not null); with norm, src1 is
-// computed on the way (contiguous, as x).
+// src1 = silu(gate) * up, to be computed with the product: column c of gate
+// at gate + c * gs, of up at up + c * us (floats).
+struct GluArgs {
+    const float * gate;
+    const float * up;
+    int64_t gs, us;
+};
+
+// dst = src0 src1 (+ add, laid out as dst, when not null); with norm or glu,
+// src1 is computed on the way (contiguous).
 static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                         const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr) {
+                         const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr,
+                         const GluArgs * glu = nullptr) {
     const int mode = ggml_cuda_orthrus_mmv_mode();
     if (mode <= 0) {
         return false;
@@ -139,6 +148,9 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
         if (norm) {
             orthrus_mmv::norm_quantize(type, norm->x, norm->w, norm->eps, k, (int) c0, n, (float *) src1->data,
                                        acts.get(), stream);
+        } else if (glu) {
+            orthrus_mmv::glu_quantize(type, glu->gate, glu->up, glu->gs, glu->us, k, (int) c0, n, (float *) src1->data,
+                                      acts.get(), stream);
         } else {
             orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) c0, n, src1->ne[1], src1->ne[2],
                                   src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
@@ -156,21 +168,23 @@ bool ggml_cuda_orthrus_mul_mat(ggml_backend_cuda_context & ctx, const ggml_tenso
     return mul_mat_into(ctx, src0, src1, nullptr, dst);
 }
 
-// dst = src0 src1 + add, for ggml-cuda's fusion loop: a MUL_MAT whose one use
-// is the ADD dst (add its other operand; false: not fused, ggml goes on).
-// The add's f32 values are read where dst is written: in place (ggml's
-// allocator reuses x for x = x + W h) or apart, not partly overlapping.
-bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                                   const ggml_tensor * add, ggml_tensor * dst) {
+// Whether add can be added to a product where it writes dst: f32, laid out
+// as dst, and in place (ggml's allocator reuses x for x = x + W h) or apart,
+// not partly overlapping.
+static bool addable(const ggml_tensor * add, const ggml_tensor * dst) {
     if (add->type != GGML_TYPE_F32 || !ggml_is_contiguous(add) || !ggml_are_same_shape(add, dst)) {
         return false;
     }
     const char * a = (const char *) add->data, * d = (const char *) dst->data;
     const size_t n = ggml_nbytes(dst);
-    if (a != d && a < d + n && d < a + n) {
-        return false;
-    }
-    return mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
+    return a == d || a >= d + n || d >= a + n;
+}
+
+// dst = src0 src1 + add, for ggml-cuda's fusion loop: a MUL_MAT whose one use
+// is the ADD dst (add its other operand; false: not fused, ggml goes on).
+bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                                   const ggml_tensor * add, ggml_tensor * dst) {
+    return addable(add, dst) && mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
 }
 
 // Nodes i, i+1, i+2 = RMS_NORM, MUL by its weight, MUL_MAT of the result, for
@@ -199,6 +213,55 @@ bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph
     NormArgs norm{(const float *) x->data, (const float *) w->data, 0.0f};
     memcpy(&norm.eps, rms->op_params, sizeof(float));
     return mul_mat_into(ctx, mm->src[0], mul, nullptr, mm, &norm);
+}
+
+// Nodes i, i+1 (and i+2) = GLU (SwiGLU), MUL_MAT of its result (and ADD of
+// the product and a residual), for ggml-cuda's fusion loop: the GLU's
+// result written, for any other use, and quantized for our matmul in one
+// kernel (orthrus_mmv::glu_quantize) instead of ggml's GLU and our
+// quantize(). Returns the nodes after i it computed too (0: not fused, ggml
+// goes on).
+int ggml_cuda_orthrus_glu_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph * cgraph, int i) {
+    if (i + 1 >= cgraph->n_nodes || !ctx.stream_context().concurrent_events.empty()) {
+        return 0;
+    }
+    ggml_tensor * glu = cgraph->nodes[i];
+    ggml_tensor * mm = cgraph->nodes[i + 1];
+    if (glu->op != GGML_OP_GLU || ggml_get_glu_op(glu) != GGML_GLU_OP_SWIGLU || mm->op != GGML_OP_MUL_MAT ||
+        mm->src[1] != glu || (mm->flags & GGML_TENSOR_FLAG_COMPUTE) == 0) {
+        return 0;
+    }
+    const ggml_tensor * a = glu->src[0];
+    const ggml_tensor * b = glu->src[1];
+    const int64_t k = glu->ne[0];
+    const int32_t swapped = ggml_get_op_params_i32(glu, 1);
+    if (glu->type != GGML_TYPE_F32 || a->type != GGML_TYPE_F32 || (b && b->type != GGML_TYPE_F32) ||
+        !ggml_is_contiguous(glu) || glu->ne[2] != 1 || glu->ne[3] != 1 || a->nb[0] != sizeof(float) ||
+        a->nb[1] % 16 || a->ne[2] != 1 || a->ne[3] != 1 || (uintptr_t) a->data % 16 ||
+        (b && (b->nb[0] != sizeof(float) || b->nb[1] % 16 || b->ne[0] != k || b->ne[2] != 1 || b->ne[3] != 1 ||
+               (uintptr_t) b->data % 16)) ||
+        (!b && (a->ne[0] != 2 * k || k % 4)) || a->ne[1] != glu->ne[1] || (b && b->ne[1] != glu->ne[1])) {
+        return 0;
+    }
+    // As ggml's GLU: one tensor's halves (gate first unless swapped), or two.
+    const float * x = (const float *) a->data;
+    GluArgs args{x, b ? (const float *) b->data : x, (int64_t) (a->nb[1] / sizeof(float)),
+                 (int64_t) ((b ? b->nb[1] : a->nb[1]) / sizeof(float))};
+    if (!b) {
+        (swapped ? args.gate : args.up) += k;
+    } else if (swapped) {
+        std::swap(args.gate, args.up);
+        std::swap(args.gs, args.us);
+    }
+    // With the residual add after the product, as ggml_cuda_orthrus_mul_mat_add takes it.
+    if (ggml_can_fuse(cgraph, i + 1, {GGML_OP_MUL_MAT, GGML_OP_ADD})) {
+        ggml_tensor * add = cgraph->nodes[i + 2];
+        const ggml_tensor * other = add->src[0] == mm ? add->src[1] : add->src[0];
+        if ((add->src[0] == mm || add->src[1] == mm) && ggml_are_same_shape(mm, add) && addable(other, add)) {
+            return mul_mat_into(ctx, mm->src[0], glu, (const float *) other->data, add, nullptr, &args) ? 2 : 0;
+        }
+    }
+    return mul_mat_into(ctx, mm->src[0], glu, nullptr, mm, nullptr, &args) ? 1 : 0;
 }
 
 // GGML_OP_FLASH_ATTN_EXT through attn.cuh when it takes the node (false:

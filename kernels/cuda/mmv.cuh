@@ -378,6 +378,45 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
     }
 }
 
+// SwiGLU and quantize() in one: h = silu(gate) * up (ggml's swiglu, in the
+// same float operations) for columns c0 + c of gate and up (gate + col *
+// gs, up + col * us) into h (k floats a column, contiguous), quantized from
+// registers as quantize() would quantize h. One warp per (span, column), as
+// quantize_kernel.
+template <WType T, int NT>
+__global__ void __launch_bounds__(256) glu_quantize_kernel(const float * __restrict__ gate, const float * __restrict__ up,
+                                                           const int64_t gs, const int64_t us, float * __restrict__ h,
+                                                           void * __restrict__ buf, const int nkb, const int c0,
+                                                           const int ncols) {
+    constexpr int SPAN = scale_span(T);
+    constexpr int LANES = SPAN / 8;
+    grid_release();
+    grid_wait();
+    const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
+    const int nspan = nkb * 32 / SPAN;
+    if (item >= (int64_t) nspan * 8 * NT) {
+        return;
+    }
+    const int sp = (int) (item / (8 * NT));
+    const int c = (int) (item % (8 * NT));
+    const int lane = threadIdx.x;
+    float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (c < ncols && lane < LANES) {
+        const int64_t col = c0 + c, at = (int64_t) SPAN * sp + 8 * lane;
+        float g[8], u[8];
+        load8(gate + col * gs + at, g);
+        load8(up + col * us + at, u);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            v[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
+        }
+        float4 * dst = (float4 *) (h + col * (32 * (int64_t) nkb) + at);
+        dst[0] = make_float4(v[0], v[1], v[2], v[3]);
+        dst[1] = make_float4(v[4], v[5], v[6], v[7]);
+    }
+    quantize_values<T, NT>(v, buf, nkb, sp, c, lane);
+}
+
 // The lane's B fragments of blocks 2 pr (x, y) and 2 pr + 1 (z, w), n-tile nt.
 template <int NT>
 static __device__ __forceinline__ int4 b_frags(const Acts & y, int pr, int nt, int lane) {
@@ -923,6 +962,34 @@ static void norm_quantize_type(const float * x, const float * w, float eps, int6
         launch_kernel(norm_quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, x, w, eps, h, buf, nkb, c0,
                       ncols);
     });
+}
+
+template <WType T>
+static void glu_quantize_type(const float * gate, const float * up, int64_t gs, int64_t us, int64_t k, int c0,
+                              int ncols, float * h, void * buf, cudaStream_t stream) {
+    const int nkb = (int) (k / 32);
+    const int64_t items = k / scale_span(T) * 8 * n_tiles(ncols);
+    const dim3 block(32, 8);
+    const dim3 grid((unsigned) ((items + 7) / 8));
+    with_n_tiles(ncols, [&](auto n) {
+        launch_kernel(glu_quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, gate, up, gs, us, h, buf, nkb,
+                      c0, ncols);
+    });
+}
+
+// h = silu(gate) * up for columns c0 .. c0 + ncols - 1 (1 to MAX_COLS) of
+// gate and up (k floats each, gs and us floats apart) and h (k floats a
+// column, contiguous); then h quantized into buf as quantize() would quantize
+// it, for a product with weights of `type`. gate, up and h 16-byte aligned,
+// gs and us multiples of 4. Asynchronous on `stream`.
+static inline void glu_quantize(WType type, const float * gate, const float * up, int64_t gs, int64_t us, int64_t k,
+                                int c0, int ncols, float * h, void * buf, cudaStream_t stream) {
+    switch (type) {
+        case WType::Q4_K: glu_quantize_type<WType::Q4_K>(gate, up, gs, us, k, c0, ncols, h, buf, stream); break;
+        case WType::Q6_K: glu_quantize_type<WType::Q6_K>(gate, up, gs, us, k, c0, ncols, h, buf, stream); break;
+        case WType::Q8_0: glu_quantize_type<WType::Q8_0>(gate, up, gs, us, k, c0, ncols, h, buf, stream); break;
+        case WType::Q4_0: glu_quantize_type<WType::Q4_0>(gate, up, gs, us, k, c0, ncols, h, buf, stream); break;
+    }
 }
 
 // h = x / sqrt(mean(x^2) + eps) * w for columns c0 .. c0 + ncols - 1 (1 to

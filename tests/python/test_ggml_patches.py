@@ -84,13 +84,15 @@ def test_applies_and_places_each_hook(tmp_path: Path, src: Path) -> None:
     loop = after[after.index("static int ggml_cuda_try_fuse("):]
     assert loop.index("ggml_cuda_orthrus_norm_mul_mat(*cuda_ctx, cgraph, i)") < loop.index("GGML_OP_MUL_MAT_ID")
     assert loop.index("ggml_cuda_orthrus_norm_mul_mat(*cuda_ctx, cgraph, i)") < loop.index("GGML_OP_RMS_NORM, GGML_OP_MUL")
+    # Our SwiGLU + product (+ add) before ggml's fusions too.
+    assert loop.index("ggml_cuda_orthrus_glu_mul_mat(*cuda_ctx, cgraph, i)") < loop.index("GGML_OP_MUL_MAT_ID")
     # The setter is exported by the registry under the name the engine asks for.
     assert '"ggml_backend_cuda_orthrus_set_mmv_mode") == 0' in after
     assert 'c"ggml_backend_cuda_orthrus_set_mmv_mode"' in (REPO / "kernels/src/ggml/backend.rs").read_text()
     # Every function the patch declares is defined by the hook, with the same signature.
     hook = HOOK.read_text()
     decls = re.findall(r"^(int|bool) (ggml_cuda_orthrus_\w+)\(([^;]*)\);$", after, re.M)
-    assert len(decls) == 8
+    assert len(decls) == 9
     for ret, name, params in decls:
         defn = re.search(rf"^{ret} {name}\(([^{{]*)\)\s*{{", hook, re.M)
         assert defn, f"{name} is not defined in ggml-hook.cu"
