@@ -131,6 +131,32 @@ static std::vector<float> random_acts(int64_t k, int ncols, std::vector<float> &
 
 // x: ncols columns of k floats on the device, k apart; split as n1 x n2 when
 // ncols allows, to take quantize()'s 3-D column order too.
+// What a kernel that computes n columns of k floats into dh and quantizes
+// them into da (run()) wrote there, and whether its quantized values equal
+// quantize() of its dh (into da2), byte for byte. Both buffers start with
+// the same filler: what neither writes (the K-quants' scales take k / 256
+// of the k / 32 floats kept) compares equal.
+struct Fused {
+    std::vector<float> h;
+    std::vector<uint8_t> acts;
+    bool as_quantize;
+};
+template <class F>
+static Fused fused_as_quantize(WType t, int64_t k, int n, float * dh, void * da, void * da2, F && run) {
+    const size_t ab = acts_bytes(k, n);
+    CHECK(cudaMemset(da, 0x55, ab));
+    CHECK(cudaMemset(da2, 0x55, ab));
+    run();
+    quantize(t, dh, k, 0, n, n, 1, k, n * k, n * k, da2, 0);
+    Fused f{std::vector<float>(n * k), std::vector<uint8_t>(ab), false};
+    std::vector<uint8_t> a2(ab);
+    CHECK(cudaMemcpy(f.h.data(), dh, sizeof(float) * n * k, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(f.acts.data(), da, ab, cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
+    f.as_quantize = memcmp(f.acts.data(), a2.data(), ab) == 0;
+    return f;
+}
+
 static void product(WType t, const void * w, const float * x, void * acts, float * dst, int64_t k, int64_t nrows,
                     int ncols, int64_t row_bytes, int64_t dst_col_stride, const Plan & plan = Plan(),
                     cudaStream_t stream = 0) {
@@ -282,17 +308,11 @@ int main(int argc, char ** argv) {
             CHECK(cudaMemcpy(dw, w.data(), sizeof(float) * k, cudaMemcpyHostToDevice));
             for (int n : {1, 7, 16, 23, 32}) {
                 const size_t ab = acts_bytes(k, n);
-                // The same filler in both: what neither writes (K-quants' scales
-                // take k / 256 of the k / 32 floats kept) compares equal.
-                CHECK(cudaMemset(da, 0x55, ab));
-                CHECK(cudaMemset(da2, 0x55, ab));
-                norm_quantize(t, dx, dw, eps, k, 0, n, dh, da, 0);
-                quantize(t, dh, k, 0, n, n, 1, k, n * k, n * k, da2, 0);
-                std::vector<float> h(n * k), h2(n * k);
-                std::vector<uint8_t> a(ab), a2(ab);
-                CHECK(cudaMemcpy(h.data(), dh, sizeof(float) * n * k, cudaMemcpyDeviceToHost));
-                CHECK(cudaMemcpy(a.data(), da, ab, cudaMemcpyDeviceToHost));
-                CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
+                const Fused f = fused_as_quantize(t, k, n, dh, da, da2,
+                                                  [&] { norm_quantize(t, dx, dw, eps, k, 0, n, dh, da, 0); });
+                const std::vector<float> & h = f.h;
+                std::vector<float> h2(n * k);
+                std::vector<uint8_t> a2(ab);
                 double worst = 0.0;
                 for (int c = 0; c < n; ++c) {
                     double ss = 0.0;
@@ -303,13 +323,13 @@ int main(int argc, char ** argv) {
                         worst = fmax(worst, fabs(h[c * k + i] - ref) / fmax(fabs(ref), 1e-3));
                     }
                 }
-                const bool same_acts = memcmp(a.data(), a2.data(), ab) == 0;
+                const bool same_acts = f.as_quantize;
                 // In place.
                 CHECK(cudaMemcpy(dh2, dx, xb, cudaMemcpyDeviceToDevice));
                 norm_quantize(t, dh2, dw, eps, k, 0, n, dh2, da2, 0);
                 CHECK(cudaMemcpy(h2.data(), dh2, sizeof(float) * n * k, cudaMemcpyDeviceToHost));
                 CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
-                const bool in_place = memcmp(h.data(), h2.data(), sizeof(float) * n * k) == 0 && memcmp(a.data(), a2.data(), ab) == 0;
+                const bool in_place = memcmp(h.data(), h2.data(), sizeof(float) * n * k) == 0 && memcmp(f.acts.data(), a2.data(), ab) == 0;
                 // The last column alone (c0 = n - 1), as among the n.
                 norm_quantize(t, dx, dw, eps, k, n - 1, 1, dh2, da2, 0);
                 CHECK(cudaMemcpy(h2.data(), dh2 + (n - 1) * k, sizeof(float) * k, cudaMemcpyDeviceToHost));
@@ -343,16 +363,11 @@ int main(int argc, char ** argv) {
             CHECK(cudaMalloc(&da2, acts_bytes(k, MAX_COLS)));
             CHECK(cudaMemcpy(dgu, gu.data(), sizeof(float) * gu.size(), cudaMemcpyHostToDevice));
             for (int n : {1, 7, 16, 23, 32}) {
-                const size_t ab = acts_bytes(k, n);
-                CHECK(cudaMemset(da, 0x55, ab));
-                CHECK(cudaMemset(da2, 0x55, ab));
-                glu_quantize(t, dgu, dgu + k, 2 * k, 2 * k, k, 0, n, dh, da, 0);
-                quantize(t, dh, k, 0, n, n, 1, k, n * k, n * k, da2, 0);
-                std::vector<float> h(n * k), h2(k);
-                std::vector<uint8_t> a(ab), a2(ab);
-                CHECK(cudaMemcpy(h.data(), dh, sizeof(float) * n * k, cudaMemcpyDeviceToHost));
-                CHECK(cudaMemcpy(a.data(), da, ab, cudaMemcpyDeviceToHost));
-                CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
+                const Fused f = fused_as_quantize(t, k, n, dh, da, da2, [&] {
+                    glu_quantize(t, dgu, dgu + k, 2 * k, 2 * k, k, 0, n, dh, da, 0);
+                });
+                const std::vector<float> & h = f.h;
+                std::vector<float> h2(k);
                 double worst = 0.0;
                 for (int c = 0; c < n; ++c) {
                     for (int64_t i = 0; i < k; ++i) {
@@ -361,7 +376,7 @@ int main(int argc, char ** argv) {
                         worst = fmax(worst, fabs(h[c * k + i] - ref) / fmax(fabs(ref), 1e-3));
                     }
                 }
-                const bool same_acts = memcmp(a.data(), a2.data(), ab) == 0;
+                const bool same_acts = f.as_quantize;
                 glu_quantize(t, dgu, dgu + k, 2 * k, 2 * k, k, n - 1, 1, dh2, da2, 0);
                 CHECK(cudaMemcpy(h2.data(), dh2 + (n - 1) * k, sizeof(float) * k, cudaMemcpyDeviceToHost));
                 const bool alone = memcmp(h2.data(), &h[(n - 1) * k], sizeof(float) * k) == 0;

@@ -234,6 +234,27 @@ static __device__ __forceinline__ void load8(const float * p, float (&v)[8]) {
     v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 
+// The 8 floats at p (16-byte aligned) = v.
+static __device__ __forceinline__ void store8(float * p, const float (&v)[8]) {
+    ((float4 *) p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    ((float4 *) p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// The span sp and column c (of the 8 NT) of this warp, in a grid of one warp
+// per (span of values, column) (span_column_grid); false for a warp past
+// the last.
+template <WType T, int NT>
+static __device__ __forceinline__ bool span_column(const int nkb, int & sp, int & c) {
+    const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
+    const int nspan = nkb * 32 / scale_span(T);
+    if (item >= (int64_t) nspan * 8 * NT) {
+        return false;
+    }
+    sp = (int) (item / (8 * NT));
+    c = (int) (item % (8 * NT));
+    return true;
+}
+
 // The same from memory: span points at the span's values (null: a column
 // past the last, zeros).
 template <WType T, int NT>
@@ -256,13 +277,10 @@ __global__ void __launch_bounds__(256) quantize_kernel(const float * __restrict_
     constexpr int SPAN = scale_span(T);
     grid_release();
     grid_wait();
-    const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
-    const int nspan = nkb * 32 / SPAN;
-    if (item >= (int64_t) nspan * 8 * NT) {
+    int sp, c;
+    if (!span_column<T, NT>(nkb, sp, c)) {
         return;
     }
-    const int sp = (int) (item / (8 * NT));
-    const int c = (int) (item % (8 * NT));
     const float * span = nullptr;
     if (c < ncols) {
         const int cg = c0 + c;
@@ -350,9 +368,7 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
                 for (int e = 0; e < 8; ++e) {
                     v[j][e] = v[j][e] * scale * g[e];
                 }
-                float4 * dst = (float4 *) (hc + SPAN * sp + 8 * lane);
-                dst[0] = make_float4(v[j][0], v[j][1], v[j][2], v[j][3]);
-                dst[1] = make_float4(v[j][4], v[j][5], v[j][6], v[j][7]);
+                store8(hc + SPAN * sp + 8 * lane, v[j]);
             }
             quantize_values<T, NT>(v[j], buf, nkb, sp, c, lane);
         }
@@ -392,13 +408,10 @@ __global__ void __launch_bounds__(256) glu_quantize_kernel(const float * __restr
     constexpr int LANES = SPAN / 8;
     grid_release();
     grid_wait();
-    const int64_t item = (int64_t) blockIdx.x * blockDim.y + threadIdx.y;
-    const int nspan = nkb * 32 / SPAN;
-    if (item >= (int64_t) nspan * 8 * NT) {
+    int sp, c;
+    if (!span_column<T, NT>(nkb, sp, c)) {
         return;
     }
-    const int sp = (int) (item / (8 * NT));
-    const int c = (int) (item % (8 * NT));
     const int lane = threadIdx.x;
     float v[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     if (c < ncols && lane < LANES) {
@@ -410,9 +423,7 @@ __global__ void __launch_bounds__(256) glu_quantize_kernel(const float * __restr
         for (int e = 0; e < 8; ++e) {
             v[e] = g[e] / (1.0f + expf(-g[e])) * u[e];
         }
-        float4 * dst = (float4 *) (h + col * (32 * (int64_t) nkb) + at);
-        dst[0] = make_float4(v[0], v[1], v[2], v[3]);
-        dst[1] = make_float4(v[4], v[5], v[6], v[7]);
+        store8(h + col * (32 * (int64_t) nkb) + at, v);
     }
     quantize_values<T, NT>(v, buf, nkb, sp, c, lane);
 }
@@ -937,17 +948,21 @@ static inline bool supported(int64_t k) {
     return k > 0 && k % UNIT == 0;
 }
 
+// Blocks of 8 warps, one warp per (span of values, column of the n-tiles),
+// for k values a column (see span_column).
+template <WType T>
+static dim3 span_column_grid(int64_t k, int ncols) {
+    const int64_t items = k / scale_span(T) * 8 * n_tiles(ncols);
+    return dim3((unsigned) ((items + 7) / 8));
+}
+
 template <WType T>
 static void quantize_type(const float * x, int64_t k, int c0, int ncols, int n1, int n2, int64_t s1, int64_t s2,
                           int64_t s3, void * buf, cudaStream_t stream) {
     const int nkb = (int) (k / 32);
-    const int nt = n_tiles(ncols);
-    const int64_t items = k / scale_span(T) * 8 * nt;
-    const dim3 block(32, 8);
-    const dim3 grid((unsigned) ((items + 7) / 8));
     with_n_tiles(ncols, [&](auto n) {
-        launch_kernel(quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, x, buf, nkb, c0, ncols, n1, n2,
-                      s1, s2, s3);
+        launch_kernel(quantize_kernel<T, decltype(n)::value>, span_column_grid<T>(k, ncols), dim3(32, 8), 0, stream, x,
+                      buf, nkb, c0, ncols, n1, n2, s1, s2, s3);
     });
 }
 
@@ -968,12 +983,9 @@ template <WType T>
 static void glu_quantize_type(const float * gate, const float * up, int64_t gs, int64_t us, int64_t k, int c0,
                               int ncols, float * h, void * buf, cudaStream_t stream) {
     const int nkb = (int) (k / 32);
-    const int64_t items = k / scale_span(T) * 8 * n_tiles(ncols);
-    const dim3 block(32, 8);
-    const dim3 grid((unsigned) ((items + 7) / 8));
     with_n_tiles(ncols, [&](auto n) {
-        launch_kernel(glu_quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, gate, up, gs, us, h, buf, nkb,
-                      c0, ncols);
+        launch_kernel(glu_quantize_kernel<T, decltype(n)::value>, span_column_grid<T>(k, ncols), dim3(32, 8), 0,
+                      stream, gate, up, gs, us, h, buf, nkb, c0, ncols);
     });
 }
 
