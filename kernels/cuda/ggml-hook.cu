@@ -25,7 +25,8 @@
 // beyond what our attention takes in one launch (32 queries, 128 rows of
 // queries times heads per KV head) as many launches. An RMS norm whose
 // result goes to our matmul is computed with the quantizing of that result
-// in one kernel; our kernels are launched with programmatic dependent launch
+// in one kernel, and for a later Q6_K product of it too (Prequantized); our
+// kernels are launched with programmatic dependent launch
 // on sm_90 and later, as ggml-cuda launches its own.
 #include "ggml-cuda/common.cuh"
 
@@ -84,16 +85,14 @@ struct GluArgs {
     int64_t gs, us;
 };
 
-// dst = src0 src1 (+ add, laid out as dst, when not null); with norm or glu,
-// src1 is computed on the way (contiguous).
-static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
-                         const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr,
-                         const GluArgs * glu = nullptr) {
+// Whether our matmul computes dst = src0 src1, by the mode and the
+// tensors' types and layouts; type: src0's.
+static bool takes(const ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                  const ggml_tensor * dst, orthrus_mmv::WType & type) {
     const int mode = ggml_cuda_orthrus_mmv_mode();
     if (mode <= 0) {
         return false;
     }
-    orthrus_mmv::WType type;
     switch (src0->type) {
         case GGML_TYPE_Q4_K: type = orthrus_mmv::WType::Q4_K; break;
         case GGML_TYPE_Q6_K: type = orthrus_mmv::WType::Q6_K; break;
@@ -134,20 +133,60 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     // against 4.04 with ours preloading), ours from 8 (4.04 against 4.21; 16
     // rows 4.52 against 5.55).
     const bool few_q4_0 = ncols < 8 && type == orthrus_mmv::WType::Q4_0;
-    if (!orthrus_mmv::supported(k) || ncols < 1 || ncols > max_cols ||
-        (mode == 1 && (few || few_q4_0 || type == orthrus_mmv::WType::Q8_0))) {
+    return orthrus_mmv::supported(k) && ncols >= 1 && ncols <= max_cols &&
+           !(mode == 1 && (few || few_q4_0 || type == orthrus_mmv::WType::Q8_0));
+}
+
+// Q6_K's activations of an RMS norm's result, which norm_quantize made beside
+// Q4_K's for a later product of it (in Q4_K_M files, the attention's V of
+// Q6_K weights beside Q and K of Q4_K ones), so that that product skips its
+// quantize(). buf: the device's, made once (a CUDA graph captured with it
+// keeps its address), for rows of up to PRE_MAX_K values.
+struct Prequantized {
+    const ggml_tensor * consumer = nullptr;  // the MUL_MAT to take them, until it does
+    const ggml_tensor * src1 = nullptr;
+    const void * data = nullptr;
+    void * buf = nullptr;
+};
+constexpr int64_t PRE_MAX_K = 16384;
+static Prequantized g_pre[GGML_CUDA_MAX_DEVICES];
+
+// dst = src0 src1 (+ add, laid out as dst, when not null); with norm or glu,
+// src1 is computed on the way (contiguous); with norm, pre_q6_K (not null)
+// gets Q6_K's activations too (see Prequantized).
+static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * src0, const ggml_tensor * src1,
+                         const float * add, ggml_tensor * dst, const NormArgs * norm = nullptr,
+                         const GluArgs * glu = nullptr, void * pre_q6_K = nullptr) {
+    // Activations norm_quantize made for this product.
+    Prequantized & pre = g_pre[ctx.device];
+    const bool prequantized = !norm && !glu && pre.consumer == dst && pre.src1 == src1 && pre.data == src1->data;
+    if (pre.consumer == dst) {
+        pre.consumer = nullptr;
+    }
+    orthrus_mmv::WType type;
+    if (!takes(ctx, src0, src1, dst, type)) {
         return false;
     }
+    const int64_t k = src0->ne[0];
+    const int64_t nrows = src0->ne[1];
+    const int64_t ncols = src1->ne[1] * src1->ne[2] * src1->ne[3];
 
     set_pdl(ctx);
     cudaStream_t stream = ctx.stream();
+    const orthrus_mmv::Plan plan{orthrus_mmv::row_tiles(nrows), orthrus_mmv::default_variant(type), true};
+    if (prequantized) {
+        orthrus_mmv::launch(type, src0->data, pre.buf, add, (float *) dst->data, k, nrows, (int) ncols, src0->nb[1],
+                            nrows, stream, plan);
+        CUDA_CHECK(cudaGetLastError());
+        return true;
+    }
     ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) std::min<int64_t>(ncols, orthrus_mmv::MAX_COLS)));
     const int64_t ts = sizeof(float);
     for (int64_t c0 = 0; c0 < ncols; c0 += orthrus_mmv::MAX_COLS) {
         const int n = (int) std::min<int64_t>(ncols - c0, orthrus_mmv::MAX_COLS);
         if (norm) {
             orthrus_mmv::norm_quantize(type, norm->x, norm->w, norm->eps, k, (int) c0, n, (float *) src1->data,
-                                       acts.get(), stream);
+                                       acts.get(), stream, pre_q6_K);
         } else if (glu) {
             orthrus_mmv::glu_quantize(type, glu->gate, glu->up, glu->gs, glu->us, k, (int) c0, n, (float *) src1->data,
                                       acts.get(), stream);
@@ -156,8 +195,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
                                   src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
         }
         orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
-                            (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream,
-                            {orthrus_mmv::row_tiles(nrows), orthrus_mmv::default_variant(type), true});
+                            (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream, plan);
     }
     CUDA_CHECK(cudaGetLastError());
     return true;
@@ -187,6 +225,44 @@ bool ggml_cuda_orthrus_mul_mat_add(ggml_backend_cuda_context & ctx, const ggml_t
     return addable(add, dst) && mul_mat_into(ctx, src0, src1, (const float *) add->data, dst);
 }
 
+// A later product of the norm's result mul, among the nodes after i + 2,
+// that our matmul takes with Q6_K weights while the first (mm) has Q4_K
+// ones, so that norm_quantize makes Q6_K's activations too (see
+// Prequantized); null when there is none, or no buffer for them (it is made
+// outside a CUDA graph's capture).
+static const ggml_tensor * prequantized_for(ggml_backend_cuda_context & ctx, const ggml_cgraph * cgraph, int i,
+                                            const ggml_tensor * mm, const ggml_tensor * mul) {
+    Prequantized & pre = g_pre[ctx.device];
+    const int64_t k = mul->ne[0], ncols = mul->ne[1] * mul->ne[2] * mul->ne[3];
+    if (mm->src[0]->type != GGML_TYPE_Q4_K || k > PRE_MAX_K || ncols > orthrus_mmv::MAX_COLS) {
+        return nullptr;
+    }
+    // The V product follows Q and K's norms, RoPE and cache write: about
+    // a dozen nodes on.
+    constexpr int LOOK_AHEAD = 32;
+    const ggml_tensor * consumer = nullptr;
+    for (int j = i + 3; j < std::min(cgraph->n_nodes, i + 3 + LOOK_AHEAD) && !consumer; ++j) {
+        const ggml_tensor * n = cgraph->nodes[j];
+        orthrus_mmv::WType type;
+        if (n->op == GGML_OP_MUL_MAT && n->src[1] == mul && (n->flags & GGML_TENSOR_FLAG_COMPUTE) &&
+            n->src[0]->type == GGML_TYPE_Q6_K && takes(ctx, n->src[0], mul, n, type)) {
+            consumer = n;
+        }
+    }
+    if (!consumer) {
+        return nullptr;
+    }
+    if (!pre.buf) {
+        cudaStreamCaptureStatus capture;
+        CUDA_CHECK(cudaStreamIsCapturing(ctx.stream(), &capture));
+        if (capture != cudaStreamCaptureStatusNone) {
+            return nullptr;
+        }
+        CUDA_CHECK(cudaMalloc(&pre.buf, orthrus_mmv::acts_bytes(PRE_MAX_K, orthrus_mmv::MAX_COLS)));
+    }
+    return consumer;
+}
+
 // Nodes i, i+1, i+2 = RMS_NORM, MUL by its weight, MUL_MAT of the result, for
 // ggml-cuda's fusion loop (false: not fused, ggml goes on): the norm's result written, for any other use, and quantized for our
 // matmul in one kernel (orthrus_mmv::norm_quantize) instead of ggml's norm and
@@ -212,7 +288,18 @@ bool ggml_cuda_orthrus_norm_mul_mat(ggml_backend_cuda_context & ctx, ggml_cgraph
     }
     NormArgs norm{(const float *) x->data, (const float *) w->data, 0.0f};
     memcpy(&norm.eps, rms->op_params, sizeof(float));
-    return mul_mat_into(ctx, mm->src[0], mul, nullptr, mm, &norm);
+    Prequantized & pre = g_pre[ctx.device];
+    pre.consumer = nullptr;
+    const ggml_tensor * consumer = prequantized_for(ctx, cgraph, i, mm, mul);
+    if (!mul_mat_into(ctx, mm->src[0], mul, nullptr, mm, &norm, nullptr, consumer ? pre.buf : nullptr)) {
+        return false;
+    }
+    if (consumer) {
+        pre.consumer = consumer;
+        pre.src1 = mul;
+        pre.data = mul->data;
+    }
+    return true;
 }
 
 // Nodes i, i+1 (and i+2) = GLU (SwiGLU), MUL_MAT of its result (and ADD of

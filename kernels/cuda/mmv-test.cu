@@ -285,8 +285,10 @@ int main(int argc, char ** argv) {
 
     // norm_quantize(): h = rms_norm(x) * w against a float64 reference, then
     // quantized exactly as quantize() quantizes that h; in place (x = h) the
-    // same; and a column the same alone as among 16. Then its time and
-    // quantize()'s for 16 columns of 2048 and 4096.
+    // same; and a column the same alone as among 16. For Q4_K, with Q6_K's
+    // activations as a second output: those as quantize() makes them for
+    // Q6_K, Q4_K's unchanged. Then its time and quantize()'s for 16 columns
+    // of 2048 and 4096.
     // 10240: past the rows norm_quantize holds in registers (NORM_SPANS).
     for (WType t : {WType::Q4_K, WType::Q6_K, WType::Q8_0, WType::Q4_0}) {
         for (int64_t k : {ks[0], ks[1], ks[2], ks[3], (int64_t) 10240}) {
@@ -296,7 +298,7 @@ int main(int argc, char ** argv) {
             for (auto & v : x) v = urand(-2.0f, 2.0f);
             for (auto & v : w) v = urand(0.5f, 1.5f);
             float *dx, *dw, *dh, *dh2;
-            void *da, *da2;
+            void *da, *da2, *da3;
             const size_t xb = sizeof(float) * MAX_COLS * k;
             CHECK(cudaMalloc(&dx, xb));
             CHECK(cudaMalloc(&dh, xb));
@@ -304,6 +306,7 @@ int main(int argc, char ** argv) {
             CHECK(cudaMalloc(&dw, sizeof(float) * k));
             CHECK(cudaMalloc(&da, acts_bytes(k, MAX_COLS)));
             CHECK(cudaMalloc(&da2, acts_bytes(k, MAX_COLS)));
+            CHECK(cudaMalloc(&da3, acts_bytes(k, MAX_COLS)));
             CHECK(cudaMemcpy(dx, x.data(), xb, cudaMemcpyHostToDevice));
             CHECK(cudaMemcpy(dw, w.data(), sizeof(float) * k, cudaMemcpyHostToDevice));
             for (int n : {1, 7, 16, 23, 32}) {
@@ -334,14 +337,31 @@ int main(int argc, char ** argv) {
                 norm_quantize(t, dx, dw, eps, k, n - 1, 1, dh2, da2, 0);
                 CHECK(cudaMemcpy(h2.data(), dh2 + (n - 1) * k, sizeof(float) * k, cudaMemcpyDeviceToHost));
                 const bool alone = memcmp(h2.data(), &h[(n - 1) * k], sizeof(float) * k) == 0;
+                // Q4_K's and, as a second output, Q6_K's activations.
+                bool both = true;
+                if (t == WType::Q4_K) {
+                    std::vector<uint8_t> a3(ab);
+                    CHECK(cudaMemset(da2, 0x55, ab));
+                    CHECK(cudaMemset(da3, 0x55, ab));
+                    norm_quantize(t, dx, dw, eps, k, 0, n, dh2, da2, 0, da3);
+                    CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
+                    both = memcmp(a2.data(), f.acts.data(), ab) == 0;
+                    CHECK(cudaMemset(da2, 0x55, ab));
+                    quantize(WType::Q6_K, dh2, k, 0, n, n, 1, k, n * k, n * k, da2, 0);
+                    CHECK(cudaMemcpy(a2.data(), da2, ab, cudaMemcpyDeviceToHost));
+                    CHECK(cudaMemcpy(a3.data(), da3, ab, cudaMemcpyDeviceToHost));
+                    both = both && memcmp(a2.data(), a3.data(), ab) == 0;
+                }
                 CHECK(cudaGetLastError());
-                const bool ok = worst < 1e-5 && same_acts && in_place && alone;
+                const bool ok = worst < 1e-5 && same_acts && in_place && alone && both;
                 failures += !ok;
-                printf("%s norm_quantize k=%lld, %2d columns: error %.1e, as quantize() of its h %s, in place %s, a column alone %s: %s\n",
+                printf("%s norm_quantize k=%lld, %2d columns: error %.1e, as quantize() of its h %s, in place %s, a column alone %s%s: %s\n",
                        name(t), (long long) k, n, worst, same_acts ? "yes" : "NO", in_place ? "yes" : "NO",
-                       alone ? "the same" : "DIFFERS", ok ? "ok" : "FAILED");
+                       alone ? "the same" : "DIFFERS",
+                       t != WType::Q4_K ? "" : both ? ", with q6_K's too the same" : ", with q6_K's DIFFERENT",
+                       ok ? "ok" : "FAILED");
             }
-            cudaFree(dx); cudaFree(dh); cudaFree(dh2); cudaFree(dw); cudaFree(da); cudaFree(da2);
+            cudaFree(dx); cudaFree(dh); cudaFree(dh2); cudaFree(dw); cudaFree(da); cudaFree(da2); cudaFree(da3);
         }
     }
     // glu_quantize(): h = silu(gate) * up against a float64 reference (gate
@@ -410,12 +430,18 @@ int main(int argc, char ** argv) {
         CHECK(cudaMalloc(&da, acts_bytes(k, MAX_COLS)));
         CHECK(cudaMemset(dx, 0, sizeof(float) * MAX_COLS * k));
         CHECK(cudaMemset(dw, 0, sizeof(float) * k));
-        const float fused = graph_us([&](cudaStream_t st) { norm_quantize(WType::Q4_K, dx, dw, 1e-6f, k, 0, MAX_COLS, dh, da, st); });
-        const float alone = graph_us([&](cudaStream_t st) {
-            quantize(WType::Q4_K, dh, k, 0, MAX_COLS, MAX_COLS, 1, k, MAX_COLS * k, MAX_COLS * k, da, st);
+        void * da2;
+        CHECK(cudaMalloc(&da2, acts_bytes(k, MAX_COLS)));
+        const float fused = graph_us([&](cudaStream_t st) { norm_quantize(WType::Q4_K, dx, dw, 1e-6f, k, 0, 16, dh, da, st); });
+        const float with_q6 = graph_us([&](cudaStream_t st) {
+            norm_quantize(WType::Q4_K, dx, dw, 1e-6f, k, 0, 16, dh, da, st, da2);
         });
-        printf("q4_K 16 columns of %lld: norm_quantize %.2f us, quantize alone %.2f us\n", (long long) k, fused, alone);
-        cudaFree(dx); cudaFree(dh); cudaFree(dw); cudaFree(da);
+        const float alone = graph_us([&](cudaStream_t st) {
+            quantize(WType::Q4_K, dh, k, 0, 16, 16, 1, k, 16 * k, 16 * k, da, st);
+        });
+        printf("q4_K 16 columns of %lld: norm_quantize %.2f us (with q6_K's too %.2f), quantize alone %.2f us\n",
+               (long long) k, fused, with_q6, alone);
+        cudaFree(dx); cudaFree(dh); cudaFree(dw); cudaFree(da); cudaFree(da2);
     }
 
     // Timing on the models' shapes (rows x K): microseconds per product

@@ -321,11 +321,13 @@ constexpr int NORM_SPANS = 4;
 // sqrt(mean(x^2) + eps) * w, written to h and quantized by its 8 warps as
 // quantize() would quantize h. x may be h. For the K-quants warp w holds
 // spans w, w + 8, ... of x (8 values a lane, as quantize_values takes them),
-// so that h is quantized from registers, not read back.
+// so that h is quantized from registers, not read back. For a K-quant T,
+// buf_q6_K (unless null) also gets h as quantize() quantizes it for Q6_K
+// weights: the same values, in Q6_K's order (a second product of h).
 template <WType T, int NT>
 __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, const float * __restrict__ w, const float eps,
-                                                            float * h, void * buf, const int nkb, const int c0,
-                                                            const int ncols) {
+                                                            float * h, void * buf, void * buf_q6_K, const int nkb,
+                                                            const int c0, const int ncols) {
     constexpr int SPAN = scale_span(T);
     grid_release();
     grid_wait();
@@ -371,6 +373,9 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
                 store8(hc + SPAN * sp + 8 * lane, v[j]);
             }
             quantize_values<T, NT>(v[j], buf, nkb, sp, c, lane);
+            if (buf_q6_K) {
+                quantize_values<WType::Q6_K, NT>(v[j], buf_q6_K, nkb, sp, c, lane);
+            }
         }
         return;
     }
@@ -391,6 +396,9 @@ __global__ void __launch_bounds__(256) norm_quantize_kernel(const float * x, con
     }
     for (int sp = warp; sp < nspan; sp += 8) {
         quantize_span<T, NT>(c < ncols ? hc + (int64_t) SPAN * sp : nullptr, buf, nkb, sp, c, lane);
+        if (SPAN == UNIT && buf_q6_K) {
+            quantize_span<WType::Q6_K, NT>(c < ncols ? hc + (int64_t) SPAN * sp : nullptr, buf_q6_K, nkb, sp, c, lane);
+        }
     }
 }
 
@@ -968,14 +976,14 @@ static void quantize_type(const float * x, int64_t k, int c0, int ncols, int n1,
 
 template <WType T>
 static void norm_quantize_type(const float * x, const float * w, float eps, int64_t k, int c0, int ncols, float * h,
-                               void * buf, cudaStream_t stream) {
+                               void * buf, void * buf_q6_K, cudaStream_t stream) {
     const int nkb = (int) (k / 32);
     const int nt = n_tiles(ncols);
     const dim3 block(32, 8);
     const dim3 grid((unsigned) (8 * nt));
     with_n_tiles(ncols, [&](auto n) {
-        launch_kernel(norm_quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, x, w, eps, h, buf, nkb, c0,
-                      ncols);
+        launch_kernel(norm_quantize_kernel<T, decltype(n)::value>, grid, block, 0, stream, x, w, eps, h, buf,
+                      buf_q6_K, nkb, c0, ncols);
     });
 }
 
@@ -1007,15 +1015,17 @@ static inline void glu_quantize(WType type, const float * gate, const float * up
 // h = x / sqrt(mean(x^2) + eps) * w for columns c0 .. c0 + ncols - 1 (1 to
 // MAX_COLS) of x and h, k floats each (whole units), contiguous; then h
 // quantized into buf as quantize() would quantize it, for a product with
-// weights of `type`. x, w and h 16-byte aligned; x may be h. Asynchronous on
+// weights of `type`. x, w and h 16-byte aligned; x may be h. buf_q6_K: null,
+// or (for Q4_K, whose values differ from Q6_K's in order only) where h is
+// also quantized as for Q6_K weights, acts_bytes(k, ncols). Asynchronous on
 // `stream`.
 static inline void norm_quantize(WType type, const float * x, const float * w, float eps, int64_t k, int c0, int ncols,
-                                 float * h, void * buf, cudaStream_t stream) {
+                                 float * h, void * buf, cudaStream_t stream, void * buf_q6_K = nullptr) {
     switch (type) {
-        case WType::Q4_K: norm_quantize_type<WType::Q4_K>(x, w, eps, k, c0, ncols, h, buf, stream); break;
-        case WType::Q6_K: norm_quantize_type<WType::Q6_K>(x, w, eps, k, c0, ncols, h, buf, stream); break;
-        case WType::Q8_0: norm_quantize_type<WType::Q8_0>(x, w, eps, k, c0, ncols, h, buf, stream); break;
-        case WType::Q4_0: norm_quantize_type<WType::Q4_0>(x, w, eps, k, c0, ncols, h, buf, stream); break;
+        case WType::Q4_K: norm_quantize_type<WType::Q4_K>(x, w, eps, k, c0, ncols, h, buf, buf_q6_K, stream); break;
+        case WType::Q6_K: norm_quantize_type<WType::Q6_K>(x, w, eps, k, c0, ncols, h, buf, nullptr, stream); break;
+        case WType::Q8_0: norm_quantize_type<WType::Q8_0>(x, w, eps, k, c0, ncols, h, buf, nullptr, stream); break;
+        case WType::Q4_0: norm_quantize_type<WType::Q4_0>(x, w, eps, k, c0, ncols, h, buf, nullptr, stream); break;
     }
 }
 
