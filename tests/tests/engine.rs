@@ -1610,6 +1610,64 @@ fn graphs_put_fusable_nodes_next_to_each_other() {
     assert_eq!(count(&ops, &["MUL_MAT", "GLU"]), n_layer, "exact: {ops:?}");
 }
 
+/// In Q4_K_M files some layers' V is Q6_K while Q and K are Q4_K: on a GPU
+/// the attention norm's kernel then quantizes its result for the V product
+/// too, found among the 32 nodes after the Q and K product
+/// (`kernels/cuda/ggml-hook.cu`, `prequantized_for`). The V product must stay
+/// that close to the norm.
+#[test]
+fn a_v_product_of_its_own_type_follows_the_attention_norm_closely() {
+    use orthrus_engine::backend_layout::Attention;
+    use orthrus_engine::graph::{self, Shape};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q4_k_m.gguf");
+    let opts = orthrus_convert::Options {
+        input: published(dir.path(), "Orthrus-Qwen3-1.7B"),
+        output: path.clone(),
+        file_type: FileType::Q4_K_M,
+        head_type: None,
+        split: false,
+        name: None,
+    };
+    orthrus_convert::convert(&opts, &mut |_, _| {}).unwrap();
+    let model = Model::load(&path, &cpu()).unwrap();
+    let cache = KvCache::new(&model, 512, GgmlType::F16).unwrap();
+    let mut apart = 0;
+    for view in [View::Ar, View::Diffusion] {
+        let shape = Shape {
+            view,
+            step: false,
+            n_tokens: 16,
+            n_kv: 256,
+            n_out: 16,
+            logits: Logits::None,
+            col_group: 0,
+            attention: Attention::Fused,
+            mask_on_device: false,
+        };
+        let nodes = graph::build(&model, &cache, shape).nodes();
+        let at = |name: &str| nodes.iter().position(|(_, n)| n == name);
+        for il in 0..model.hparams.n_layer {
+            // Vcur is a view of the stacked product, or a product of its own.
+            let v = at(&format!("Vcur-{il}")).expect("named");
+            if nodes[v].0 != "MUL_MAT" {
+                continue;
+            }
+            apart += 1;
+            let norm = at(&format!("attn_norm-{il}")).expect("named");
+            assert_eq!(nodes[norm - 1].0, "RMS_NORM", "{view:?} layer {il}");
+            assert_eq!(nodes[norm + 1].0, "MUL_MAT", "{view:?} layer {il}");
+            // The norm is node i, the Q and K product i + 2, V from i + 3 to i + 34.
+            assert!(
+                v > norm + 1 && v <= norm + 33,
+                "{view:?} layer {il}: the norm at {norm}, V at {v}"
+            );
+        }
+    }
+    // The 2-layer model's last layer gets more bits (Q6_K V) in both views.
+    assert_eq!(apart, 2);
+}
+
 /// Prompts of many lengths (a graph each) between two generations do not
 /// push out the graphs that decoding cycles through: the second generation
 /// builds only what its prompt does.

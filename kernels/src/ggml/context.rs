@@ -704,14 +704,21 @@ impl<'w> OwnedGraph<'w> {
     /// The graph's nodes' operations in the order a backend computes them
     /// (ggml's names: "MUL_MAT", "GLU", "SET_ROWS", ...).
     pub fn ops(&self) -> Vec<String> {
+        self.nodes().into_iter().map(|(op, _)| op).collect()
+    }
+
+    /// The graph's nodes in the order a backend computes them: each one's
+    /// operation (as [`Self::ops`]) and tensor name.
+    pub fn nodes(&self) -> Vec<(String, String)> {
         // SAFETY: reading the node list of the graph built; ggml's names are static strings.
         unsafe {
             (0..sys::ggml_graph_n_nodes(self.graph.as_ptr()))
                 .map(|i| {
                     let node = sys::ggml_graph_node(self.graph.as_ptr(), i);
-                    CStr::from_ptr(sys::ggml_op_name((*node).op))
+                    let op = CStr::from_ptr(sys::ggml_op_name((*node).op))
                         .to_string_lossy()
-                        .into_owned()
+                        .into_owned();
+                    (op, Tensor::from_raw(node).name())
                 })
                 .collect()
         }
