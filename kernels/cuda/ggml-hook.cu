@@ -140,8 +140,9 @@ static bool takes(const ggml_backend_cuda_context & ctx, const ggml_tensor * src
 // Q6_K's activations of an RMS norm's result, which norm_quantize made beside
 // Q4_K's for a later product of it (in Q4_K_M files, the attention's V of
 // Q6_K weights beside Q and K of Q4_K ones), so that that product skips its
-// quantize(). buf: the device's, made once (a CUDA graph captured with it
-// keeps its address), for rows of up to PRE_MAX_K values.
+// quantize(). Per thread that computes graphs and device: one graph's
+// products on each at a time. buf: made once and kept (a CUDA graph captured
+// with it keeps its address), for rows of up to PRE_MAX_K values.
 struct Prequantized {
     const ggml_tensor * consumer = nullptr;  // the MUL_MAT to take them, until it does
     const ggml_tensor * src1 = nullptr;
@@ -149,7 +150,7 @@ struct Prequantized {
     void * buf = nullptr;
 };
 constexpr int64_t PRE_MAX_K = 16384;
-static Prequantized g_pre[GGML_CUDA_MAX_DEVICES];
+static thread_local Prequantized g_pre[GGML_CUDA_MAX_DEVICES];
 
 // dst = src0 src1 (+ add, laid out as dst, when not null); with norm or glu,
 // src1 is computed on the way (contiguous); with norm, pre_q6_K (not null)
