@@ -7,6 +7,10 @@
 //! draft lengths), which lets auto mode's replays
 //! (engine/src/draft_policy.rs) price any sequence of draft lengths.
 //!
+//! Beside it, the AR view's probability of its own greedy token at each
+//! position (`confidence_at`): how sure the model was of the token a step
+//! at n starts from, a signal a draft policy could read before drafting.
+//!
 //! `acceptance_oracle MODEL.gguf PROMPTS.json [N] [D] [CONTINUATIONS.json]`
 //! prints JSON. CONTINUATIONS.json (a JSON array of token-id arrays, one
 //! per prompt, such as a mode's entry under "tokens" in `bench
@@ -48,6 +52,7 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let mut session = Session::new(&model, &cache, threads, 512).expect("session");
     let mut out = Vec::new();
+    let mut confidences = Vec::new();
     for (i, p) in prompts.iter().enumerate() {
         let prompt = tok.encode(p).expect("tokenize");
         let seq = match &given {
@@ -75,7 +80,22 @@ fn main() {
         // the slots before it and writes its own as scratch, so from the
         // last position back every block finds its context intact.
         let mut accepted = vec![0usize; seq.len()];
+        let mut confidence = vec![0f32; seq.len()];
         for n in (0..seq.len()).rev() {
+            // The pass that chose seq[n] (the prompt's last token's, for n =
+            // 0) again: the same K/V as in the cache, and its logits.
+            let at = prompt.len() + n - 1;
+            let from = if n == 0 {
+                prompt[prompt.len() - 1]
+            } else {
+                seq[n - 1]
+            };
+            let ar = session
+                .forward(View::Ar, &[from], at, 1, true)
+                .expect("AR pass");
+            let top = ar.logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            let sum: f32 = ar.logits.iter().map(|&l| (l - top).exp()).sum();
+            confidence[n] = 1.0 / sum;
             let d = d_max.min(seq.len() - 1 - n);
             if d == 0 {
                 continue;
@@ -97,6 +117,7 @@ fn main() {
             accepted.iter().sum::<usize>() as f64 / accepted.len() as f64
         );
         out.push(accepted);
+        confidences.push(confidence);
     }
     let what = format!(
         "Per prompt of {}, at each position n of the greedy continuation ({n_gen} tokens), the drafts of a block of {} starting there that equal the continuation (acceptance_oracle).",
@@ -105,6 +126,6 @@ fn main() {
     );
     println!(
         "{}",
-        serde_json::json!({ "what": what, "accepted_at": out })
+        serde_json::json!({ "what": what, "accepted_at": out, "confidence_at": confidences })
     );
 }
