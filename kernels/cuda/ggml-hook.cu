@@ -175,17 +175,18 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
     set_pdl(ctx);
     cudaStream_t stream = ctx.stream();
     const orthrus_mmv::Plan plan{orthrus_mmv::row_tiles(nrows), orthrus_mmv::default_variant(type), true};
-    if (prequantized) {
-        orthrus_mmv::launch(type, src0->data, pre.buf, add, (float *) dst->data, k, nrows, (int) ncols, src0->nb[1],
-                            nrows, stream, plan);
-        CUDA_CHECK(cudaGetLastError());
-        return true;
+    // The activations: quantized here, MAX_COLS columns at a time, unless
+    // norm_quantize made them (at most MAX_COLS columns, see prequantized_for).
+    ggml_cuda_pool_alloc<char> acts(ctx.pool());
+    if (!prequantized) {
+        acts.alloc(orthrus_mmv::acts_bytes(k, (int) std::min<int64_t>(ncols, orthrus_mmv::MAX_COLS)));
     }
-    ggml_cuda_pool_alloc<char> acts(ctx.pool(), orthrus_mmv::acts_bytes(k, (int) std::min<int64_t>(ncols, orthrus_mmv::MAX_COLS)));
     const int64_t ts = sizeof(float);
     for (int64_t c0 = 0; c0 < ncols; c0 += orthrus_mmv::MAX_COLS) {
         const int n = (int) std::min<int64_t>(ncols - c0, orthrus_mmv::MAX_COLS);
-        if (norm) {
+        if (prequantized) {
+            // Made already.
+        } else if (norm) {
             orthrus_mmv::norm_quantize(type, norm->x, norm->w, norm->eps, k, (int) c0, n, (float *) src1->data,
                                        acts.get(), stream, pre_q6_K);
         } else if (glu) {
@@ -195,7 +196,7 @@ static bool mul_mat_into(ggml_backend_cuda_context & ctx, const ggml_tensor * sr
             orthrus_mmv::quantize(type, (const float *) src1->data, k, (int) c0, n, src1->ne[1], src1->ne[2],
                                   src1->nb[1] / ts, src1->nb[2] / ts, src1->nb[3] / ts, acts.get(), stream);
         }
-        orthrus_mmv::launch(type, src0->data, acts.get(), add ? add + c0 * nrows : nullptr,
+        orthrus_mmv::launch(type, src0->data, prequantized ? pre.buf : acts.get(), add ? add + c0 * nrows : nullptr,
                             (float *) dst->data + c0 * nrows, k, nrows, n, src0->nb[1], nrows, stream, plan);
     }
     CUDA_CHECK(cudaGetLastError());
