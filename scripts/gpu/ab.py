@@ -8,7 +8,8 @@ B look 2% quicker on passes it did not change.
     python3 scripts/gpu/ab.py [--rounds N] [--deadline EPOCH] [--out DIR]
         A B -- BENCH ARGS...
 
-A and B: comma-separated NAME=VALUE environment settings, or "-" for none.
+A and B: comma-separated NAME=VALUE environment settings, or "-" for none;
+ORTHRUS_BIN among them runs that setting with another binary (two builds).
 BENCH ARGS: what `orthrus bench` takes besides --json (the model, the
 prompt); ORTHRUS_BIN names the binary (default gpu-carry/bin/orthrus, which
 on the GPU machine runs once build-cuda.sh has built libggml-cuda.so beside it,
@@ -100,11 +101,12 @@ def main():
         for s in pair:
             if args.deadline is not None and time.time() > args.deadline:
                 continue
+            exe = env[s].get("ORTHRUS_BIN", binary)
             try:
-                done = subprocess.run([binary, "bench", *bench, "--json"], env={**os.environ, **env[s]},
+                done = subprocess.run([exe, "bench", *bench, "--json"], env={**os.environ, **env[s]},
                                       capture_output=True, text=True)
             except OSError as e:
-                sys.exit(f"ab.py: {binary}: {e} (set ORTHRUS_BIN)")
+                sys.exit(f"ab.py: {exe}: {e} (set ORTHRUS_BIN)")
             if done.returncode != 0:
                 sys.exit(f"ab.py: setting {s}, round {r}: {done.stderr.strip()[-500:]}")
             result = json.loads(done.stdout)

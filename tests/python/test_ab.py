@@ -77,6 +77,19 @@ def test_a_fixed_order_would_have_shown_the_drift(tmp_path):
     assert float(row(done.stdout, "ar_1")[3].rstrip("%")) > 1.5, done.stdout
 
 
+def test_a_setting_can_name_another_binary(tmp_path):
+    # Two builds compared: B's ORTHRUS_BIN is a copy of the stand-in that
+    # always runs as FAST; A keeps the default binary.
+    env = stand_in(tmp_path)
+    other = tmp_path / "other"
+    other.write_text(STAND_IN.replace('os.environ.get("FAST")', "True"))
+    other.chmod(0o755)
+    done = run(["--rounds", "2", "-", f"ORTHRUS_BIN={other}", "--", "-m", "x.gguf"], env)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "log").read_text().split() == ["A", "B", "B", "A"]
+    assert float(row(done.stdout, "step_15")[3].rstrip("%")) < -9.5, done.stdout
+
+
 def test_bad_input_gets_a_message(tmp_path):
     env = stand_in(tmp_path)
     bad_setting = run(["NOEQUALS", "-", "--", "-m", "x.gguf"], env)
