@@ -125,7 +125,8 @@ fn run(cli: Cli) -> Result<()> {
         .clone()
         .unwrap_or_else(|| file_name.trim_end_matches(".gguf").to_string());
     let metrics = Arc::new(Metrics::default());
-    let (info, jobs) = worker::start(cli.model.clone(), cli.queue_size as usize, metrics.clone())?;
+    let (info, jobs, stopped) =
+        worker::start(cli.model.clone(), cli.queue_size as usize, metrics.clone())?;
     let g = &cli.guard;
     let limits = Limits {
         header_timeout: Duration::from_secs_f64(g.header_timeout),
@@ -152,7 +153,7 @@ fn run(cli: Cli) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(async move {
+    let served = rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("cannot listen on {addr}"))?;
@@ -175,7 +176,18 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
         }
-    })
+    });
+    // The model thread frees its GPU buffers once the connections' tasks,
+    // which hold the jobs' sender, are gone; it must finish before the
+    // process exits, or the CUDA runtime, torn down at exit, fails those
+    // frees and ggml aborts.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    if stopped.wait(Duration::from_secs(30)) {
+        eprintln!("orthrus-server: stopped");
+    } else {
+        eprintln!("orthrus-server: the model thread did not stop within 30 s; exiting without it");
+    }
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

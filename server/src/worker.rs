@@ -67,23 +67,39 @@ pub struct Outcome {
     pub mode: Mode,
 }
 
+/// Says when the model thread has ended, its model and buffers freed: it
+/// ends once every sender of jobs is dropped (and the job it runs, if any,
+/// is done or cancelled).
+pub struct Stopped(std::sync::mpsc::Receiver<()>);
+
+impl Stopped {
+    /// Whether the model thread ended within `timeout`.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        matches!(
+            self.0.recv_timeout(timeout),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        )
+    }
+}
+
 /// Loads the model on its own thread and starts serving jobs; returns once
 /// the model is loaded (or failed to load).
 pub fn start(
     args: ModelArgs,
     queue: usize,
     metrics: Arc<Metrics>,
-) -> anyhow::Result<(ModelInfo, mpsc::Sender<Job>)> {
+) -> anyhow::Result<(ModelInfo, mpsc::Sender<Job>, Stopped)> {
     let (jobs, rx) = mpsc::channel::<Job>(queue.max(1));
     let (ready, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let (alive, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("model".into())
-        .spawn(move || serve(args, rx, ready, metrics))?;
+        .spawn(move || serve(args, rx, ready, metrics, alive))?;
     let info = ready_rx
         .recv()
         .map_err(|_| anyhow::anyhow!("the model thread ended while loading"))?
         .map_err(anyhow::Error::msg)?;
-    Ok((info, jobs))
+    Ok((info, jobs, Stopped(stopped)))
 }
 
 fn serve(
@@ -91,11 +107,14 @@ fn serve(
     jobs: mpsc::Receiver<Job>,
     ready: std::sync::mpsc::SyncSender<Result<ModelInfo, String>>,
     metrics: Arc<Metrics>,
+    alive: std::sync::mpsc::Sender<()>,
 ) {
     // Errors can only come from loading, before `ready` says the model is up.
     if let Err(e) = load_and_serve(args, jobs, &ready, metrics) {
         let _ = ready.send(Err(e.to_string()));
     }
+    // Dropped after the session, cache and model (load_and_serve's locals).
+    drop(alive);
 }
 
 fn load_and_serve(

@@ -276,6 +276,28 @@ def test_block_32_model_served_in_the_community_layout(tmp_path):
         s.stop()
 
 
+def test_sigterm_stops_the_model_before_exiting(model, tmp_path):
+    # The model thread frees the model's buffers before the process exits,
+    # a generation in flight cancelled: with CUDA, a free left to run during
+    # exit's runtime teardown made ggml abort.
+    s = Server(model, tmp_path / "server.log")
+    status, _, _ = s.call("POST", "/completion", {"prompt": "def add(a, b):", "n_predict": 8})
+    assert status == 200
+    c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=60)
+    c.request("POST", "/completion", body=json.dumps(
+        {"prompt": "def add(a, b):", "n_predict": 900, "ignore_eos": True, "stream": True}),
+        headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200 and r.readline().startswith(b"data: ")
+    s.proc.terminate()
+    assert s.proc.wait(timeout=60) == 0
+    c.close()
+    s.log.close()
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    assert "orthrus-server: shutting down" in lines, lines[-5:]
+    assert lines[-1] == "orthrus-server: stopped", lines[-5:]
+
+
 def test_api_key(model, tmp_path):
     s = Server(model, tmp_path / "key.log", "--api-key", KEY, "--alias", "orthrus-tiny")
     try:
