@@ -142,6 +142,11 @@ struct BenchArgs {
     /// How many random prompts (with --random-prompt-len).
     #[arg(long = "random-prompts", default_value_t = 3)]
     random_prompts: usize,
+    /// Runs of the whole prompt set in every mode (llama-bench's -r): on a
+    /// machine whose speed drifts, the ratios of several agree better than
+    /// one's.
+    #[arg(short = 'r', long = "repetitions", default_value_t = 1)]
+    repetitions: usize,
     #[command(flatten)]
     draft: DraftArgs,
     /// Sampling of every mode (greedy by default).
@@ -156,9 +161,9 @@ struct BenchArgs {
     #[arg(long)]
     json: bool,
     /// Write every step of the orthrus and auto generations to this file
-    /// (JSON: per mode, per prompt, [position, drafts, rows, accepted,
-    /// microseconds, built a graph]; under "tokens", per mode, each
-    /// prompt's generated tokens).
+    /// (JSON: per mode, per repetition and prompt, [position, drafts, rows,
+    /// accepted, microseconds, built a graph]; under "tokens", per mode,
+    /// each of those generations' tokens).
     #[arg(long = "steps-out")]
     steps_out: Option<std::path::PathBuf>,
 }
@@ -326,6 +331,7 @@ const BENCH_PROMPTS: [&str; 3] = [
 
 /// Random prompts a bench runs at most (each is run in every mode).
 const MAX_RANDOM_PROMPTS: usize = 1000;
+const MAX_REPETITIONS: usize = 1000;
 
 /// One mode's generations in a bench run, summed over the prompts.
 #[derive(Clone, Default)]
@@ -349,7 +355,7 @@ struct ModeTotals {
 }
 
 impl ModeTotals {
-    fn add(&mut self, g: orthrus_engine::Generation) {
+    fn add(&mut self, g: &orthrus_engine::Generation) {
         let s = &g.stats;
         self.prompt_tokens += s.prompt_tokens;
         self.prompt_seconds += s.prompt_seconds;
@@ -363,7 +369,7 @@ impl ModeTotals {
         self.ar_step_seconds += s.ar_step_seconds;
         self.build_steps += s.build_steps;
         self.build_seconds += s.build_seconds;
-        self.tokens.push(g.tokens);
+        self.tokens.push(g.tokens.clone());
         let steps: Vec<serde_json::Value> = g
             .steps
             .iter()
@@ -406,6 +412,12 @@ impl ModeTotals {
 }
 
 fn bench(a: BenchArgs) -> Result<()> {
+    if !(1..=MAX_REPETITIONS).contains(&a.repetitions) {
+        bail!(
+            "--repetitions {}: from 1 to {MAX_REPETITIONS}",
+            a.repetitions
+        );
+    }
     if a.random_prompts > MAX_RANDOM_PROMPTS {
         bail!(
             "--random-prompts {}: at most {MAX_RANDOM_PROMPTS}",
@@ -481,28 +493,53 @@ fn bench(a: BenchArgs) -> Result<()> {
     // shifting prompts, prose whose drafts were rejected) kept the first
     // measured generations to AR steps.
     session.set_history(Default::default());
-    // Each prompt runs in every mode, the modes in turn starting one later
-    // each prompt, so that a device that drifts (clocks, heat) over the run
-    // does not favour the mode that always runs first.
+    // Each prompt runs in every mode, in an order that changes from run to
+    // run so that a device that drifts (clocks, heat) does not favour one
+    // mode: the modes in turn starting one later each time, and every
+    // second round of turns backwards, so that each mode runs as often
+    // after each other one as before it. (Turns alone ran auto after
+    // orthrus two times in three, ar after auto: on this 2-core machine
+    // auto's AR steps were then 3.5-4% slower than ar's, the same steps.)
     let mut totals = vec![ModeTotals::default(); modes.len()];
-    for (i, p) in prompts.iter().enumerate() {
-        for k in 0..modes.len() {
-            let m = (i + k) % modes.len();
-            let params = GenerateParams {
-                mode: modes[m],
-                max_tokens: a.n_predict,
-                ignore_eos: true,
-                draft_max,
-                sampling,
-            };
-            let g = generate(&mut session, p, &params, &mut |_| true)?;
-            totals[m].add(g);
+    let mut per_repetition = Vec::with_capacity(a.repetitions);
+    for r in 0..a.repetitions {
+        let mut rep = vec![ModeTotals::default(); modes.len()];
+        for (i, p) in prompts.iter().enumerate() {
+            let turn = r * prompts.len() + i;
+            let backwards = (turn / modes.len()) % 2 == 1;
+            for k in 0..modes.len() {
+                let k = if backwards { modes.len() - 1 - k } else { k };
+                let m = (turn + k) % modes.len();
+                let params = GenerateParams {
+                    mode: modes[m],
+                    max_tokens: a.n_predict,
+                    ignore_eos: true,
+                    draft_max,
+                    sampling,
+                };
+                let g = generate(&mut session, p, &params, &mut |_| true)?;
+                totals[m].add(&g);
+                rep[m].add(&g);
+            }
         }
+        per_repetition.push(rep);
     }
     let results: Vec<serde_json::Value> = modes
         .iter()
         .zip(&totals)
         .map(|(mode, t)| t.json(*mode))
+        .collect();
+    // Each repetition's auto / the faster of ar and orthrus.
+    let rep_rate = |t: &[ModeTotals], m: Mode| {
+        let i = modes.iter().position(|&x| x == m)?;
+        Some(t[i].generated as f64 / t[i].generation_seconds)
+    };
+    let auto_vs_best_each: Vec<f64> = per_repetition
+        .iter()
+        .filter_map(|t| {
+            let best = rep_rate(t, Mode::Ar)?.max(rep_rate(t, Mode::Orthrus)?);
+            Some(rep_rate(t, Mode::Auto)? / best)
+        })
         .collect();
     if let Some(path) = &a.steps_out {
         let mut steps: serde_json::Map<String, serde_json::Value> = modes
@@ -523,7 +560,11 @@ fn bench(a: BenchArgs) -> Result<()> {
         std::fs::write(path, serde_json::Value::Object(steps).to_string())
             .with_context(|| format!("{}", path.display()))?;
     }
-    let outputs: Vec<Vec<Vec<u32>>> = totals.into_iter().map(|t| t.tokens).collect();
+    // The first repetition's outputs (later ones write the same greedy text).
+    let outputs: Vec<Vec<Vec<u32>>> = totals
+        .into_iter()
+        .map(|t| t.tokens.into_iter().take(prompts.len()).collect())
+        .collect();
     let mut check = serde_json::Value::Null;
     if a.check && outputs.len() > 1 {
         let mut divergences = Vec::new();
@@ -625,11 +666,11 @@ fn bench(a: BenchArgs) -> Result<()> {
     if a.json {
         println!(
             "{}",
-            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "sampling": sampling_json, "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "auto_step_ms": costs, "pass_ms": passes, "check": check })
+            serde_json::json!({ "model": a.model.model, "devices": devices, "cache_type": l.cache_type.name(), "exact": l.exact, "exact_matmul": session.exact_matmul(), "sampling": sampling_json, "results": results, "speedup": speedup, "auto_vs_best": auto_vs_best, "repetitions": a.repetitions, "auto_vs_best_each": auto_vs_best_each, "auto_step_ms": costs, "pass_ms": passes, "check": check })
         );
     } else {
         println!(
-            "model {} on {} ({} threads, {} cache{}), {} prompts x {} tokens, {}",
+            "model {} on {} ({} threads, {} cache{}), {} prompts x {} tokens{}, {}",
             a.model.model.display(),
             devices.join("+"),
             l.threads,
@@ -641,6 +682,10 @@ fn bench(a: BenchArgs) -> Result<()> {
             },
             prompts.len(),
             a.n_predict,
+            match a.repetitions {
+                1 => String::new(),
+                r => format!(" x {r} repetitions"),
+            },
             if sampling.is_greedy() {
                 "greedy".to_string()
             } else {
@@ -680,6 +725,13 @@ fn bench(a: BenchArgs) -> Result<()> {
         }
         if l.model.is_orthrus() {
             println!("speedup orthrus / ar: {speedup:.2}x; auto / the faster of them: {auto_vs_best:.2}x");
+            if a.repetitions > 1 {
+                let each: Vec<String> = auto_vs_best_each
+                    .iter()
+                    .map(|x| format!("{x:.3}"))
+                    .collect();
+                println!("auto / the faster, each repetition: {}", each.join(", "));
+            }
         }
         if !costs.is_empty() {
             println!(

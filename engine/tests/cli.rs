@@ -277,6 +277,10 @@ fn errors_are_one_line() {
             ],
             "at most 1000",
         ),
+        (
+            vec!["bench", "-m", m, "--device", "CPU", "-r", "0"],
+            "--repetitions 0: from 1 to 1000",
+        ),
     ] {
         let out = orthrus(&args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -413,4 +417,54 @@ fn bench_steps_out_has_every_step_and_the_tokens() {
         assert!(committed + 1 >= n as u64, "{mode}: {committed} committed");
     }
     assert!(log.get("ar").is_none(), "AR steps are not logged");
+}
+
+#[test]
+fn bench_repetitions_run_every_prompt_in_every_mode_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let m =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny-orthrus/tiny-orthrus-q8_0.gguf");
+    let steps = dir.path().join("steps.json");
+    let (n, reps, prompts) = (6, 3, 2);
+    let out = orthrus(&[
+        "bench",
+        "-m",
+        m.to_str().unwrap(),
+        "--device",
+        "CPU",
+        "-p",
+        "def add(a, b):",
+        "-p",
+        "The capital of France",
+        "-n",
+        &n.to_string(),
+        "-r",
+        &reps.to_string(),
+        "--check",
+        "--json",
+        "--steps-out",
+        steps.to_str().unwrap(),
+    ]);
+    let j = json(&out);
+    assert_eq!(j["repetitions"], reps);
+    let each = j["auto_vs_best_each"].as_array().unwrap();
+    assert_eq!(each.len(), reps, "{each:?}");
+    assert!(each.iter().all(|x| x.as_f64().unwrap() > 0.0), "{each:?}");
+    // The check compares one repetition's outputs, each prompt once.
+    assert_eq!(j["check"]["compared"], 2 * prompts, "{}", j["check"]);
+    for r in j["results"].as_array().unwrap() {
+        let steps = (r["ar_steps"].as_u64().unwrap() + r["draft_steps"].as_u64().unwrap()) as usize;
+        assert!(steps >= reps * prompts, "{r}");
+    }
+    let log: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&steps).unwrap()).unwrap();
+    for mode in ["ar", "orthrus", "auto"] {
+        let tokens = log["tokens"][mode].as_array().unwrap();
+        assert_eq!(tokens.len(), reps * prompts, "{mode}");
+        // Greedy: every repetition of a prompt writes the same tokens.
+        for (i, t) in tokens.iter().enumerate() {
+            assert_eq!(t.as_array().unwrap().len(), n, "{mode}");
+            assert_eq!(t, &tokens[i % prompts], "{mode}: generation {i}");
+        }
+    }
 }
