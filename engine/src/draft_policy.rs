@@ -568,8 +568,6 @@ impl DraftPolicy {
         let Some(ar_cost) = self.costs.cost(1, at(1)) else {
             return ar;
         };
-        let mean = expected(&self.acceptance.rates(max_drafts));
-        let drawn = expected(&self.acceptance.rates_with(max_drafts, Some(&mut self.rng)));
         let candidates: Vec<(Choice, f64)> = self
             .costs
             .rows()
@@ -580,6 +578,17 @@ impl DraftPolicy {
                 Some((Choice { drafts, rows }, cost))
             })
             .collect();
+        // Where no draft could beat AR steps even if all were accepted (a
+        // CPU), every path below ends in an AR step: take it without them,
+        // as they cost about 1% of the bundled model's step on a CPU.
+        let could_pay = |&(c, cost): &(Choice, f64)| cost < (c.drafts + 1) as f64 * ar_cost;
+        if !candidates.iter().any(could_pay) && to_build(1) == 0.0 {
+            self.explore_budget += EXPLORE_SHARE * ar_cost;
+            self.probe_budget += PROBE_SHARE * ar_cost;
+            return ar;
+        }
+        let mean = expected(&self.acceptance.rates(max_drafts));
+        let drawn = expected(&self.acceptance.rates_with(max_drafts, Some(&mut self.rng)));
         // Building a length's graphs is paid once for the steps that use
         // them until the KV window moves on (the session keeps them across
         // generations): per step, the build's share of the tokens left in
@@ -660,7 +669,7 @@ impl DraftPolicy {
         self.probe_budget += PROBE_SHARE * ar_cost;
         let Some((probe, cost)) = candidates
             .iter()
-            .filter(|(c, cost)| *cost < (c.drafts + 1) as f64 * ar_cost)
+            .filter(|c| could_pay(c))
             .map(|&(c, cost)| (c, with_fresh(c, cost)))
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.rows.cmp(&b.0.rows)))
         else {
