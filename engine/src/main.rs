@@ -355,7 +355,7 @@ struct ModeTotals {
 }
 
 impl ModeTotals {
-    fn add(&mut self, g: &orthrus_engine::Generation) {
+    fn add(&mut self, g: orthrus_engine::Generation) {
         let s = &g.stats;
         self.prompt_tokens += s.prompt_tokens;
         self.prompt_seconds += s.prompt_seconds;
@@ -369,7 +369,7 @@ impl ModeTotals {
         self.ar_step_seconds += s.ar_step_seconds;
         self.build_steps += s.build_steps;
         self.build_seconds += s.build_seconds;
-        self.tokens.push(g.tokens.clone());
+        self.tokens.push(g.tokens);
         let steps: Vec<serde_json::Value> = g
             .steps
             .iter()
@@ -501,9 +501,10 @@ fn bench(a: BenchArgs) -> Result<()> {
     // orthrus two times in three, ar after auto: on this 2-core machine
     // auto's AR steps were then 3.5-4% slower than ar's, the same steps.)
     let mut totals = vec![ModeTotals::default(); modes.len()];
+    // Each repetition's tokens and seconds of generation by mode.
     let mut per_repetition = Vec::with_capacity(a.repetitions);
     for r in 0..a.repetitions {
-        let mut rep = vec![ModeTotals::default(); modes.len()];
+        let mut rep = vec![(0usize, 0f64); modes.len()];
         for (i, p) in prompts.iter().enumerate() {
             let turn = r * prompts.len() + i;
             let backwards = (turn / modes.len()) % 2 == 1;
@@ -518,8 +519,9 @@ fn bench(a: BenchArgs) -> Result<()> {
                     sampling,
                 };
                 let g = generate(&mut session, p, &params, &mut |_| true)?;
-                totals[m].add(&g);
-                rep[m].add(&g);
+                rep[m].0 += g.stats.generated_tokens;
+                rep[m].1 += g.stats.generation_seconds;
+                totals[m].add(g);
             }
         }
         per_repetition.push(rep);
@@ -530,9 +532,9 @@ fn bench(a: BenchArgs) -> Result<()> {
         .map(|(mode, t)| t.json(*mode))
         .collect();
     // Each repetition's auto / the faster of ar and orthrus.
-    let rep_rate = |t: &[ModeTotals], m: Mode| {
+    let rep_rate = |t: &[(usize, f64)], m: Mode| {
         let i = modes.iter().position(|&x| x == m)?;
-        Some(t[i].generated as f64 / t[i].generation_seconds)
+        Some(t[i].0 as f64 / t[i].1)
     };
     let auto_vs_best_each: Vec<f64> = per_repetition
         .iter()
@@ -560,7 +562,7 @@ fn bench(a: BenchArgs) -> Result<()> {
         std::fs::write(path, serde_json::Value::Object(steps).to_string())
             .with_context(|| format!("{}", path.display()))?;
     }
-    // The first repetition's outputs (later ones write the same greedy text).
+    // The first repetition's outputs, each prompt once.
     let outputs: Vec<Vec<Vec<u32>>> = totals
         .into_iter()
         .map(|t| t.tokens.into_iter().take(prompts.len()).collect())

@@ -370,30 +370,25 @@ fn a_chat_template_that_grows_memory_is_stopped() {
     );
 }
 
-#[test]
-fn bench_steps_out_has_every_step_and_the_tokens() {
+/// `orthrus bench --json --steps-out` on the bundled model on the CPU with
+/// `args`: its JSON and the steps file's.
+fn bench_with_steps(args: &[&str]) -> (serde_json::Value, serde_json::Value) {
     let dir = tempfile::tempdir().unwrap();
     let m =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny-orthrus/tiny-orthrus-q8_0.gguf");
     let steps = dir.path().join("steps.json");
+    let mut all = vec!["bench", "-m", m.to_str().unwrap(), "--device", "CPU"];
+    all.extend(args);
+    all.extend(["--json", "--steps-out", steps.to_str().unwrap()]);
+    let j = json(&orthrus(&all));
+    let log = serde_json::from_str(&std::fs::read_to_string(&steps).unwrap()).unwrap();
+    (j, log)
+}
+
+#[test]
+fn bench_steps_out_has_every_step_and_the_tokens() {
     let n = 24;
-    let out = orthrus(&[
-        "bench",
-        "-m",
-        m.to_str().unwrap(),
-        "--device",
-        "CPU",
-        "-p",
-        "def add(a, b):",
-        "-n",
-        &n.to_string(),
-        "--json",
-        "--steps-out",
-        steps.to_str().unwrap(),
-    ]);
-    json(&out);
-    let log: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&steps).unwrap()).unwrap();
+    let (_, log) = bench_with_steps(&["-p", "def add(a, b):", "-n", &n.to_string()]);
     for mode in ["ar", "orthrus", "auto"] {
         let tokens = log["tokens"][mode].as_array().unwrap();
         assert_eq!(tokens.len(), 1, "{mode}: one prompt");
@@ -421,17 +416,8 @@ fn bench_steps_out_has_every_step_and_the_tokens() {
 
 #[test]
 fn bench_repetitions_run_every_prompt_in_every_mode_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let m =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/tiny-orthrus/tiny-orthrus-q8_0.gguf");
-    let steps = dir.path().join("steps.json");
     let (n, reps, prompts) = (6, 3, 2);
-    let out = orthrus(&[
-        "bench",
-        "-m",
-        m.to_str().unwrap(),
-        "--device",
-        "CPU",
+    let (j, log) = bench_with_steps(&[
         "-p",
         "def add(a, b):",
         "-p",
@@ -441,11 +427,7 @@ fn bench_repetitions_run_every_prompt_in_every_mode_again() {
         "-r",
         &reps.to_string(),
         "--check",
-        "--json",
-        "--steps-out",
-        steps.to_str().unwrap(),
     ]);
-    let j = json(&out);
     assert_eq!(j["repetitions"], reps);
     let each = j["auto_vs_best_each"].as_array().unwrap();
     assert_eq!(each.len(), reps, "{each:?}");
@@ -456,8 +438,6 @@ fn bench_repetitions_run_every_prompt_in_every_mode_again() {
         let steps = (r["ar_steps"].as_u64().unwrap() + r["draft_steps"].as_u64().unwrap()) as usize;
         assert!(steps >= reps * prompts, "{r}");
     }
-    let log: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&steps).unwrap()).unwrap();
     for mode in ["ar", "orthrus", "auto"] {
         let tokens = log["tokens"][mode].as_array().unwrap();
         assert_eq!(tokens.len(), reps * prompts, "{mode}");
