@@ -411,6 +411,12 @@ impl ModeTotals {
     }
 }
 
+/// auto's generation speed over the faster of ar's and orthrus's, from
+/// each mode's tokens a second (None where a mode did not run).
+fn auto_vs_best(rate: impl Fn(Mode) -> Option<f64>) -> Option<f64> {
+    Some(rate(Mode::Auto)? / rate(Mode::Ar)?.max(rate(Mode::Orthrus)?))
+}
+
 fn bench(a: BenchArgs) -> Result<()> {
     if !(1..=MAX_REPETITIONS).contains(&a.repetitions) {
         bail!(
@@ -538,10 +544,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     };
     let auto_vs_best_each: Vec<f64> = per_repetition
         .iter()
-        .filter_map(|t| {
-            let best = rep_rate(t, Mode::Ar)?.max(rep_rate(t, Mode::Orthrus)?);
-            Some(rep_rate(t, Mode::Auto)? / best)
-        })
+        .filter_map(|t| auto_vs_best(|m| rep_rate(t, m)))
         .collect();
     if let Some(path) = &a.steps_out {
         let mut steps: serde_json::Map<String, serde_json::Value> = modes
@@ -655,10 +658,7 @@ fn bench(a: BenchArgs) -> Result<()> {
     };
     let ar = rate(Mode::Ar).unwrap_or(1.0);
     let speedup = rate(Mode::Orthrus).map_or(1.0, |o| o / ar);
-    let auto_vs_best = match (rate(Mode::Orthrus), rate(Mode::Auto)) {
-        (Some(o), Some(x)) => x / o.max(ar),
-        _ => 1.0,
-    };
+    let auto_vs_best = auto_vs_best(rate).unwrap_or(1.0);
     let devices: Vec<String> = l.model.devices.iter().map(|d| d.name()).collect();
     let sampling_json = if sampling.is_greedy() {
         serde_json::Value::Null
