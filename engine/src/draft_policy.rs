@@ -594,12 +594,20 @@ impl DraftPolicy {
         // generations): per step, the build's share of the tokens left in
         // the window that the step commits. (Unshared, a build of 4.5 AR steps' time for 60 tokens
         // left made a single draft of the 8B after an 8K prompt look free.)
-        // Shared only as far as the estimates rest on observations (see
-        // BUILD_EVIDENCE): a length chosen on the prior may be dropped
-        // after its first step.
+        // A drafting length's build is shared only as far as the estimates
+        // rest on observations (see BUILD_EVIDENCE): one chosen on the prior
+        // may be dropped after its first step. AR steps' is shared by the
+        // whole window: every generation takes them once drafting stops
+        // paying. (Charged to one token where nothing was observed yet, an
+        // AR build that calibration timed at 2.8 ms under load on this CPU
+        // made a draft of 3.5 AR steps' time look cheaper than the AR step
+        // that would build it.)
         let (a0, r0) = self.acceptance.long.counts(0);
         let observed = (a0 + r0) / (a0 + r0 + BUILD_EVIDENCE);
-        let left = |rows| (self.costs.layout(rows, position).1 * observed).max(1.0);
+        let left = |rows| {
+            let share = if rows == 1 { 1.0 } else { observed };
+            (self.costs.layout(rows, position).1 * share).max(1.0)
+        };
         let build: Vec<(usize, f64)> = std::iter::once(1)
             .chain(candidates.iter().map(|(c, _)| c.rows))
             .map(|rows| (rows, to_build(rows) * self.costs.fresh(rows)))
@@ -969,6 +977,20 @@ mod tests {
             cheap > 25 && dear < cheap / 4,
             "{cheap} probes, {dear} building graphs"
         );
+    }
+
+    #[test]
+    fn an_ar_build_is_shared_by_its_window_before_any_draft() {
+        // This CPU's costs (ms) for the bundled model, whose drafts cannot
+        // pay even if all are accepted, at a generation's first step with
+        // the AR graph to build (2.8 ms as timed under load) and the
+        // drafting ones ready: an AR step, as it will be for the window's
+        // 167 tokens left.
+        let mut c = StepCosts::from_samples(&[(1, 0, 0.355), (2, 0, 1.252), (4, 0, 2.324)]);
+        c.set_fresh(1, 2.756);
+        let mut p = DraftPolicy::new(c, History::default());
+        let choice = p.choose(15, 89, &|rows| if rows == 1 { 1.0 } else { 0.0 });
+        assert_eq!(choice.drafts, 0, "{choice:?}");
     }
 
     /// A one-token pass timed during a stall at calibration (on a 2-core
