@@ -474,9 +474,9 @@ pub struct Choice {
 /// A drafting size is used only where, with every draft accepted, it
 /// would beat AR steps by this share: closer than that, errors in the step
 /// costs decide whether it pays. On this 2-core CPU a 2-row step of the
-/// bundled model costs 2.5-3 AR steps, but calibration put it at 1.9-4.5
-/// in seven runs, and at 1.9 (a best case of 5%) auto drafted now and then
-/// at a loss.
+/// bundled model costs 2.5-3 AR steps, but the costs auto held put it at
+/// 1.9-4.5 across ten runs, and at 1.9 (a best case of 5%) auto drafted now
+/// and then at a loss.
 const MIN_BEST_GAIN: f64 = 0.25;
 
 /// Long-run observations of the first draft position at which a graph
