@@ -1041,8 +1041,8 @@ mod tests {
     fn no_draft_where_even_full_acceptance_gains_little() {
         // This CPU's bundled model as one calibration had it (ms): one draft
         // at 1.9 AR steps, 3 at 3.8, and every draft accepted so far. With
-        // all accepted a step would gain 5%; as calibrated 2-row steps
-        // ranged 1.9-4.5 AR steps, AR steps.
+        // all accepted a step would gain 5%; as the costs auto held put
+        // 2-row steps at 1.9-4.5 AR steps across runs, AR steps.
         let c = StepCosts::from_samples(&[(1, 0, 0.52), (2, 0, 1.0), (4, 0, 1.98)]);
         let mut p = DraftPolicy::new(c, History::default());
         for _ in 0..200 {
