@@ -605,11 +605,11 @@ impl DraftPolicy {
         // Where no draft could beat AR steps by MIN_BEST_GAIN even if all
         // were accepted (a CPU), an AR step, without the sums below (about
         // 1% of the bundled model's step on a CPU).
-        let could_pay = |&(c, cost): &(Choice, f64)| cost < (c.drafts + 1) as f64 * ar_cost;
-        let could_gain = |&(c, cost): &(Choice, f64)| {
-            cost * (1.0 + MIN_BEST_GAIN) < (c.drafts + 1) as f64 * ar_cost
+        // Whether a step, every draft accepted, beats AR steps by `gain`.
+        let beats_ar_by = |&(c, cost): &(Choice, f64), gain: f64| {
+            cost * (1.0 + gain) < (c.drafts + 1) as f64 * ar_cost
         };
-        if !candidates.iter().any(could_gain) {
+        if !candidates.iter().any(|c| beats_ar_by(c, MIN_BEST_GAIN)) {
             self.explore_budget += EXPLORE_SHARE * ar_cost;
             self.probe_budget += PROBE_SHARE * ar_cost;
             return ar;
@@ -703,7 +703,7 @@ impl DraftPolicy {
         self.probe_budget += PROBE_SHARE * ar_cost;
         let Some((probe, cost)) = candidates
             .iter()
-            .filter(|c| could_pay(c))
+            .filter(|c| beats_ar_by(c, 0.0))
             .map(|&(c, cost)| (c, with_fresh(c, cost)))
             .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.rows.cmp(&b.0.rows)))
         else {
